@@ -103,6 +103,9 @@ class SandboxHandle(abc.ABC):
     ) -> SandboxProcess:
         """Start `argv` inside the sandbox in a new session/process group.
 
+        `env` is merged over the sandbox's base environment (`HOME`, `PATH`, `USER`, the spec's env).
+        `cwd` is a path inside the sandbox.
+
         `stdin`/`stdout`/`stderr` are host file descriptors (e.g. pipe ends) handed to the child;
         the caller keeps ownership of its copies. None means /dev/null.
         """
