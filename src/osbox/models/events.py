@@ -1,0 +1,206 @@
+"""Stream events of execd's ``POST /command``, ``POST /code`` and ``POST /session/{id}/run``, and their fold.
+
+A stream is a sequence of JSON objects. Each one with a ``type`` is a :class:`StreamEvent`; an object
+without ``type`` appended after ``init`` is a :class:`StreamErrorBody` (``{code, message}``) reporting a
+failure that happened once the stream had started. :func:`parse_stream_object` tells them apart.
+
+:class:`ExecutionBuilder` folds events one at a time into an :class:`Execution` (pure, no I/O, so sync and
+async streams share it). Output rules:
+
+* Command and session output arrives one line per event without its newline; an empty line is sent as
+  ``"\\n"``. A line event gets ``"\\n"`` appended, except when its text is exactly ``"\\n"`` (which *is* the
+  empty line).
+* Jupyter output arrives in chunks that carry their own newlines. A chunk that ends in ``"\\n"`` or contains
+  one is appended verbatim. A chunk with no newline at all cannot be told from a command line, so by default
+  it is treated as a line; pass ``chunks=True`` (what code-interpreter callers should do) to append every
+  text verbatim.
+* ``execution_complete`` sets the exit code to 0 unless an error was seen, and ``duration_ms`` from
+  ``execution_time``. ``error`` with ename ``CommandExecError`` sets the exit code to ``int(evalue)``; any
+  other error (e.g. a Python exception) sets it to 1. ``ping``, ``status`` and unknown types are ignored.
+* A :class:`StreamErrorBody` becomes ``Execution.error`` with ``ename`` = its code and ``evalue`` = its
+  message; the exit code is left as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final
+
+from pydantic import Field
+
+from ._base import ErrorResponse, SnakeCaseWireModel
+
+__all__ = [
+    "COMMAND_EXEC_ERROR",
+    "EventType",
+    "Execution",
+    "ExecutionBuilder",
+    "ExecutionError",
+    "StreamErrorBody",
+    "StreamEvent",
+    "fold",
+    "parse_stream_object",
+]
+
+COMMAND_EXEC_ERROR: Final = "CommandExecError"
+"""The ``ename`` execd uses for a command that exited non-zero or was killed; ``evalue`` is the exit code."""
+
+
+class EventType:
+    """The known values of :attr:`StreamEvent.type` (a plain ``str``: unknown types must be tolerated)."""
+
+    INIT: Final = "init"
+    STDOUT: Final = "stdout"
+    STDERR: Final = "stderr"
+    RESULT: Final = "result"
+    EXECUTION_COUNT: Final = "execution_count"
+    EXECUTION_COMPLETE: Final = "execution_complete"
+    ERROR: Final = "error"
+    STATUS: Final = "status"
+    PING: Final = "ping"
+
+
+class ExecutionError(SnakeCaseWireModel):
+    """An error reported by a stream: exception name, value and traceback lines."""
+
+    ename: str = ""
+    evalue: str = ""
+    traceback: list[str] = Field(default_factory=list)
+
+
+class StreamEvent(SnakeCaseWireModel):
+    """One event of an execution stream (the spec's ``ServerStreamEvent``); every field but ``type`` optional.
+
+    ``timestamp`` is Unix milliseconds; ``results`` is the MIME bundle of a ``result`` event with every
+    MIME type kept (execd renames ``text/plain`` to ``text``).
+    """
+
+    type: str
+    text: str | None = None
+    execution_count: int | None = None
+    execution_time: int | float | None = None
+    timestamp: int | None = None
+    results: dict[str, Any] | None = None
+    error: ExecutionError | None = None
+
+
+class StreamErrorBody(ErrorResponse):
+    """A ``{code, message}`` object without ``type``: a failure appended to a stream after ``init``."""
+
+
+def parse_stream_object(data: dict[str, Any]) -> StreamEvent | StreamErrorBody:
+    """Validate one decoded stream object: an event if it has ``type``, else a trailing error body."""
+    if "type" in data:
+        return StreamEvent.model_validate(data)
+    return StreamErrorBody.model_validate(data)
+
+
+class Execution(SnakeCaseWireModel):
+    """The folded result of a command, session run or code cell.
+
+    ``exit_code`` is ``None`` while no terminal event was seen; ``complete`` says whether one
+    (``execution_complete`` or ``error``) was.
+    """
+
+    id: str | None = None
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int | None = None
+    results: list[dict[str, Any]] = Field(default_factory=list)
+    error: ExecutionError | None = None
+    execution_count: int | None = None
+    duration_ms: float | None = None
+    complete: bool = False
+
+
+def _exit_code_of(error: ExecutionError) -> int:
+    """The exit code an error event stands for (see the module docstring)."""
+    if error.ename == COMMAND_EXEC_ERROR:
+        try:
+            return int(error.evalue)
+        except ValueError:
+            return 1
+    return 1
+
+
+class ExecutionBuilder:
+    """Folds stream events one at a time into an :class:`Execution`.
+
+    Example::
+
+        builder = ExecutionBuilder()
+        for event in stream:
+            builder.add(event)
+        execution = builder.result()
+    """
+
+    def __init__(self, *, chunks: bool = False) -> None:
+        """``chunks=True`` appends all output text verbatim (Jupyter); see the module docstring."""
+        self._chunks = chunks
+        self._id: str | None = None
+        self._stdout: list[str] = []
+        self._stderr: list[str] = []
+        self._exit_code: int | None = None
+        self._results: list[dict[str, Any]] = []
+        self._error: ExecutionError | None = None
+        self._execution_count: int | None = None
+        self._duration_ms: float | None = None
+        self._complete = False
+
+    def _output_text(self, text: str) -> str:
+        if self._chunks or text == "\n" or "\n" in text:
+            return text
+        return text + "\n"
+
+    def add(self, event: StreamEvent | StreamErrorBody) -> None:
+        """Fold one event (or a trailing error body) into the result."""
+        if isinstance(event, StreamErrorBody):
+            self._error = ExecutionError(ename=event.code, evalue=event.message)
+            return
+        kind = event.type
+        if kind == EventType.INIT:
+            self._id = event.text
+        elif kind in (EventType.STDOUT, EventType.STDERR):
+            if event.text is not None:
+                sink = self._stdout if kind == EventType.STDOUT else self._stderr
+                sink.append(self._output_text(event.text))
+        elif kind == EventType.RESULT:
+            if event.results is not None:
+                self._results.append(dict(event.results))
+            if event.execution_count is not None:
+                self._execution_count = event.execution_count
+        elif kind == EventType.EXECUTION_COUNT:
+            if event.execution_count is not None:
+                self._execution_count = event.execution_count
+        elif kind == EventType.EXECUTION_COMPLETE:
+            self._complete = True
+            if event.execution_time is not None:
+                self._duration_ms = event.execution_time
+            if self._error is None:
+                self._exit_code = 0
+        elif kind == EventType.ERROR:
+            self._complete = True
+            self._error = event.error if event.error is not None else ExecutionError()
+            self._exit_code = _exit_code_of(self._error)
+
+    def result(self) -> Execution:
+        """The execution as folded so far (may be called repeatedly)."""
+        return Execution(
+            id=self._id,
+            stdout="".join(self._stdout),
+            stderr="".join(self._stderr),
+            exit_code=self._exit_code,
+            results=list(self._results),
+            error=self._error,
+            execution_count=self._execution_count,
+            duration_ms=self._duration_ms,
+            complete=self._complete,
+        )
+
+
+def fold(events: Iterable[StreamEvent | StreamErrorBody], *, chunks: bool = False) -> Execution:
+    """Fold a whole stream into an :class:`Execution` (see :class:`ExecutionBuilder`)."""
+    builder = ExecutionBuilder(chunks=chunks)
+    for event in events:
+        builder.add(event)
+    return builder.result()
