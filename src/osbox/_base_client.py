@@ -1,0 +1,351 @@
+"""The machinery every client shares: options, request building, retries, error mapping.
+
+`BaseClient` holds every step that does no I/O. `SyncAPIClient` and `AsyncAPIClient` differ only in
+how they send (`_send`), and run the same operations (see `osbox._operation`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import anyio
+import httpx2
+
+from ._exceptions import APIConnectionError, APIError, APITimeoutError, make_status_error, parse_retry_after
+from ._operation import APIRequest, PageRequest, StreamRequest
+from ._retry import RetryPolicy
+from ._streaming import AsyncStream, Stream
+
+if TYPE_CHECKING:
+    from typing import Self
+
+__all__ = ["DEFAULT_MAX_RETRIES", "DEFAULT_TIMEOUT", "AsyncAPIClient", "BaseClient", "SyncAPIClient"]
+
+log = logging.getLogger("osbox")
+
+T = TypeVar("T")
+E = TypeVar("E")
+R = TypeVar("R")
+
+DEFAULT_TIMEOUT = httpx2.Timeout(30.0, connect=10.0)
+DEFAULT_MAX_RETRIES = 2
+_CHUNK = 1024 * 1024
+
+
+class _NotGiven:
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+NOT_GIVEN: Any = _NotGiven()
+
+
+def _as_timeout(value: float | httpx2.Timeout | None) -> httpx2.Timeout:
+    return value if isinstance(value, httpx2.Timeout) else httpx2.Timeout(value)
+
+
+class BaseClient:
+    """Options and request building shared by every client (no I/O here)."""
+
+    _is_async: ClassVar[bool]
+    #: The header that carries this API's credential, e.g. `OPEN-SANDBOX-API-KEY`.
+    _auth_header: ClassVar[str]
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float | httpx2.Timeout | None = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        headers: Mapping[str, str] | None = None,
+        http_client: Any = None,
+    ) -> None:
+        if not base_url:
+            raise ValueError("base_url is required, e.g. 'http://127.0.0.1:8080/v1'")
+        if "://" not in base_url:
+            base_url = f"http://{base_url}"
+        self.base_url = base_url.rstrip("/")
+        self.timeout = _as_timeout(timeout)
+        self.max_retries = max_retries
+        self._retry = RetryPolicy(max_retries=max_retries)
+        self._headers = httpx2.Headers({"User-Agent": _user_agent(), "Accept": "application/json"})
+        if token:
+            self._headers[self._auth_header] = token
+        self._headers.update(headers or {})
+        self._owns_http = http_client is None
+        self._http = http_client if http_client is not None else self._new_http_client()
+
+    def _new_http_client(self) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def from_endpoint(
+        cls,
+        endpoint: Any,
+        *,
+        scheme: str = "http",
+        timeout: float | httpx2.Timeout | None = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        headers: Mapping[str, str] | None = None,
+        http_client: Any = None,
+    ) -> Self:
+        """A client for what `LifecycleClient.get_endpoint` returned.
+
+        The endpoint has no scheme (`host:port/path`): `scheme` is added unless one is there; its path
+        prefix is kept (requests go to `{endpoint}/command`, ...); every endpoint header (the access
+        token among them) is sent with every request.
+
+            endpoint = lifecycle.get_endpoint(sandbox.id, 44772)
+            execd = ExecdClient.from_endpoint(endpoint)
+        """
+        url: str = endpoint.endpoint
+        if "://" not in url:
+            url = f"{scheme}://{url}"
+        merged = dict(endpoint.headers or {})
+        merged.update(headers or {})
+        return cls(
+            url, None, timeout=timeout, max_retries=max_retries, headers=merged, http_client=http_client
+        )
+
+    def __repr__(self) -> str:
+        # Never the token or the headers: they carry credentials.
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def with_options(
+        self,
+        *,
+        timeout: float | httpx2.Timeout | None = NOT_GIVEN,
+        max_retries: int = NOT_GIVEN,
+        headers: Mapping[str, str] | None = NOT_GIVEN,
+    ) -> Self:
+        """A copy of this client with some options changed; it shares the connection pool.
+
+        execd.with_options(timeout=600).run_command("make -j2").run()
+        """
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        if timeout is not NOT_GIVEN:
+            clone.timeout = _as_timeout(timeout)
+        if max_retries is not NOT_GIVEN:
+            clone.max_retries = max_retries
+            clone._retry = RetryPolicy(max_retries=max_retries)
+        if headers is not NOT_GIVEN:
+            clone._headers = self._headers.copy()
+            clone._headers.update(headers or {})
+        clone._owns_http = False  # the original closes the pool
+        return clone
+
+    def _build(self, req: APIRequest[Any], *, stream: bool = False) -> httpx2.Request:
+        headers = self._headers.copy()
+        if req.headers:
+            headers.update(req.headers)
+        timeout = self.timeout
+        if stream or req.download_to is not None:
+            # A command may print nothing for minutes: only connecting and sending are bounded.
+            timeout = httpx2.Timeout(timeout.connect, connect=timeout.connect, read=None, write=timeout.write)
+        request: httpx2.Request = self._http.build_request(
+            req.method,
+            self.base_url + req.path,
+            params=req.params,
+            json=req.json,
+            content=req.content,
+            files=req.files,
+            headers=headers,
+            timeout=timeout,
+        )
+        return request
+
+    def _retry_after_error(self, attempt: int, request: httpx2.Request, exc: httpx2.TransportError) -> float:
+        """The delay before another try after a transport error; raises when there is none."""
+        if not self._retry.should_retry_error(attempt, request.method, exc):
+            raise self._map_error(exc, request) from exc
+        return self._retry.delay(attempt)
+
+    def _retry_after_status(self, attempt: int, response: httpx2.Response) -> float:
+        """The delay before another try after a status >= 400 (body read); raises when there is none."""
+        retry_after = parse_retry_after(response.headers)
+        if not self._retry.should_retry_status(
+            attempt, response.request.method, response.status_code, retry_after
+        ):
+            raise make_status_error(response)
+        delay = self._retry.delay(attempt, retry_after)
+        log.debug("retrying %s %s in %.2fs", response.request.method, response.request.url.path, delay)
+        return delay
+
+    @staticmethod
+    def _map_error(exc: Exception, request: httpx2.Request) -> APIError:
+        """The one place where transport errors become osbox errors."""
+        where = f"{request.method} {request.url.copy_with(query=None)}"
+        if isinstance(exc, httpx2.TimeoutException):
+            return APITimeoutError(
+                f"{where} timed out ({type(exc).__name__}); raise timeout= if the operation is slow",
+                request=request,
+            )
+        return APIConnectionError(
+            f"{where} failed: {type(exc).__name__}: {exc or 'connection error'}; is the server running "
+            f"and the base_url right?",
+            request=request,
+        )
+
+
+def _user_agent() -> str:
+    from . import __version__
+
+    return f"osbox-python/{__version__}"
+
+
+class SyncAPIClient(BaseClient):
+    """Sends requests with a blocking `httpx2.Client`."""
+
+    _is_async = False
+    _http: httpx2.Client
+
+    def _new_http_client(self) -> httpx2.Client:
+        return httpx2.Client(timeout=self.timeout, follow_redirects=False)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool (unless it was passed in as `http_client`)."""
+        if self._owns_http:
+            self._http.close()
+
+    def _send(self, request: httpx2.Request) -> httpx2.Response:
+        """Send with retries; returns a response whose status is < 400 and whose body is unread."""
+        attempt = 0
+        while True:
+            try:
+                response = self._http.send(request, stream=True)
+                if response.status_code < 400:
+                    return response
+                try:
+                    response.read()
+                finally:
+                    response.close()
+            except httpx2.TransportError as exc:
+                delay = self._retry_after_error(attempt, request, exc)
+            else:
+                delay = self._retry_after_status(attempt, response)
+            time.sleep(delay)
+            attempt += 1
+
+    def _call(self, req: APIRequest[T]) -> T:
+        try:
+            request = self._build(req)
+            response = self._send(request)
+            try:
+                if req.download_to is not None:
+                    for chunk in response.iter_bytes(_CHUNK):
+                        req.download_to.write(chunk)
+                else:
+                    response.read()
+            except httpx2.TransportError as exc:
+                raise self._map_error(exc, request) from exc
+            finally:
+                response.close()
+            return req.parse(response)
+        finally:
+            for closer in req.closers:
+                closer.close()
+
+    def _send_stream(self, req: APIRequest[Any]) -> httpx2.Response:
+        request = self._build(req, stream=True)
+        request.headers["Accept"] = "text/event-stream"
+        return self._send(request)
+
+    def _stream(self, spec: StreamRequest[E, R]) -> Stream[E, R]:
+        return Stream(self, spec)
+
+    def _paginate(self, spec: PageRequest[T]) -> Iterator[T]:
+        page = 1
+        while True:
+            result = self._call(spec.page(page))
+            yield from spec.items(result)
+            if not spec.has_next(result):
+                return
+            page += 1
+
+
+class AsyncAPIClient(BaseClient):
+    """Sends requests with an `httpx2.AsyncClient`."""
+
+    _is_async = True
+    _http: httpx2.AsyncClient
+
+    def _new_http_client(self) -> httpx2.AsyncClient:
+        return httpx2.AsyncClient(timeout=self.timeout, follow_redirects=False)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool (unless it was passed in as `http_client`)."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def _send(self, request: httpx2.Request) -> httpx2.Response:
+        """Send with retries; returns a response whose status is < 400 and whose body is unread."""
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.send(request, stream=True)
+                if response.status_code < 400:
+                    return response
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
+            except httpx2.TransportError as exc:
+                delay = self._retry_after_error(attempt, request, exc)
+            else:
+                delay = self._retry_after_status(attempt, response)
+            await anyio.sleep(delay)
+            attempt += 1
+
+    async def _call(self, req: APIRequest[T]) -> T:
+        try:
+            request = self._build(req)
+            response = await self._send(request)
+            try:
+                if req.download_to is not None:
+                    async for chunk in response.aiter_bytes(_CHUNK):
+                        req.download_to.write(chunk)
+                else:
+                    await response.aread()
+            except httpx2.TransportError as exc:
+                raise self._map_error(exc, request) from exc
+            finally:
+                await response.aclose()
+            return req.parse(response)
+        finally:
+            for closer in req.closers:
+                closer.close()
+
+    async def _send_stream(self, req: APIRequest[Any]) -> httpx2.Response:
+        request = self._build(req, stream=True)
+        request.headers["Accept"] = "text/event-stream"
+        return await self._send(request)
+
+    def _stream(self, spec: StreamRequest[E, R]) -> AsyncStream[E, R]:
+        return AsyncStream(self, spec)
+
+    async def _paginate(self, spec: PageRequest[T]) -> AsyncIterator[T]:
+        page = 1
+        while True:
+            result = await self._call(spec.page(page))
+            for item in spec.items(result):
+                yield item
+            if not spec.has_next(result):
+                return
+            page += 1

@@ -1,0 +1,259 @@
+"""The one exception tree of osbox.
+
+    OsboxError
+    ├── APIError                       something went wrong talking to an OpenSandbox API
+    │   ├── APIStatusError             the server answered with a status >= 400
+    │   │   ├── BadRequestError            400
+    │   │   ├── AuthenticationError        401
+    │   │   ├── PermissionDeniedError      403
+    │   │   ├── NotFoundError              404
+    │   │   ├── ConflictError              409
+    │   │   ├── UnprocessableEntityError   422
+    │   │   ├── RateLimitError             429
+    │   │   └── InternalServerError        >= 500
+    │   ├── APIConnectionError         the request did not get an answer
+    │   │   └── APITimeoutError
+    │   ├── StreamError                a stream ended badly: empty, or an error object arrived mid-stream
+    │   └── APIResponseValidationError the answer did not have the expected shape
+    └── SandboxError                   raised by the high-level `Sandbox` helpers (e.g. not ready in time)
+
+Lower-layer (httpx2) errors are translated in one place, `osbox._base_client`, so none leaks out.
+Messages never contain API keys or access tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx2
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConflictError",
+    "InternalServerError",
+    "NotFoundError",
+    "OsboxError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "SandboxError",
+    "StreamError",
+    "UnprocessableEntityError",
+]
+
+
+class OsboxError(Exception):
+    """Base class of every exception osbox raises."""
+
+
+class SandboxError(OsboxError):
+    """A high-level sandbox operation could not complete (e.g. it never became ready)."""
+
+
+class APIError(OsboxError):
+    """Something went wrong talking to an OpenSandbox API.
+
+    `request` is the `httpx2.Request` concerned, when there was one.
+    """
+
+    request: httpx2.Request | None
+
+    def __init__(self, message: str, *, request: httpx2.Request | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.request = request
+
+
+class APIConnectionError(APIError):
+    """The server could not be reached, or the connection broke before an answer."""
+
+    def __init__(self, message: str = "Connection error.", *, request: httpx2.Request | None = None) -> None:
+        super().__init__(message, request=request)
+
+
+class APITimeoutError(APIConnectionError):
+    """The request timed out. Raise `timeout=` on the client or the call if the operation is slow."""
+
+    def __init__(self, message: str = "Request timed out.", *, request: httpx2.Request | None = None) -> None:
+        super().__init__(message, request=request)
+
+
+class APIResponseValidationError(APIError):
+    """The server answered 2xx, but the body did not match the expected model."""
+
+    def __init__(self, message: str, *, response: httpx2.Response, body: object) -> None:
+        super().__init__(message, request=response.request)
+        self.response = response
+        self.status_code = response.status_code
+        self.body = body
+
+
+class StreamError(APIError):
+    """A stream ended badly: it carried no event, or the server appended an error object.
+
+    `code` and `message` are the server's, when it sent a `{code, message}` object.
+    """
+
+    def __init__(
+        self, message: str, *, code: str | None = None, request: httpx2.Request | None = None
+    ) -> None:
+        super().__init__(f"{code}: {message}" if code else message, request=request)
+        self.code = code
+        self.server_message = message
+
+
+class APIStatusError(APIError):
+    """The server answered with a status code >= 400.
+
+    Attributes: `status_code`, `code` and `message` (from a `{code, message}` or `{"detail": …}` body;
+    for a body that is not JSON, `code` is the status text and `message` the body), `request_id`
+    (`X-Request-ID`), `retry_after` (seconds, from `Retry-After`), `body` (the decoded body), `response`.
+    """
+
+    def __init__(
+        self,
+        *,
+        response: httpx2.Response,
+        code: str,
+        message: str,
+        body: object,
+        request_id: str | None,
+        retry_after: float | None,
+    ) -> None:
+        self.response = response
+        self.status_code = response.status_code
+        self.code = code
+        self.body = body
+        self.request_id = request_id
+        self.retry_after = retry_after
+        text = f"{response.status_code} {code}: {message}" if message else f"{response.status_code} {code}"
+        if hint := _HINTS.get(response.status_code):
+            text = f"{text} ({hint})"
+        if request_id:
+            text = f"{text} [request id {request_id}]"
+        super().__init__(text, request=response.request)
+        # `message` is the server's own message, without status, hint or request id.
+        self.message = message
+
+
+class BadRequestError(APIStatusError):
+    """400: the request was malformed or a parameter was invalid."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key or access token is missing or wrong."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the credentials are valid but not allowed to do this."""
+
+
+class NotFoundError(APIStatusError):
+    """404: the sandbox, snapshot, file, command or session does not exist."""
+
+
+class ConflictError(APIStatusError):
+    """409: the resource is in the wrong state for this operation (e.g. pausing a paused sandbox)."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422: the server understood the request but rejected its content."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests. Retried automatically, honouring `Retry-After`."""
+
+
+class InternalServerError(APIStatusError):
+    """>= 500: the server failed."""
+
+
+_STATUS_ERRORS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+_HINTS: dict[int, str] = {
+    401: "check the API key: pass api_key= or set OPEN_SANDBOX_API_KEY; execd and egress tokens come from "
+    "the sandbox endpoint's headers",
+    403: "the credentials are valid but not allowed to do this",
+    429: "rate limited: retry later or lower the request rate",
+}
+
+
+def parse_retry_after(headers: httpx2.Headers) -> float | None:
+    """Seconds to wait from `Retry-After-Ms` or `Retry-After` (seconds or an HTTP date), else None."""
+    import email.utils
+    import time
+
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def decode_error_body(content: bytes, reason: str) -> tuple[str, str, object]:
+    """`(code, message, body)` from an error body.
+
+    Accepts `{code, message}` (the spec), `{"detail": …}` (FastAPI), `{"error": …}` (execd's 401) and text.
+    """
+    text = content.decode("utf-8", errors="replace")
+    try:
+        body: Any = json.loads(text) if text.strip() else None
+    except ValueError:
+        return reason, text.strip(), text
+    if isinstance(body, dict):
+        detail = body.get("detail")
+        if "code" in body or "message" in body:
+            return str(body.get("code") or reason), str(body.get("message") or ""), body
+        if isinstance(detail, str):
+            return reason, detail, body
+        if isinstance(detail, list):  # FastAPI validation errors
+            parts = []
+            for item in detail:
+                if isinstance(item, dict):
+                    where = ".".join(str(p) for p in item.get("loc", ()))
+                    parts.append(f"{where}: {item.get('msg', '')}".strip(": "))
+            return reason, "; ".join(parts) or json.dumps(detail), body
+        if isinstance(body.get("error"), str):
+            return reason, body["error"], body
+    return reason, text.strip(), body
+
+
+def make_status_error(response: httpx2.Response) -> APIStatusError:
+    """The `APIStatusError` subclass for a response whose body has been read."""
+    code, message, body = decode_error_body(response.content, response.reason_phrase or "error")
+    status = response.status_code
+    cls = _STATUS_ERRORS.get(status, InternalServerError if status >= 500 else APIStatusError)
+    return cls(
+        response=response,
+        code=code,
+        message=message,
+        body=body,
+        request_id=response.headers.get("x-request-id"),
+        retry_after=parse_retry_after(response.headers),
+    )
