@@ -1,0 +1,83 @@
+"""One operation definition serves the sync and the async client."""
+
+from __future__ import annotations
+
+import json
+
+import httpx2
+import pytest
+
+from osbox._base_client import AsyncAPIClient, SyncAPIClient
+from osbox._operation import APIRequest, PageRequest, model, operation, paginated, path
+from osbox.models import PaginationInfo
+
+
+def test_path_encodes_parameters() -> None:
+    assert path("/sandboxes/{id}/endpoints/{port}", id="a b/c", port=44772) == (
+        "/sandboxes/a%20b%2Fc/endpoints/44772"
+    )
+
+
+@pytest.mark.parametrize("bad", ["", ".", ".."])
+def test_path_rejects_empty_and_dot_segments(bad: str) -> None:
+    with pytest.raises(ValueError, match="non-empty"):
+        path("/sandboxes/{id}", id=bad)
+
+
+class _Ops:
+    @operation
+    def get_page(self, number: int) -> APIRequest[PaginationInfo]:
+        """Fetch one page."""
+        return APIRequest("GET", "/pages", params={"page": number}, parse=model(PaginationInfo))
+
+    @paginated
+    def iter_numbers(self, last: int) -> PageRequest[int]:
+        """Every page number up to `last`."""
+        return PageRequest(
+            page=lambda n: APIRequest(
+                "GET", "/pages", params={"page": n, "last": last}, parse=model(PaginationInfo)
+            ),
+            items=lambda p: [p.page],
+            has_next=lambda p: bool(p.has_next_page),
+        )
+
+
+class _Client(SyncAPIClient, _Ops):
+    _auth_header = "X-Test-Token"
+
+
+class _AsyncClient(AsyncAPIClient, _Ops):
+    _auth_header = "X-Test-Token"
+
+
+def _pages(request: httpx2.Request) -> httpx2.Response:
+    page = int(request.url.params["page"])
+    last = int(request.url.params.get("last", page))
+    body = {"page": page, "pageSize": 1, "totalItems": last, "totalPages": last, "hasNextPage": page < last}
+    return httpx2.Response(
+        200, content=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
+
+
+def test_sync_twin_sends_and_parses() -> None:
+    with _Client(
+        "http://svc/v1", "t0ken", http_client=httpx2.Client(transport=httpx2.MockTransport(_pages))
+    ) as c:
+        assert c.get_page(3).page == 3
+        assert list(c.iter_numbers(4)) == [1, 2, 3, 4]
+        assert c.get_page.__doc__ == "Fetch one page."
+
+
+async def test_async_twin_sends_and_parses() -> None:
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(_pages))
+    async with _AsyncClient("http://svc/v1", "t0ken", http_client=http) as c:
+        assert (await c.get_page(2)).page == 2
+        assert [n async for n in c.iter_numbers(3)] == [1, 2, 3]
+    await http.aclose()
+
+
+def test_repr_hides_the_token() -> None:
+    client = _Client("svc:8080/v1", "s3cret-token")
+    assert "s3cret" not in repr(client)
+    assert repr(client) == "_Client(base_url='http://svc:8080/v1')"
+    client.close()
