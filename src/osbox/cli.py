@@ -1,0 +1,91 @@
+"""The `osbox` command line. Each subcommand is one `_add_<name>` function plus one handler.
+
+osbox serve [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--data-dir DIR] [--log-level info]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+_log = logging.getLogger("osbox.cli")
+_DEFAULT_DATA_DIR = Path("/var/lib/osbox") if os.geteuid() == 0 else Path.home() / ".local/share/osbox"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Run the local runtime in the foreground until SIGINT/SIGTERM.
+
+    On shutdown the sandboxes are left running; the next `osbox serve` on the same data dir
+    re-adopts them (or marks them Failed if their processes are gone).
+    """
+    if not sys.platform.startswith("linux"):
+        print(f"osbox serve needs Linux (namespaces, cgroups); this is {sys.platform}.", file=sys.stderr)
+        return 2
+    from .server.lifecycle.config import ServerConfig
+    from .server.lifecycle.serving import run_foreground
+
+    api_key = args.api_key or os.environ.get("OSBOX_API_KEY") or None
+    if api_key is None and not _is_loopback(args.host):
+        _log.warning(
+            "!!! osbox serve is listening on %s WITHOUT an API key: anyone who can reach this address "
+            "can run code on this machine. Set --api-key or OSBOX_API_KEY. !!!",
+            args.host,
+        )
+    config = ServerConfig(data_dir=Path(args.data_dir).resolve(), api_key=api_key, host=args.host)
+    _log.info("osbox serve on %s:%d, data in %s", args.host, args.port, config.data_dir)
+    run_foreground(config, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser("serve", help="run the local OpenSandbox-compatible runtime")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    serve.add_argument("--api-key", default=None, help="required OPEN-SANDBOX-API-KEY (or env OSBOX_API_KEY)")
+    serve.add_argument("--data-dir", default=str(_DEFAULT_DATA_DIR), help="state directory")
+    serve.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    serve.set_defaults(handler=_serve)
+
+
+#: Subcommand registrars; add one function per new subcommand.
+_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [_add_serve]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="osbox", description="OpenSandbox SDK tools and local runtime")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in _SUBCOMMANDS:
+        register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `osbox` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    level = getattr(args, "log_level", "info").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

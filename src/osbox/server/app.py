@@ -1,0 +1,158 @@
+"""The `osbox serve` ASGI app: lifecycle, diagnostics and proxy routes at `/` and `/v1`.
+
+Middleware, outermost first:
+1. `RequestIdMiddleware` — every response carries `X-Request-ID` (echoed, or a fresh uuid4).
+2. `ApiKeyMiddleware` — `OPEN-SANDBOX-API-KEY` checked in constant time, except `/health`
+   and the proxy routes (which the reference leaves open; execd checks its own token).
+3. Starlette's exception middleware — `error_response` turns every error into `{code, message}`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._backend.base import Backend
+from .lifecycle.config import ServerConfig
+from .lifecycle.errors import ApiError
+from .lifecycle.proxy import SandboxProxy
+from .lifecycle.routes import lifecycle_routes
+from .lifecycle.runtime import Runtime
+
+__all__ = ["create_app", "error_response"]
+
+_log = logging.getLogger("osbox.server")
+_REQUEST_ID_KEY = "osbox.request_id"
+_OPEN_PATHS = re.compile(r"^(/v1)?(/health|/sandboxes/[^/]+/proxy/\d+(/.*)?)$")
+_STATUS_CODES = {
+    400: "INVALID_REQUEST",
+    401: "UNAUTHORIZED",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    501: "NOT_SUPPORTED",
+}
+
+
+def _json_error(status: int, code: str, message: str, request_id: str | None) -> JSONResponse:
+    headers = {"X-Request-ID": request_id} if request_id else None
+    return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
+
+
+async def error_response(request: Request, exc: Exception) -> Response:
+    """The one place errors become `{code, message}` responses (ApiError, HTTPException, crashes)."""
+    request_id = request.scope.get(_REQUEST_ID_KEY)
+    if isinstance(exc, ApiError):
+        return _json_error(exc.status, exc.code, exc.message, request_id)
+    if isinstance(exc, HTTPException):
+        code = _STATUS_CODES.get(exc.status_code, f"HTTP_{exc.status_code}")
+        return _json_error(exc.status_code, code, str(exc.detail), request_id)
+    _log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _json_error(500, "INTERNAL_ERROR", "The server failed unexpectedly; see its log", request_id)
+
+
+class RequestIdMiddleware:
+    """Echo the client's `X-Request-ID` or generate one, on every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1").strip()
+        request_id = given[:200] if given else str(uuid.uuid4())
+        scope[_REQUEST_ID_KEY] = request_id  # shared dict: the error handler reads it too
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode("latin-1"))]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class ApiKeyMiddleware:
+    """Require `OPEN-SANDBOX-API-KEY` when the server has a key (compared in constant time)."""
+
+    def __init__(self, app: ASGIApp, api_key: str | None) -> None:
+        self.app = app
+        self._key = api_key.encode() if api_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self._key is None
+            or scope["type"] not in ("http", "websocket")
+            or _OPEN_PATHS.match(scope["path"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(b"open-sandbox-api-key")
+        if given is not None and hmac.compare_digest(given, self._key):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
+            return
+        code, message = (
+            ("MISSING_API_KEY", "The OPEN-SANDBOX-API-KEY header is required")
+            if given is None
+            else ("INVALID_API_KEY", "The OPEN-SANDBOX-API-KEY header is not valid")
+        )
+        response = _json_error(401, code, message, scope.get(_REQUEST_ID_KEY))
+        await response(scope, receive, send)
+
+
+async def health(request: Request) -> Response:
+    """GET /health → {"status": "healthy"} (no authentication)."""
+    return JSONResponse({"status": "healthy"})
+
+
+def create_app(config: ServerConfig, *, backend: Backend | None = None) -> Starlette:
+    """The whole `osbox serve` app; its lifespan starts and stops the runtime (and its sandboxes)."""
+    runtime = Runtime(config, backend)
+    proxy = SandboxProxy(runtime.sandbox_handle, runtime.execd_token, lambda: runtime.execd_app)
+    routes = lifecycle_routes(proxy)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    app = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/v1/health", health, methods=["GET"]),
+            Mount("/v1", routes=routes),
+            *routes,
+        ],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(ApiKeyMiddleware, api_key=config.api_key),
+        ],
+        exception_handlers={
+            ApiError: error_response,
+            HTTPException: error_response,
+            Exception: error_response,
+        },
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    return app

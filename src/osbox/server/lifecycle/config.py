@@ -1,0 +1,51 @@
+"""Server-wide settings shared by the lifecycle app, the proxy and the runners."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["ServerConfig"]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How one `osbox serve` instance behaves.
+
+        config = ServerConfig(data_dir=Path("/var/lib/osbox"), api_key="s3cret")
+
+    `api_key=None` disables authentication (fine on loopback; `osbox serve` warns otherwise).
+    `min_timeout_seconds` is the smallest accepted sandbox `timeout`: the spec says 60, tests lower it
+    to exercise expiry quickly.
+    """
+
+    data_dir: Path
+    api_key: str | None = field(default=None, repr=False)
+    host: str = "127.0.0.1"
+    min_timeout_seconds: int = 60
+    max_timeout_seconds: int | None = None
+    default_pids_limit: int = 512
+    #: Largest log/event text returned inline by the diagnostics API.
+    diagnostics_max_bytes: int = 256 * 1024
+    #: Destroy every sandbox on shutdown (LocalServer) or keep them for re-adoption (`osbox serve`).
+    destroy_on_shutdown: bool = False
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file holding sandbox, snapshot and event records."""
+        return self.data_dir / "osbox.db"
+
+    @property
+    def sandboxes_dir(self) -> Path:
+        """Parent of every sandbox's private state directory."""
+        return self.data_dir / "sandboxes"
+
+    @property
+    def snapshots_dir(self) -> Path:
+        """Parent of every snapshot's copied files."""
+        return self.data_dir / "snapshots"
+
+    @property
+    def volumes_dir(self) -> Path:
+        """Parent of the named (`pvc`) volumes."""
+        return self.data_dir / "volumes"

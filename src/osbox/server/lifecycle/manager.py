@@ -1,0 +1,398 @@
+"""The sandbox manager: records, states and transitions, expiry, and re-adoption after a restart.
+
+Every state change goes through `_transition`, which persists the record and appends an event,
+so the store always holds what GET answers and the diagnostics API can replay the history.
+Operations on one sandbox are serialised by a per-sandbox lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from .._backend.base import Backend, BackendError, Mount, SandboxHandle, SandboxSpec
+from .._store import Store
+from .config import ServerConfig
+from .errors import ApiError, bad_request, conflict, not_found
+from .reaper import Reaper
+from .records import LIVE_STATES, SandboxRecord, format_time, parse_time, utcnow
+from .validation import CreateParams, parse_metadata_patch
+
+__all__ = ["SandboxManager"]
+
+_log = logging.getLogger("osbox.server.lifecycle")
+
+#: Called with a sandbox id when it is deleted or expires (execd state, forwarders, ...).
+ForgetHook = Callable[[str], Awaitable[None]]
+#: Fills a fresh state directory before the backend starts the sandbox (snapshot restore).
+SeedFn = Callable[[Path], None]
+
+_STATE_NAMES = {s.lower(): s for s in (*LIVE_STATES, "Terminated", "Failed", "Unknown")}
+
+
+def canonical_state(name: str) -> str:
+    """`running` → `Running`; unknown names are returned unchanged (they simply match nothing)."""
+    return _STATE_NAMES.get(name.lower(), name)
+
+
+class SandboxManager:
+    """Owns every sandbox of this server: its record, its backend handle and its deadline."""
+
+    def __init__(self, config: ServerConfig, store: Store, backend: Backend) -> None:
+        self.config = config
+        self.store = store
+        self.backend = backend
+        self._handles: dict[str, SandboxHandle] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._deadlines: dict[str, datetime] = {}
+        self._forget_hooks: list[ForgetHook] = []
+        self._reaper = Reaper(self._next_deadline, self._expire_due)
+
+    # Start-up and shutdown.
+
+    def add_forget_hook(self, hook: ForgetHook) -> None:
+        """Register a callback run after a sandbox is deleted or expires."""
+        self._forget_hooks.append(hook)
+
+    async def start(self) -> None:
+        """Re-adopt the sandboxes a previous server left running, then start the reaper."""
+        for doc in self.store.list_sandboxes(list(LIVE_STATES)):
+            await self._readopt(SandboxRecord.from_doc(doc))
+        for doc in self.store.list_sandboxes():
+            record = SandboxRecord.from_doc(doc)
+            if record.expires_at is not None:
+                self._deadlines[record.id] = parse_time(record.expires_at)
+        self._reaper.start()
+
+    async def _readopt(self, record: SandboxRecord) -> None:
+        try:
+            handle = await self.backend.adopt(self._spec(record))
+        except Exception as exc:  # a broken leftover must not stop the server from starting
+            _log.warning("re-adopting sandbox %s failed: %s", record.id, exc)
+            handle = None
+        if handle is None:
+            self._transition(
+                record,
+                "Failed",
+                "server_restart",
+                "The sandbox's processes were gone when the server restarted; its files were kept.",
+            )
+            return
+        self._handles[record.id] = handle
+        record.log_path = str(handle.log_path)
+        if record.state != "Paused":
+            self._transition(record, "Running", "server_restart", "Re-adopted after a server restart.")
+        _log.info("re-adopted sandbox %s (%s)", record.id, record.state)
+
+    async def close(self) -> None:
+        """Stop the reaper; destroy every sandbox if the config says so, else leave them running."""
+        await self._reaper.stop()
+        if self.config.destroy_on_shutdown:
+            for sandbox_id in [doc["id"] for doc in self.store.list_sandboxes()]:
+                try:
+                    await self.delete(sandbox_id, reason="server_shutdown")
+                except Exception:
+                    _log.exception("destroying sandbox %s at shutdown failed", sandbox_id)
+        self._handles.clear()
+
+    # Queries.
+
+    def _record(self, sandbox_id: str) -> SandboxRecord:
+        doc = self.store.get_sandbox(sandbox_id)
+        if doc is None:
+            raise not_found(sandbox_id)
+        return SandboxRecord.from_doc(doc)
+
+    async def get(self, sandbox_id: str) -> SandboxRecord:
+        """The current record; notices a tree that died on its own. Raises 404."""
+        return await self._refresh(self._record(sandbox_id))
+
+    async def _refresh(self, record: SandboxRecord) -> SandboxRecord:
+        handle = self._handles.get(record.id)
+        if handle is None or record.state not in ("Running", "Paused"):
+            return record
+        if self.backend.is_alive(handle):
+            return record
+        async with self._lock(record.id):
+            record = self._record(record.id)
+            if self._handles.pop(record.id, None) is handle:
+                with contextlib.suppress(Exception):
+                    await self.backend.destroy(handle)
+                self._transition(record, "Failed", "process_exited", "The sandbox's entrypoint exited.")
+        return record
+
+    async def list(
+        self, *, states: list[str], metadata: dict[str, str], page: int, page_size: int
+    ) -> dict[str, Any]:
+        """One page of sandboxes, newest first, as the wire `ListSandboxesResponse`."""
+        if page < 1:
+            raise bad_request("page must be at least 1")
+        if not 1 <= page_size <= 200:
+            raise bad_request("pageSize must be between 1 and 200")
+        records = [SandboxRecord.from_doc(doc) for doc in self.store.list_sandboxes()]
+        records = [await self._refresh(r) for r in records]
+        wanted = {canonical_state(s) for s in states}
+        matching = [
+            r
+            for r in records
+            if (not wanted or r.state in wanted) and all(r.metadata.get(k) == v for k, v in metadata.items())
+        ]
+        start = (page - 1) * page_size
+        total_pages = (len(matching) + page_size - 1) // page_size
+        return {
+            "items": [r.to_wire() for r in matching[start : start + page_size]],
+            "pagination": {
+                "page": page,
+                "pageSize": page_size,
+                "totalItems": len(matching),
+                "totalPages": total_pages,
+                "hasNextPage": page < total_pages,
+            },
+        }
+
+    def handle(self, sandbox_id: str) -> SandboxHandle:
+        """The live handle of a Running sandbox; 404 when unknown, 409 when not running."""
+        record = self._record(sandbox_id)
+        handle = self._handles.get(sandbox_id)
+        if handle is None or record.state != "Running":
+            raise conflict("SANDBOX::SANDBOX_NOT_RUNNING", f"Sandbox {sandbox_id!r} is {record.state}")
+        return handle
+
+    def tokens(self, sandbox_id: str) -> tuple[str, str]:
+        """(execd access token, egress auth token) of a sandbox; 404 when unknown."""
+        record = self._record(sandbox_id)
+        return record.execd_token, record.egress_token
+
+    # Create and delete.
+
+    async def create(self, params: CreateParams, *, seed: SeedFn | None = None) -> SandboxRecord:
+        """Start a sandbox and return its record: Running, or Failed with the reason."""
+        now = utcnow()
+        sandbox_id = str(uuid.uuid4())
+        assert params.entrypoint is not None
+        record = SandboxRecord(
+            id=sandbox_id,
+            created_at=format_time(now),
+            entrypoint=params.entrypoint,
+            state="Pending",
+            reason="creating",
+            message="Starting the sandbox.",
+            last_transition_at=format_time(now),
+            image=params.image,
+            snapshot_id=params.snapshot_id,
+            platform=params.platform,
+            env=params.env,
+            metadata=params.metadata,
+            expires_at=None
+            if params.timeout_seconds is None
+            else format_time(now + timedelta(seconds=params.timeout_seconds)),
+            cpu_cores=params.cpu_cores,
+            memory_bytes=params.memory_bytes,
+            pids_max=self.config.default_pids_limit,
+            mounts=[{k: m[k] for k in ("host_path", "sandbox_path", "read_only")} for m in params.mounts],
+            extensions=params.extensions,
+            extras=params.extras,
+            execd_token=secrets.token_urlsafe(32),
+            egress_token=secrets.token_urlsafe(32),
+        )
+        async with self._lock(sandbox_id):
+            self._transition(record, "Pending", "creating", "Starting the sandbox.")
+            if record.expires_at is not None:
+                self._deadlines[sandbox_id] = parse_time(record.expires_at)
+                self._reaper.poke()
+            try:
+                state_dir = self._state_dir(sandbox_id)
+                await asyncio.to_thread(self._prepare_dirs, state_dir, params, seed)
+                handle = await self.backend.create(self._spec(record))
+            except BackendError as exc:
+                self._transition(record, "Failed", "backend_error", f"The sandbox could not start: {exc}")
+                return record
+            except OSError as exc:
+                self._transition(record, "Failed", "runtime_error", f"Preparing the sandbox failed: {exc}")
+                return record
+            self._handles[sandbox_id] = handle
+            record.log_path = str(handle.log_path)
+            self._transition(record, "Running", "created", self._running_message(record, handle))
+        _log.info("created sandbox %s", sandbox_id)
+        return record
+
+    def _running_message(self, record: SandboxRecord, handle: SandboxHandle) -> str:
+        parts = [f"Running under {self.backend.description}."]
+        if record.image is not None:
+            parts.append(
+                f"Image {record.image['uri']!r} is recorded but not pulled: the local runtime uses the "
+                "host's filesystem, read-only."
+            )
+        if not handle.limits_enforced:
+            parts.append(f"Resource limits are not enforced: {handle.limits_message}")
+        return " ".join(parts)
+
+    @staticmethod
+    def _prepare_dirs(state_dir: Path, params: CreateParams, seed: SeedFn | None) -> None:
+        state_dir.mkdir(parents=True, exist_ok=False)
+        for mount in params.mounts:
+            if mount["create"]:
+                path = Path(mount["host_path"])
+                path.mkdir(parents=True, exist_ok=True)
+                path.chmod(0o777)  # shared named volume: every sandbox user may write to it
+        if seed is not None:
+            seed(state_dir)
+
+    async def delete(self, sandbox_id: str, *, reason: str = "user_delete") -> None:
+        """Kill the sandbox's tree and forget it (later GETs answer 404)."""
+        async with self._lock(sandbox_id):
+            self._record(sandbox_id)
+            handle = self._handles.pop(sandbox_id, None)
+            self._deadlines.pop(sandbox_id, None)
+            try:
+                if handle is not None:
+                    await self.backend.destroy(handle)
+            finally:
+                self.store.delete_sandbox(sandbox_id)
+                await asyncio.to_thread(shutil.rmtree, self._state_dir(sandbox_id), True)
+        self._locks.pop(sandbox_id, None)
+        for hook in self._forget_hooks:
+            try:
+                await hook(sandbox_id)
+            except Exception:
+                _log.exception("forgetting sandbox %s failed", sandbox_id)
+        _log.info("deleted sandbox %s (%s)", sandbox_id, reason)
+
+    # Pause, resume, and freezing for snapshots.
+
+    async def pause(self, sandbox_id: str) -> None:
+        """Freeze every process; 409 unless Running."""
+        async with self._lock(sandbox_id):
+            record = await self._live_record(sandbox_id, "Running", "SANDBOX::SANDBOX_NOT_RUNNING")
+            await self._backend_call(self.backend.pause, sandbox_id)
+            self._transition(record, "Paused", "user_pause", "Paused; the expiry clock keeps running.")
+
+    async def resume(self, sandbox_id: str) -> None:
+        """Thaw every process; 409 unless Paused."""
+        async with self._lock(sandbox_id):
+            record = await self._live_record(sandbox_id, "Paused", "SANDBOX::SANDBOX_NOT_PAUSED")
+            await self._backend_call(self.backend.resume, sandbox_id)
+            self._transition(record, "Running", "user_resume", "Resumed.")
+
+    @contextlib.asynccontextmanager
+    async def frozen(self, sandbox_id: str) -> AsyncIterator[SandboxRecord]:
+        """Hold the sandbox still (frozen if Running) while the caller copies its files."""
+        async with self._lock(sandbox_id):
+            record = self._record(sandbox_id)
+            handle = self._handles.get(sandbox_id)
+            freeze = handle is not None and record.state == "Running"
+            if freeze:
+                await self._backend_call(self.backend.pause, sandbox_id)
+            try:
+                yield record
+            finally:
+                if freeze:
+                    await self._backend_call(self.backend.resume, sandbox_id)
+
+    async def _live_record(self, sandbox_id: str, state: str, code: str) -> SandboxRecord:
+        record = await self._refresh(self._record(sandbox_id))
+        if record.state != state or sandbox_id not in self._handles:
+            raise conflict(code, f"Sandbox {sandbox_id!r} is {record.state}, not {state}")
+        return record
+
+    async def _backend_call(
+        self, operation: Callable[[SandboxHandle], Awaitable[None]], sandbox_id: str
+    ) -> None:
+        try:
+            await operation(self._handles[sandbox_id])
+        except BackendError as exc:
+            raise ApiError(500, "SANDBOX::RUNTIME_ERROR", str(exc)) from exc
+
+    # Expiry and metadata.
+
+    async def renew(self, sandbox_id: str, body: Any) -> str:
+        """Set a new absolute expiry; returns it formatted. 400 if not in the future."""
+        if not isinstance(body, dict) or not isinstance(body.get("expiresAt"), str):
+            raise bad_request("body must be {'expiresAt': '<RFC 3339 time>'}", "SANDBOX::INVALID_EXPIRATION")
+        try:
+            expires = parse_time(body["expiresAt"])
+        except ValueError:
+            raise bad_request(
+                f"expiresAt {body['expiresAt']!r} is not an RFC 3339 time", "SANDBOX::INVALID_EXPIRATION"
+            ) from None
+        if expires <= utcnow():
+            raise bad_request("expiresAt must be in the future", "SANDBOX::INVALID_EXPIRATION")
+        async with self._lock(sandbox_id):
+            record = await self._refresh(self._record(sandbox_id))
+            if record.expires_at is None:
+                raise conflict(
+                    "SANDBOX::INVALID_EXPIRATION",
+                    f"Sandbox {sandbox_id!r} has no expiry (created without a timeout: manual cleanup)",
+                )
+            if record.state not in ("Running", "Paused"):
+                raise conflict("SANDBOX::SANDBOX_NOT_RUNNING", f"Sandbox {sandbox_id!r} is {record.state}")
+            record.expires_at = format_time(expires)
+            self._save(record)
+            self._deadlines[sandbox_id] = expires
+            self._reaper.poke()
+        return record.expires_at
+
+    async def patch_metadata(self, sandbox_id: str, body: Any) -> SandboxRecord:
+        """Apply a JSON merge patch to the metadata; returns the updated record."""
+        patch = parse_metadata_patch(body)
+        async with self._lock(sandbox_id):
+            record = self._record(sandbox_id)
+            for key, value in patch.items():
+                if value is None:
+                    record.metadata.pop(key, None)
+                else:
+                    record.metadata[key] = value
+            self._save(record)
+        return record
+
+    def _next_deadline(self) -> datetime | None:
+        return min(self._deadlines.values(), default=None)
+
+    async def _expire_due(self, now: datetime) -> None:
+        for sandbox_id, deadline in list(self._deadlines.items()):
+            if deadline > now:
+                continue
+            self._deadlines.pop(sandbox_id, None)
+            with contextlib.suppress(ApiError):  # already deleted
+                await self.delete(sandbox_id, reason="ttl_expiry")
+
+    # Helpers.
+
+    def _lock(self, sandbox_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(sandbox_id, asyncio.Lock())
+
+    def _state_dir(self, sandbox_id: str) -> Path:
+        return self.config.sandboxes_dir / sandbox_id
+
+    def _spec(self, record: SandboxRecord) -> SandboxSpec:
+        return SandboxSpec(
+            sandbox_id=record.id,
+            entrypoint=list(record.entrypoint),
+            state_dir=self._state_dir(record.id),
+            env=dict(record.env),
+            cpu_cores=record.cpu_cores,
+            memory_bytes=record.memory_bytes,
+            pids_max=record.pids_max,
+            mounts=[
+                Mount(Path(m["host_path"]), m["sandbox_path"], bool(m["read_only"])) for m in record.mounts
+            ],
+        )
+
+    def _save(self, record: SandboxRecord) -> None:
+        self.store.put_sandbox(
+            record.id, created_at=record.created_at, state=record.state, doc=record.to_doc()
+        )
+
+    def _transition(self, record: SandboxRecord, state: str, reason: str, message: str) -> None:
+        at = format_time(utcnow())
+        record.state, record.reason, record.message, record.last_transition_at = state, reason, message, at
+        self._save(record)
+        self.store.add_event(record.id, at=at, state=state, reason=reason, message=message)

@@ -1,0 +1,155 @@
+"""What the lifecycle server remembers about sandboxes and snapshots, and how they go on the wire."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "LIVE_STATES",
+    "SandboxRecord",
+    "SnapshotRecord",
+    "format_time",
+    "parse_time",
+    "utcnow",
+]
+
+#: States in which a sandbox has (or should have) a process tree the server must re-adopt.
+LIVE_STATES = ("Pending", "Running", "Pausing", "Paused", "Resuming", "Stopping")
+
+
+def utcnow() -> datetime:
+    """The current time, UTC, to the microsecond."""
+    return datetime.now(UTC)
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 UTC with a `Z`, millisecond precision (what the reference server emits)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp; naive times are taken as UTC. Raises ValueError."""
+    moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@dataclass
+class SandboxRecord:
+    """One sandbox as stored: the request it came from plus its current status."""
+
+    id: str
+    created_at: str
+    entrypoint: list[str]
+    state: str
+    reason: str
+    message: str
+    last_transition_at: str
+    image: dict[str, str] | None = None  # {"uri": ...}; registry credentials are never stored
+    snapshot_id: str | None = None
+    platform: dict[str, str] | None = None
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    metadata: dict[str, str] = field(default_factory=dict)
+    expires_at: str | None = None
+    cpu_cores: float | None = None
+    memory_bytes: int | None = None
+    pids_max: int | None = None
+    mounts: list[dict[str, Any]] = field(default_factory=list)
+    extensions: dict[str, str] = field(default_factory=dict)
+    #: Request fields kept verbatim (networkPolicy, secureAccess, credentialProxy, volumes).
+    extras: dict[str, Any] = field(default_factory=dict)
+    execd_token: str = field(default="", repr=False)
+    egress_token: str = field(default="", repr=False)
+    #: Host file with the entrypoint's output (kept after the sandbox fails, for diagnostics).
+    log_path: str | None = None
+
+    def to_doc(self) -> dict[str, Any]:
+        """The JSON document the store keeps."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> SandboxRecord:
+        """Rebuild a record from its stored document (unknown keys from newer versions ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in names})
+
+    def status(self) -> dict[str, str]:
+        """The wire `SandboxStatus`."""
+        return {
+            "state": self.state,
+            "reason": self.reason,
+            "message": self.message,
+            "lastTransitionAt": self.last_transition_at,
+        }
+
+    def to_wire(self) -> dict[str, Any]:
+        """The full wire `Sandbox` (GET, list, PATCH metadata)."""
+        body = self.to_create_response()
+        if self.image is not None:
+            body["image"] = dict(self.image)
+        if self.snapshot_id is not None:
+            body["snapshotId"] = self.snapshot_id
+        return body
+
+    def to_create_response(self) -> dict[str, Any]:
+        """The wire `CreateSandboxResponse`: no startup source."""
+        body: dict[str, Any] = {
+            "id": self.id,
+            "status": self.status(),
+            "metadata": dict(self.metadata),
+            "createdAt": self.created_at,
+            "entrypoint": list(self.entrypoint),
+        }
+        if self.platform is not None:
+            body["platform"] = dict(self.platform)
+        if self.expires_at is not None:
+            body["expiresAt"] = self.expires_at
+        return body
+
+
+@dataclass
+class SnapshotRecord:
+    """A copy of a sandbox's private files plus what is needed to start it again."""
+
+    id: str
+    sandbox_id: str
+    created_at: str
+    state: str
+    reason: str
+    message: str
+    last_transition_at: str
+    name: str | None = None
+    entrypoint: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    cpu_cores: float | None = None
+    memory_bytes: int | None = None
+    pids_max: int | None = None
+
+    def to_doc(self) -> dict[str, Any]:
+        """The JSON document the store keeps."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> SnapshotRecord:
+        """Rebuild a record from its stored document."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in names})
+
+    def to_wire(self) -> dict[str, Any]:
+        """The wire `Snapshot`."""
+        body: dict[str, Any] = {
+            "id": self.id,
+            "sandboxId": self.sandbox_id,
+            "status": {
+                "state": self.state,
+                "reason": self.reason,
+                "message": self.message,
+                "lastTransitionAt": self.last_transition_at,
+            },
+            "createdAt": self.created_at,
+        }
+        if self.name is not None:
+            body["name"] = self.name
+        return body

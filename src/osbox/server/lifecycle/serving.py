@@ -1,0 +1,209 @@
+"""Running the app: `LocalServer` (background thread), `AsyncLocalServer`, and the foreground runner.
+
+    with LocalServer() as server:                      # temp data dir, free port
+        httpx2.get(f"{server.base_url}/v1/sandboxes")   # lifecycle routes at /v1
+
+`LocalServer` destroys every sandbox and removes its temporary data dir on exit. The foreground
+runner behind `osbox serve` keeps sandboxes running on SIGINT/SIGTERM so the next start re-adopts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import uvicorn
+
+from .._backend.base import Backend
+from ..app import create_app
+from .config import ServerConfig
+
+__all__ = ["AsyncLocalServer", "LocalServer", "run_foreground"]
+
+_START_TIMEOUT = 60.0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+class _ServerBase:
+    """What both local-server forms share: config, temp dir, socket, uvicorn server."""
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        api_key: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        backend: Backend | None = None,
+        log_level: str = "warning",
+        **config: Any,
+    ) -> None:
+        self._data_dir = None if data_dir is None else Path(data_dir)
+        self._api_key = api_key
+        self._host, self._port = host, port
+        self._backend = backend
+        self._log_level = log_level
+        self._config_overrides = config
+        self._temp_dir: Path | None = None
+        self._sock: socket.socket | None = None
+        self._server: uvicorn.Server | None = None
+        self.config: ServerConfig | None = None
+
+    @property
+    def api_key(self) -> str | None:
+        """The API key clients must send, or None when authentication is off."""
+        return self._api_key
+
+    @property
+    def base_url(self) -> str:
+        """e.g. `http://127.0.0.1:43121`; lifecycle routes are under `/v1`."""
+        if self._sock is None:
+            raise RuntimeError("the server is not running")
+        host, port = self._sock.getsockname()[:2]
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the server keeps its database, sandbox state and snapshots."""
+        if self.config is None:
+            raise RuntimeError("the server is not running")
+        return self.config.data_dir
+
+    def _prepare(self) -> tuple[uvicorn.Server, socket.socket]:
+        data_dir = self._data_dir
+        if data_dir is None:
+            self._temp_dir = data_dir = Path(tempfile.mkdtemp(prefix="osbox-serve-"))
+        self.config = ServerConfig(
+            data_dir=data_dir,
+            api_key=self._api_key,
+            host=self._host,
+            destroy_on_shutdown=True,
+            **self._config_overrides,
+        )
+        app = create_app(self.config, backend=self._backend)
+        server = uvicorn.Server(
+            uvicorn.Config(app, log_level=self._log_level, lifespan="on", access_log=False, log_config=None)
+        )
+        self._sock = _bind(self._host, self._port)
+        self._server = server
+        return server, self._sock
+
+    def _cleanup(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._temp_dir is not None:
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
+
+
+class LocalServer(_ServerBase):
+    """The whole `osbox serve` app on a free port, in a background thread.
+
+        with LocalServer(api_key="k") as server:
+            client = httpx2.Client(base_url=server.base_url + "/v1",
+                                   headers={"OPEN-SANDBOX-API-KEY": server.api_key})
+
+    On exit every sandbox is destroyed and the temporary data dir (if it made one) is removed.
+    Extra keyword arguments are `ServerConfig` fields (e.g. `min_timeout_seconds=1` in tests).
+    """
+
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start serving; returns once the server accepts requests (raises if it cannot start)."""
+        server, sock = self._prepare()
+        self._thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="osbox-local-server", daemon=True
+        )
+        self._thread.start()
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not server.started:  # uvicorn exposes no event to wait on; poll its flag with a deadline
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("osbox server failed to start; see the log for why")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        """Stop serving, destroy every sandbox, remove the temporary data dir. Idempotent."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._server = None
+        self._cleanup()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class AsyncLocalServer(_ServerBase):
+    """`LocalServer` on the caller's event loop: `async with AsyncLocalServer() as server: ...`."""
+
+    _task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Start serving on the running loop; returns once requests are accepted."""
+        server, sock = self._prepare()
+        self._task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not server.started:
+            if self._task.done() or time.monotonic() > deadline:
+                await self.stop()
+                raise RuntimeError("osbox server failed to start; see the log for why")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        """Stop serving, destroy every sandbox, remove the temporary data dir. Idempotent."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._server = None
+        self._cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+def run_foreground(config: ServerConfig, *, port: int, log_level: str) -> None:
+    """Serve until SIGINT/SIGTERM, then shut down cleanly (sandboxes keep running if the config says)."""
+    app = create_app(config)
+    uvicorn.Server(
+        uvicorn.Config(app, host=config.host, port=port, log_level=log_level, lifespan="on", log_config=None)
+    ).run()

@@ -1,0 +1,198 @@
+"""Snapshots: copies of a sandbox's private files (`/workspace` and home) plus how it was started.
+
+Creating one answers at once (`Creating`); a background task freezes the sandbox, copies
+`state_dir/fs/{workspace,home}` to `data_dir/snapshots/<id>/`, thaws it, and marks the snapshot
+`Ready` (or `Failed`). Restoring seeds a new sandbox's state directory with those copies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from .._store import Store
+from .config import ServerConfig
+from .errors import bad_request, conflict, snapshot_not_found
+from .manager import SandboxManager, SeedFn
+from .records import SnapshotRecord, format_time, utcnow
+from .validation import CreateParams
+
+__all__ = ["DEFAULT_RESTORE_ENTRYPOINT", "SnapshotManager", "copy_tree"]
+
+_log = logging.getLogger("osbox.server.snapshots")
+
+DEFAULT_RESTORE_ENTRYPOINT = ["tail", "-f", "/dev/null"]
+#: The parts of a sandbox's state directory a snapshot keeps, relative to `state_dir`.
+_CAPTURED = ("fs/workspace", "fs/home")
+
+
+def copy_tree(source: Path, target: Path) -> None:
+    """Copy a directory tree keeping modes, times, symlinks and ownership (the sandbox user's)."""
+    shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+    for root, dirs, files in os.walk(source):
+        relative = Path(root).relative_to(source)
+        for name in [".", *dirs, *files]:
+            st = os.lstat(Path(root) / name)
+            with contextlib.suppress(FileNotFoundError):
+                os.lchown(target / relative / name, st.st_uid, st.st_gid)
+
+
+class SnapshotManager:
+    """Creates, lists, deletes and restores snapshots."""
+
+    def __init__(self, config: ServerConfig, store: Store, sandboxes: SandboxManager) -> None:
+        self.config = config
+        self.store = store
+        self.sandboxes = sandboxes
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        """Snapshots still `Creating` belong to a previous server that died mid-copy: fail them."""
+        for doc in self.store.list_snapshots(["Creating"]):
+            record = SnapshotRecord.from_doc(doc)
+            self._set_state(record, "Failed", "server_restart", "The server stopped while copying.")
+            shutil.rmtree(self._dir(record.id), ignore_errors=True)
+
+    async def close(self) -> None:
+        """Wait for copies in progress (they are short and leave a consistent snapshot)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _dir(self, snapshot_id: str) -> Path:
+        return self.config.snapshots_dir / snapshot_id
+
+    def _record(self, snapshot_id: str) -> SnapshotRecord:
+        doc = self.store.get_snapshot(snapshot_id)
+        if doc is None:
+            raise snapshot_not_found(snapshot_id)
+        return SnapshotRecord.from_doc(doc)
+
+    def _set_state(self, record: SnapshotRecord, state: str, reason: str, message: str) -> None:
+        record.state, record.reason, record.message = state, reason, message
+        record.last_transition_at = format_time(utcnow())
+        self.store.put_snapshot(record.id, created_at=record.created_at, state=state, doc=record.to_doc())
+
+    async def create(self, sandbox_id: str, body: Any) -> SnapshotRecord:
+        """Accept a snapshot of a Running or Paused sandbox; the copy runs in the background."""
+        if body is None:
+            body = {}
+        if not isinstance(body, dict):
+            raise bad_request(
+                "body must be a JSON object such as {'name': '...'}", "SNAPSHOT::INVALID_PARAMETER"
+            )
+        name = body.get("name")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise bad_request("name must be a non-empty string", "SNAPSHOT::INVALID_PARAMETER")
+        sandbox = await self.sandboxes.get(sandbox_id)
+        if sandbox.state not in ("Running", "Paused"):
+            raise conflict("SANDBOX::SANDBOX_NOT_RUNNING", f"Sandbox {sandbox_id!r} is {sandbox.state}")
+        now = format_time(utcnow())
+        record = SnapshotRecord(
+            id=str(uuid.uuid4()),
+            sandbox_id=sandbox_id,
+            created_at=now,
+            state="Creating",
+            reason="snapshot_accepted",
+            message="Copying the sandbox's files.",
+            last_transition_at=now,
+            name=name,
+            entrypoint=list(sandbox.entrypoint),
+            env=dict(sandbox.env),
+            cpu_cores=sandbox.cpu_cores,
+            memory_bytes=sandbox.memory_bytes,
+            pids_max=sandbox.pids_max,
+        )
+        self.store.put_snapshot(record.id, created_at=now, state=record.state, doc=record.to_doc())
+        task = asyncio.get_running_loop().create_task(self._capture(record))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return record
+
+    async def _capture(self, record: SnapshotRecord) -> None:
+        target = self._dir(record.id)
+        try:
+            async with self.sandboxes.frozen(record.sandbox_id):
+                await asyncio.to_thread(self._copy_out, self.config.sandboxes_dir / record.sandbox_id, target)
+        except Exception as exc:
+            _log.warning("snapshot %s of %s failed: %s", record.id, record.sandbox_id, exc)
+            await asyncio.to_thread(shutil.rmtree, target, True)
+            if self.store.get_snapshot(record.id) is not None:
+                self._set_state(record, "Failed", "snapshot_capture_failed", f"Copying failed: {exc}")
+            return
+        if self.store.get_snapshot(record.id) is not None:
+            self._set_state(record, "Ready", "snapshot_ready", "Ready to restore.")
+
+    @staticmethod
+    def _copy_out(state_dir: Path, target: Path) -> None:
+        target.mkdir(parents=True)
+        for part in _CAPTURED:
+            source = state_dir / part
+            if source.is_dir():
+                copy_tree(source, target / part)
+
+    def get(self, snapshot_id: str) -> SnapshotRecord:
+        """The snapshot record; 404 when unknown."""
+        return self._record(snapshot_id)
+
+    def list(self, *, sandbox_id: str | None, states: list[str], page: int, page_size: int) -> dict[str, Any]:
+        """One page of snapshots, newest first, as the wire `ListSnapshotsResponse`."""
+        if page < 1:
+            raise bad_request("page must be at least 1", "SNAPSHOT::INVALID_PARAMETER")
+        if not 1 <= page_size <= 200:
+            raise bad_request("pageSize must be between 1 and 200", "SNAPSHOT::INVALID_PARAMETER")
+        wanted = {s.lower() for s in states}
+        records = [
+            r
+            for r in (SnapshotRecord.from_doc(d) for d in self.store.list_snapshots())
+            if (sandbox_id is None or r.sandbox_id == sandbox_id)
+            and (not wanted or r.state.lower() in wanted)
+        ]
+        start = (page - 1) * page_size
+        total_pages = (len(records) + page_size - 1) // page_size
+        return {
+            "items": [r.to_wire() for r in records[start : start + page_size]],
+            "pagination": {
+                "page": page,
+                "pageSize": page_size,
+                "totalItems": len(records),
+                "totalPages": total_pages,
+                "hasNextPage": page < total_pages,
+            },
+        }
+
+    async def delete(self, snapshot_id: str) -> None:
+        """Remove a snapshot and its files; 409 while it is still being created."""
+        record = self._record(snapshot_id)
+        if record.state == "Creating":
+            raise conflict("SNAPSHOT::SNAPSHOT_CREATING", f"Snapshot {snapshot_id!r} is still being created")
+        self.store.delete_snapshot(snapshot_id)
+        await asyncio.to_thread(shutil.rmtree, self._dir(snapshot_id), True)
+
+    def restore(self, params: CreateParams) -> tuple[CreateParams, SeedFn]:
+        """Fill in a create request from a Ready snapshot; returns it and the state-dir seeder."""
+        assert params.snapshot_id is not None
+        record = self._record(params.snapshot_id)
+        if record.state != "Ready":
+            raise conflict(
+                "SNAPSHOT::SNAPSHOT_NOT_READY", f"Snapshot {record.id!r} is {record.state}, not Ready"
+            )
+        params.entrypoint = params.entrypoint or list(DEFAULT_RESTORE_ENTRYPOINT)
+        params.env = {**record.env, **params.env}
+        params.cpu_cores = params.cpu_cores if params.cpu_cores is not None else record.cpu_cores
+        if params.memory_bytes is None:
+            params.memory_bytes = record.memory_bytes
+        source = self._dir(record.id)
+
+        def seed(state_dir: Path) -> None:
+            for part in _CAPTURED:
+                if (source / part).is_dir():
+                    (state_dir / part).parent.mkdir(parents=True, exist_ok=True)
+                    copy_tree(source / part, state_dir / part)
+
+        return params, seed

@@ -1,0 +1,333 @@
+"""Turn JSON request bodies into checked values, or a 400 naming exactly what is wrong.
+
+Pure functions (apart from looking at host paths for `host` volumes): nothing here starts or
+changes a sandbox.
+"""
+
+from __future__ import annotations
+
+import math
+import platform as host_platform
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from .errors import bad_request
+
+__all__ = [
+    "RESERVED_METADATA_PREFIX",
+    "CreateParams",
+    "parse_cpu",
+    "parse_create_request",
+    "parse_memory",
+    "parse_metadata_filter",
+    "parse_metadata_patch",
+    "validate_metadata",
+]
+
+RESERVED_METADATA_PREFIX = "opensandbox.io/"
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_CPU = re.compile(r"^(\d+(?:\.\d+)?)(m?)$")
+_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E)?$")
+_MEMORY_UNITS = {
+    None: 1,
+    "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}  # fmt: skip
+_HOST_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+_RENEW_EXTENSION = "access.renew.extend.seconds"
+
+
+@dataclass
+class CreateParams:
+    """A checked `CreateSandboxRequest`."""
+
+    image: dict[str, str] | None
+    snapshot_id: str | None
+    entrypoint: list[str] | None
+    timeout_seconds: int | None
+    cpu_cores: float | None
+    memory_bytes: int | None
+    env: dict[str, str] = field(repr=False)
+    metadata: dict[str, str]
+    platform: dict[str, str] | None
+    #: Each {"host_path", "sandbox_path", "read_only", "create"}; `create` marks pvc dirs to make.
+    mounts: list[dict[str, Any]]
+    extensions: dict[str, str]
+    extras: dict[str, Any]
+
+
+def parse_cpu(text: str) -> float:
+    """`"500m"` → 0.5 cores, `"2"` → 2.0. Raises a 400 ApiError when malformed or not positive."""
+    match = _CPU.match(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise bad_request(f"resourceLimits.cpu {text!r} is not a CPU quantity such as '500m' or '2'")
+    cores = float(match.group(1)) / (1000 if match.group(2) else 1)
+    if cores <= 0:
+        raise bad_request("resourceLimits.cpu must be greater than zero")
+    return cores
+
+
+def parse_memory(text: str) -> int:
+    """`"512Mi"` → 536870912 bytes, `"1G"` → 10**9. Raises a 400 ApiError when malformed."""
+    match = _MEMORY.match(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise bad_request(f"resourceLimits.memory {text!r} is not a memory quantity such as '512Mi' or '1Gi'")
+    amount = math.floor(float(match.group(1)) * _MEMORY_UNITS[match.group(2)])
+    if amount < 4 * 2**20:
+        raise bad_request("resourceLimits.memory must be at least 4Mi")
+    return amount
+
+
+def _expect_dict(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise bad_request(f"{where} must be a JSON object")
+    return value
+
+
+def _string_map(value: Any, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    mapping = _expect_dict(value, where)
+    for key, item in mapping.items():
+        if not isinstance(item, str):
+            raise bad_request(f"{where}.{key} must be a string")
+    return dict(mapping)
+
+
+def _check_label_key(key: str) -> None:
+    if key.startswith(RESERVED_METADATA_PREFIX):
+        raise bad_request(f"metadata key {key!r}: the prefix {RESERVED_METADATA_PREFIX!r} is reserved")
+    prefix, _, name = key.rpartition("/")
+    if "/" in key and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        raise bad_request(f"metadata key {key!r}: the prefix must be a DNS subdomain")
+    if len(name) > 63 or not _LABEL_NAME.match(name):
+        raise bad_request(
+            f"metadata key {key!r} is not a valid label name (at most 63 characters: letters, digits, "
+            "'-', '_', '.', starting and ending with a letter or digit)"
+        )
+
+
+def _check_label_value(key: str, value: str) -> None:
+    if value and (len(value) > 63 or not _LABEL_NAME.match(value)):
+        raise bad_request(
+            f"metadata value for {key!r} is not a valid label value (at most 63 characters: letters, "
+            "digits, '-', '_', '.', starting and ending with a letter or digit; no spaces)"
+        )
+
+
+def validate_metadata(value: Any) -> dict[str, str]:
+    """Check a metadata map against Kubernetes label rules and the reserved prefix."""
+    metadata = _string_map(value, "metadata")
+    for key, item in metadata.items():
+        _check_label_key(key)
+        _check_label_value(key, item)
+    return metadata
+
+
+def parse_metadata_patch(value: Any) -> dict[str, str | None]:
+    """Check a JSON merge patch for metadata: string values set, null deletes."""
+    patch = _expect_dict(value, "metadata patch")
+    for key, item in patch.items():
+        if item is not None and not isinstance(item, str):
+            raise bad_request(f"metadata patch value for {key!r} must be a string or null")
+        _check_label_key(key)
+        if item is not None:
+            _check_label_value(key, item)
+    return dict(patch)
+
+
+def parse_metadata_filter(text: str) -> dict[str, str]:
+    """`"k=v&k2=v2"` (already URL-decoded once by the query parser) → {"k": "v", "k2": "v2"}."""
+    from urllib.parse import parse_qsl
+
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        raise bad_request(f"metadata filter {text!r} must look like 'key=value&key2=value2'") from None
+    return dict(pairs)
+
+
+def _parse_timeout(value: Any, min_seconds: int, max_seconds: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise bad_request("timeout must be an integer number of seconds, or null for no expiry")
+    seconds = int(value)
+    if seconds < min_seconds:
+        raise bad_request(f"timeout must be at least {min_seconds} seconds (or null for no expiry)")
+    if max_seconds is not None and seconds > max_seconds:
+        raise bad_request(f"timeout must be at most {max_seconds} seconds")
+    return seconds
+
+
+def _parse_entrypoint(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(a, str) for a in value):
+        raise bad_request("entrypoint must be a non-empty array of strings")
+    if not value[0]:
+        raise bad_request("entrypoint[0] (the program) must not be empty")
+    return list(value)
+
+
+def _parse_platform(value: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    spec = _expect_dict(value, "platform")
+    os_name, arch = spec.get("os"), spec.get("arch")
+    if not isinstance(os_name, str) or not isinstance(arch, str):
+        raise bad_request("platform needs both 'os' and 'arch'")
+    if os_name != "linux":
+        raise bad_request(f"platform.os {os_name!r} cannot be satisfied: this runtime runs Linux sandboxes")
+    host_arch = _HOST_ARCH.get(host_platform.machine().lower(), host_platform.machine())
+    if arch != host_arch:
+        raise bad_request(f"platform.arch {arch!r} cannot be satisfied: this host is {host_arch}")
+    return {"os": os_name, "arch": arch}
+
+
+def _parse_resources(value: Any) -> tuple[float | None, int | None]:
+    limits = _string_map(value, "resourceLimits")
+    gpu = limits.get("gpu", "").strip()
+    if gpu not in ("", "0"):
+        raise bad_request("resourceLimits.gpu: the local runtime has no GPU support")
+    cpu = parse_cpu(limits["cpu"]) if "cpu" in limits else None
+    memory = parse_memory(limits["memory"]) if "memory" in limits else None
+    return cpu, memory
+
+
+def _parse_env(value: Any) -> dict[str, str]:
+    env = _string_map(value, "env")
+    for key, item in env.items():
+        if not key or "=" in key or "\0" in key or "\0" in item:
+            raise bad_request(f"env key {key!r} is not a valid environment variable name")
+    return env
+
+
+def _relative_subpath(value: Any, where: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or value.startswith("/") or ".." in PurePosixPath(value).parts:
+        raise bad_request(f"{where}.subPath must be a relative path without '..'")
+    return value
+
+
+def _parse_volume(index: int, value: Any, volumes_dir: Path) -> dict[str, Any]:
+    where = f"volumes[{index}]"
+    volume = _expect_dict(value, where)
+    name, mount_path = volume.get("name"), volume.get("mountPath")
+    if not isinstance(name, str) or len(name) > 63 or not _DNS_LABEL.match(name):
+        raise bad_request(f"{where}.name must be a DNS label (lowercase letters, digits, '-')")
+    if not isinstance(mount_path, str) or not mount_path.startswith("/") or mount_path.rstrip("/") == "":
+        raise bad_request(f"{where}.mountPath must be an absolute path other than '/'")
+    read_only = volume.get("readOnly", False)
+    if not isinstance(read_only, bool):
+        raise bad_request(f"{where}.readOnly must be a boolean")
+    sub_path = _relative_subpath(volume.get("subPath"), where)
+    backends = [key for key in ("host", "pvc", "ossfs") if volume.get(key) is not None]
+    unknown = sorted(set(volume) - {"name", "mountPath", "readOnly", "subPath", "host", "pvc", "ossfs"})
+    if unknown:
+        raise bad_request(f"{where}: unsupported volume backend or field {unknown[0]!r}")
+    if len(backends) != 1:
+        raise bad_request(f"{where} must name exactly one backend: 'host' or 'pvc'")
+    backend = backends[0]
+    if backend == "ossfs":
+        raise bad_request(
+            f"{where}: 'ossfs' volumes are not supported by the local runtime; use 'host' or 'pvc'"
+        )
+    create = False
+    if backend == "host":
+        host = _expect_dict(volume["host"], f"{where}.host")
+        path = host.get("path")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise bad_request(f"{where}.host.path must be an absolute host path")
+        source = Path(path)
+    else:
+        pvc = _expect_dict(volume["pvc"], f"{where}.pvc")
+        claim = pvc.get("claimName")
+        if not isinstance(claim, str) or len(claim) > 253 or not _DNS_LABEL.match(claim):
+            raise bad_request(f"{where}.pvc.claimName must be a DNS label")
+        source = volumes_dir / claim
+        create = pvc.get("createIfNotExists", True) is not False
+        if not create and not source.is_dir():
+            raise bad_request(f"{where}.pvc: volume {claim!r} does not exist and createIfNotExists is false")
+    if sub_path is not None:
+        source = source / sub_path
+    if backend == "host" and not source.exists():
+        raise bad_request(f"{where}: host path {str(source)!r} does not exist")
+    return {
+        "name": name,
+        "host_path": str(source),
+        "sandbox_path": mount_path.rstrip("/"),
+        "read_only": read_only,
+        "create": create,
+    }
+
+
+def _parse_volumes(value: Any, volumes_dir: Path) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise bad_request("volumes must be an array")
+    mounts = [_parse_volume(i, item, volumes_dir) for i, item in enumerate(value)]
+    for attribute, label in (("name", "name"), ("sandbox_path", "mountPath")):
+        seen = [m[attribute] for m in mounts]
+        duplicates = {x for x in seen if seen.count(x) > 1}
+        if duplicates:
+            raise bad_request(f"volumes: duplicate {label} {sorted(duplicates)[0]!r}")
+    return mounts
+
+
+def _parse_extensions(value: Any) -> dict[str, str]:
+    extensions = _string_map(value, "extensions")
+    renew = extensions.get(_RENEW_EXTENSION)
+    if renew is not None and not (renew.isdigit() and 300 <= int(renew) <= 86400):
+        raise bad_request(f"extensions.{_RENEW_EXTENSION} must be an integer from 300 to 86400")
+    return extensions
+
+
+def parse_create_request(
+    body: Any, *, min_timeout: int, max_timeout: int | None, volumes_dir: Path
+) -> CreateParams:
+    """Check a `CreateSandboxRequest` body; raises a 400 ApiError on the first problem found."""
+    request = _expect_dict(body, "request body")
+    image, snapshot_id = request.get("image"), request.get("snapshotId")
+    if (image is None) == (snapshot_id is None):
+        raise bad_request("exactly one of 'image' and 'snapshotId' must be given")
+    image_spec: dict[str, str] | None = None
+    if image is not None:
+        uri = _expect_dict(image, "image").get("uri")
+        if not isinstance(uri, str) or not uri.strip():
+            raise bad_request("image.uri must be a non-empty string")
+        image_spec = {"uri": uri}  # image.auth is accepted but never stored: no registry here
+    if snapshot_id is not None and (not isinstance(snapshot_id, str) or not snapshot_id):
+        raise bad_request("snapshotId must be a non-empty string")
+    entrypoint = _parse_entrypoint(request.get("entrypoint"))
+    if image is not None and entrypoint is None:
+        raise bad_request("entrypoint is required when creating from an image")
+    cpu, memory = _parse_resources(request.get("resourceLimits"))
+    extras = {
+        key: request[key]
+        for key in ("networkPolicy", "credentialProxy", "secureAccess", "volumes")
+        if request.get(key) is not None
+    }
+    for key, kind in (("networkPolicy", dict), ("credentialProxy", dict), ("secureAccess", bool)):
+        if key in extras and not isinstance(extras[key], kind):
+            raise bad_request(f"{key} has the wrong type")
+    return CreateParams(
+        image=image_spec,
+        snapshot_id=snapshot_id,
+        entrypoint=entrypoint,
+        timeout_seconds=_parse_timeout(request.get("timeout"), min_timeout, max_timeout),
+        cpu_cores=cpu,
+        memory_bytes=memory,
+        env=_parse_env(request.get("env")),
+        metadata=validate_metadata(request.get("metadata")),
+        platform=_parse_platform(request.get("platform")),
+        mounts=_parse_volumes(request.get("volumes"), volumes_dir),
+        extensions=_parse_extensions(request.get("extensions")),
+        extras=extras,
+    )
