@@ -7,7 +7,6 @@ are described in :mod:`osbox.models._base`. Spec schemas whose model has another
 """
 
 from ._base import (
-    SECRET_SAFE,
     ErrorResponse,
     OpenStrEnum,
     RequestModel,
@@ -126,7 +125,6 @@ __all__ = [
     "COMMAND_EXEC_ERROR",
     "OSSFS",
     "PVC",
-    "SECRET_SAFE",
     "ApiKeyCredentialAuth",
     "BasicCredentialAuth",
     "BearerCredentialAuth",

@@ -12,6 +12,8 @@ Conventions every model in :mod:`osbox.models` follows:
   assigned fields, so the rule holds at every depth.
 * Datetimes are :data:`UtcDateTime`: naive values are taken as UTC, aware values converted to UTC, and the
   wire form is RFC 3339 ending in ``Z``.
+* Validation errors never echo the input (``hide_input_in_errors``): inputs may hold secrets (passwords,
+  tokens, environment values) and errors end up in logs and HTTP answers. Location and reason remain.
 * Enums the spec says may grow are :class:`OpenStrEnum` subclasses: known values are members, unknown values
   still validate (as pseudo-members that compare equal to their string), so clients survive new states.
 
@@ -30,7 +32,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, RootModel
 from pydantic.alias_generators import to_camel
 
 __all__ = [
-    "SECRET_SAFE",
     "ErrorResponse",
     "OpenStrEnum",
     "RequestModel",
@@ -84,7 +85,9 @@ class WireModel(BaseModel):
         req.to_wire()   # {"image": {"uri": "python:3.11"}, "entrypoint": ["sleep", "inf"]}
     """
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="allow", hide_input_in_errors=True
+    )
 
     # Fields the wire requires although they have a default (e.g. union discriminators): always sent.
     _always_sent: ClassVar[tuple[str, ...]] = ()
@@ -122,14 +125,13 @@ class SnakeCaseRequestModel(SnakeCaseWireModel):
     model_config = ConfigDict(validate_assignment=True)
 
 
-SECRET_SAFE = ConfigDict(hide_input_in_errors=True)
-"""Config for models holding secrets: validation errors do not echo the offending input."""
-
 RootT = TypeVar("RootT")
 
 
 class WireRootModel(RootModel[RootT], Generic[RootT]):
     """A bare JSON array or map on the wire (e.g. ``{path: FileInfo}``, ``[NetworkRule]``)."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     def to_wire(self) -> Any:
         """The JSON-ready wire form of the root value (nested models keep their unset-field omission)."""

@@ -12,7 +12,7 @@ from typing import Annotated, ClassVar, Literal, TypeAlias
 
 from pydantic import Field
 
-from ._base import SECRET_SAFE, OpenStrEnum, RequestModel, WireModel, WireRootModel
+from ._base import OpenStrEnum, RequestModel, WireModel, WireRootModel
 from .lifecycle import NetworkPolicy, NetworkRule
 
 __all__ = [
@@ -89,7 +89,6 @@ class DeletePolicyRulesRequest(WireRootModel[Annotated[list[str], Field(min_leng
 class InlineCredentialSource(WireModel):
     """A credential value given inline. Write-only: hidden from ``repr`` and from validation errors."""
 
-    model_config = SECRET_SAFE
     _always_sent: ClassVar[tuple[str, ...]] = ("type",)
 
     type: Literal["inline"] = "inline"
@@ -98,8 +97,6 @@ class InlineCredentialSource(WireModel):
 
 class Credential(WireModel):
     """A named secret held by the vault."""
-
-    model_config = SECRET_SAFE
 
     name: str
     source: InlineCredentialSource
@@ -181,8 +178,6 @@ class CredentialBinding(WireModel):
 class CredentialMutationSet(WireModel):
     """Credential changes of a vault ``PATCH``: add, replace, delete (by name)."""
 
-    model_config = SECRET_SAFE
-
     add: list[Credential] | None = None
     replace: list[Credential] | None = None
     delete: list[str] | None = None
@@ -199,16 +194,12 @@ class CredentialBindingMutationSet(WireModel):
 class CredentialVaultCreateRequest(RequestModel):
     """Body of ``POST /credential-vault``."""
 
-    model_config = SECRET_SAFE
-
     credentials: list[Credential]
     bindings: list[CredentialBinding]
 
 
 class CredentialVaultMutationRequest(RequestModel):
     """Body of ``PATCH /credential-vault``; ``expected_revision`` guards against concurrent changes."""
-
-    model_config = SECRET_SAFE
 
     expected_revision: int | None = None
     credentials: CredentialMutationSet | None = None

@@ -14,7 +14,6 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from ._base import (
-    SECRET_SAFE,
     OpenStrEnum,
     SnakeCaseRequestModel,
     SnakeCaseWireModel,
@@ -113,8 +112,6 @@ class RunCommandRequest(SnakeCaseRequestModel):
 
     Environment values may be secrets and stay out of ``repr``.
     """
-
-    model_config = SECRET_SAFE
 
     command: str
     cwd: str | None = None

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Literal, TypeAlias
 
-from pydantic import Field, RootModel, model_validator
+from pydantic import Field, model_validator
 
-from ._base import SECRET_SAFE, OpenStrEnum, RequestModel, UtcDateTime, WireModel
+from ._base import OpenStrEnum, RequestModel, UtcDateTime, WireModel, WireRootModel
 
 __all__ = [
     "OSSFS",
@@ -100,8 +100,6 @@ class SnapshotStatus(WireModel):
 class ImageAuth(WireModel):
     """Registry credentials; the password never appears in ``repr``."""
 
-    model_config = SECRET_SAFE
-
     username: str | None = None
     password: str | None = Field(default=None, repr=False)
 
@@ -163,8 +161,6 @@ class PVC(WireModel):
 class OSSFS(WireModel):
     """Alibaba Cloud OSS volume backend; the access key secret never appears in ``repr``."""
 
-    model_config = SECRET_SAFE
-
     bucket: str = Field(min_length=3, max_length=63)
     endpoint: str = Field(min_length=1)
     version: Literal["1.0", "2.0"] = "2.0"
@@ -213,8 +209,6 @@ class CreateSandboxRequest(RequestModel):
         CreateSandboxRequest(image=ImageSpec(uri="python:3.11"), entrypoint=["sleep", "infinity"],
                              timeout=600, resource_limits={"cpu": "1", "memory": "1Gi"})
     """
-
-    model_config = SECRET_SAFE
 
     image: ImageSpec | None = None
     snapshot_id: str | None = None
@@ -307,12 +301,8 @@ class ListSnapshotsResponse(WireModel):
     pagination: PaginationInfo
 
 
-class PatchSandboxMetadataRequest(RootModel[dict[str, str | None]]):
+class PatchSandboxMetadataRequest(WireRootModel[dict[str, str | None]]):
     """JSON merge patch of sandbox metadata: a string adds or replaces a key, ``None`` deletes it."""
-
-    def to_wire(self) -> dict[str, str | None]:
-        """The patch as sent: ``None`` values become ``null``."""
-        return dict(self.root)
 
 
 class RenewSandboxExpirationRequest(RequestModel):
@@ -332,8 +322,6 @@ class Endpoint(WireModel):
 
     ``headers`` must be sent with every request to it; they carry access tokens and stay out of ``repr``.
     """
-
-    model_config = SECRET_SAFE
 
     endpoint: str
     headers: dict[str, str] | None = Field(default=None, repr=False)
