@@ -1,0 +1,57 @@
+"""The execd API of `osbox serve`: commands, sessions, files, directories, metrics.
+
+One `ExecdService` serves every sandbox. The lifecycle server authenticates a request, puts the
+target `SandboxHandle` in `scope["osbox.sandbox"]` and forwards it to `service.app` with `path`
+rewritten to the execd path (e.g. `/command`):
+
+    service = ExecdService()
+    app = Mount("/sandboxes/{id}/proxy/44772", app=service.app)   # after auth + handle lookup
+    ...
+    await service.forget(sandbox_id)   # on delete/expiry: kills its commands, drops its state
+    await service.aclose()             # on shutdown
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from starlette.types import ASGIApp
+
+from .app import build_app
+from .commands import CommandsApi
+from .metrics import MetricsApi
+from .sessions import SessionsApi
+from .state import StateStore
+
+__all__ = ["ExecdService"]
+
+
+class ExecdService:
+    """Per-sandbox execd state plus the ASGI app that serves it.
+
+    `log_dir`: where command logs go (one subdirectory per sandbox); a private temp dir when
+    omitted, removed by `aclose`.
+    """
+
+    def __init__(self, log_dir: Path | None = None) -> None:
+        self._store = StateStore(log_dir)
+        self._sessions = SessionsApi(self._store)
+        self._metrics = MetricsApi()
+        commands = CommandsApi(self._store, self._sessions.delete)
+        self.app: ASGIApp = build_app(commands, self._sessions, self._metrics)
+
+    async def forget(self, sandbox_id: str) -> None:
+        """Kill the sandbox's running commands and session runs, and drop all its state."""
+        state = self._store.pop(sandbox_id)
+        self._metrics.forget(sandbox_id)
+        if state is None:
+            return
+        await asyncio.gather(*(run.kill() for run in state.executions()), return_exceptions=True)
+        self._store.discard(state)
+
+    async def aclose(self) -> None:
+        """Forget every sandbox and remove the service's temp files."""
+        for state in self._store.all():
+            await self.forget(state.sandbox_id)
+        self._store.close()

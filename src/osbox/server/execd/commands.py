@@ -1,0 +1,175 @@
+"""`POST /command`, `DELETE /command?id=`, `GET /command/status/{id}`, `GET /command/{id}/logs`.
+
+Decisions: the log cursor is a byte offset (the reference implementation, wire-behaviour §4.6),
+opaque to clients. Foreground commands are logged too (their output is teed into the same kind
+of log file), so a client whose stream broke can fetch the rest with `/command/{id}/logs`.
+`DELETE /command?id=` also accepts a session id and then deletes that session (§1.6).
+Unknown command ids → 404 `CONTEXT_NOT_FOUND` (the reference's code for "no such
+command/session/context"). A cursor past the end returns nothing and the end as next cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from osbox.server._backend.base import BackendError
+
+from .errors import CONTEXT_NOT_FOUND, RUNTIME_ERROR, ExecdError, bad_request, not_found, sandbox_call
+from .inputs import json_body, json_object, optional_int, optional_str, query_one, sandbox_of
+from .runner import Execution, RunSpec
+from .state import SandboxState, StateStore
+from .streaming import event_response, frame
+
+__all__ = ["DEFAULT_CWD", "CommandsApi", "spawn_or_fail"]
+
+DEFAULT_CWD = "/workspace"
+LOG_CURSOR_HEADER = "EXECD-COMMANDS-TAIL-CURSOR"
+#: At most this much log is returned per request; the cursor tells the client where to go on.
+MAX_LOG_RESPONSE = 8 * 1024 * 1024
+
+
+def new_id() -> str:
+    """A fresh 32-hex-character id."""
+    return secrets.token_hex(16)
+
+
+def _envs(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and k and "=" not in k and isinstance(v, str) for k, v in value.items()
+    ):
+        raise bad_request("'envs' must be an object of string names to string values")
+    return value
+
+
+async def spawn_or_fail(execution: Execution, request: Request) -> None:
+    """Start an execution; a spawn failure becomes a 500 before any event is sent."""
+    try:
+        await execution.start(sandbox_of(request))
+    except BackendError as exc:
+        raise ExecdError(500, RUNTIME_ERROR, f"could not start the command: {exc}") from None
+    except ValueError as exc:
+        raise bad_request(f"could not start the command: {exc}") from None
+    except OSError as exc:
+        raise ExecdError(500, RUNTIME_ERROR, f"could not start the command: {exc.strerror}") from None
+
+
+class CommandsApi:
+    """The command endpoints, over the service's per-sandbox state."""
+
+    def __init__(self, store: StateStore, sessions_delete: Any) -> None:
+        self._store = store
+        self._delete_session = sessions_delete
+
+    def _state(self, request: Request) -> SandboxState:
+        return self._store.get(sandbox_of(request).sandbox_id)
+
+    def _command(self, request: Request, command_id: str) -> Execution:
+        found = self._state(request).commands.get(command_id)
+        if found is None:
+            raise not_found(f"command {command_id} not found", CONTEXT_NOT_FOUND)
+        return found
+
+    async def run(self, request: Request) -> StreamingResponse:
+        """`POST /command`: run `bash -c command` in the foreground (streamed) or background."""
+        body = json_object(await json_body(request))
+        command = body.get("command")
+        if not isinstance(command, str) or not command.strip():
+            raise bad_request("'command' is required and must be a non-empty string")
+        background = body.get("background", False)
+        if not isinstance(background, bool):
+            raise bad_request("'background' must be a boolean")
+        timeout_ms = optional_int(body.get("timeout"), "timeout", minimum=0)
+        uid = optional_int(body.get("uid"), "uid")
+        gid = optional_int(body.get("gid"), "gid")
+        if gid is not None and uid is None:
+            raise bad_request("'gid' requires 'uid'")
+        envs = _envs(body.get("envs"))
+        cwd_arg = optional_str(body.get("cwd"), "cwd")
+        handle = sandbox_of(request)
+        cwd = DEFAULT_CWD
+        if cwd_arg:
+            try:
+                cwd = await sandbox_call(handle, "resolve_dir", path=cwd_arg, env=envs or None)
+            except ExecdError as exc:
+                if exc.status >= 500:
+                    raise
+                raise bad_request(f"invalid cwd: {exc.message}") from None
+
+        state = self._state(request)
+        command_id = new_id()
+        spec = RunSpec(
+            argv=["bash", "-c", command],
+            cwd=cwd,
+            env=envs,
+            uid=uid,
+            gid=gid,
+            timeout_s=timeout_ms / 1000 if timeout_ms else None,
+            streamed=not background,
+            log_path=state.log_path(command_id),
+        )
+        execution = Execution(command_id, command, spec)
+        await spawn_or_fail(execution, request)
+        state.add_command(execution)
+        init = frame("init", text=command_id)
+        if background:
+            return event_response(init, None, frame("execution_complete", execution_time=0))
+        return event_response(init, execution.channel)
+
+    async def interrupt(self, request: Request) -> Response:
+        """`DELETE /command?id=`: SIGTERM, up to 3 s, SIGKILL; answers once it has exited."""
+        target = query_one(request, "id")
+        state = self._state(request)
+        execution = state.commands.get(target)
+        if execution is None:
+            if target in state.sessions:
+                response: Response = await self._delete_session(request, target)
+                return response
+            raise not_found(f"command {target} not found", CONTEXT_NOT_FOUND)
+        await execution.interrupt()
+        return Response(status_code=200)
+
+    async def status(self, request: Request) -> Response:
+        """`GET /command/status/{id}`."""
+        return JSONResponse(self._command(request, request.path_params["id"]).status())
+
+    async def logs(self, request: Request) -> Response:
+        """`GET /command/{id}/logs?cursor=N`: the log from byte N; the next cursor in a header."""
+        execution = self._command(request, request.path_params["id"])
+        raw_cursor = request.query_params.get("cursor")
+        cursor = 0
+        if raw_cursor not in (None, ""):
+            if not raw_cursor.isdigit():
+                raise bad_request("'cursor' must be a non-negative integer")
+            cursor = int(raw_cursor)
+        path = self._state(request).log_path(execution.id)
+        data, next_cursor = await asyncio.to_thread(_read_log, path, cursor)
+        headers = {LOG_CURSOR_HEADER: str(next_cursor)}
+        return PlainTextResponse(data, headers=headers)
+
+
+def _read_log(path: Any, cursor: int) -> tuple[bytes, int]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return b"", 0
+    try:
+        size = os.fstat(fd).st_size
+        if cursor >= size:
+            return b"", size
+        data = os.pread(fd, min(size - cursor, MAX_LOG_RESPONSE), cursor)
+    finally:
+        os.close(fd)
+    if len(data) == MAX_LOG_RESPONSE:
+        # Cut after the last newline so no line (or UTF-8 character) is split across responses.
+        newline = data.rfind(b"\n")
+        if newline > 0:
+            data = data[: newline + 1]
+    return data, cursor + len(data)

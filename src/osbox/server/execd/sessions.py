@@ -1,0 +1,121 @@
+"""Bash sessions: `POST /session`, `POST /session/{id}/run`, `DELETE /session/{id}`.
+
+As in the reference (wire-behaviour §1.7), each run is a fresh `bash` that restores the
+session's exported variables and cwd, runs the command with `eval` (so `export`, `cd` and even
+`exit N` behave as in an interactive shell), and on exit saves `export -p` and `pwd` again.
+Functions, aliases and non-exported variables do not persist. The state files live inside the
+sandbox, in its private `/tmp/.osbox/sessions/`, written by the sandbox user; the server keeps
+only the session id and the run in progress. stderr is merged into stdout.
+
+Decision: one run at a time per session; a second concurrent run gets `init` and then a bare
+`{code: RUNTIME_ERROR, message: "session ... is busy"}` (§4.2), like the reference's busy context.
+A run killed by its timeout or by `DELETE` saves no state.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from osbox.server._agent.fs import SESSION_STATE_DIR
+
+from .commands import DEFAULT_CWD, new_id, spawn_or_fail
+from .errors import (
+    CONTEXT_NOT_FOUND,
+    RUNTIME_ERROR,
+    ExecdError,
+    bad_request,
+    error_event,
+    not_found,
+    sandbox_call,
+)
+from .inputs import json_body, json_object, optional_int, optional_str, sandbox_of
+from .runner import Execution, RunSpec
+from .state import SandboxState, Session, StateStore
+from .streaming import event_response, frame
+
+__all__ = ["SESSION_SCRIPT", "SessionsApi"]
+
+DEFAULT_RUN_TIMEOUT_S = 24 * 3600.0
+
+#: `bash -c SESSION_SCRIPT osbox-session <command> <state path> <cwd or "">`
+SESSION_SCRIPT = r"""
+__osbox_cmd=$1 __osbox_state=$2 __osbox_cwd=$3
+set --
+if [ -f "$__osbox_state.env" ]; then . "$__osbox_state.env" 2>/dev/null; fi
+if [ -f "$__osbox_state.cwd" ]; then cd -- "$(cat -- "$__osbox_state.cwd")" 2>/dev/null; fi
+if [ -n "$__osbox_cwd" ]; then cd -- "$__osbox_cwd" || exit 1; fi
+unset __osbox_cwd
+trap 'export -p > "$__osbox_state.env"; pwd > "$__osbox_state.cwd"' EXIT
+eval "$__osbox_cmd"
+"""
+
+
+class SessionsApi:
+    """The session endpoints, over the service's per-sandbox state."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    def _state(self, request: Request) -> SandboxState:
+        return self._store.get(sandbox_of(request).sandbox_id)
+
+    def _session(self, request: Request, session_id: str) -> Session:
+        found = self._state(request).sessions.get(session_id)
+        if found is None:
+            raise not_found(f"session {session_id} not found", CONTEXT_NOT_FOUND)
+        return found
+
+    async def create(self, request: Request) -> Response:
+        """`POST /session {cwd?}` → `{session_id}`; the cwd is created if missing."""
+        body = await json_body(request, required=False)
+        cwd = optional_str(json_object(body).get("cwd"), "cwd") if body is not None else None
+        session_id = new_id()
+        state_path = f"{SESSION_STATE_DIR}/{session_id}"
+        await sandbox_call(sandbox_of(request), "session_init", state=state_path, cwd=cwd or None)
+        self._state(request).sessions[session_id] = Session(session_id, state_path)
+        return JSONResponse({"session_id": session_id})
+
+    async def run(self, request: Request) -> Response:
+        """`POST /session/{id}/run {command, cwd?, timeout?}`: streamed like a foreground command."""
+        session = self._session(request, request.path_params["id"])
+        body = json_object(await json_body(request))
+        command = body.get("command")
+        if not isinstance(command, str) or not command.strip():
+            raise bad_request("'command' is required and must be a non-empty string")
+        timeout_ms = optional_int(body.get("timeout"), "timeout")
+        cwd = optional_str(body.get("cwd"), "cwd") or ""
+        if cwd:
+            try:
+                cwd = await sandbox_call(sandbox_of(request), "resolve_dir", path=cwd)
+            except ExecdError as exc:
+                if exc.status >= 500:
+                    raise
+                raise bad_request(f"invalid cwd: {exc.message}") from None
+
+        async with session.lock:
+            if session.current is not None and session.current.running:
+                busy = ExecdError(500, RUNTIME_ERROR, f"session {session.id} is busy running a command")
+                return event_response(frame("init", text=session.id), None, error_event(busy))
+            spec = RunSpec(
+                argv=["bash", "-c", SESSION_SCRIPT, "osbox-session", command, session.state_path, cwd],
+                cwd=DEFAULT_CWD,
+                timeout_s=timeout_ms / 1000 if timeout_ms else DEFAULT_RUN_TIMEOUT_S,
+                merge_stderr=True,
+            )
+            execution = Execution(f"{session.id}-{secrets.token_hex(4)}", command, spec)
+            await spawn_or_fail(execution, request)
+            session.current = execution
+        return event_response(frame("init", text=session.id), execution.channel)
+
+    async def delete(self, request: Request, session_id: str | None = None) -> Response:
+        """`DELETE /session/{id}`: kill a running run, remove the session and its state files."""
+        session_id = session_id or request.path_params["id"]
+        session = self._session(request, session_id)
+        self._state(request).sessions.pop(session_id, None)
+        if session.current is not None:
+            await session.current.kill()
+        await sandbox_call(sandbox_of(request), "session_drop", state=session.state_path)
+        return Response(status_code=200)

@@ -1,0 +1,312 @@
+"""`POST /files/upload` (streamed multipart) and `GET /files/download` (streamed, with Range).
+
+Bytes never travel through `handle.call`: the agent opens the file inside the sandbox's view
+(`handle.open_file`, as the sandbox user) and hands the server a descriptor; the server moves
+bytes through it in 1 MiB pieces, so memory stays flat whatever the size.
+
+Upload: the multipart body is parsed as it arrives (python-multipart's streaming parser).
+`metadata` parts (JSON `{path, owner?, group?, mode?}`) are paired by order with `file` parts;
+a `file` part must come after its metadata. Each file is written to a temp file beside its
+target and renamed over it only when complete, so a failed upload leaves the old file intact.
+
+Download: `Range: bytes=a-b | a- | -n` (one range) → 206 with `Content-Range`; a malformed,
+multiple or unsatisfiable range → 416 with `Content-Range: bytes */size`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import posixpath
+import stat
+from typing import Any
+from urllib.parse import quote
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from osbox.server._backend.base import SandboxHandle
+
+from .errors import (
+    INVALID_FILE,
+    INVALID_FILE_METADATA,
+    ExecdError,
+    bad_request,
+    from_sandbox_error,
+    log,
+    sandbox_call,
+)
+from .inputs import query_one, sandbox_of
+
+__all__ = ["download", "parse_range", "upload"]
+
+CHUNK = 1 << 20
+MAX_METADATA_BYTES = 64 * 1024
+
+
+# --- download --------------------------------------------------------------------------------
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """The inclusive byte range `(first, last)` a `Range` header asks for; None if unsatisfiable.
+
+    Raises ValueError when the header is malformed or asks for several ranges.
+    """
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or not spec or "," in spec:
+        raise ValueError("only a single 'bytes=' range is supported")
+    first_s, dash, last_s = spec.strip().partition("-")
+    if not dash or not (first_s.isdigit() or first_s == "") or not (last_s.isdigit() or last_s == ""):
+        raise ValueError(f"malformed range {header!r}")
+    if first_s == "":
+        if last_s == "" or int(last_s) == 0:
+            raise ValueError(f"malformed range {header!r}")
+        length = min(int(last_s), size)
+        return (size - length, size - 1) if length else None
+    first = int(first_s)
+    last = size - 1 if last_s == "" else min(int(last_s), size - 1)
+    if last_s != "" and int(last_s) < first:
+        raise ValueError(f"malformed range {header!r}")
+    if first >= size:
+        return None
+    return first, last
+
+
+def content_disposition(path: str) -> str:
+    """`attachment; filename="…"` plus `filename*` (RFC 5987) when the name is not plain ASCII."""
+    name = posixpath.basename(path) or "download"
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in name)
+    header = f'attachment; filename="{fallback}"'
+    if fallback != name:
+        header += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return header
+
+
+class FdResponse(Response):
+    """Streams `length` bytes of an open fd from `offset`, and always closes the fd."""
+
+    def __init__(self, fd: int, offset: int, length: int, status_code: int, headers: dict[str, str]) -> None:
+        super().__init__(status_code=status_code, headers=headers, media_type="application/octet-stream")
+        self.fd, self.offset, self.length = fd, offset, length
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            await send(start)
+            position, remaining = self.offset, self.length
+            while remaining > 0:
+                data = await asyncio.to_thread(os.pread, self.fd, min(CHUNK, remaining), position)
+                if not data:
+                    break  # the file shrank while we sent it; the client sees a short body
+                position += len(data)
+                remaining -= len(data)
+                await send({"type": "http.response.body", "body": data, "more_body": remaining > 0})
+            if remaining > 0 or self.length == 0:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            os.close(self.fd)
+
+
+async def _open(handle: SandboxHandle, path: str, flags: int, mode: int = 0o644) -> int:
+    try:
+        return await handle.open_file(path, flags, mode)
+    except (OSError, ValueError) as exc:
+        raise from_sandbox_error(exc) from None
+
+
+async def download(request: Request) -> Response:
+    """`GET /files/download?path=` with an optional `Range` header."""
+    handle = sandbox_of(request)
+    path = await sandbox_call(handle, "expand", path=query_one(request, "path"))
+    fd = await _open(handle, path, os.O_RDONLY)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise bad_request(f"not a regular file: {path}", INVALID_FILE)
+        size = st.st_size
+        headers = {"Content-Disposition": content_disposition(path), "Accept-Ranges": "bytes"}
+        offset, length, status = 0, size, 200
+        range_header = request.headers.get("range")
+        if range_header:
+            try:
+                wanted = parse_range(range_header, size)
+            except ValueError as exc:
+                wanted, problem = None, str(exc)
+            else:
+                problem = f"range {range_header!r} is outside the file ({size} bytes)"
+            if wanted is None:
+                raise ExecdError(416, INVALID_FILE, problem, {"Content-Range": f"bytes */{size}"})
+            offset, length, status = wanted[0], wanted[1] - wanted[0] + 1, 206
+            headers["Content-Range"] = f"bytes {wanted[0]}-{wanted[1]}/{size}"
+        headers["Content-Length"] = str(length)
+    except BaseException:
+        os.close(fd)
+        raise
+    return FdResponse(fd, offset, length, status, headers)
+
+
+# --- upload ----------------------------------------------------------------------------------
+
+
+def _write_all(fd: int, data: bytes | bytearray) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _Upload:
+    """Drives one multipart upload: pairs metadata with files and writes each to the sandbox."""
+
+    def __init__(self, handle: SandboxHandle) -> None:
+        self.handle = handle
+        self.metadata: collections.deque[dict[str, Any]] = collections.deque()
+        self.uploaded = 0
+        self._header_field = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._kind = ""
+        self._meta = bytearray()
+        self._target: dict[str, Any] | None = None
+        self._fd: int | None = None
+        self._buffer = bytearray()
+
+    # Parser callbacks only record what happened; the async work runs after each parser.write.
+    def callbacks(self, events: list[tuple[str, Any]]) -> Any:
+        def on_header_field(data: bytes, start: int, end: int) -> None:
+            self._header_field += data[start:end]
+
+        def on_header_value(data: bytes, start: int, end: int) -> None:
+            key = self._header_field.lower()
+            self._headers[key] = self._headers.get(key, b"") + data[start:end]
+
+        def on_header_end() -> None:
+            self._header_field = b""
+
+        return {
+            "on_part_begin": lambda: self._headers.clear(),
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": lambda: events.append(("begin", dict(self._headers))),
+            "on_part_data": lambda data, start, end: events.append(("data", data[start:end])),
+            "on_part_end": lambda: events.append(("end", None)),
+        }
+
+    async def handle_event(self, kind: str, value: Any) -> None:
+        if kind == "begin":
+            _, options = parse_options_header(value.get(b"content-disposition", b""))
+            self._kind = options.get(b"name", b"").decode("utf-8", "replace")
+            if self._kind == "file":
+                await self._open_target()
+        elif kind == "data":
+            if self._kind == "metadata":
+                self._meta += value
+                if len(self._meta) > MAX_METADATA_BYTES:
+                    raise bad_request("metadata part too large", INVALID_FILE_METADATA)
+            elif self._kind == "file":
+                self._buffer += value
+                if len(self._buffer) >= CHUNK:
+                    await self._flush()
+        elif kind == "end":
+            if self._kind == "metadata":
+                self.metadata.append(_parse_metadata(bytes(self._meta)))
+                self._meta.clear()
+            elif self._kind == "file":
+                await self._finish_target()
+            self._kind = ""
+
+    async def _open_target(self) -> None:
+        if not self.metadata:
+            raise bad_request("a 'file' part must follow its 'metadata' part", INVALID_FILE_METADATA)
+        meta = self.metadata.popleft()
+        plan = await sandbox_call(self.handle, "prepare_upload", path=meta["path"])
+        self._target = {**meta, **plan}
+        self._fd = await _open(self.handle, plan["temp"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+    async def _flush(self) -> None:
+        if self._buffer and self._fd is not None:
+            data, self._buffer = self._buffer, bytearray()
+            await asyncio.to_thread(_write_all, self._fd, data)
+
+    async def _finish_target(self) -> None:
+        await self._flush()
+        assert self._fd is not None and self._target is not None
+        os.close(self._fd)
+        self._fd = None
+        target, self._target = self._target, None
+        try:
+            await sandbox_call(
+                self.handle,
+                "finish_upload",
+                temp=target["temp"],
+                path=target["path"],
+                mode=target.get("mode"),
+                owner=target.get("owner"),
+                group=target.get("group"),
+            )
+        except BaseException:
+            await self._discard(target["temp"])
+            raise
+        self.uploaded += 1
+
+    async def abort(self) -> None:
+        """Close and remove a half-written file after a failure."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self._target is not None:
+            await self._discard(self._target["temp"])
+            self._target = None
+
+    async def _discard(self, temp: str) -> None:
+        try:
+            await self.handle.call("delete_files", paths=[temp])
+        except Exception as exc:  # best effort: the failure being reported matters more
+            log.warning("could not remove upload temp file %s: %s", temp, exc)
+
+
+def _parse_metadata(raw: bytes) -> dict[str, Any]:
+    try:
+        meta = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("metadata part is not valid JSON", INVALID_FILE_METADATA) from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("path"), str) or not meta["path"]:
+        raise bad_request("metadata must be a JSON object with a 'path'", INVALID_FILE_METADATA)
+    for key in ("owner", "group"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise bad_request(f"metadata '{key}' must be a string", INVALID_FILE_METADATA)
+    return meta
+
+
+async def upload(request: Request) -> Response:
+    """`POST /files/upload`: multipart `metadata`/`file` pairs, streamed to their targets."""
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if content_type != b"multipart/form-data" or not boundary:
+        raise bad_request("expected a multipart/form-data body with a boundary")
+    job = _Upload(sandbox_of(request))
+    events: list[tuple[str, Any]] = []
+    parser = MultipartParser(boundary, job.callbacks(events))
+    try:
+        async for chunk in request.stream():
+            try:
+                parser.write(chunk)
+            except Exception as exc:
+                raise bad_request(f"malformed multipart body: {exc}") from None
+            for kind, value in events:
+                await job.handle_event(kind, value)
+            events.clear()
+        parser.finalize()
+        if job._fd is not None:
+            raise bad_request("multipart body ended inside a file part", INVALID_FILE)
+    except BaseException:
+        await job.abort()
+        raise
+    if job.uploaded == 0:
+        raise bad_request("no 'file' part in the upload", INVALID_FILE)
+    if job.metadata:
+        raise bad_request(f"{len(job.metadata)} metadata part(s) had no file part", INVALID_FILE)
+    return Response(status_code=200)
