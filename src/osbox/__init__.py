@@ -21,6 +21,8 @@ from ._exceptions import (
     StreamError,
     UnprocessableEntityError,
 )
+from ._execd import AsyncExecdClient, CommandLogs, ExecdClient
+from ._files import DownloadResult, FileUpload
 from ._lifecycle import AsyncLifecycleClient, LifecycleClient
 from ._streaming import STOP, AsyncStream, Stream
 
@@ -32,12 +34,17 @@ __all__ = [
     "APIStatusError",
     "APITimeoutError",
     "AsyncEgressClient",
+    "AsyncExecdClient",
     "AsyncLifecycleClient",
     "AsyncStream",
     "AuthenticationError",
     "BadRequestError",
+    "CommandLogs",
     "ConflictError",
+    "DownloadResult",
     "EgressClient",
+    "ExecdClient",
+    "FileUpload",
     "InternalServerError",
     "LifecycleClient",
     "NotFoundError",

@@ -1,0 +1,418 @@
+"""execd's filesystem operations, and the streaming upload / download plumbing they need.
+
+Transfers never hold a whole file in memory: an upload from a local path streams the open file into the
+multipart body, and a download streams the response into the destination in chunks. A download to a path
+writes a temporary file next to it and renames it into place only once the whole body has arrived, so a
+failed download (404, broken connection) leaves an existing file untouched.
+
+File modes are Python ints (``0o644``); on the wire execd writes them as octal digits (``644``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+
+import httpx2
+
+from ._operation import APIRequest, adapter, no_content, operation
+from .models.execd import (
+    FileInfo,
+    FileMetadata,
+    Permission,
+    PermissionMap,
+    RenameFileItem,
+    RenameFilesRequest,
+    ReplaceFileContentItem,
+    ReplaceFileContentRequest,
+    mode_to_wire,
+)
+
+__all__ = ["DownloadResult", "FileOperations", "FileUpload", "UploadData"]
+
+#: What can be uploaded: bytes, text (encoded as UTF-8), a local path (`os.PathLike`, streamed from disk)
+#: or a binary file object (streamed; the caller keeps ownership and closes it).
+UploadData = bytes | str | os.PathLike[str] | IO[bytes]
+
+#: A download range: `(start, end)` (both inclusive, as in HTTP), `(start, None)` (to the end) or a
+#: negative int `-n` (the last n bytes).
+ByteRange = tuple[int, int | None] | int
+
+_OCTET_STREAM = "application/octet-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class FileUpload:
+    """One file of `upload_files`: where it goes in the sandbox, its content, and optional ownership.
+
+    `mode` is a Python int such as `0o644`.
+    """
+
+    path: str
+    data: UploadData
+    mode: int | None = None
+    owner: str | None = None
+    group: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadResult:
+    """What `download_file` wrote: the byte count, and whether the server answered a range (206)."""
+
+    bytes_written: int
+    partial: bool = False
+    #: The server's `Content-Range` (e.g. `bytes 0-99/1000`) for a partial answer.
+    content_range: str | None = None
+
+
+def _path_params(paths: str | Iterable[str]) -> list[tuple[str, str]]:
+    """Repeated `path=` query parameters; at least one path is required."""
+    items = [paths] if isinstance(paths, str) else list(paths)
+    if not items:
+        raise ValueError("at least one path is required")
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise ValueError(f"paths must be non-empty strings, got {item!r}")
+    return [("path", item) for item in items]
+
+
+def _permission(mode: int | None, owner: str | None, group: str | None) -> Permission:
+    """A `Permission` with only the given fields set (unset ones stay off the wire)."""
+    given: dict[str, Any] = {"owner": owner, "group": group}
+    if mode is not None:
+        given["mode"] = mode_to_wire(mode)
+    return Permission(**{k: v for k, v in given.items() if v is not None})
+
+
+def _range_header(byte_range: ByteRange) -> str:
+    """The `Range` header value for a `ByteRange` (see its description)."""
+    if isinstance(byte_range, int):
+        if byte_range >= 0:
+            raise ValueError(f"an int range must be negative (-n: the last n bytes), got {byte_range}")
+        return f"bytes={byte_range}"
+    start, end = byte_range
+    if start < 0 or (end is not None and end < start):
+        raise ValueError(f"invalid byte range {byte_range!r}: need 0 <= start <= end")
+    return f"bytes={start}-{'' if end is None else end}"
+
+
+class _CountingWriter:
+    """Writes to the caller's binary file object, counting bytes; never closes it (the caller owns it)."""
+
+    def __init__(self, target: IO[bytes]) -> None:
+        self._target = target
+        self.written = 0
+
+    def write(self, data: bytes) -> int:
+        self._target.write(data)
+        self.written += len(data)
+        return len(data)
+
+    def commit(self) -> None:
+        """Nothing to do: the caller's file object already holds the data."""
+
+
+class _AtomicFileWriter:
+    """Writes a temporary file next to `dest`; `commit()` renames it over `dest`, `close()` cleans up.
+
+    The temporary file is created on the first write (or at commit, for an empty body), so an error
+    answer creates nothing. It is created with mode 0o666 minus the umask, like `open(dest, "wb")`.
+    """
+
+    def __init__(self, dest: Path) -> None:
+        self._dest = dest
+        self._tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.part")
+        self._file: IO[bytes] | None = None
+        self._committed = False
+        self.written = 0
+
+    def _opened(self) -> IO[bytes]:
+        if self._file is None:
+            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            self._file = os.fdopen(fd, "wb")
+        return self._file
+
+    def write(self, data: bytes) -> int:
+        self._opened().write(data)
+        self.written += len(data)
+        return len(data)
+
+    def commit(self) -> None:
+        """Move the complete download into place."""
+        self._opened().close()
+        os.replace(self._tmp, self._dest)
+        self._committed = True
+
+    def close(self) -> None:
+        """Close the temporary file and, unless committed, remove it."""
+        if self._file is not None:
+            self._file.close()
+            if not self._committed:
+                self._tmp.unlink(missing_ok=True)
+
+
+_Writer = _CountingWriter | _AtomicFileWriter
+
+
+def _download_result(writer: _Writer, response: httpx2.Response) -> DownloadResult:
+    writer.commit()
+    partial = response.status_code == 206
+    return DownloadResult(
+        bytes_written=writer.written,
+        partial=partial,
+        content_range=response.headers.get("content-range") if partial else None,
+    )
+
+
+def _body(response: httpx2.Response) -> bytes:
+    return response.content
+
+
+def _replaced_counts(verbose: bool, response: httpx2.Response) -> dict[str, int] | None:
+    if not verbose:
+        return None
+    parsed: dict[str, Any] = adapter(dict[str, dict[str, Any]])(response)
+    return {path: int(result.get("replacedCount", 0)) for path, result in parsed.items()}
+
+
+class FileOperations:
+    """The filesystem half of execd's API (mixed into `ExecdClient` and `AsyncExecdClient`)."""
+
+    @operation
+    def get_file_info(self, paths: str | Iterable[str]) -> APIRequest[dict[str, FileInfo]]:
+        """Metadata of one or more files, by path (`GET /files/info`). A missing path is a 404.
+
+        info = execd.get_file_info("/etc/hostname")["/etc/hostname"]
+        info.size, oct(mode_from_wire(info.mode))
+        """
+        return APIRequest(
+            "GET", "/files/info", params=_path_params(paths), parse=adapter(dict[str, FileInfo])
+        )
+
+    @operation
+    def delete_files(self, paths: str | Iterable[str]) -> APIRequest[None]:
+        """Delete files (`DELETE /files`); missing ones are ignored, directories refused.
+
+        execd.delete_files(["/tmp/a.txt", "/tmp/b.txt"])
+        """
+        return APIRequest("DELETE", "/files", params=_path_params(paths), parse=no_content)
+
+    @operation
+    def set_permissions(self, permissions: Mapping[str, Permission | int]) -> APIRequest[None]:
+        """Change modes and owners (`POST /files/permissions`).
+
+        Each value is a Python mode int (`0o644`) or a `Permission`, whose `mode` is already in the wire's
+        octal-digit form (`644`):
+
+            execd.set_permissions({"/app/run.sh": 0o755, "/app/data": Permission(owner="app", mode=750)})
+        """
+        if not permissions:
+            raise ValueError("at least one path is required")
+        body = {
+            path: value if isinstance(value, Permission) else _permission(value, None, None)
+            for path, value in permissions.items()
+        }
+        return APIRequest("POST", "/files/permissions", json=PermissionMap(body).to_wire(), parse=no_content)
+
+    @operation
+    def move_files(self, moves: Iterable[tuple[str, str] | RenameFileItem]) -> APIRequest[None]:
+        """Move or rename files (`POST /files/mv`); destination parents are created.
+
+        execd.move_files([("/tmp/a.txt", "/work/a.txt")])
+        """
+        items = [m if isinstance(m, RenameFileItem) else RenameFileItem(src=m[0], dest=m[1]) for m in moves]
+        if not items:
+            raise ValueError("at least one move is required")
+        return APIRequest("POST", "/files/mv", json=RenameFilesRequest(items).to_wire(), parse=no_content)
+
+    @operation
+    def search_files(self, path: str, pattern: str = "**") -> APIRequest[list[FileInfo]]:
+        """Files under `path` whose base name matches the glob `pattern` (`GET /files/search`).
+
+        py_files = execd.search_files("/app", "*.py")
+        """
+        return APIRequest(
+            "GET",
+            "/files/search",
+            params={"path": path, "pattern": pattern},
+            parse=adapter(list[FileInfo]),
+        )
+
+    @operation
+    def replace_in_files(
+        self, replacements: Mapping[str, tuple[str, str]], verbose: bool = False
+    ) -> APIRequest[dict[str, int] | None]:
+        """Replace every `old` by `new` in each file (`POST /files/replace`). `old` must not be empty.
+
+        With `verbose=True` returns `{path: replaced count}`, else None:
+
+            execd.replace_in_files({"/app/conf.ini": ("debug=0", "debug=1")}, verbose=True)
+        """
+        if not replacements:
+            raise ValueError("at least one file is required")
+        body = ReplaceFileContentRequest(
+            {path: ReplaceFileContentItem(old=old, new=new) for path, (old, new) in replacements.items()}
+        )
+        return APIRequest(
+            "POST",
+            "/files/replace",
+            params={"verbose": "true"} if verbose else None,
+            json=body.to_wire(),
+            parse=lambda response: _replaced_counts(verbose, response),
+        )
+
+    @operation
+    def upload_file(
+        self,
+        path: str,
+        data: UploadData,
+        *,
+        mode: int | None = None,
+        owner: str | None = None,
+        group: str | None = None,
+    ) -> APIRequest[None]:
+        """Write one file in the sandbox (`POST /files/upload`); parent directories are created.
+
+        `data` is bytes, text (UTF-8), a local path (`pathlib.Path`, streamed from disk) or a binary file
+        object (streamed). A plain `str` is content, never a local path. `mode` is a Python int:
+
+            execd.upload_file("/app/run.sh", "#!/bin/sh\\necho hi\\n", mode=0o755)
+            execd.upload_file("/data/big.bin", Path("big.bin"))
+        """
+        return _upload_request([FileUpload(path, data, mode=mode, owner=owner, group=group)])
+
+    @operation
+    def upload_files(self, files: Iterable[FileUpload]) -> APIRequest[None]:
+        """Write several files in one multipart request (`POST /files/upload`).
+
+        execd.upload_files([FileUpload("/app/a.py", b"print(1)"), FileUpload("/app/b.bin", Path("b.bin"))])
+        """
+        return _upload_request(list(files))
+
+    @operation
+    def download_file(
+        self, path: str, dest: str | os.PathLike[str] | IO[bytes], *, range: ByteRange | None = None
+    ) -> APIRequest[DownloadResult]:
+        """Stream a sandbox file into `dest` (`GET /files/download`), chunk by chunk.
+
+        `dest` is a local path (written atomically: a failed download leaves it untouched) or a binary file
+        object (written from its current position, left open). `range` asks for part of the file:
+        `(start, end)` inclusive, `(start, None)`, or `-n` for the last n bytes; the result says whether
+        the server answered with just that part (206).
+
+            execd.download_file("/app/out.tar", "out.tar")
+            with open("tail.log", "ab") as f:
+                execd.download_file("/var/log/app.log", f, range=(offset, None))
+        """
+        headers = {"Range": _range_header(range)} if range is not None else None
+        writer: _Writer
+        closers: list[IO[bytes]] = []
+        if isinstance(dest, str | os.PathLike):
+            target = Path(dest)
+            if target.is_dir():
+                raise IsADirectoryError(f"download destination {str(target)!r} is a directory")
+            if not target.parent.is_dir():
+                raise FileNotFoundError(f"download destination directory {str(target.parent)!r} missing")
+            writer = _AtomicFileWriter(target)
+            closers.append(cast(IO[bytes], writer))  # the sender only calls close() on it
+        else:
+            writer = _CountingWriter(dest)
+        return APIRequest(
+            "GET",
+            "/files/download",
+            params={"path": path},
+            headers=headers,
+            download_to=cast(IO[bytes], writer),  # the sender only calls write() on it
+            closers=closers,
+            parse=lambda response: _download_result(writer, response),
+        )
+
+    @operation
+    def read_file(self, path: str) -> APIRequest[bytes]:
+        """The whole content of a (small) sandbox file; use `download_file` for big ones.
+
+        text = execd.read_file("/etc/os-release").decode()
+        """
+        return APIRequest("GET", "/files/download", params={"path": path}, parse=_body)
+
+    @operation
+    def list_directory(self, path: str, depth: int | None = None) -> APIRequest[list[FileInfo]]:
+        """Entries under a directory (`GET /directories/list`), parents before children.
+
+        `depth` omitted means the server's default (1: direct children); `depth=0` returns nothing.
+
+            for entry in execd.list_directory("/app", depth=2): print(entry.path)
+        """
+        params: dict[str, Any] = {"path": path}
+        if depth is not None:
+            if depth < 0:
+                raise ValueError(f"depth must be >= 0, got {depth}")
+            params["depth"] = depth
+        return APIRequest("GET", "/directories/list", params=params, parse=adapter(list[FileInfo]))
+
+    @operation
+    def create_directory(
+        self, path: str, mode: int | None = None, owner: str | None = None, group: str | None = None
+    ) -> APIRequest[None]:
+        """Create a directory and its parents (`POST /directories`), then set the leaf's mode and owner.
+
+        `mode` is a Python int; when omitted none is sent and the server's default applies.
+
+            execd.create_directory("/app/cache", mode=0o700)
+        """
+        body = PermissionMap({path: _permission(mode, owner, group)})
+        return APIRequest("POST", "/directories", json=body.to_wire(), parse=no_content)
+
+    @operation
+    def delete_directory(self, paths: str | Iterable[str]) -> APIRequest[None]:
+        """Delete directories recursively (`DELETE /directories`).
+
+        execd.delete_directory("/app/cache")
+        """
+        return APIRequest("DELETE", "/directories", params=_path_params(paths), parse=no_content)
+
+
+def _upload_request(files: list[FileUpload]) -> APIRequest[None]:
+    """One multipart request: per file a `metadata` part (JSON) then a `file` part, paths streamed."""
+    if not files:
+        raise ValueError("at least one file is required")
+    parts: list[tuple[str, tuple[str, Any, str]]] = []
+    opened: list[IO[bytes]] = []
+    try:
+        for upload in files:
+            if not upload.path:
+                raise ValueError("every upload needs a target path")
+            given: dict[str, Any] = {"path": upload.path, "owner": upload.owner, "group": upload.group}
+            if upload.mode is not None:
+                given["mode"] = mode_to_wire(upload.mode)
+            meta = FileMetadata(**{k: v for k, v in given.items() if v is not None})
+            content = _upload_content(upload.data, opened)
+            filename = posixpath.basename(upload.path.rstrip("/")) or "file"
+            parts.append(("metadata", ("metadata", json.dumps(meta.to_wire()).encode(), "application/json")))
+            parts.append(("file", (filename, content, _OCTET_STREAM)))
+    except BaseException:
+        for file in opened:
+            file.close()
+        raise
+    return APIRequest("POST", "/files/upload", files=parts, closers=opened, parse=no_content)
+
+
+def _upload_content(data: UploadData, opened: list[IO[bytes]]) -> Any:
+    """The multipart content of one upload: bytes as they are, a path opened (and remembered to close)."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode()
+    if isinstance(data, os.PathLike):
+        file = open(os.fspath(data), "rb")  # noqa: SIM115 - closed by the sender once the request is done
+        opened.append(file)
+        return file
+    if hasattr(data, "read"):
+        return data
+    raise TypeError(f"cannot upload {type(data).__name__}: pass bytes, str, a path or a binary file object")
