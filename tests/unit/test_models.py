@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 from hypothesis import given
 from hypothesis import strategies as st
 from openapi_schema_validator import OAS31Validator
@@ -45,6 +45,7 @@ from osbox.models import (
     SandboxState,
     Snapshot,
     SnapshotState,
+    SnapshotStatus,
     StreamErrorBody,
     StreamEvent,
     Volume,
@@ -459,15 +460,9 @@ def test_wire_names_map_to_snake_case_attributes() -> None:
     info = FileInfo.from_wire(FILE_INFO)
     assert info.modified_at.year == 2025 and info.mode == 644 and info.type == "file"
     # Attribute names are accepted on input too.
-    assert (
-        Snapshot(
-            id="s",
-            sandbox_id="x",
-            status={"state": "Ready"},
-            created_at=T0,  # type: ignore[arg-type]
-        ).to_wire()["sandboxId"]
-        == "x"
-    )
+    status = SnapshotStatus(state=SnapshotState.READY)
+    snapshot = Snapshot(id="s", sandbox_id="x", status=status, created_at=datetime(2025, 1, 1, tzinfo=UTC))
+    assert snapshot.to_wire()["sandboxId"] == "x"
 
 
 def test_root_model_bodies_round_trip() -> None:
@@ -503,6 +498,7 @@ def test_unknown_states_validate_and_round_trip() -> None:
     assert sandbox.to_wire()["status"] == {"state": "Hibernating"}
     assert SnapshotState("Archived") == "Archived"
     assert SandboxState("Running") is SandboxState.RUNNING
+    assert not SandboxState("RUNNING").is_known()  # a member's name is not a known value
     with pytest.raises(ValidationError):
         Sandbox.from_wire({**SANDBOX, "status": {"state": 3}})
 
@@ -733,6 +729,13 @@ def test_fold_command_lines_rebuild_the_text() -> None:
     assert execution == Execution(
         id="a" * 32, stdout="first\n\nlast\n", stderr="warn\n", exit_code=0, duration_ms=12, complete=True
     )
+
+
+@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\r\n")), min_size=1))
+def test_fold_rebuilds_any_line_split_output(lines: list[str]) -> None:
+    # execd sends each line without its newline, and an empty line as "\n".
+    events = [StreamEvent(type="stdout", text=line or "\n") for line in lines]
+    assert fold(events).stdout == "".join(line + "\n" for line in lines)
 
 
 def test_fold_jupyter_chunks_are_verbatim() -> None:

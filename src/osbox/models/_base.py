@@ -73,7 +73,7 @@ class OpenStrEnum(StrEnum):
 
     def is_known(self) -> bool:
         """Whether this value is one the enum lists (rather than one a newer server sent)."""
-        return self._name_ in type(self).__members__
+        return type(self)._value2member_map_.get(self._value_) is self
 
 
 class WireModel(BaseModel):
