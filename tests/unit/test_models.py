@@ -3,6 +3,7 @@ and a walk over every schema of the four OpenAPI documents."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from datetime import UTC, datetime, timedelta, timezone
@@ -92,6 +93,7 @@ def _specs_dir() -> Path:
     return Path(__file__).resolve().parents[2].parent / "shared" / "specs"
 
 
+@functools.cache
 def _load_spec(api: str) -> dict[str, Any]:
     path = _specs_dir() / SPEC_FILES[api]
     if not path.exists():
@@ -113,10 +115,15 @@ def _honour_nullable(node: Any) -> Any:
     return out
 
 
+@functools.cache
+def _components(api: str) -> dict[str, Any]:
+    components: dict[str, Any] = _honour_nullable(_load_spec(api)["components"])
+    return components
+
+
 def _assert_valid(api: str, schema_name: str, payload: Any) -> None:
     """Validate a payload against a named component schema of a spec."""
-    spec = _load_spec(api)
-    components = _honour_nullable(spec["components"])
+    components = _components(api)
     validator = OAS31Validator({"$ref": f"#/components/schemas/{schema_name}", "components": components})
     validator.validate(payload)
 

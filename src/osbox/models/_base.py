@@ -85,8 +85,13 @@ class WireModel(BaseModel):
         req.to_wire()   # {"image": {"uri": "python:3.11"}, "entrypoint": ["sleep", "inf"]}
     """
 
+    # defer_build: validators are built on first use, which keeps ``import osbox`` fast.
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="allow", hide_input_in_errors=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="allow",
+        hide_input_in_errors=True,
+        defer_build=True,
     )
 
     # Fields the wire requires although they have a default (e.g. union discriminators): always sent.
@@ -131,7 +136,7 @@ RootT = TypeVar("RootT")
 class WireRootModel(RootModel[RootT], Generic[RootT]):
     """A bare JSON array or map on the wire (e.g. ``{path: FileInfo}``, ``[NetworkRule]``)."""
 
-    model_config = ConfigDict(hide_input_in_errors=True)
+    model_config = ConfigDict(hide_input_in_errors=True, defer_build=True)
 
     def to_wire(self) -> Any:
         """The JSON-ready wire form of the root value (nested models keep their unset-field omission)."""
