@@ -67,6 +67,8 @@ class StateStore:
     def _root_dir(self) -> Path:
         if self._root is None:
             self._root = Path(tempfile.mkdtemp(prefix="osbox-execd-"))
+        else:
+            self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
         return self._root
 
     def get(self, sandbox_id: str) -> SandboxState:

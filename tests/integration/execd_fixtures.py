@@ -1,0 +1,126 @@
+"""A real sandbox behind the execd ASGI app, driven in-process with httpx2 (no port).
+
+    async def test_x(execd: Execd) -> None:
+        response = await execd.client.get("/ping")
+
+The app is wrapped in a tiny middleware that does what the lifecycle server does: put the
+sandbox's handle in `scope["osbox.sandbox"]`. Everything is torn down in `finally`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from osbox.server._backend.base import Backend, SandboxHandle, SandboxSpec
+from osbox.server.execd import ExecdService
+from tests.spec_check import SpecCheck, specs_dir
+
+BASE_URL = "http://execd.test"
+
+
+def make_backend(data_dir: Path) -> Backend:
+    """The runtime's default backend (kept as a function so it is easy to swap when debugging)."""
+    from osbox.server._backend import default_backend  # type: ignore[attr-defined]
+
+    backend: Backend = default_backend(data_dir)
+    return backend
+
+
+def runtime_missing() -> str | None:
+    if shutil.which("bwrap") is None:
+        return "bubblewrap (bwrap) is not installed"
+    try:
+        from osbox.server._backend import default_backend  # type: ignore[attr-defined]  # noqa: F401
+    except ImportError:
+        return "osbox.server._backend.default_backend is not available yet"
+    return None
+
+
+def _with_sandbox(app: ASGIApp, handle: SandboxHandle) -> ASGIApp:
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope = {**scope, "osbox.sandbox": handle}
+        await app(scope, receive, send)
+
+    return wrapped
+
+
+@dataclass
+class Execd:
+    """A sandbox, the service serving it, and a client for its execd API."""
+
+    handle: SandboxHandle
+    service: ExecdService
+    client: httpx2.AsyncClient
+    state_dir: Path
+
+    async def run(self, command: str, **options: Any) -> list[dict[str, Any]]:
+        """POST /command and return the parsed events."""
+        response = await self.client.post("/command", json={"command": command, **options})
+        assert response.status_code == 200, response.text
+        return parse_events(response.text)
+
+    async def sh(self, command: str) -> str:
+        """Run a command that must succeed; return its stdout lines joined with newlines."""
+        events = await self.run(command)
+        assert events[-1]["type"] == "execution_complete", events
+        return "\n".join(e["text"] for e in events if e["type"] == "stdout")
+
+
+def parse_events(text: str) -> list[dict[str, Any]]:
+    """Split a bare `JSON\\n\\n` stream into events (pings dropped)."""
+    events = [json.loads(block) for block in text.split("\n\n") if block.strip()]
+    return [e for e in events if e.get("type") != "ping"]
+
+
+def check_spec(response: httpx2.Response) -> None:
+    """Validate a response against execd-api.yaml when the specs are present."""
+    if not (specs_dir() / "execd-api.yaml").exists():
+        return
+    content_type = response.headers.get("content-type", "application/json").split(";")[0]
+    body: Any = response.content
+    if content_type == "application/json" and response.content:
+        body = response.json()
+    SpecCheck.load().response(
+        "execd", response.request, base_url=BASE_URL, status=response.status_code, body=body,
+        content_type=content_type,
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def execd(tmp_path: Path) -> AsyncIterator[Execd]:
+    """A fresh sandbox served by a fresh ExecdService."""
+    missing = runtime_missing()
+    if missing:
+        pytest.skip(missing)
+    backend = make_backend(tmp_path / "data")
+    service = ExecdService(log_dir=tmp_path / "logs")
+    handle: SandboxHandle | None = None
+    try:
+        state_dir = tmp_path / "sandbox"
+        state_dir.mkdir()
+        spec = SandboxSpec(
+            sandbox_id="t" + secrets.token_hex(6),
+            entrypoint=["tail", "-f", "/dev/null"],
+            state_dir=state_dir,
+            env={"GREETING": "hello"},
+        )
+        handle = await backend.create(spec)
+        transport = httpx2.ASGITransport(app=_with_sandbox(service.app, handle))
+        async with httpx2.AsyncClient(transport=transport, base_url=BASE_URL, timeout=60) as client:
+            yield Execd(handle, service, client, state_dir)
+    finally:
+        await service.aclose()
+        if handle is not None:
+            await backend.destroy(handle)
+        await backend.close()

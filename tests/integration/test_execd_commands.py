@@ -1,0 +1,175 @@
+"""`/command`, `/command/status`, `/command/{id}/logs`, interrupt, errors — against a real sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tests.integration.execd_fixtures import Execd, check_spec, execd, parse_events  # noqa: F401
+
+
+async def wait_for(condition, *, timeout: float = 20.0, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll an async condition until truthy (for things that happen in the sandbox)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_ping(execd: Execd) -> None:
+    response = await execd.client.get("/ping")
+    assert response.status_code == 200 and response.content == b""
+
+
+async def test_foreground_streams_lines_then_completes(execd: Execd) -> None:
+    response = await execd.client.post("/command", json={"command": "echo out; echo err >&2; echo $GREETING"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "no-cache"
+    assert response.headers["x-accel-buffering"] == "no"
+    assert "data:" not in response.text
+    events = parse_events(response.text)
+    assert events[0]["type"] == "init" and len(events[0]["text"]) == 32
+    assert all(isinstance(e["timestamp"], int) for e in events)
+    assert [e["text"] for e in events if e["type"] == "stdout"] == ["out", "hello"]
+    assert [e["text"] for e in events if e["type"] == "stderr"] == ["err"]
+    assert events[-1]["type"] == "execution_complete" and events[-1]["execution_time"] >= 0
+    status = await execd.client.get(f"/command/status/{events[0]['text']}")
+    check_spec(status)
+    body = status.json()
+    assert body["running"] is False and body["exit_code"] == 0 and body["content"].startswith("echo out")
+
+
+async def test_output_framing_details(execd: Execd) -> None:
+    # empty line, CRLF, CR, no trailing newline, a multi-byte character written in two pieces
+    command = r"printf 'a\n\nb\r\nc\rd'; printf '\xc3' ; sleep 0.05; printf '\xa9\n'; printf 'tail'"
+    events = await execd.run(command)
+    lines = [e["text"] for e in events if e["type"] == "stdout"]
+    assert lines == ["a", "\n", "b", "c", "d\u00e9", "tail"]
+
+
+async def test_nonzero_exit_is_an_error_event(execd: Execd) -> None:
+    events = await execd.run("echo before; exit 3")
+    assert events[-1]["type"] == "error"
+    assert events[-1]["error"] == {"ename": "CommandExecError", "evalue": "3", "traceback": ["exit status 3"]}
+    assert not any(e["type"] == "execution_complete" for e in events)
+
+
+async def test_envs_and_cwd(execd: Execd) -> None:
+    await execd.sh("mkdir -p /workspace/sub")
+    events = await execd.run("pwd; echo $FOO", cwd="/workspace/sub", envs={"FOO": "bar"})
+    assert [e["text"] for e in events if e["type"] == "stdout"] == ["/workspace/sub", "bar"]
+    events = await execd.run("pwd", cwd="$D/sub", envs={"D": "/workspace"})
+    assert events[1]["text"] == "/workspace/sub"
+
+
+async def test_timeout_kills_process_group(execd: Execd) -> None:
+    events = await execd.run("sleep 30 & sleep 30; echo never", timeout=300)
+    assert events[-1]["type"] == "error"
+    assert events[-1]["error"]["evalue"] == "-1"
+    assert events[-1]["error"]["traceback"] == ["signal: killed"]
+    status = (await execd.client.get(f"/command/status/{events[0]['text']}")).json()
+    assert status["exit_code"] == -1 and "killed" in status["error"]
+
+
+async def test_background_logs_with_cursor_and_interrupt(execd: Execd) -> None:
+    response = await execd.client.post(
+        "/command",
+        json={"command": "echo one; echo two >&2; while true; do sleep 0.05; done", "background": True},
+    )
+    events = parse_events(response.text)
+    assert [e["type"] for e in events] == ["init", "execution_complete"]
+    command_id = events[0]["text"]
+
+    async def logged() -> bool:
+        logs = await execd.client.get(f"/command/{command_id}/logs")
+        return "one" in logs.text and "two" in logs.text
+
+    await wait_for(logged, what="background output in the log")
+    logs = await execd.client.get(f"/command/{command_id}/logs")
+    assert logs.headers["content-type"].startswith("text/plain")
+    cursor = int(logs.headers["EXECD-COMMANDS-TAIL-CURSOR"])
+    assert cursor == len(logs.content)
+    again = await execd.client.get(f"/command/{command_id}/logs", params={"cursor": cursor})
+    assert again.content == b"" and int(again.headers["EXECD-COMMANDS-TAIL-CURSOR"]) == cursor
+    partial = await execd.client.get(f"/command/{command_id}/logs", params={"cursor": 4})
+    assert partial.content == logs.content[4:]
+
+    status = await execd.client.get(f"/command/status/{command_id}")
+    check_spec(status)
+    assert status.json()["running"] is True and "exit_code" not in status.json()
+
+    interrupted = await execd.client.delete("/command", params={"id": command_id})
+    assert interrupted.status_code == 200
+    status = (await execd.client.get(f"/command/status/{command_id}")).json()
+    assert status["running"] is False and status["exit_code"] == -1 and status["finished_at"]
+
+
+async def test_background_timeout(execd: Execd) -> None:
+    response = await execd.client.post("/command", json={"command": "sleep 30", "background": True, "timeout": 200})
+    command_id = parse_events(response.text)[0]["text"]
+
+    async def finished() -> bool:
+        return (await execd.client.get(f"/command/status/{command_id}")).json()["running"] is False
+
+    await wait_for(finished, what="the timeout to kill the background command")
+
+
+async def test_foreground_survives_client_disconnect(execd: Execd) -> None:
+    async with execd.client.stream(
+        "POST", "/command", json={"command": "echo started; sleep 0.5; echo done > /workspace/after"}
+    ) as response:
+        async for chunk in response.aiter_text():
+            if "init" in chunk:
+                command_id = parse_events(chunk)[0]["text"]
+                break
+    # The stream is closed; the command carries on and finishes by itself.
+
+    async def finished() -> bool:
+        return (await execd.client.get(f"/command/status/{command_id}")).json()["running"] is False
+
+    await wait_for(finished, what="the command to finish after the client left")
+    assert await execd.sh("cat /workspace/after") == "done"
+    logs = await execd.client.get(f"/command/{command_id}/logs")
+    assert logs.text == "started\n"
+
+
+async def test_command_errors(execd: Execd) -> None:
+    bad_json = await execd.client.post("/command", content=b"{not json", headers={"content-type": "application/json"})
+    assert bad_json.status_code == 400 and bad_json.json()["code"] == "INVALID_REQUEST_BODY"
+    missing = await execd.client.post("/command", json={"cwd": "/"})
+    assert missing.status_code == 400 and missing.json()["code"] == "INVALID_REQUEST_BODY"
+    bad_cwd = await execd.client.post("/command", json={"command": "true", "cwd": "/no/such/dir"})
+    assert bad_cwd.status_code == 400 and set(bad_cwd.json()) == {"code", "message"}
+    gid_only = await execd.client.post("/command", json={"command": "true", "gid": 0})
+    assert gid_only.status_code == 400
+    no_id = await execd.client.delete("/command")
+    assert no_id.status_code == 400 and no_id.json()["code"] == "MISSING_QUERY"
+    unknown = await execd.client.get("/command/status/" + "0" * 32)
+    assert unknown.status_code == 404
+    check_spec(unknown)
+    unknown_logs = await execd.client.get("/command/" + "0" * 32 + "/logs")
+    assert unknown_logs.status_code == 404
+    for path in ("/code", "/code/context", "/code/contexts", "/code/contexts/abc"):
+        response = await execd.client.post(path, json={})
+        assert response.status_code == 501 and response.json()["code"] == "NOT_SUPPORTED"
+    nowhere = await execd.client.get("/no/such/route")
+    assert nowhere.status_code == 404 and set(nowhere.json()) == {"code", "message"}
+
+
+async def test_commands_do_not_run_as_host_root(execd: Execd) -> None:
+    uid = await execd.sh("id -u")
+    shadow = await execd.run("cat /etc/shadow")
+    assert shadow[-1]["type"] == "error", f"sandbox uid {uid} could read /etc/shadow"
+
+
+async def test_forget_kills_running_commands(execd: Execd) -> None:
+    response = await execd.client.post("/command", json={"command": "sleep 60", "background": True})
+    command_id = parse_events(response.text)[0]["text"]
+    await execd.service.forget(execd.handle.sandbox_id)
+    unknown = await execd.client.get(f"/command/status/{command_id}")
+    assert unknown.status_code == 404

@@ -1,0 +1,98 @@
+"""Pure pieces of the execd server: line splitting, event framing, Range parsing, dispositions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from osbox.server.execd.streaming import LineSplitter, frame
+from osbox.server.execd.transfer import content_disposition, parse_range
+
+
+def split(*chunks: bytes) -> list[str]:
+    splitter = LineSplitter()
+    lines: list[str] = []
+    for chunk in chunks:
+        lines += splitter.feed(chunk)
+    return lines + splitter.flush()
+
+
+def test_lf_cr_crlf_and_empty_lines() -> None:
+    assert split(b"a\nb\r\nc\rd") == ["a", "b", "c", "d"]
+    assert split(b"a\n\nb\n") == ["a", "\n", "b"]
+    assert split(b"\n") == ["\n"]
+    assert split(b"") == []
+
+
+def test_crlf_split_across_reads_is_one_line_end() -> None:
+    assert split(b"a\r", b"\nb\n") == ["a", "b"]
+    assert split(b"a\r", b"\rb") == ["a", "\n", "b"]
+
+
+def test_partial_last_line_flushed() -> None:
+    assert split(b"no newline") == ["no newline"]
+    assert split(b"x\n", b"tail") == ["x", "tail"]
+
+
+def test_utf8_character_split_across_reads() -> None:
+    data = "héllo → wörld\n".encode()
+    for cut in range(1, len(data)):
+        assert split(data[:cut], data[cut:]) == ["héllo → wörld"]
+
+
+def test_invalid_utf8_is_replaced() -> None:
+    assert split(b"a\xffb\n") == ["a\ufffdb"]
+
+
+def test_very_long_line_is_emitted_in_pieces_without_splitting_characters() -> None:
+    from osbox.server.execd import streaming
+
+    data = ("é" * streaming.MAX_LINE_BYTES).encode()  # 2 bytes per character
+    lines = split(data[:12345], data[12345:])
+    assert "".join(lines) == "é" * streaming.MAX_LINE_BYTES
+    assert all("\ufffd" not in line for line in lines)
+
+
+@given(st.lists(st.binary(max_size=20), max_size=10))
+def test_any_chunking_gives_the_same_lines(chunks: list[bytes]) -> None:
+    assert split(*chunks) == split(b"".join(chunks))
+
+
+def test_frame_is_bare_json_with_blank_line_and_ms_timestamp() -> None:
+    raw = frame("stdout", text="hi")
+    assert raw.endswith(b"\n\n") and not raw.startswith(b"data:")
+    event = json.loads(raw)
+    assert event["type"] == "stdout" and event["text"] == "hi"
+    assert event["timestamp"] > 1_600_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("bytes=0-9", (0, 9)),
+        ("bytes=5-", (5, 99)),
+        ("bytes=-10", (90, 99)),
+        ("bytes=-1000", (0, 99)),
+        ("bytes=90-1000", (90, 99)),
+        ("bytes=100-", None),
+        ("bytes=100-200", None),
+    ],
+)
+def test_parse_range(header: str, expected: tuple[int, int] | None) -> None:
+    assert parse_range(header, 100) == expected
+
+
+@pytest.mark.parametrize("header", ["bytes=5-2", "items=0-1", "bytes=0-1,3-4", "bytes=-0", "bytes=a-b", "bytes="])
+def test_parse_range_rejects(header: str) -> None:
+    with pytest.raises(ValueError):
+        parse_range(header, 100)
+
+
+def test_content_disposition() -> None:
+    assert content_disposition("/w/report.csv") == 'attachment; filename="report.csv"'
+    header = content_disposition("/w/résumé.pdf")
+    assert 'filename="r_sum_.pdf"' in header
+    assert "filename*=UTF-8''r%C3%A9sum%C3%A9.pdf" in header
