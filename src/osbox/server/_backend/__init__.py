@@ -1,0 +1,36 @@
+"""Isolation backends for `osbox serve` (see `base` for the interface, `bwrap` for Linux)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from .base import Backend, BackendError, Mount, SandboxHandle, SandboxProcess, SandboxSpec
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "Mount",
+    "SandboxHandle",
+    "SandboxProcess",
+    "SandboxSpec",
+    "default_backend",
+]
+
+
+def default_backend(data_dir: Path) -> Backend:
+    """The backend for this machine; raises `BackendError` saying what to install when there is none."""
+    if not sys.platform.startswith("linux"):
+        raise BackendError(
+            f"osbox serve isolates sandboxes with Linux namespaces and cgroups; this is {sys.platform}. "
+            "Run it on Linux (a VM or WSL2 works)."
+        )
+    if shutil.which("bwrap") is None:
+        raise BackendError(
+            "bubblewrap (bwrap) is not installed: install it with 'apt-get install bubblewrap' "
+            "(or your distribution's 'bubblewrap' package)."
+        )
+    from .bwrap import BwrapBackend
+
+    return BwrapBackend(data_dir)

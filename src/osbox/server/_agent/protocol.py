@@ -1,0 +1,137 @@
+"""The wire protocol between `osbox serve` and the agent inside each sandbox.
+
+Stdlib only, shared by both sides: the agent imports it as a top-level module (`protocol`), the
+server as `osbox.server._agent.protocol`.
+
+One unix-socket connection carries one request. A message is one JSON object on one line
+(UTF-8, `\\n`-terminated). File descriptors travel as SCM_RIGHTS ancillary data attached to the
+first byte of the message they belong to; the message names how many it carries (`"nfds"`).
+
+    request   {"op": "spawn", "argv": [...], ..., "nfds": 3}        + fds
+    reply     {"ok": true, "result": {...}, "nfds": 1}               + fds
+              {"ok": false, "error": {"kind": "os", "errno": 2, "strerror": "...", "filename": "/x"}}
+    spawn then sends a second line when the child exits:  {"exit": 0}   (-N: killed by signal N)
+
+Ops: `ping`, `start` (the entrypoint), `spawn`, `kill`, `connect`, `open`, `call`.
+This module holds only framing (bytes <-> dicts) and the error mapping; no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = [
+    "MAX_FDS",
+    "MAX_LINE",
+    "AgentError",
+    "LineBuffer",
+    "SandboxOSError",
+    "encode",
+    "error_reply",
+    "exception_from_error",
+    "ok_reply",
+]
+
+#: At most this many fds ride on one message.
+MAX_FDS = 8
+#: A message larger than this is refused (a directory listing of ~100k entries fits).
+MAX_LINE = 64 * 1024 * 1024
+
+
+class SandboxOSError(OSError):
+    """An `OSError` raised inside the sandbox, re-raised on the server side.
+
+    `errno`, `strerror` and `filename` are those seen inside the sandbox (paths are sandbox paths).
+    """
+
+
+class AgentError(Exception):
+    """The agent failed in a way that is not an OSError from the operation itself."""
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One message as one line of UTF-8 JSON."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def ok_reply(result: Any = None, nfds: int = 0) -> dict[str, Any]:
+    """A success reply carrying `result` (and announcing `nfds` descriptors)."""
+    reply: dict[str, Any] = {"ok": True, "result": result}
+    if nfds:
+        reply["nfds"] = nfds
+    return reply
+
+
+def error_reply(exc: BaseException) -> dict[str, Any]:
+    """The reply describing `exc`: OSError and ValueError keep their kind, the rest is generic."""
+    if isinstance(exc, OSError):
+        filename = exc.filename if isinstance(exc.filename, str) else None
+        error: dict[str, Any] = {
+            "kind": "os",
+            "errno": exc.errno,
+            "strerror": exc.strerror or str(exc),
+            "filename": filename,
+        }
+    elif isinstance(exc, (ValueError, TypeError, KeyError)):
+        # TypeError/KeyError: the op was called with wrong or missing arguments.
+        error = {"kind": "value", "message": str(exc) or type(exc).__name__}
+    else:
+        error = {"kind": "agent", "message": f"{type(exc).__name__}: {exc}"}
+    return {"ok": False, "error": error}
+
+
+def exception_from_error(error: Any) -> Exception:
+    """The exception to raise on the server side for a reply's `error` object."""
+    if not isinstance(error, dict):
+        return AgentError(f"malformed error reply: {error!r}")
+    kind = error.get("kind")
+    if kind == "os":
+        errno_value = error.get("errno")
+        strerror = str(error.get("strerror") or "")
+        filename = error.get("filename")
+        if not isinstance(errno_value, int):
+            return AgentError(strerror or "unknown OS error")
+        if isinstance(filename, str):
+            return SandboxOSError(errno_value, strerror, filename)
+        return SandboxOSError(errno_value, strerror)
+    if kind == "value":
+        return ValueError(str(error.get("message") or "invalid argument"))
+    return AgentError(str(error.get("message") or "agent error"))
+
+
+class LineBuffer:
+    """Splits a byte stream into JSON messages.
+
+    Feed it what `recv` returned; `next_message()` yields complete messages in order, or None when
+    it needs more bytes. Raises `AgentError` on oversized or malformed lines.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        """Append received bytes."""
+        self._buffer += data
+        if len(self._buffer) > MAX_LINE and b"\n" not in self._buffer:
+            raise AgentError("message too large")
+
+    def next_message(self) -> dict[str, Any] | None:
+        """The next complete message, or None if no full line has arrived yet."""
+        end = self._buffer.find(b"\n")
+        if end < 0:
+            return None
+        line = bytes(self._buffer[:end])
+        del self._buffer[: end + 1]
+        try:
+            message = json.loads(line)
+        except ValueError as exc:
+            raise AgentError(f"malformed message: {exc}") from None
+        if not isinstance(message, dict):
+            raise AgentError("malformed message: not an object")
+        return message
+
+    @property
+    def pending(self) -> int:
+        """Bytes received but not yet returned as a message."""
+        return len(self._buffer)

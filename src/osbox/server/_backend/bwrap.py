@@ -1,0 +1,727 @@
+"""The Linux backend: one bubblewrap sandbox per `SandboxSpec`, the agent as its PID 1.
+
+    backend = BwrapBackend(data_dir)
+    handle = await backend.create(spec)
+    proc = await handle.spawn(["sh", "-c", "echo hi"], env={}, cwd="/workspace", stdout=w)
+    code = await proc.wait()
+    await backend.destroy(handle)
+
+Identity: when the server runs as root, each sandbox runs as its own unprivileged host uid/gid
+(`UID_BASE` + random, no /etc/passwd entry needed); its `fs/` dirs are chowned to it. Otherwise
+sandboxes run as the server's user. Inside, the user is always `sandbox` (1000:1000).
+
+Pids: `SandboxProcess.pid` is the host pid. `signal_group` signals the host process group while
+the group leader lives, and goes through the agent (pgid as seen inside) after it has exited.
+
+Restart: the agent keeps listening on `state_dir/run/agent.sock` (a socket the server created and
+handed over); `run/agent.json` records pids, start times, uid and cgroups, so `adopt` can check
+the tree is the same one and reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._agent.protocol import AgentError
+from . import layout as lay
+from .agent_client import AgentConnection, close_fds, request
+from .base import Backend, BackendError, SandboxHandle, SandboxProcess, SandboxSpec
+from .cgroups import CgroupError, CgroupLayout, Limits, SandboxCgroup
+from .procs import host_pid_of_pidfd, pidfd_exited, start_time, wait_pidfd
+
+__all__ = ["UID_BASE", "BwrapBackend", "BwrapProcess", "BwrapSandbox"]
+
+#: Host uids/gids of sandboxes (when the server is root): UID_BASE .. UID_BASE + _UID_SPAN - 1.
+UID_BASE = 0x10000000
+_UID_SPAN = 0x01000000
+_READY_TIMEOUT_S = 15.0
+_AGENT_DIR = Path(__file__).resolve().parent.parent / "_agent"
+_RECORD_VERSION = 1
+
+
+class BwrapProcess(SandboxProcess):
+    """A process started by the agent; `pid` is its host pid (-1 if it was gone at once)."""
+
+    def __init__(self, sandbox: BwrapSandbox, conn: AgentConnection, pidfd: int, ns_pid: int) -> None:
+        self._sandbox = sandbox
+        self._conn = conn
+        self._pidfd = pidfd
+        self.ns_pid = ns_pid  # the pid inside the sandbox
+        try:
+            self.pid = host_pid_of_pidfd(pidfd)
+        except (OSError, ValueError):
+            self.pid = -1
+        self._exit_task: asyncio.Future[int] | None = None
+        self._exit_code: int | None = None
+
+    async def wait(self) -> int:
+        """Wait for exit: the exit code, or -N when killed by signal N (-9 if the sandbox died)."""
+        if self._exit_task is None:
+            self._exit_task = asyncio.ensure_future(self._read_exit())
+        return await asyncio.shield(self._exit_task)
+
+    async def _read_exit(self) -> int:
+        code = -signal.SIGKILL
+        try:
+            message, fds = await self._conn.receive()
+            close_fds(fds)
+            code = int(message["exit"])
+        except (EOFError, OSError, AgentError, KeyError, ValueError, TypeError):
+            pass  # the agent died with the sandbox: the process was killed with it
+        finally:
+            self.close()
+        self._exit_code = code
+        return code
+
+    def signal_group(self, signum: int) -> None:
+        """Signal the process group (no error if it is gone)."""
+        if self._exit_code is None and self.pid > 0 and self._pidfd >= 0 and not pidfd_exited(self._pidfd):
+            # The leader lives, so its host pid is still its group's id: signal directly.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signum)
+            return
+        # The leader exited; members may remain. Its host pid may be free for reuse by now, so ask
+        # the agent, which only sees the sandbox's own processes.
+        self._sandbox._kill_group_soon(self.ns_pid, signum)
+
+    def close(self) -> None:
+        """Release the connection and pidfd (the process itself is not touched)."""
+        self._conn.close()
+        if self._pidfd >= 0:
+            close_fds([self._pidfd])
+            self._pidfd = -1
+
+
+class BwrapSandbox(SandboxHandle):
+    """A live bubblewrap sandbox."""
+
+    def __init__(
+        self,
+        spec: SandboxSpec,
+        *,
+        uid: int,
+        gid: int,
+        agent_pid: int,
+        agent_pidfd: int,
+        bwrap: subprocess.Popen[bytes] | None,
+        bwrap_pidfd: int,
+        cgroup: SandboxCgroup | None,
+        limits_enforced: bool,
+        limits_message: str,
+    ) -> None:
+        self.sandbox_id = spec.sandbox_id
+        self.spec = spec
+        self.layout = lay.StateLayout(spec.state_dir)
+        self.log_path = self.layout.entrypoint_log
+        self.limits_enforced = limits_enforced
+        self.limits_message = limits_message
+        self.host_uid = uid
+        self.host_gid = gid
+        self.agent_pid = agent_pid  # host pid of the agent (PID 1 inside)
+        self._agent_pidfd = agent_pidfd
+        self._bwrap = bwrap  # None when adopted (it is no longer our child)
+        self._bwrap_pidfd = bwrap_pidfd
+        self.cgroup = cgroup
+        self.destroyed = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __repr__(self) -> str:
+        return f"<BwrapSandbox {self.sandbox_id} agent_pid={self.agent_pid}>"
+
+    async def _request(
+        self, message: dict[str, Any], fds: Sequence[int] = (), *, keep: bool = False
+    ) -> tuple[Any, list[int], AgentConnection | None]:
+        if self.destroyed:
+            raise BackendError(f"sandbox {self.sandbox_id} was destroyed")
+        return await request(self.layout.socket, message, fds, keep=keep)
+
+    async def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: str,
+        stdin: int | None = None,
+        stdout: int | None = None,
+        stderr: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+    ) -> BwrapProcess:
+        """Start `argv` in a new session inside the sandbox (see `SandboxHandle.spawn`)."""
+        stdio = (stdin, stdout, stderr)
+        message = {
+            "op": "spawn",
+            "argv": list(argv),
+            "env": dict(env),
+            "cwd": cwd,
+            "stdio": [None if fd is None else "fd" for fd in stdio],
+            "uid": uid,
+            "gid": gid,
+        }
+        result, fds, conn = await self._request(message, [fd for fd in stdio if fd is not None], keep=True)
+        assert conn is not None
+        return BwrapProcess(self, conn, fds[0], int(result["pid"]))
+
+    async def call(self, op: str, **args: Any) -> Any:
+        """Run the file-system op `op` inside the sandbox (see `SandboxHandle.call`)."""
+        result, _fds, _conn = await self._request({"op": "call", "name": op, "args": args})
+        return result
+
+    async def open_file(self, path: str, flags: int, mode: int = 0o644) -> int:
+        """Open `path` as the sandbox user, in the sandbox's view; returns a host fd."""
+        _result, fds, _conn = await self._request({"op": "open", "path": path, "flags": flags, "mode": mode})
+        return fds[0]
+
+    async def connect(self, port: int) -> socket.socket:
+        """A connected (blocking) TCP socket to 127.0.0.1:`port` inside the sandbox."""
+        _result, fds, _conn = await self._request({"op": "connect", "port": port})
+        sock = socket.socket(fileno=fds[0])
+        sock.setblocking(True)
+        return sock
+
+    async def kill_group(self, pgid: int, signum: int) -> bool:
+        """Signal process group `pgid` as numbered inside the sandbox; False if there is none."""
+        result, _fds, _conn = await self._request({"op": "kill", "pgid": pgid, "signal": signum})
+        return bool(result)
+
+    def _kill_group_soon(self, pgid: int, signum: int) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self.destroyed:
+            return
+
+        async def kill() -> None:
+            with contextlib.suppress(BackendError, ValueError, OSError):
+                await self.kill_group(pgid, signum)
+
+        task = loop.create_task(kill())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class BwrapBackend(Backend):
+    """Sandboxes as bubblewrap process trees with cgroup limits (see the module docstring)."""
+
+    description = "bubblewrap (host filesystem read-only)"
+
+    def __init__(self, data_dir: Path, *, bwrap: str = "bwrap", python: str | None = None) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._as_root = os.geteuid() == 0
+        if self._as_root:
+            _make_traversable(self.data_dir)
+        self._bwrap = _which(bwrap)
+        self._python = python or _sandbox_python(self._as_root)
+        self._cgroups = CgroupLayout.detect()
+        self._entries = lay.root_entries()
+        self._uids: set[int] = set()
+        self._memfds: dict[str, int] = {}
+        for source in sorted(_AGENT_DIR.glob("*.py")):
+            if source.name != "__init__.py":
+                self._memfds[source.name] = _memfd(source.name, source.read_bytes())
+        passwd, group = lay.passwd_with_sandbox_user(_read("/etc/passwd"), _read("/etc/group"))
+        self._etc = {
+            "/etc/passwd": _memfd("passwd", passwd.encode()),
+            "/etc/group": _memfd("group", group.encode()),
+        }
+
+    # --- create -----------------------------------------------------------------------------------
+
+    def _allocate_ids(self) -> tuple[int, int]:
+        if not self._as_root:
+            return os.getuid(), os.getgid()
+        while True:
+            uid = UID_BASE + secrets.randbelow(_UID_SPAN)
+            if uid not in self._uids:
+                self._uids.add(uid)
+                return uid, uid
+
+    def _make_cgroup(self, spec: SandboxSpec) -> tuple[SandboxCgroup | None, bool, str]:
+        limits = Limits(spec.cpu_cores, spec.memory_bytes, spec.pids_max)
+        wanted = any(v is not None for v in (limits.cpu_cores, limits.memory_bytes, limits.pids_max))
+        try:
+            group = self._cgroups.create(_cgroup_name(spec.sandbox_id), limits)
+        except CgroupError as exc:
+            return None, not wanted, f"limits not enforced: {exc}" if wanted else f"no cgroups: {exc}"
+        return group, group.enforced, group.message
+
+    async def create(self, spec: SandboxSpec) -> BwrapSandbox:
+        """Start the sandbox's tree and return once its agent answers and the entrypoint runs."""
+        layout = lay.StateLayout(spec.state_dir)
+        uid, gid = self._allocate_ids()
+        try:
+            _prepare_state_dir(layout, self.data_dir, uid, gid, chown=self._as_root)
+            cgroup, enforced, message = self._make_cgroup(spec)
+        except BaseException:
+            self._uids.discard(uid)
+            raise
+        bwrap: subprocess.Popen[bytes] | None = None
+        handle: BwrapSandbox | None = None
+        try:
+            bwrap = self._start_bwrap(spec, layout, uid, gid)
+            bwrap_pidfd = os.pidfd_open(bwrap.pid)
+            if cgroup is not None:
+                cgroup.add(bwrap.pid)
+            _info, fds, _ = await asyncio.wait_for(request(layout.socket, {"op": "ping"}), _READY_TIMEOUT_S)
+            agent_pidfd = fds[0]
+            agent_pid = host_pid_of_pidfd(agent_pidfd)
+            if cgroup is not None:
+                cgroup.add(agent_pid)  # in case bwrap forked it before it joined; it forked nothing yet
+            handle = BwrapSandbox(
+                spec,
+                uid=uid,
+                gid=gid,
+                agent_pid=agent_pid,
+                agent_pidfd=agent_pidfd,
+                bwrap=bwrap,
+                bwrap_pidfd=bwrap_pidfd,
+                cgroup=cgroup,
+                limits_enforced=enforced,
+                limits_message=message,
+            )
+            _write_record(handle, bwrap.pid)
+            await request(layout.socket, {"op": "start", "argv": list(spec.entrypoint), "cwd": lay.WORKSPACE})
+        except BaseException as exc:
+            await self._abort_create(handle, bwrap, cgroup, layout, uid)
+            if isinstance(exc, (BackendError, OSError, ValueError, TimeoutError)):
+                detail = _tail(layout.agent_log)
+                reason = "timed out waiting for the agent" if isinstance(exc, TimeoutError) else str(exc)
+                raise BackendError(
+                    f"sandbox {spec.sandbox_id} failed to start: {reason}" + (f"\n{detail}" if detail else "")
+                ) from None
+            raise
+        return handle
+
+    def _start_bwrap(
+        self, spec: SandboxSpec, layout: lay.StateLayout, uid: int, gid: int
+    ) -> subprocess.Popen[bytes]:
+        opened: list[int] = []
+
+        def keep(fd: int) -> int:
+            opened.append(fd)
+            return fd
+
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            _bind(listener, layout.socket)
+            listener.listen(128)
+            path_flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+            log_flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+            mounts = []
+            for mount in spec.mounts:
+                try:
+                    mounts.append(
+                        (
+                            keep(os.open(mount.host_path, os.O_PATH | os.O_CLOEXEC)),
+                            mount.sandbox_path,
+                            mount.read_only,
+                        )
+                    )
+                except OSError as exc:
+                    raise BackendError(f"cannot mount {mount.host_path}: {exc.strerror}") from None
+            fds = lay.BwrapFds(
+                workspace=keep(os.open(layout.workspace, path_flags)),
+                tmp=keep(os.open(layout.tmp, path_flags)),
+                home=keep(os.open(layout.home, path_flags)),
+                listen=listener.fileno(),
+                log=keep(os.open(layout.entrypoint_log, log_flags, 0o600)),
+                agent_files={name: keep(_reopen(fd)) for name, fd in self._memfds.items()},
+                etc_files={path: keep(_reopen(fd)) for path, fd in self._etc.items()},
+                mounts=mounts,
+            )
+            hidden = lay.hidden_paths([self.data_dir, spec.state_dir.resolve()], same_user=not self._as_root)
+            argv = lay.bwrap_argv(
+                bwrap=self._bwrap,
+                python=self._python,
+                hostname=spec.hostname,
+                fds=fds,
+                entries=self._entries,
+                hidden=hidden,
+            )
+            agent_log = keep(os.open(layout.agent_log, log_flags, 0o600))
+            identity: dict[str, Any] = (
+                {"user": uid, "group": gid, "extra_groups": []} if self._as_root else {}
+            )
+            return subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=agent_log,
+                stderr=agent_log,
+                env=lay.base_env(spec.env),
+                pass_fds=[fd for fd in opened if fd != agent_log] + [listener.fileno()],
+                start_new_session=True,  # its own session: a ^C to the server does not reach it
+                **identity,
+            )
+        finally:
+            listener.close()  # the agent holds it now; if bwrap failed, connecting fails at once
+            close_fds(opened)
+
+    async def _abort_create(
+        self,
+        handle: BwrapSandbox | None,
+        bwrap: subprocess.Popen[bytes] | None,
+        cgroup: SandboxCgroup | None,
+        layout: lay.StateLayout,
+        uid: int,
+    ) -> None:
+        if handle is not None:
+            await self.destroy(handle)
+            return
+        if bwrap is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(bwrap.pid, signal.SIGKILL)  # bwrap's own session; the agent is in its own
+            if cgroup is not None:
+                with contextlib.suppress(CgroupError):
+                    await cgroup.kill_and_remove()
+            with contextlib.suppress(ProcessLookupError):
+                bwrap.kill()
+            await asyncio.get_running_loop().run_in_executor(None, bwrap.wait)
+        elif cgroup is not None:
+            with contextlib.suppress(CgroupError):
+                await cgroup.kill_and_remove()
+        _forget_run_files(layout)
+        self._uids.discard(uid)
+
+    # --- pause / resume / destroy -----------------------------------------------------------------
+
+    def _freezable(self, handle: SandboxHandle) -> SandboxCgroup:
+        sandbox = _own(handle)
+        if sandbox.cgroup is None or not sandbox.cgroup.can_freeze:
+            raise BackendError("pause/resume needs the cgroup freezer, which is not available here")
+        return sandbox.cgroup
+
+    async def pause(self, handle: SandboxHandle) -> None:
+        """Freeze every process of the sandbox; returns once the kernel reports it frozen."""
+        try:
+            await self._freezable(handle).set_frozen(True)
+        except (CgroupError, OSError) as exc:
+            raise BackendError(f"cannot pause: {exc}") from None
+
+    async def resume(self, handle: SandboxHandle) -> None:
+        """Thaw every process of the sandbox."""
+        try:
+            await self._freezable(handle).set_frozen(False)
+        except (CgroupError, OSError) as exc:
+            raise BackendError(f"cannot resume: {exc}") from None
+
+    async def destroy(self, handle: SandboxHandle) -> None:
+        """Kill the tree (the agent is PID 1: its death takes the whole PID namespace), remove cgroups."""
+        sandbox = _own(handle)
+        if sandbox.destroyed:
+            return
+        sandbox.destroyed = True
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(sandbox._agent_pidfd, signal.SIGKILL)
+        cgroup = sandbox.cgroup
+        if cgroup is not None and cgroup.is_frozen():
+            with contextlib.suppress(CgroupError, OSError):
+                await cgroup.set_frozen(False)  # a frozen task only acts on SIGKILL once thawed
+        await wait_pidfd(sandbox._agent_pidfd, 10.0)
+        if sandbox._bwrap_pidfd >= 0:
+            await wait_pidfd(sandbox._bwrap_pidfd, 10.0)
+        if sandbox._bwrap is not None:
+            sandbox._bwrap.poll()
+        problems: list[str] = []
+        if cgroup is not None:
+            try:
+                await cgroup.kill_and_remove()
+            except CgroupError as exc:
+                problems.append(str(exc))
+        close_fds([sandbox._agent_pidfd, sandbox._bwrap_pidfd])
+        sandbox._agent_pidfd = sandbox._bwrap_pidfd = -1
+        _forget_run_files(sandbox.layout)
+        self._uids.discard(sandbox.host_uid)
+        if problems:
+            raise BackendError(f"sandbox {sandbox.sandbox_id} destroyed, but: {'; '.join(problems)}")
+
+    def is_alive(self, handle: SandboxHandle) -> bool:
+        """False once destroyed or once the agent (PID 1) has died."""
+        sandbox = _own(handle)
+        if sandbox.destroyed or sandbox._agent_pidfd < 0:
+            return False
+        if sandbox._bwrap is not None:
+            sandbox._bwrap.poll()  # reap bwrap if it is done
+        return not pidfd_exited(sandbox._agent_pidfd)
+
+    # --- adopt ------------------------------------------------------------------------------------
+
+    async def adopt(self, spec: SandboxSpec) -> BwrapSandbox | None:
+        """Re-attach to the sandbox recorded in `state_dir/run/agent.json`, or clean up after it."""
+        layout = lay.StateLayout(spec.state_dir)
+        record = _read_record(layout)
+        cgroup = SandboxCgroup.from_json(record.get("cgroup")) if record else None
+        if cgroup is None:
+            cgroup = self._cgroups.existing(_cgroup_name(spec.sandbox_id))
+        agent_pidfd = bwrap_pidfd = -1
+        handle: BwrapSandbox | None = None
+        try:
+            if record is None:
+                return None
+            agent_pid, bwrap_pid = int(record["agent_pid"]), int(record["bwrap_pid"])
+            agent_pidfd = _pidfd_if_same(agent_pid, record.get("agent_start"))
+            if agent_pidfd < 0:
+                return None
+            bwrap_pidfd = _pidfd_if_same(bwrap_pid, record.get("bwrap_start"))
+            if cgroup is None or not cgroup.is_frozen():
+                _info, fds, _ = await asyncio.wait_for(request(layout.socket, {"op": "ping"}), 5.0)
+                try:
+                    if host_pid_of_pidfd(fds[0]) != agent_pid:
+                        return None
+                finally:
+                    close_fds(fds)
+            uid, gid = int(record["uid"]), int(record["gid"])
+            handle = BwrapSandbox(
+                spec,
+                uid=uid,
+                gid=gid,
+                agent_pid=agent_pid,
+                agent_pidfd=agent_pidfd,
+                bwrap=None,
+                bwrap_pidfd=bwrap_pidfd,
+                cgroup=cgroup,
+                limits_enforced=bool(record.get("limits_enforced")),
+                limits_message=str(record.get("limits_message", "")),
+            )
+            self._uids.add(uid)
+            return handle
+        except (BackendError, OSError, ValueError, KeyError, TypeError, TimeoutError):
+            return None
+        finally:
+            if handle is None:
+                await _clean_leftovers(agent_pidfd, bwrap_pidfd, cgroup, layout)
+
+    async def close(self) -> None:
+        """Release backend-wide resources (the sandboxes keep running)."""
+        close_fds([*self._memfds.values(), *self._etc.values()])
+        self._memfds.clear()
+        self._etc.clear()
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+def _own(handle: SandboxHandle) -> BwrapSandbox:
+    if not isinstance(handle, BwrapSandbox):
+        raise BackendError(f"not a bubblewrap sandbox: {handle!r}")
+    return handle
+
+
+def _which(program: str) -> str:
+    import shutil
+
+    found = shutil.which(program)
+    if found is None:
+        raise BackendError(
+            f"{program} is not installed: install the 'bubblewrap' package (apt-get install bubblewrap)"
+        )
+    return found
+
+
+def _sandbox_python(as_root: bool) -> str:
+    """A python3 (>= 3.9) the sandbox user can run: the agent needs one visible inside."""
+    import shutil
+
+    candidates = [sys.executable, shutil.which("python3") or "", "/usr/bin/python3", "/usr/local/bin/python3"]
+    for candidate in candidates:
+        if not candidate or not os.path.isfile(candidate):
+            continue
+        path = Path(os.path.realpath(candidate))
+        if path.parts[1:2] and path.parts[1] in ("tmp", "home", "run"):
+            continue  # replaced inside the sandbox
+        if as_root and not _others_can_run(path):
+            continue
+        if sys.version_info >= (3, 9) and candidate == sys.executable:
+            return str(path)
+        version = subprocess.run(
+            [str(path), "-S", "-I", "-c", "import sys; print(sys.version_info >= (3, 9))"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if version.stdout.strip() == "True":
+            return str(path)
+    raise BackendError(
+        "no python3 >= 3.9 that an unprivileged user can run was found (the sandbox agent needs one): "
+        "install the 'python3' package"
+    )
+
+
+def _others_can_run(path: Path) -> bool:
+    try:
+        if os.stat(path).st_mode & (stat.S_IXOTH | stat.S_IROTH) != (stat.S_IXOTH | stat.S_IROTH):
+            return False
+        return all(os.stat(parent).st_mode & stat.S_IXOTH for parent in path.parents)
+    except OSError:
+        return False
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(f"osbox-{name}", os.MFD_CLOEXEC)
+    os.write(fd, data)
+    return fd
+
+
+def _reopen(memfd: int) -> int:
+    """A fresh open file description (offset 0) of a memfd, for bwrap to read."""
+    return os.open(f"/proc/self/fd/{memfd}", os.O_RDONLY | os.O_CLOEXEC)
+
+
+def _cgroup_name(sandbox_id: str) -> str:
+    return "osbox-" + re.sub(r"[^A-Za-z0-9_.-]", "_", sandbox_id)[:200]
+
+
+def _bind(listener: socket.socket, path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    if len(str(path).encode()) <= 107:
+        listener.bind(str(path))
+        return
+    dir_fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        listener.bind(f"/proc/self/fd/{dir_fd}/{path.name}")
+    finally:
+        os.close(dir_fd)
+
+
+def _make_traversable(data_dir: Path) -> None:
+    """bwrap runs as the sandbox's uid and resolves its bind sources by path: the data dir and its
+    parents must be searchable (o+x) by others. The data dir is ours to chmod; its parents are not."""
+    for parent in data_dir.parents:
+        if not os.stat(parent).st_mode & stat.S_IXOTH:
+            raise BackendError(
+                f"the data dir {data_dir} is not reachable by unprivileged users ({parent} lacks o+x); "
+                f"choose a data dir elsewhere or run 'chmod o+x {parent}'"
+            )
+    _add_search_bit(data_dir)
+
+
+def _add_search_bit(directory: Path) -> None:
+    mode = os.stat(directory).st_mode
+    if not mode & stat.S_IXOTH:
+        os.chmod(directory, stat.S_IMODE(mode) | stat.S_IXOTH)  # search only: nobody can list it
+
+
+def _prepare_state_dir(layout: lay.StateLayout, data_dir: Path, uid: int, gid: int, *, chown: bool) -> None:
+    layout.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    layout.run.mkdir(exist_ok=True, mode=0o700)
+    (layout.state_dir / "fs").mkdir(exist_ok=True, mode=0o700)
+    if chown:
+        state_dir = layout.state_dir.resolve()
+        for directory in [state_dir / "fs", state_dir, *state_dir.parents]:
+            if directory == data_dir or data_dir not in directory.parents:
+                break
+            _add_search_bit(directory)
+    for directory in (layout.workspace, layout.home, layout.tmp):
+        directory.mkdir(parents=True, exist_ok=True)
+        if chown:
+            _chown_tree(directory, uid, gid)
+        os.chmod(directory, 0o700)  # the sandbox's own user only (it is the only user inside)
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    """Give the sandbox's host user its files (e.g. after a snapshot was copied in as root)."""
+    os.lchown(root, uid, gid)
+    for directory, subdirs, files in os.walk(root):
+        for name in subdirs + files:
+            os.lchown(os.path.join(directory, name), uid, gid)
+
+
+def _write_record(handle: BwrapSandbox, bwrap_pid: int) -> None:
+    record = {
+        "version": _RECORD_VERSION,
+        "sandbox_id": handle.sandbox_id,
+        "agent_pid": handle.agent_pid,
+        "agent_start": start_time(handle.agent_pid),
+        "bwrap_pid": bwrap_pid,
+        "bwrap_start": start_time(bwrap_pid),
+        "uid": handle.host_uid,
+        "gid": handle.host_gid,
+        "cgroup": handle.cgroup.to_json() if handle.cgroup else None,
+        "limits_enforced": handle.limits_enforced,
+        "limits_message": handle.limits_message,
+    }
+    temporary = handle.layout.record.with_suffix(".tmp")
+    temporary.write_text(json.dumps(record))
+    temporary.replace(handle.layout.record)
+
+
+def _read_record(layout: lay.StateLayout) -> dict[str, Any] | None:
+    try:
+        record = json.loads(layout.record.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("version") != _RECORD_VERSION:
+        return None
+    return record
+
+
+def _pidfd_if_same(pid: int, recorded_start: object) -> int:
+    """A pidfd for `pid` if it is still the process that was recorded (same start time), else -1."""
+    if not isinstance(recorded_start, int) or pid <= 1:
+        return -1
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return -1
+    if start_time(pid) != recorded_start:  # checked after opening: the pidfd pins this process
+        os.close(pidfd)
+        return -1
+    return pidfd
+
+
+async def _clean_leftovers(
+    agent_pidfd: int, bwrap_pidfd: int, cgroup: SandboxCgroup | None, layout: lay.StateLayout
+) -> None:
+    """Kill what an unadoptable sandbox left and remove its cgroups and run files."""
+    if agent_pidfd >= 0:
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(agent_pidfd, signal.SIGKILL)
+        if cgroup is not None and cgroup.is_frozen():
+            with contextlib.suppress(CgroupError, OSError):
+                await cgroup.set_frozen(False)
+        await wait_pidfd(agent_pidfd, 10.0)
+    if bwrap_pidfd >= 0:
+        await wait_pidfd(bwrap_pidfd, 10.0)
+    if cgroup is not None:
+        with contextlib.suppress(CgroupError):
+            await cgroup.kill_and_remove()
+    close_fds([fd for fd in (agent_pidfd, bwrap_pidfd) if fd >= 0])
+    _forget_run_files(layout)
+
+
+def _forget_run_files(layout: lay.StateLayout) -> None:
+    for path in (layout.socket, layout.record):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _tail(path: Path, limit: int = 2000) -> str:
+    try:
+        with open(path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - limit))
+            return log.read().decode(errors="replace").strip()
+    except OSError:
+        return ""

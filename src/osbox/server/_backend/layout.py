@@ -1,0 +1,234 @@
+"""What a sandbox looks like: its state-dir layout on the host and its view of the file system.
+
+Host side, per sandbox (`state_dir`, owned by the server):
+
+    fs/workspace  fs/tmp  fs/home     the sandbox's private writable dirs (owned by its host uid)
+    run/agent.sock                    the agent's listening socket (only the host can reach it)
+    run/agent.json                    pids, uid and cgroups, to re-adopt after a server restart
+    run/agent.log                     bubblewrap's and the agent's own stderr
+    run/entrypoint.log                the entrypoint's stdout+stderr (`SandboxHandle.log_path`)
+
+Inside the sandbox: the host's top-level directories read-only, fresh `/dev`, `/proc`, `/run`
+and `/home`; `/workspace`, `/tmp` and `/home/sandbox` writable; the user is `sandbox`
+(uid 1000, gid 1000, `HOME=/home/sandbox`). The server's data dir is covered by an empty
+read-only tmpfs, and the agent's code is at `/run/osbox/agent`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "AGENT_DIR",
+    "DEFAULT_PATH",
+    "SANDBOX_GID",
+    "SANDBOX_HOME",
+    "SANDBOX_UID",
+    "SANDBOX_USER",
+    "WORKSPACE",
+    "BwrapFds",
+    "StateLayout",
+    "base_env",
+    "bwrap_argv",
+    "hidden_paths",
+    "passwd_with_sandbox_user",
+    "root_entries",
+]
+
+SANDBOX_UID = 1000
+SANDBOX_GID = 1000
+SANDBOX_USER = "sandbox"
+SANDBOX_HOME = "/home/sandbox"
+WORKSPACE = "/workspace"
+AGENT_DIR = "/run/osbox/agent"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#: Top-level host entries the sandbox does not get (replaced by its own, or useless).
+_NOT_SHARED = frozenset({"proc", "dev", "tmp", "home", "run", "workspace", "lost+found"})
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    """Paths inside one sandbox's state dir (see the module docstring)."""
+
+    state_dir: Path
+
+    @property
+    def workspace(self) -> Path:
+        return self.state_dir / "fs" / "workspace"
+
+    @property
+    def tmp(self) -> Path:
+        return self.state_dir / "fs" / "tmp"
+
+    @property
+    def home(self) -> Path:
+        return self.state_dir / "fs" / "home"
+
+    @property
+    def run(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def socket(self) -> Path:
+        return self.run / "agent.sock"
+
+    @property
+    def record(self) -> Path:
+        return self.run / "agent.json"
+
+    @property
+    def agent_log(self) -> Path:
+        return self.run / "agent.log"
+
+    @property
+    def entrypoint_log(self) -> Path:
+        return self.run / "entrypoint.log"
+
+
+def root_entries() -> list[tuple[str, str | None]]:
+    """The host's top-level entries to share: (name, symlink target or None)."""
+    entries: list[tuple[str, str | None]] = []
+    for name in sorted(os.listdir("/")):
+        if name in _NOT_SHARED:
+            continue
+        path = "/" + name
+        try:
+            if os.path.islink(path):
+                entries.append((name, os.readlink(path)))
+            elif stat.S_ISDIR(os.stat(path).st_mode) or stat.S_ISREG(os.stat(path).st_mode):
+                entries.append((name, None))
+        except OSError:
+            continue
+    return entries
+
+
+def _reachable_by_others(path: Path) -> bool:
+    """Whether a user with no relation to the owners could reach `path` (every ancestor o+x)."""
+    for directory in [path, *path.parents]:
+        try:
+            if not os.stat(directory).st_mode & stat.S_IXOTH:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def hidden_paths(paths: Sequence[Path], *, same_user: bool) -> list[str]:
+    """Which of `paths` need an empty tmpfs over them inside the sandbox.
+
+    A path under a directory the sandbox gets its own copy of (`/tmp`, `/home`, `/run`) is not
+    visible anyway, and covering it would create directories in the sandbox's own copy. A path the
+    sandbox user cannot reach needs no cover either (and bwrap could not mount over it). When the
+    sandbox runs as the server's own user (`same_user`), everything reachable is covered.
+    """
+    hidden: list[str] = []
+    for path in paths:
+        parts = path.parts
+        if len(parts) < 2 or parts[1] in _NOT_SHARED or not path.is_dir():
+            continue
+        if not same_user and not _reachable_by_others(path):
+            continue
+        if not any(path == Path(h) or Path(h) in path.parents for h in hidden):
+            hidden.append(str(path))
+    return hidden
+
+
+def base_env(spec_env: Mapping[str, str]) -> dict[str, str]:
+    """The sandbox's base environment: a clean login-like set, then the spec's variables."""
+    env = {
+        "HOME": SANDBOX_HOME,
+        "USER": SANDBOX_USER,
+        "LOGNAME": SANDBOX_USER,
+        "PATH": DEFAULT_PATH,
+        "TERM": "xterm",
+        "LANG": "C.UTF-8",
+    }
+    env.update(spec_env)
+    return env
+
+
+def passwd_with_sandbox_user(passwd: str, group: str) -> tuple[str, str]:
+    """Host /etc/passwd and /etc/group text with the `sandbox` user (1000:1000) put in."""
+
+    def replace(text: str, entry: str, field_index: int) -> str:
+        kept = [
+            line
+            for line in text.splitlines()
+            if line
+            and not line.startswith(f"{SANDBOX_USER}:")
+            and line.split(":")[field_index : field_index + 1] != [str(SANDBOX_UID)]
+        ]
+        return "\n".join([*kept, entry]) + "\n"
+
+    passwd_entry = f"{SANDBOX_USER}:x:{SANDBOX_UID}:{SANDBOX_GID}:sandbox:{SANDBOX_HOME}:/bin/bash"
+    group_entry = f"{SANDBOX_USER}:x:{SANDBOX_GID}:"
+    return replace(passwd, passwd_entry, 2), replace(group, group_entry, 2)
+
+
+@dataclass(frozen=True)
+class BwrapFds:
+    """Descriptors handed to bwrap (each is inherited at the same number)."""
+
+    workspace: int
+    tmp: int
+    home: int
+    listen: int
+    log: int
+    agent_files: Mapping[str, int]  # file name -> fd with its contents
+    etc_files: Mapping[str, int]  # "/etc/passwd" -> fd with its contents
+    mounts: Sequence[tuple[int, str, bool]]  # (fd, sandbox path, read-only)
+
+
+def bwrap_argv(
+    *,
+    bwrap: str,
+    python: str,
+    hostname: str,
+    fds: BwrapFds,
+    entries: Sequence[tuple[str, str | None]],
+    hidden: Sequence[str],
+) -> list[str]:
+    """The full bwrap command line that starts the agent as PID 1 (no secrets in it)."""
+    argv = [
+        bwrap,
+        "--unshare-all",  # user, pid, mount, net (loopback only), uts, ipc, cgroup
+        "--as-pid-1",
+        "--new-session",
+        "--uid", str(SANDBOX_UID),
+        "--gid", str(SANDBOX_GID),
+        "--hostname", hostname,
+        "--cap-drop", "ALL",
+    ]  # fmt: skip
+    for name, target in entries:
+        if target is not None:
+            argv += ["--symlink", target, "/" + name]
+        else:
+            argv += ["--ro-bind", "/" + name, "/" + name]
+    argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/run", "--dir", AGENT_DIR]
+    for name, fd in sorted(fds.agent_files.items()):
+        argv += ["--ro-bind-data", str(fd), f"{AGENT_DIR}/{name}"]
+    for path, fd in sorted(fds.etc_files.items()):
+        argv += ["--ro-bind-data", str(fd), path]
+    argv += [
+        "--bind-fd", str(fds.workspace), WORKSPACE,
+        "--bind-fd", str(fds.tmp), "/tmp",  # noqa: S108 (the sandbox's own private /tmp)
+        "--tmpfs", "/home",
+        "--bind-fd", str(fds.home), SANDBOX_HOME,
+    ]  # fmt: skip
+    for fd, sandbox_path, read_only in fds.mounts:
+        argv += ["--ro-bind-fd" if read_only else "--bind-fd", str(fd), sandbox_path]
+    for path in hidden:
+        argv += ["--tmpfs", path, "--remount-ro", path]
+    argv += [
+        "--chdir", WORKSPACE,
+        "--",
+        python, "-S", "-I", f"{AGENT_DIR}/main.py",
+        "--listen-fd", str(fds.listen),
+        "--log-fd", str(fds.log),
+    ]  # fmt: skip
+    return argv
