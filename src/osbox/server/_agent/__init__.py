@@ -1,0 +1,1 @@
+"""The in-sandbox agent (stdlib only: `main.py` runs inside each sandbox as PID 1)."""
