@@ -130,7 +130,11 @@ def create_app(config: ServerConfig, *, backend: Backend | None = None) -> Starl
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await runtime.start()
+        try:
+            await runtime.start()
+        except Exception as exc:
+            app.state.startup_error = exc  # LocalServer reports it to its caller
+            raise
         try:
             yield
         finally:
@@ -155,4 +159,5 @@ def create_app(config: ServerConfig, *, backend: Backend | None = None) -> Starl
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.startup_error = None
     return app

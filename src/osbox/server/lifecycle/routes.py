@@ -156,7 +156,7 @@ async def get_endpoint(request: Request) -> Response:
         )
     if use_proxy:
         return JSONResponse({"endpoint": proxied})
-    runtime.manager.handle(sandbox_id)  # 409 unless Running: a forwarder needs a live tree
+    # The forwarder looks the handle up per connection: while paused or failed, connections are dropped.
     forwarded = await runtime.forwarders.open(sandbox_id, port)
     hostname = request.url.hostname or runtime.config.host
     if ":" in hostname:  # IPv6 literal

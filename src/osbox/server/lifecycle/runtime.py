@@ -26,14 +26,14 @@ def _default_backend(config: ServerConfig) -> Backend:
     return backend
 
 
-def _execd_service() -> Any:
+def _execd_service(config: ServerConfig) -> Any:
     """The in-process execd service, or None when this build has none."""
     try:
-        from ..execd import ExecdService  # type: ignore[attr-defined,unused-ignore]
+        from ..execd import ExecdService
     except ImportError:
         _log.warning("osbox.server.execd.ExecdService is unavailable: execd calls will answer 501")
         return None
-    return ExecdService()
+    return ExecdService(log_dir=config.data_dir / "execd")
 
 
 class Runtime:
@@ -60,7 +60,7 @@ class Runtime:
         self.snapshots = SnapshotManager(self.config, self.store, self.manager)
         self.forwarders = ForwarderPool(self.config.host, self.sandbox_handle)
         self.manager.add_forget_hook(self.forwarders.close_sandbox)
-        self._execd = _execd_service()
+        self._execd = _execd_service(self.config)
         if self._execd is not None:
             self.manager.add_forget_hook(self._execd.forget)
         self.snapshots.start()
@@ -85,9 +85,8 @@ class Runtime:
             await self.forwarders.close()
             await self.snapshots.close()
             await self.manager.close()
-            close_execd = getattr(self._execd, "close", None)
-            if close_execd is not None:
-                await close_execd()
+            if self._execd is not None:
+                await self._execd.aclose()
             await self.backend.close()
         finally:
             self.store.close()

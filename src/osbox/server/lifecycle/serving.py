@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import uvicorn
+from starlette.applications import Starlette
 
 from .._backend.base import Backend
 from ..app import create_app
@@ -67,6 +68,7 @@ class _ServerBase:
         self._temp_dir: Path | None = None
         self._sock: socket.socket | None = None
         self._server: uvicorn.Server | None = None
+        self._app: Starlette | None = None
         self.config: ServerConfig | None = None
 
     @property
@@ -93,20 +95,21 @@ class _ServerBase:
         data_dir = self._data_dir
         if data_dir is None:
             self._temp_dir = data_dir = Path(tempfile.mkdtemp(prefix="osbox-serve-"))
-        self.config = ServerConfig(
-            data_dir=data_dir,
-            api_key=self._api_key,
-            host=self._host,
-            destroy_on_shutdown=True,
-            **self._config_overrides,
-        )
-        app = create_app(self.config, backend=self._backend)
+        settings: dict[str, Any] = {"destroy_on_shutdown": True, **self._config_overrides}
+        self.config = ServerConfig(data_dir=data_dir, api_key=self._api_key, host=self._host, **settings)
+        self._app = app = create_app(self.config, backend=self._backend)
         server = uvicorn.Server(
             uvicorn.Config(app, log_level=self._log_level, lifespan="on", access_log=False, log_config=None)
         )
         self._sock = _bind(self._host, self._port)
         self._server = server
         return server, self._sock
+
+    def _startup_failure(self) -> RuntimeError:
+        error = getattr(self._app.state, "startup_error", None) if self._app is not None else None
+        failure = RuntimeError(f"osbox server failed to start: {error or 'see the log'}")
+        failure.__cause__ = error
+        return failure
 
     def _cleanup(self) -> None:
         if self._sock is not None:
@@ -134,15 +137,21 @@ class LocalServer(_ServerBase):
         """Start serving; returns once the server accepts requests (raises if it cannot start)."""
         server, sock = self._prepare()
         self._thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="osbox-local-server", daemon=True
+            target=self._run, args=(server, sock), name="osbox-local-server", daemon=True
         )
         self._thread.start()
         deadline = time.monotonic() + _START_TIMEOUT
         while not server.started:  # uvicorn exposes no event to wait on; poll its flag with a deadline
             if not self._thread.is_alive() or time.monotonic() > deadline:
+                failure = self._startup_failure()
                 self.stop()
-                raise RuntimeError("osbox server failed to start; see the log for why")
+                raise failure
             time.sleep(0.01)
+
+    @staticmethod
+    def _run(server: uvicorn.Server, sock: socket.socket) -> None:
+        with contextlib.suppress(SystemExit):  # uvicorn exits on a startup failure; start() reports it
+            server.run(sockets=[sock])
 
     def stop(self) -> None:
         """Stop serving, destroy every sandbox, remove the temporary data dir. Idempotent."""
@@ -176,8 +185,9 @@ class AsyncLocalServer(_ServerBase):
         deadline = time.monotonic() + _START_TIMEOUT
         while not server.started:
             if self._task.done() or time.monotonic() > deadline:
+                failure = self._startup_failure()
                 await self.stop()
-                raise RuntimeError("osbox server failed to start; see the log for why")
+                raise failure
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
@@ -185,7 +195,7 @@ class AsyncLocalServer(_ServerBase):
         if self._server is not None:
             self._server.should_exit = True
         if self._task is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
+            with contextlib.suppress(Exception, SystemExit, asyncio.CancelledError):
                 await self._task
             self._task = None
         self._server = None

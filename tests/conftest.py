@@ -1,0 +1,3 @@
+"""Suite-wide pytest configuration: fixture plugins shared by several test packages."""
+
+pytest_plugins = ["tests.integration.server_fixtures", "tests.integration.execd_fixtures"]

@@ -1,0 +1,131 @@
+"""Fixtures for tests of `osbox serve`: a real `LocalServer`, a spec-checking client, sandboxes.
+
+Registered as a plugin from `tests/conftest.py`. Every response a `lifecycle` client receives
+from a lifecycle or diagnostics route is validated against the official OpenAPI documents.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx2
+import pytest
+
+from osbox.server import LocalServer
+from tests.spec_check import SpecCheck, specs_dir
+
+API_KEY = "test-api-key-0123456789"
+T = TypeVar("T")
+
+
+def _runtime_missing() -> str | None:
+    if shutil.which("bwrap") is None:
+        return "bubblewrap (bwrap) is not installed"
+    try:
+        from osbox.server._backend import default_backend  # noqa: F401
+    except ImportError:
+        return "osbox.server._backend.default_backend is not available yet"
+    return None
+
+
+requires_runtime = pytest.mark.skipif(_runtime_missing() is not None, reason=str(_runtime_missing()))
+
+
+def wait_until(condition: Callable[[], T | None], *, timeout: float = 20.0, what: str = "condition") -> T:
+    """Poll `condition` until it returns a truthy value; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _spec_hook(base_url: str) -> Callable[[httpx2.Response], None]:
+    """A response hook validating lifecycle and diagnostics answers against the specs."""
+    have_specs = (specs_dir() / "sandbox-lifecycle.yml").exists()
+
+    def check(response: httpx2.Response) -> None:
+        path = response.request.url.path
+        if not have_specs or "/proxy/" in path or path.endswith("/health"):
+            return
+        response.read()
+        api = "diagnostic" if "/diagnostics/" in path else "lifecycle"
+        content_type = response.headers.get("content-type", "application/json").split(";")[0]
+        body: Any = response.json() if content_type == "application/json" and response.content else b""
+        SpecCheck.load().response(
+            api, response.request, base_url=base_url, status=response.status_code, body=body,
+            content_type=content_type,
+        )  # fmt: skip
+
+    return check
+
+
+def lifecycle_client(server: LocalServer, *, api_key: str | None = API_KEY) -> httpx2.Client:
+    """An httpx2 client for `server`'s `/v1` routes that checks every answer against the spec."""
+    base_url = server.base_url + "/v1"
+    headers = {"OPEN-SANDBOX-API-KEY": api_key} if api_key else {}
+    return httpx2.Client(
+        base_url=base_url, headers=headers, timeout=60, event_hooks={"response": [_spec_hook(base_url)]}
+    )
+
+
+@pytest.fixture
+def reachable_dir() -> Iterator[Path]:
+    """A fresh host directory whose parents the unprivileged sandbox user can traverse.
+
+    pytest's `tmp_path` lives under a root-only directory, which the backend rightly refuses as a
+    data dir or a host volume.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="osbox-test-"))
+    directory.chmod(0o755)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def lifecycle_server() -> Iterator[LocalServer]:
+    """One LocalServer per test module, with expiry allowed from 1 second."""
+    missing = _runtime_missing()
+    if missing:
+        pytest.skip(missing)
+    with LocalServer(api_key=API_KEY, min_timeout_seconds=1) as server:
+        yield server
+
+
+@pytest.fixture
+def api(lifecycle_server: LocalServer) -> Iterator[httpx2.Client]:
+    """A spec-checking client for the module's server."""
+    with lifecycle_client(lifecycle_server) as client:
+        yield client
+
+
+@pytest.fixture
+def make_sandbox(api: httpx2.Client) -> Iterator[Callable[..., dict[str, Any]]]:
+    """Create sandboxes (Running asserted); whatever a test leaves behind is deleted afterwards."""
+    created: list[str] = []
+
+    def make(entrypoint: list[str] | None = None, **fields: Any) -> dict[str, Any]:
+        body = {
+            "image": {"uri": "python:3.11"},
+            "entrypoint": entrypoint or ["tail", "-f", "/dev/null"],
+            "resourceLimits": {"cpu": "500m", "memory": "512Mi"},
+            **fields,
+        }
+        response = api.post("/sandboxes", json=body)
+        assert response.status_code == 202, response.text
+        sandbox: dict[str, Any] = response.json()
+        created.append(sandbox["id"])
+        assert sandbox["status"]["state"] == "Running", sandbox["status"]
+        return sandbox
+
+    yield make
+    for sandbox_id in created:
+        api.delete(f"/sandboxes/{sandbox_id}")
