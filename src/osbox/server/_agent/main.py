@@ -5,40 +5,47 @@ import `osbox`: site-packages are not on its path). It
 
 - reaps every zombie in the sandbox's PID namespace (it is PID 1),
 - starts the entrypoint when the server says `start` (stdout+stderr appended to the log fd),
-- serves the server over the inherited listening unix socket, one request per connection
-  (see `protocol.py` for the ops and the framing).
+- serves the server over the inherited listening unix socket, one request per connection, each in
+  its own thread (see `protocol.py` for the ops and the framing).
 
 The listening socket was created by the server and bound to a path in the server's state dir,
 which is hidden inside the sandbox: only the host can connect, and a restarted server reconnects
 through the same path.
+
+Start-up time and memory count (one agent per sandbox): only C modules are imported up front
+(`_socket`, `_signal`, `_thread`, `select`; no `socket`/`signal`/`subprocess`/`json`, which pull in
+`enum` and `re`), and children are started with a plain fork+exec.
 """
 
 from __future__ import annotations
 
+import _socket
 import _thread
-import contextlib
+import errno
 import os
 import select
-import signal
-import socket
-import subprocess
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import signal as _signal  # the same functions as its C core, `_signal`, which has no stubs
+
     from . import protocol
 else:  # run as a script: only this directory is on the path
+    import _signal
+
     sys.path[:0] = [os.path.dirname(os.path.abspath(__file__))]
     import protocol
 
 _lock = _thread.allocate_lock()  # held while forking and while reaping, so no exit is missed
-_waiters: dict[int, socket.socket] = {}  # pid -> connection waiting for its exit status
+_waiters: dict[int, Any] = {}  # pid -> connection waiting for its exit status
 _entrypoint: dict[str, int | None] = {"pid": None, "exit": None}
 _log_fd = -1
-_ops: dict[str, object] | None = None
+_ops: dict[str, Any] | None = None
+_FD_BYTES = 4
 
 
-def _fs_ops() -> dict[str, object]:
+def _fs_ops() -> dict[str, Any]:
     """The file-system ops, imported on first use (keeps start-up fast and small)."""
     global _ops
     if _ops is None:
@@ -54,24 +61,39 @@ def _fs_ops() -> dict[str, object]:
 # --- I/O helpers ---------------------------------------------------------------------------------
 
 
-def _send(conn: socket.socket, message: dict[str, object], fds: list[int] | None = None) -> None:
+def _pack_fds(fds: list[int]) -> bytes:
+    return b"".join(fd.to_bytes(_FD_BYTES, sys.byteorder, signed=True) for fd in fds)
+
+
+def _unpack_fds(data: bytes) -> list[int]:
+    usable = len(data) - len(data) % _FD_BYTES
+    return [
+        int.from_bytes(data[i : i + _FD_BYTES], sys.byteorder, signed=True)
+        for i in range(0, usable, _FD_BYTES)
+    ]
+
+
+def _send(conn: Any, message: dict[str, Any], fds: list[int] | None = None) -> None:
     data = protocol.encode(message)
     if fds:
-        sent = socket.send_fds(conn, [data], fds)
-        data = data[sent:]
+        ancillary = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, _pack_fds(fds))]
+        data = data[conn.sendmsg([data], ancillary) :]
     if data:
         conn.sendall(data)
 
 
-def _receive(conn: socket.socket) -> tuple[dict[str, object], list[int]]:
+def _receive(conn: Any) -> tuple[dict[str, Any], list[int]]:
     buffer = protocol.LineBuffer()
     fds: list[int] = []
+    ancillary_size = _socket.CMSG_SPACE(protocol.MAX_FDS * _FD_BYTES)
     while True:
         message = buffer.next_message()
         if message is not None:
             return message, fds
-        data, new_fds, _flags, _addr = socket.recv_fds(conn, 65536, protocol.MAX_FDS)
-        fds.extend(new_fds)
+        data, ancillary, _flags, _addr = conn.recvmsg(65536, ancillary_size)
+        for level, kind, payload in ancillary:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                fds.extend(_unpack_fds(payload))
         if not data:
             raise EOFError("connection closed before a full request arrived")
         buffer.feed(data)
@@ -79,8 +101,10 @@ def _receive(conn: socket.socket) -> tuple[dict[str, object], list[int]]:
 
 def _close_all(fds: list[int]) -> None:
     for fd in fds:
-        with contextlib.suppress(OSError):
+        try:
             os.close(fd)
+        except OSError:
+            continue
 
 
 # --- children -----------------------------------------------------------------------------------
@@ -94,10 +118,61 @@ def _check_ids(uid: object, gid: object) -> None:
         raise ValueError(f"{name} {value} does not exist in this sandbox: only {name} {own} is mapped")
 
 
-def _start_child(
-    argv: object, env: object, cwd: object, stdio: list[int | None], waiter: socket.socket | None
-) -> int:
-    """Fork+exec `argv` in a new session; returns its pid.
+def _executables(program: str, env: dict[str, str]) -> list[str]:
+    if "/" in program:
+        return [program]
+    return [os.path.join(d or ".", program) for d in env.get("PATH", os.defpath).split(os.pathsep)]
+
+
+def _fork_exec(argv: list[str], env: dict[str, str], cwd: str, stdio: list[int]) -> int:
+    """Fork, and in the child: new session, stdio, cwd, exec. Raises the child's OSError.
+
+    Everything the child needs is computed before the fork; the child only makes system calls
+    (no imports, no locks), so forking from this threaded process is safe.
+    """
+    candidates = _executables(argv[0], env)
+    error_read, error_write = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:  # child
+        stage = b"cwd"
+        try:
+            os.setsid()
+            for target, fd in enumerate(stdio):
+                os.dup2(fd, target)
+            os.closerange(3, error_write)
+            os.closerange(error_write + 1, 1 << 20)
+            _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)  # Python ignores it; programs expect it
+            _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
+            os.chdir(cwd)
+            stage = b"exec"
+            first_error: OSError | None = None
+            for path in candidates:
+                try:
+                    os.execve(path, argv, env)  # noqa: S606 (argv as given, no shell)
+                except OSError as exc:
+                    if first_error is None or first_error.errno == errno.ENOENT:
+                        first_error = exc  # report e.g. EACCES over "not found" further on PATH
+            raise first_error or OSError(errno.ENOENT, "not found")
+        except OSError as exc:
+            os.write(error_write, stage + b":" + str(exc.errno or 0).encode())
+        finally:
+            os._exit(127)
+    os.close(error_write)
+    try:
+        report = b""
+        while chunk := os.read(error_read, 64):
+            report += chunk
+    finally:
+        os.close(error_read)
+    if report:
+        stage, _, number = report.partition(b":")
+        code = int(number or b"0") or 5
+        raise OSError(code, os.strerror(code), cwd if stage == b"cwd" else argv[0])
+    return pid
+
+
+def _start_child(argv: object, env: object, cwd: object, stdio: list[int | None], waiter: Any) -> int:
+    """Start `argv` in a new session; returns its pid.
 
     With a `waiter`, the pid and a pidfd are sent to it and it gets the exit line later: both
     happen under the reaper's lock, so the exit line can never overtake the pid.
@@ -111,29 +186,21 @@ def _start_child(
         if not isinstance(env, dict):
             raise ValueError("env must be an object of strings")
         merged.update({str(k): str(v) for k, v in env.items()})
-    streams = [subprocess.DEVNULL if fd is None else fd for fd in stdio]
-    with _lock:
-        child = subprocess.Popen(
-            argv,
-            stdin=streams[0],
-            stdout=streams[1],
-            stderr=streams[2],
-            cwd=cwd,
-            env=merged,
-            start_new_session=True,
-            close_fds=True,
-        )
-        # The reaper owns this pid from now on: mark the Popen finished so that subprocess never
-        # calls waitpid on it (it would steal the exit status, or worse, a reused pid's).
-        child.returncode = 0
-        if waiter is not None:
-            pidfd = os.pidfd_open(child.pid)
-            try:
-                _send(waiter, protocol.ok_reply({"pid": child.pid}, nfds=1), [pidfd])
-            finally:
-                os.close(pidfd)
-            _waiters[child.pid] = waiter
-    return child.pid
+    devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if None in stdio else -1
+    try:
+        with _lock:
+            pid = _fork_exec(argv, merged, cwd, [devnull if fd is None else fd for fd in stdio])
+            if waiter is not None:
+                pidfd = os.pidfd_open(pid)
+                try:
+                    _send(waiter, protocol.ok_reply({"pid": pid}, nfds=1), [pidfd])
+                finally:
+                    os.close(pidfd)
+                _waiters[pid] = waiter
+    finally:
+        if devnull >= 0:
+            os.close(devnull)
+    return pid
 
 
 def _reap() -> None:
@@ -162,25 +229,24 @@ def _reap() -> None:
 # --- ops ----------------------------------------------------------------------------------------
 
 
-def _op_ping(request: dict[str, object]) -> tuple[object, list[int]]:
+def _op_ping(request: dict[str, Any]) -> tuple[object, list[int]]:
     info = {"pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid(), "entrypoint": _entrypoint}
     return info, [os.pidfd_open(os.getpid())]
 
 
-def _op_start(request: dict[str, object]) -> tuple[object, list[int]]:
+def _op_start(request: dict[str, Any]) -> tuple[object, list[int]]:
     if _entrypoint["pid"] is not None:
         raise ValueError("the entrypoint was already started")
     argv = request.get("argv")
     if not argv:
         return {"pid": None}, []
-    pid = _start_child(
-        argv, request.get("env"), request.get("cwd", "/workspace"), [None, _log_fd, _log_fd], None
-    )
+    stdio: list[int | None] = [None, _log_fd, _log_fd]
+    pid = _start_child(argv, request.get("env"), request.get("cwd", "/workspace"), stdio, None)
     _entrypoint["pid"] = pid
     return {"pid": pid}, []
 
 
-def _op_kill(request: dict[str, object]) -> tuple[object, list[int]]:
+def _op_kill(request: dict[str, Any]) -> tuple[object, list[int]]:
     pgid, signum = request.get("pgid"), request.get("signal")
     if not isinstance(pgid, int) or pgid <= 1 or not isinstance(signum, int):
         raise ValueError("kill needs an integer pgid > 1 and signal")
@@ -191,18 +257,20 @@ def _op_kill(request: dict[str, object]) -> tuple[object, list[int]]:
     return True, []
 
 
-def _op_connect(request: dict[str, object]) -> tuple[object, list[int]]:
+def _op_connect(request: dict[str, Any]) -> tuple[object, list[int]]:
     port = request.get("port")
     if not isinstance(port, int) or not 0 < port < 65536:
         raise ValueError("port must be an integer between 1 and 65535")
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
     try:
+        sock.settimeout(10.0)
+        sock.connect(("127.0.0.1", port))
         return {"port": port}, [os.dup(sock.fileno())]
     finally:
         sock.close()
 
 
-def _op_open(request: dict[str, object]) -> tuple[object, list[int]]:
+def _op_open(request: dict[str, Any]) -> tuple[object, list[int]]:
     path, flags, mode = request.get("path"), request.get("flags"), request.get("mode", 0o644)
     if not isinstance(path, str) or not path or "\x00" in path:
         raise ValueError("path must be a non-empty string")
@@ -212,15 +280,14 @@ def _op_open(request: dict[str, object]) -> tuple[object, list[int]]:
     return {"path": path}, [fd]
 
 
-def _op_call(request: dict[str, object]) -> tuple[object, list[int]]:
+def _op_call(request: dict[str, Any]) -> tuple[object, list[int]]:
     name, args = request.get("name"), request.get("args") or {}
     ops = _fs_ops()
     if not isinstance(name, str) or name not in ops:
         raise ValueError(f"unknown file-system op: {name!r}")
     if not isinstance(args, dict):
         raise ValueError("args must be an object")
-    function = ops[name]
-    return function(**args), []  # type: ignore[operator]
+    return ops[name](**args), []
 
 
 _OPS = {
@@ -233,7 +300,19 @@ _OPS = {
 }
 
 
-def _serve(conn: socket.socket) -> None:
+def _spawn(request: dict[str, Any], fds: list[int], conn: Any) -> None:
+    slots = request.get("stdio") or []
+    if not isinstance(slots, list) or len(slots) > 3 or len(fds) != sum(s is not None for s in slots):
+        raise ValueError("stdio slots do not match the descriptors sent")
+    stdio: list[int | None] = [None, None, None]
+    received = iter(fds)
+    for index, slot in enumerate(slots):
+        stdio[index] = None if slot is None else next(received)
+    _check_ids(request.get("uid"), request.get("gid"))
+    _start_child(request.get("argv"), request.get("env"), request.get("cwd"), stdio, conn)
+
+
+def _serve(conn: Any) -> None:
     """Answer one request on `conn` (runs in its own thread)."""
     fds: list[int] = []
     keep_open = False
@@ -242,16 +321,8 @@ def _serve(conn: socket.socket) -> None:
         op = request.get("op")
         try:
             if op == "spawn":
-                stdio: list[int | None] = [None, None, None]
-                slots = request.get("stdio") or []
-                if not isinstance(slots, list) or len(fds) != sum(1 for s in slots if s is not None):
-                    raise ValueError("stdio slots do not match the descriptors sent")
-                received = iter(fds)
-                for index, slot in enumerate(slots[:3]):
-                    stdio[index] = None if slot is None else next(received)
-                _check_ids(request.get("uid"), request.get("gid"))
-                _start_child(request.get("argv"), request.get("env"), request.get("cwd"), stdio, conn)
-                keep_open = True
+                _spawn(request, fds, conn)
+                keep_open = True  # the reaper sends the exit line and closes it
                 return
             handler = _OPS.get(op) if isinstance(op, str) else None
             if handler is None:
@@ -275,34 +346,32 @@ def main(argv: list[str]) -> None:
     """Run the agent until the sandbox is destroyed (PID 1 never returns)."""
     global _log_fd
     options = dict(zip(argv[0::2], argv[1::2], strict=False))
-    listener = socket.socket(fileno=int(options["--listen-fd"]))
-    listener.set_inheritable(False)
+    listener: Any = _socket.socket(fileno=int(options["--listen-fd"]))
+    os.set_inheritable(listener.fileno(), False)
     _log_fd = int(options["--log-fd"])
     os.set_inheritable(_log_fd, False)
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_write)
-    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+    _signal.set_wakeup_fd(wake_write)
+    _signal.signal(_signal.SIGCHLD, lambda _signum, _frame: None)
     poller = select.poll()
     poller.register(listener.fileno(), select.POLLIN)
     poller.register(wake_read, select.POLLIN)
     while True:
         try:
-            events = poller.poll()
-            for fd, _event in events:
+            for fd, _event in poller.poll():
                 if fd == wake_read:
-                    while True:
-                        try:
-                            if not os.read(wake_read, 512):
-                                break
-                        except BlockingIOError:
-                            break
-                    _reap()
-                else:
                     try:
-                        conn, _ = listener.accept()
-                    except OSError:
-                        continue
-                    _thread.start_new_thread(_serve, (conn,))
+                        while os.read(wake_read, 512):
+                            pass
+                    except BlockingIOError:
+                        pass
+                    _reap()
+                    continue
+                try:
+                    conn_fd, _addr = listener._accept()
+                except OSError:
+                    continue
+                _thread.start_new_thread(_serve, (_socket.socket(fileno=conn_fd),))
         except KeyboardInterrupt:
             continue  # SIGINT sent to PID 1 from inside the sandbox: ignore
 

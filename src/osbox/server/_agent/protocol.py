@@ -18,7 +18,7 @@ This module holds only framing (bytes <-> dicts) and the error mapping; no I/O.
 
 from __future__ import annotations
 
-import json
+import errno as _errno
 from typing import Any
 
 __all__ = [
@@ -50,9 +50,62 @@ class AgentError(Exception):
     """The agent failed in a way that is not an OSError from the operation itself."""
 
 
+def _codec() -> tuple[Any, Any]:
+    """(dumps, loads). The agent starts for every sandbox, and `import json` pulls in `re` and
+    `enum` (~10 ms); the C accelerators `json` itself uses load in microseconds."""
+    try:
+        import _json as _json_module
+
+        accelerators: Any = _json_module  # private C API of `json`, stable since 3.x; checked below
+
+        class _Context:
+            strict = False
+            object_hook = None
+            object_pairs_hook = None
+            parse_float = float
+            parse_int = int
+
+            @staticmethod
+            def parse_constant(name: str) -> float:
+                return float(name)
+
+        def _unserializable(value: object) -> object:
+            raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+        scan = accelerators.make_scanner(_Context)
+        encoder = accelerators.make_encoder(
+            None, _unserializable, accelerators.encode_basestring, None, ":", ",", False, False, True
+        )
+
+        def dumps(value: Any) -> str:
+            return "".join(encoder(value, 0))
+
+        def loads(text: str) -> Any:
+            text = text.strip()
+            try:
+                value, end = scan(text, 0)
+            except StopIteration:
+                raise ValueError("not JSON") from None
+            if end != len(text):
+                raise ValueError("extra data after JSON value")
+            return value
+
+        if loads(dumps({"a": [1, "\u00e9", None]})) == {"a": [1, "\u00e9", None]}:
+            return dumps, loads
+    except Exception:  # noqa: S110  (an interpreter without these internals: use the module)
+        pass
+    import json
+
+    return (lambda value: json.dumps(value, separators=(",", ":"), ensure_ascii=False)), json.loads
+
+
+_dumps, _loads = _codec()
+
+
 def encode(message: dict[str, Any]) -> bytes:
     """One message as one line of UTF-8 JSON."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    text: str = _dumps(message)
+    return text.encode() + b"\n"
 
 
 def ok_reply(result: Any = None, nfds: int = 0) -> dict[str, Any]:
@@ -67,9 +120,12 @@ def error_reply(exc: BaseException) -> dict[str, Any]:
     """The reply describing `exc`: OSError and ValueError keep their kind, the rest is generic."""
     if isinstance(exc, OSError):
         filename = exc.filename if isinstance(exc.filename, str) else None
+        code = exc.errno
+        if code is None:  # e.g. a socket timeout
+            code = _errno.ETIMEDOUT if isinstance(exc, TimeoutError) else _errno.EIO
         error: dict[str, Any] = {
             "kind": "os",
-            "errno": exc.errno,
+            "errno": code,
             "strerror": exc.strerror or str(exc),
             "filename": filename,
         }
@@ -124,8 +180,8 @@ class LineBuffer:
         line = bytes(self._buffer[:end])
         del self._buffer[: end + 1]
         try:
-            message = json.loads(line)
-        except ValueError as exc:
+            message = _loads(line.decode())
+        except (ValueError, UnicodeDecodeError) as exc:
             raise AgentError(f"malformed message: {exc}") from None
         if not isinstance(message, dict):
             raise AgentError("malformed message: not an object")
