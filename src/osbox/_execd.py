@@ -70,15 +70,15 @@ LOGS_CURSOR_HEADER = "EXECD-COMMANDS-TAIL-CURSOR"
 
 # --- turning decoded stream objects into events -------------------------------------------------------------
 
-# The output events that make up nearly all of a stream: building them without pydantic's validator halves
-# the per-event cost (pydantic 2.14: validate 2.3 µs, model_construct 7.4 µs, this 1.9 µs per event).
+# The output events that make up nearly all of a big stream are built without pydantic's validator. Measured
+# per event (pydantic 2.14, this machine): model_validate 2.2 µs, model_construct 7.4 µs, this path 1.7 µs.
 _FAST_TYPES = frozenset({"stdout", "stderr", "ping"})
 _FAST_KEYS = frozenset({"type", "text", "timestamp"})
-_EVENT_DEFAULTS: dict[str, Any] = {
-    name: field.get_default(call_default_factory=True) for name, field in StreamEvent.model_fields.items()
-}
 _new = object.__new__
-_set = object.__setattr__
+_set_dict = object.__setattr__
+_set_fields_set = pydantic.BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = pydantic.BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = pydantic.BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 def stream_event(data: dict[str, Any]) -> StreamEvent:
@@ -88,20 +88,28 @@ def stream_event(data: dict[str, Any]) -> StreamEvent:
     output stream); everything else is validated in full. An object without `type` is tolerated (it
     gets the empty type, which folds to nothing); one that does not validate raises `StreamError`.
     """
-    if (
-        data.get("type") in _FAST_TYPES
-        and data.keys() <= _FAST_KEYS
-        and type(data.get("text", "")) is str
-        and type(data.get("timestamp", 0)) is int
-    ):
-        values = _EVENT_DEFAULTS.copy()
-        values.update(data)
-        event = _new(StreamEvent)
-        _set(event, "__dict__", values)
-        _set(event, "__pydantic_fields_set__", set(data))
-        _set(event, "__pydantic_extra__", {})
-        _set(event, "__pydantic_private__", None)
-        return event
+    if data.get("type") in _FAST_TYPES and data.keys() <= _FAST_KEYS:
+        text = data.get("text")
+        timestamp = data.get("timestamp")
+        if (text is None or type(text) is str) and (timestamp is None or type(timestamp) is int):
+            event = _new(StreamEvent)
+            _set_dict(
+                event,
+                "__dict__",
+                {
+                    "type": data["type"],
+                    "text": text,
+                    "execution_count": None,
+                    "execution_time": None,
+                    "timestamp": timestamp,
+                    "results": None,
+                    "error": None,
+                },
+            )
+            _set_fields_set(event, set(data))
+            _set_extra(event, {})
+            _set_private(event, None)
+            return event
     if "type" not in data:
         data = {"type": "", **data}
     validated: StreamEvent = _validated(StreamEvent, data)

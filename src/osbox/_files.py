@@ -310,7 +310,9 @@ class FileOperations:
             with open("tail.log", "ab") as f:
                 execd.download_file("/var/log/app.log", f, range=(offset, None))
         """
-        headers = {"Range": _range_header(range)} if range is not None else None
+        headers = {"Accept": _OCTET_STREAM}
+        if range is not None:
+            headers["Range"] = _range_header(range)
         writer: _Writer
         closers: list[IO[bytes]] = []
         if isinstance(dest, str | os.PathLike):
@@ -339,7 +341,9 @@ class FileOperations:
 
         text = execd.read_file("/etc/os-release").decode()
         """
-        return APIRequest("GET", "/files/download", params={"path": path}, parse=_body)
+        return APIRequest(
+            "GET", "/files/download", params={"path": path}, headers={"Accept": _OCTET_STREAM}, parse=_body
+        )
 
     @operation
     def list_directory(self, path: str, depth: int | None = None) -> APIRequest[list[FileInfo]]:

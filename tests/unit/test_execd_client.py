@@ -247,6 +247,7 @@ CASES: dict[str, Case] = {
         {"status": 206, "content": b"ab", "headers": {"Content-Range": "bytes 0-1/10"}},
         params=[("path", "/w/a.bin")],
         result=DownloadResult(bytes_written=2, partial=True, content_range="bytes 0-1/10"),
+        accept="application/octet-stream",
     ),
     "read_file": Case(
         lambda c: c.read_file("/w/a.bin"),
@@ -255,6 +256,7 @@ CASES: dict[str, Case] = {
         {"content": b"\x00\x01"},
         params=[("path", "/w/a.bin")],
         result=b"\x00\x01",
+        accept="application/octet-stream",
     ),
     "list_directory": Case(
         lambda c: c.list_directory("/w", depth=0),
@@ -359,6 +361,14 @@ async def test_optional_arguments_stay_off_the_wire(twin: Recorder) -> None:
     twin.reply()
     assert await run(execd.replace_in_files({"/a": ("x", "y")})) is None
     assert query(twin.last) == []
+
+
+async def test_log_cursor_is_opaque_and_kept_when_the_header_is_missing(twin: Recorder) -> None:
+    twin.reply(content=b"more")
+    assert await run(client(twin).get_command_logs("c1", cursor="opaque-7")) == CommandLogs(
+        "more", "opaque-7"
+    )
+    assert query(twin.last) == [("cursor", "opaque-7")]
 
 
 async def test_code_without_context_runs_as_shell(twin: Recorder) -> None:
@@ -469,6 +479,14 @@ async def test_malformed_event_is_a_stream_error(twin: Recorder) -> None:
     twin.reply(content=events({"type": "result", "results": "not a map"}))
     with pytest.raises(StreamError, match="malformed StreamEvent"):
         await run(client(twin).run_command("x"))
+
+
+def test_fast_event_path_knows_every_field() -> None:
+    # stream_event fills each field itself for output events: a new field must be added there too.
+    fields = {name: f.default for name, f in StreamEvent.model_fields.items() if name != "type"}
+    assert fields == dict.fromkeys(
+        ["text", "execution_count", "execution_time", "timestamp", "results", "error"]
+    )
 
 
 @pytest.mark.parametrize(
