@@ -37,7 +37,8 @@ from .models.execd import (
 __all__ = ["DownloadResult", "FileOperations", "FileUpload", "UploadData"]
 
 #: What can be uploaded: bytes, text (encoded as UTF-8), a local path (`os.PathLike`, streamed from disk)
-#: or a binary file object (streamed; the caller keeps ownership and closes it).
+#: or a binary file object (streamed from its start: a seekable one is rewound first, also when the request
+#: is retried; the caller keeps ownership and closes it).
 UploadData = bytes | str | os.PathLike[str] | IO[bytes]
 
 #: A download range: `(start, end)` (both inclusive, as in HTTP), `(start, None)` (to the end) or a
