@@ -19,6 +19,7 @@ from osbox import (
     ExecdClient,
     StreamError,
 )
+from osbox._execd import stream_event
 from osbox.models import Execution, StreamEvent
 from tests.unit.conftest import ChunkStream, Recorder
 
@@ -277,3 +278,102 @@ async def test_invalid_json_in_the_stream_is_a_stream_error(twin: Recorder) -> N
     twin.reply(content=bare_json(OBJECTS[:1]) + b"data: {not json\n\n")
     with pytest.raises(StreamError, match="not valid JSON"):
         await run(execd(twin).run_command("x"))
+
+
+# --- stream folding -----------------------------------------------------------------------------------------
+
+
+async def test_exit_codes_fold(twin: Recorder) -> None:
+    failed = bare_json(
+        [
+            {"type": "init", "text": "c1"},
+            {"type": "stderr", "text": "boom"},
+            {
+                "type": "error",
+                "error": {"ename": "CommandExecError", "evalue": "3", "traceback": ["exit status 3"]},
+            },
+        ]
+    )
+    twin.reply(content=failed)
+    result = await run(execd(twin).run_command("exit 3"))
+    assert (result.exit_code, result.stderr, result.complete) == (3, "boom\n", True)
+    assert result.error.traceback == ["exit status 3"]
+
+
+async def test_rich_results_are_kept(twin: Recorder) -> None:
+    bundle = {"text": "<Figure>", "image/png": "iVBORw0KGgo=", "text/html": "<b>x</b>"}
+    twin.reply(
+        content=bare_json(
+            [
+                {"type": "init", "text": "k1"},
+                {"type": "stdout", "text": "partial"},
+                {"type": "execution_count", "execution_count": 4},
+                {"type": "result", "results": bundle},
+                {"type": "execution_complete", "execution_time": 12},
+            ]
+        )
+    )
+    result = await run(execd(twin).execute_code("plot()", context_id="k1", language="python"))
+    assert result.results == [bundle]
+    assert result.execution_count == 4
+    assert result.stdout == "partial"  # kernel chunks are kept verbatim
+
+
+async def test_trailing_error_object_raises_with_its_code(twin: Recorder) -> None:
+    twin.reply(
+        content=bare_json(
+            [{"type": "init", "text": "k1"}, {"code": "RUNTIME_ERROR", "message": "session is busy"}]
+        )
+    )
+    with pytest.raises(StreamError) as info:
+        await run(execd(twin).execute_code("x", context_id="k1", language="python"))
+    assert info.value.code == "RUNTIME_ERROR"
+    assert "session is busy" in str(info.value)
+
+
+async def test_empty_command_stream_is_an_error_but_empty_metrics_are_not(twin: Recorder) -> None:
+    twin.reply(content=b"")
+    with pytest.raises(StreamError, match="without any event"):
+        await run(execd(twin).run_command("true"))
+    twin.reply(content=b"")
+    assert await run(execd(twin).watch_metrics()) is None
+
+
+async def test_malformed_event_is_a_stream_error(twin: Recorder) -> None:
+    twin.reply(content=bare_json([{"type": "result", "results": "not a map"}]))
+    with pytest.raises(StreamError, match="malformed StreamEvent"):
+        await run(execd(twin).run_command("x"))
+
+
+def test_fast_event_path_knows_every_field() -> None:
+    # stream_event fills each field itself for output events: a new field must be added there too.
+    fields = {name: f.default for name, f in StreamEvent.model_fields.items() if name != "type"}
+    assert fields == dict.fromkeys(
+        ["text", "execution_count", "execution_time", "timestamp", "results", "error"]
+    )
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"type": "stdout", "text": "hi", "timestamp": 5},
+        {"type": "stderr", "text": ""},
+        {"type": "ping", "text": "pong", "timestamp": 9},
+        {"type": "stdout", "text": "x", "extra": 1},
+        {"type": "stdout", "text": 5},
+        {"type": "stdout", "timestamp": True},
+        {"type": "error", "error": {"ename": "E", "evalue": "v"}},
+        {"text": "untyped"},
+    ],
+)
+def test_fast_event_path_matches_full_validation(obj: dict[str, Any]) -> None:
+    try:
+        expected = StreamEvent.model_validate({"type": "", **obj})
+    except ValueError:
+        with pytest.raises(StreamError, match="malformed"):
+            stream_event(dict(obj))
+        return
+    got = stream_event(dict(obj))
+    assert got == expected
+    assert got.model_fields_set == expected.model_fields_set
+    assert got.model_dump(exclude_unset=True) == expected.model_dump(exclude_unset=True)
