@@ -20,7 +20,7 @@ import os
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 __all__ = [
     "AGENT_DIR",
@@ -37,6 +37,7 @@ __all__ = [
     "hidden_paths",
     "passwd_with_sandbox_user",
     "root_entries",
+    "shadow_dirs",
 ]
 
 SANDBOX_UID = 1000
@@ -138,6 +139,44 @@ def hidden_paths(paths: Sequence[Path], *, same_user: bool) -> list[str]:
     return hidden
 
 
+def shadow_dirs(sandbox_paths: Sequence[str], entries: Sequence[tuple[str, str | None]]) -> list[str]:
+    """Host directories to re-create as tmpfs so that mount points can be made inside them.
+
+    A mount point under a read-only host directory (e.g. `/mnt/data` when the host has `/mnt`
+    but no `/mnt/data`) cannot be created there. Such a directory is covered by a tmpfs that gets
+    the host's entries bound back in, read-only, next to the new mount point.
+    """
+    shared = {"/" + name for name, target in entries if target is None}
+    shadows: list[str] = []
+    for target in sandbox_paths:
+        path = PurePosixPath(target)
+        if len(path.parts) < 3 or "/" + path.parts[1] not in shared or os.path.lexists(target):
+            continue
+        existing = PurePosixPath("/")
+        for part in path.parts[1:]:
+            if not os.path.isdir(existing / part) or os.path.islink(existing / part):
+                break
+            existing = existing / part
+        if str(existing) != "/" and str(existing) not in shadows:
+            shadows.append(str(existing))
+    return sorted(shadows, key=lambda p: p.count("/"))
+
+
+def _shadow_argv(directory: str) -> list[str]:
+    argv = ["--tmpfs", directory]
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        names = []
+    for name in names:
+        path = os.path.join(directory, name)
+        if os.path.islink(path):
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path) or os.path.isfile(path):
+            argv += ["--ro-bind", path, path]
+    return argv
+
+
 def base_env(spec_env: Mapping[str, str]) -> dict[str, str]:
     """The sandbox's base environment: a clean login-like set, then the spec's variables."""
     env = {
@@ -220,11 +259,17 @@ def bwrap_argv(
         "--tmpfs", "/home",
         "--bind-fd", str(fds.home), SANDBOX_HOME,
     ]  # fmt: skip
+    shadows = shadow_dirs([sandbox_path for _fd, sandbox_path, _ro in fds.mounts], entries)
+    for directory in shadows:
+        argv += _shadow_argv(directory)
     for fd, sandbox_path, read_only in fds.mounts:
         argv += ["--ro-bind-fd" if read_only else "--bind-fd", str(fd), sandbox_path]
+    for directory in shadows:
+        argv += ["--remount-ro", directory]
     for path in hidden:
         argv += ["--tmpfs", path, "--remount-ro", path]
     argv += [
+        "--remount-ro", "/",  # bwrap's own root tmpfs: nothing may be created next to /usr
         "--chdir", WORKSPACE,
         "--",
         python, "-S", "-I", f"{AGENT_DIR}/main.py",

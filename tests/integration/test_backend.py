@@ -1,0 +1,410 @@
+"""The bubblewrap backend against real processes, namespaces and cgroups.
+
+Every sandbox a test makes is destroyed in a fixture's `finally`; tests that kill things check
+that no process, cgroup or mount is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import secrets
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from osbox.server._agent.protocol import SandboxOSError
+from osbox.server._backend import Backend, BackendError, Mount, SandboxSpec
+from osbox.server._backend.bwrap import UID_BASE, BwrapBackend, BwrapSandbox
+from tests.integration.conftest import requires_bwrap
+
+pytestmark = [requires_bwrap, pytest.mark.timeout(60)]
+
+MakeSandbox = Callable[..., Awaitable[BwrapSandbox]]
+
+
+@pytest.fixture
+async def make_sandbox(backend: Backend, backend_data_dir: Path) -> AsyncIterator[MakeSandbox]:
+    """A factory for sandboxes that are all destroyed afterwards, also when the test fails."""
+    created: list[BwrapSandbox] = []
+
+    async def make(entrypoint: Sequence[str] = (), **options: Any) -> BwrapSandbox:
+        sandbox_id = options.pop("sandbox_id", f"t-{secrets.token_hex(4)}")
+        state_dir = backend_data_dir / "sandboxes" / sandbox_id
+        spec = SandboxSpec(sandbox_id, list(entrypoint), state_dir, **options)
+        handle = await backend.create(spec)
+        assert isinstance(handle, BwrapSandbox)
+        created.append(handle)
+        return handle
+
+    try:
+        yield make
+    finally:
+        for handle in created:
+            await backend.destroy(handle)
+
+
+async def run(
+    handle: BwrapSandbox, argv: Sequence[str], *, stdin: bytes = b"", **options: Any
+) -> tuple[int, str, str]:
+    """Run `argv` in the sandbox with pipes; returns (exit code, stdout, stderr)."""
+    in_read, in_write = os.pipe()
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
+    try:
+        options.setdefault("env", {})
+        options.setdefault("cwd", "/workspace")
+        process = await handle.spawn(argv, stdin=in_read, stdout=out_write, stderr=err_write, **options)
+    finally:
+        for fd in (in_read, out_write, err_write):
+            os.close(fd)
+    loop = asyncio.get_running_loop()
+    try:
+        os.write(in_write, stdin)
+    finally:
+        os.close(in_write)
+    out, err = await asyncio.gather(
+        loop.run_in_executor(None, _read_all, out_read), loop.run_in_executor(None, _read_all, err_read)
+    )
+    return await process.wait(), out, err
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    try:
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
+
+
+async def wait_until(condition: Callable[[], bool], within_s: float = 10.0) -> None:
+    """Poll `condition` until true; fail after the deadline."""
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def host_processes_of(uid: int) -> list[int]:
+    """Host pids of live (non-zombie) processes whose real uid is `uid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if int(fields["Uid"].split()[0]) == uid and not fields["State"].strip().startswith("Z"):
+            found.append(int(entry))
+    return found
+
+
+def assert_gone(handle: BwrapSandbox) -> None:
+    """No process, cgroup or mount of the sandbox is left."""
+    if os.geteuid() == 0:
+        assert host_processes_of(handle.host_uid) == []
+    assert (
+        not Path(f"/proc/{handle.agent_pid}").exists()
+        or "State:\tZ" in Path(f"/proc/{handle.agent_pid}/status").read_text()
+    )
+    if handle.cgroup is not None:
+        assert all(not path.exists() for path in handle.cgroup.paths.values())
+    assert str(handle.spec.state_dir) not in mountinfo()
+
+
+def mountinfo() -> str:
+    return Path("/proc/self/mountinfo").read_text()
+
+
+def host_uid_of(pid: int) -> int:
+    """The real uid of host process `pid`."""
+    return int(Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[0])
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+async def test_spawn_with_pipes_and_exit_codes(make_sandbox: MakeSandbox) -> None:
+    sandbox = await make_sandbox()
+    assert await run(sandbox, ["sh", "-c", "echo out; echo err >&2; exit 3"]) == (3, "out\n", "err\n")
+    assert await run(sandbox, ["cat"], stdin=b"piped through\n") == (0, "piped through\n", "")
+    code, _, _ = await run(sandbox, ["sh", "-c", "kill -TERM $$"])
+    assert code == -signal.SIGTERM
+
+
+async def test_spawn_without_stdio_and_signal_group(make_sandbox: MakeSandbox) -> None:
+    sandbox = await make_sandbox()
+    process = await sandbox.spawn(["sleep", "60"], env={}, cwd="/")
+    assert process.pid > 0
+    process.signal_group(signal.SIGKILL)
+    assert await process.wait() == -signal.SIGKILL
+    process.signal_group(signal.SIGTERM)  # gone by now: no error
+
+
+async def test_env_and_cwd(make_sandbox: MakeSandbox) -> None:
+    sandbox = await make_sandbox(env={"FROM_SPEC": "spec", "SHARED": "spec"})
+    code, out, _ = await run(
+        sandbox,
+        ["sh", "-c", 'echo "$FROM_SPEC $SHARED $EXTRA $HOME $USER $(id -u) $(pwd)"'],
+        env={"SHARED": "call", "EXTRA": "x"},
+        cwd="/tmp",
+    )
+    assert (code, out) == (0, "spec call x /home/sandbox sandbox 1000 /tmp\n")
+
+
+async def test_spawn_errors_are_clear(make_sandbox: MakeSandbox) -> None:
+    sandbox = await make_sandbox()
+    with pytest.raises(SandboxOSError) as missing_cwd:
+        await sandbox.spawn(["true"], env={}, cwd="/no/such/dir")
+    assert missing_cwd.value.errno == errno.ENOENT and missing_cwd.value.filename == "/no/such/dir"
+    with pytest.raises(SandboxOSError) as missing_program:
+        await sandbox.spawn(["no-such-program"], env={}, cwd="/")
+    assert missing_program.value.errno == errno.ENOENT
+    with pytest.raises(ValueError, match="uid 0 does not exist"):
+        await sandbox.spawn(["true"], env={}, cwd="/", uid=0)
+    assert await run(sandbox, ["true"]) == (0, "", "")  # the agent is still fine
+
+
+async def test_entrypoint_output_goes_to_log(make_sandbox: MakeSandbox) -> None:
+    sandbox = await make_sandbox(["sh", "-c", "echo started; echo oops >&2; exec sleep 60"])
+    await wait_until(lambda: sandbox.log_path.read_text() == "started\noops\n")
+
+
+# --- isolation ------------------------------------------------------------------------------------
+
+
+async def test_sees_only_its_own_processes(make_sandbox: MakeSandbox) -> None:
+    sandbox = await make_sandbox(["sleep", "60"], hostname="box")
+    code, out, _ = await run(sandbox, ["sh", "-c", "ls /proc | grep -E '^[0-9]+$' | sort -n; hostname"])
+    *pids, hostname = out.split()
+    assert code == 0 and hostname == "box"
+    assert pids[0] == "1" and len(pids) < 10  # agent, entrypoint, this shell and its pipeline
+    assert str(os.getpid()) not in pids or os.getpid() < 10
+
+
+async def test_not_host_root(make_sandbox: MakeSandbox) -> None:
+    sandbox = await make_sandbox()
+    process = await sandbox.spawn(["sleep", "60"], env={}, cwd="/")
+    try:
+        host_uid = host_uid_of(process.pid)
+        assert host_uid != 0
+        if os.geteuid() == 0:
+            assert host_uid == sandbox.host_uid >= UID_BASE
+    finally:
+        process.signal_group(signal.SIGKILL)
+        await process.wait()
+    code, out, _ = await run(sandbox, ["id", "-u"])
+    assert (code, out) == (0, "1000\n")
+    code, _, err = await run(sandbox, ["cat", "/etc/shadow"])
+    assert code != 0 and "Permission denied" in err
+
+
+async def test_filesystem_is_read_only_except_private_dirs(make_sandbox: MakeSandbox) -> None:
+    sandbox = await make_sandbox()
+    for path in ("/usr/osbox-test", "/osbox-test", "/etc/osbox-test"):
+        code, _, _ = await run(sandbox, ["touch", path])
+        assert code != 0, path
+    for path in ("/workspace/f", "/tmp/f", "/home/sandbox/f"):
+        assert (await run(sandbox, ["sh", "-c", f"echo data > {path} && cat {path}"]))[1] == "data\n"
+    assert (sandbox.spec.state_dir / "fs" / "workspace" / "f").read_text() == "data\n"
+
+
+async def test_sandboxes_cannot_see_each_other_or_the_data_dir(
+    make_sandbox: MakeSandbox, backend_data_dir: Path
+) -> None:
+    first = await make_sandbox()
+    second = await make_sandbox()
+    assert (await run(first, ["sh", "-c", "echo secret > /workspace/secret"]))[0] == 0
+    assert await run(second, ["ls", "-A", "/workspace"]) == (0, "", "")
+    code, out, _ = await run(second, ["ls", "-A", str(backend_data_dir)])
+    assert (code, out) == (0, "")  # covered by an empty tmpfs
+    code, _, _ = await run(second, ["cat", str(first.spec.state_dir / "fs" / "workspace" / "secret")])
+    assert code != 0
+
+
+async def test_host_mount(make_sandbox: MakeSandbox, backend_data_dir: Path) -> None:
+    shared = backend_data_dir.parent / "shared"
+    shared.mkdir(mode=0o755)
+    (shared / "in.txt").write_text("from host\n")
+    sandbox = await make_sandbox(mounts=[Mount(shared, "/mnt/shared", read_only=True)])
+    assert await run(sandbox, ["cat", "/mnt/shared/in.txt"]) == (0, "from host\n", "")
+    assert (await run(sandbox, ["touch", "/mnt/shared/new"]))[0] != 0
+
+
+# --- connect / open / call ------------------------------------------------------------------------
+
+
+async def test_connect_reaches_a_server_inside(make_sandbox: MakeSandbox) -> None:
+    sandbox = await make_sandbox()
+    port = 20000 + secrets.randbelow(20000)
+    server = await sandbox.spawn(
+        ["python3", "-m", "http.server", str(port), "--bind", "127.0.0.1"], env={}, cwd="/workspace"
+    )
+    try:
+        await run(sandbox, ["sh", "-c", "echo hello > /workspace/index.txt"])
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                reader, writer = await sandbox.open_connection(port)
+                break
+            except SandboxOSError as exc:
+                assert exc.errno == errno.ECONNREFUSED
+                assert time.monotonic() < deadline, "the server inside never listened"
+                await asyncio.sleep(0.02)
+        writer.write(b"GET /index.txt HTTP/1.0\r\nHost: x\r\n\r\n")
+        response = await reader.read()
+        writer.close()
+        assert response.startswith(b"HTTP/1.0 200") and response.endswith(b"hello\n")
+        with pytest.raises(OSError):  # not reachable from the host's network
+            await asyncio.open_connection("127.0.0.1", port)
+    finally:
+        server.signal_group(signal.SIGKILL)
+        await server.wait()
+
+
+async def test_open_file_is_confined_to_the_sandbox_view(make_sandbox: MakeSandbox) -> None:
+    sandbox = await make_sandbox()
+    fd = await sandbox.open_file("/workspace/note.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as note:
+        note.write(b"written through an fd\n")
+    assert await run(sandbox, ["cat", "/workspace/note.txt"]) == (0, "written through an fd\n", "")
+    fd = await sandbox.open_file("/workspace/note.txt", os.O_RDONLY)
+    with os.fdopen(fd, "rb") as note:
+        assert note.read() == b"written through an fd\n"
+    await run(sandbox, ["ln", "-s", "/etc/shadow", "/workspace/link"])
+    with pytest.raises(SandboxOSError) as denied:
+        await sandbox.open_file("/workspace/link", os.O_RDONLY)
+    assert denied.value.errno == errno.EACCES
+    with pytest.raises(SandboxOSError) as missing:
+        await sandbox.open_file(str(sandbox.spec.state_dir / "fs" / "workspace" / "note.txt"), os.O_RDONLY)
+    assert missing.value.errno == errno.ENOENT  # host paths mean nothing inside
+
+
+async def test_call_runs_fs_ops_inside(make_sandbox: MakeSandbox) -> None:
+    sandbox = await make_sandbox()
+    stats = await sandbox.call("stat", paths=["/workspace"])
+    assert stats["/workspace"]["type"] == "directory"
+    with pytest.raises(SandboxOSError) as missing:
+        await sandbox.call("stat", paths=["/workspace/missing"])
+    assert missing.value.errno == errno.ENOENT
+    with pytest.raises(ValueError, match="unknown file-system op"):
+        await sandbox.call("no_such_op")
+
+
+# --- limits, pause, destroy -----------------------------------------------------------------------
+
+
+async def test_memory_hog_is_oom_killed(make_sandbox: MakeSandbox) -> None:
+    sandbox = await make_sandbox(memory_bytes=64 << 20)
+    if not sandbox.limits_enforced:
+        pytest.skip(f"memory limits are not enforced here: {sandbox.limits_message}")
+    code, _, _ = await run(sandbox, ["python3", "-S", "-c", "x = b'x' * (512 << 20)"])
+    assert code == -signal.SIGKILL
+    assert await run(sandbox, ["echo", "alive"]) == (0, "alive\n", "")
+
+
+async def test_fork_bomb_is_contained_and_cleaned_up(backend: Backend, make_sandbox: MakeSandbox) -> None:
+    sandbox = await make_sandbox(pids_max=40)
+    if not sandbox.limits_enforced or sandbox.cgroup is None or "pids" not in sandbox.cgroup.paths:
+        pytest.skip(f"pids limits are not enforced here: {sandbox.limits_message}")
+    bomb = await sandbox.spawn(["sh", "-c", "b() { b | b & }; b"], env={}, cwd="/")
+    pids_file = sandbox.cgroup.paths["pids"] / "pids.current"
+    await wait_until(lambda: int(pids_file.read_text()) >= 35)
+    assert int(pids_file.read_text()) <= 40
+    await backend.destroy(sandbox)
+    await bomb.wait()  # its leader may have exited on its own, leaving the bomb running
+    assert_gone(sandbox)
+
+
+async def test_pause_freezes_and_resume_thaws(backend: Backend, make_sandbox: MakeSandbox) -> None:
+    sandbox = await make_sandbox(["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; done"])
+    if sandbox.cgroup is None or not sandbox.cgroup.can_freeze:
+        pytest.skip("no cgroup freezer here")
+    count = sandbox.spec.state_dir / "fs" / "tmp" / "count"
+
+    def value() -> int:
+        text = count.read_text().strip()
+        return int(text) if text else -1
+
+    await wait_until(lambda: count.exists() and value() > 0)
+    await backend.pause(sandbox)
+    frozen_at = value()
+    for _ in range(20):  # observe a while: a frozen loop never writes
+        assert value() == frozen_at
+        await asyncio.sleep(0.01)
+    await backend.resume(sandbox)
+    await wait_until(lambda: value() > frozen_at + 10)
+
+
+async def test_destroy_leaves_nothing_and_is_idempotent(backend: Backend, make_sandbox: MakeSandbox) -> None:
+    sandbox = await make_sandbox(["sh", "-c", "sleep 60 & sleep 60"], memory_bytes=128 << 20)
+    child = await sandbox.spawn(["sh", "-c", "sleep 60 & exec sleep 60"], env={}, cwd="/")
+    assert backend.is_alive(sandbox)
+    await backend.destroy(sandbox)
+    await backend.destroy(sandbox)
+    assert not backend.is_alive(sandbox)
+    assert await child.wait() == -signal.SIGKILL
+    assert_gone(sandbox)
+    with pytest.raises(BackendError):
+        await sandbox.spawn(["true"], env={}, cwd="/")
+
+
+async def test_destroy_while_paused(backend: Backend, make_sandbox: MakeSandbox) -> None:
+    sandbox = await make_sandbox(["sleep", "60"])
+    if sandbox.cgroup is None or not sandbox.cgroup.can_freeze:
+        pytest.skip("no cgroup freezer here")
+    await backend.pause(sandbox)
+    await backend.destroy(sandbox)
+    assert_gone(sandbox)
+
+
+async def test_failed_create_cleans_up(backend: Backend, backend_data_dir: Path) -> None:
+    spec = SandboxSpec("bad", ["/no/such/entrypoint"], backend_data_dir / "sandboxes" / "bad", pids_max=10)
+    with pytest.raises(BackendError, match="failed to start"):
+        await backend.create(spec)
+    assert not (spec.state_dir / "run" / "agent.sock").exists()
+    assert "osbox-bad" not in mountinfo()
+    for controller in ("pids", "memory"):
+        root = Path("/sys/fs/cgroup") / controller
+        assert not list(root.rglob("osbox-bad")) if root.exists() else True
+
+
+# --- restart --------------------------------------------------------------------------------------
+
+
+async def test_adopt_after_a_new_backend_object(backend_data_dir: Path, make_sandbox: MakeSandbox) -> None:
+    sandbox = await make_sandbox(["sleep", "60"], pids_max=50)
+    (sandbox.spec.state_dir / "fs" / "workspace" / "kept").write_text("still here\n")
+    second = BwrapBackend(backend_data_dir)
+    try:
+        adopted = await second.adopt(sandbox.spec)
+        assert adopted is not None and second.is_alive(adopted)
+        assert adopted.agent_pid == sandbox.agent_pid
+        assert await run(adopted, ["cat", "/workspace/kept"]) == (0, "still here\n", "")
+        await second.destroy(adopted)
+        assert_gone(adopted)
+    finally:
+        await second.close()
+
+
+async def test_adopt_of_a_dead_sandbox_cleans_up(backend_data_dir: Path, make_sandbox: MakeSandbox) -> None:
+    sandbox = await make_sandbox(["sleep", "60"], pids_max=50)
+    os.kill(sandbox.agent_pid, signal.SIGKILL)  # the whole PID namespace dies with its PID 1
+    second = BwrapBackend(backend_data_dir)
+    try:
+        assert await second.adopt(sandbox.spec) is None
+        if sandbox.cgroup is not None:
+            assert all(not path.exists() for path in sandbox.cgroup.paths.values())
+        assert not (sandbox.spec.state_dir / "run" / "agent.json").exists()
+    finally:
+        await second.close()
