@@ -28,6 +28,9 @@ import psutil  # type: ignore[import-untyped]
 
 REPO = Path(__file__).resolve().parent.parent
 RESULT_PREFIX = "BENCH-RESULT "
+#: What every benchmark sandbox is created with: an idle entrypoint; a 10-minute lifetime, so a
+#: sandbox that cleanup somehow missed still expires.
+SANDBOX_ARGS: dict[str, Any] = {"image": "ubuntu:22.04", "entrypoint": ["sleep", "infinity"], "timeout": 600}
 
 
 def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> Any:
@@ -214,10 +217,13 @@ class ServerProcess:
 
 @contextlib.contextmanager
 def osbox_server() -> Iterator[ServerProcess]:
-    """Run `python -m osbox.cli serve` as a subprocess on a free port; stop it and remove its data after.
+    """Run `python -m osbox.cli serve` as a subprocess on a free port; clean everything up after.
 
     A subprocess rather than the in-process `LocalServer`, so the server's memory is measurable on its
-    own and the benchmark client does not share the server's interpreter lock.
+    own and the benchmark client does not share the server's interpreter lock. `osbox serve` keeps its
+    sandboxes running when stopped (it re-adopts them on restart), so on exit every sandbox is deleted
+    through the API first; then the server is stopped, any process it started that is still alive is
+    killed, and the data dir is removed.
     """
     data_dir = Path(tempfile.mkdtemp(prefix="osbox-bench-"))
     log_path = data_dir.parent / (data_dir.name + ".log")
@@ -234,12 +240,52 @@ def osbox_server() -> Iterator[ServerProcess]:
         wait_for_port(port, proc)
         yield server
     finally:
-        stop_process(proc)
-        log.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
-        if proc.returncode not in (0, -signal.SIGTERM):
-            print(f"server exited with {proc.returncode}; log tail:\n{server.log_tail()}", file=sys.stderr)
-        log_path.unlink(missing_ok=True)
+        try:
+            leftovers = delete_all_sandboxes(server.lifecycle_url) if proc.poll() is None else 0
+            if leftovers:
+                print(f"cleanup: deleted {leftovers} sandboxes left behind", file=sys.stderr)
+        finally:
+            descendants = _descendants(proc.pid)
+            stop_process(proc)
+            _kill_survivors(descendants)
+            log.close()
+            shutil.rmtree(data_dir, ignore_errors=True)
+            if proc.returncode not in (0, -signal.SIGTERM):
+                print(
+                    f"server exited with {proc.returncode}; log tail:\n{server.log_tail()}", file=sys.stderr
+                )
+            log_path.unlink(missing_ok=True)
+
+
+def delete_all_sandboxes(lifecycle_url: str) -> int:
+    """Delete every sandbox the server knows (any state); returns how many there were."""
+    from osbox import LifecycleClient, NotFoundError
+
+    with LifecycleClient(lifecycle_url, timeout=120) as client:
+        ids = [sandbox.id for sandbox in client.iter_sandboxes(page_size=200)]
+        for sandbox_id in ids:
+            with contextlib.suppress(NotFoundError):
+                client.delete_sandbox(sandbox_id)
+    return len(ids)
+
+
+def _descendants(pid: int) -> list[Any]:
+    try:
+        found: list[Any] = psutil.Process(pid).children(recursive=True)
+        return found
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _kill_survivors(procs: list[Any]) -> None:
+    """Kill processes the server started that outlived it (there should be none)."""
+    alive = [p for p in procs if p.is_running()]
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    if alive:
+        psutil.wait_procs(alive, timeout=5)
+        print(f"cleanup: killed {len(alive)} processes that outlived the server", file=sys.stderr)
 
 
 def tree_memory(pid: int) -> dict[str, int]:
