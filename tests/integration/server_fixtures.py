@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx2
+import psutil
 import pytest
 
 from osbox.server import LocalServer
@@ -97,7 +98,25 @@ def lifecycle_server() -> Iterator[LocalServer]:
     if missing:
         pytest.skip(missing)
     with LocalServer(api_key=API_KEY, min_timeout_seconds=1) as server:
+        data_dir = server.data_dir
         yield server
+    # Nothing outlives the server: no sandbox process, no temporary data dir.
+    assert not data_dir.exists()
+    assert_no_sandbox_processes()
+
+
+def assert_no_sandbox_processes() -> None:
+    """Fail if a process started under this test process is still alive (zombies are reaped)."""
+    alive = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                child.wait(timeout=5)
+            else:
+                alive.append(" ".join(child.cmdline()))
+        except psutil.Error:
+            continue
+    assert alive == [], f"processes left behind: {alive}"
 
 
 @pytest.fixture

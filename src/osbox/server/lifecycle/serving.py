@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import signal
 import socket
 import tempfile
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any, Self
 
 import uvicorn
@@ -211,9 +212,18 @@ class AsyncLocalServer(_ServerBase):
         await self.stop()
 
 
+class _ForegroundServer(uvicorn.Server):
+    """uvicorn re-raises SIGINT/SIGTERM after its graceful shutdown; `osbox serve` exits 0 instead."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True  # a second Ctrl-C: stop waiting for open connections
+        self.should_exit = True
+
+
 def run_foreground(config: ServerConfig, *, port: int, log_level: str) -> None:
     """Serve until SIGINT/SIGTERM, then shut down cleanly (sandboxes keep running if the config says)."""
     app = create_app(config)
-    uvicorn.Server(
+    _ForegroundServer(
         uvicorn.Config(app, host=config.host, port=port, log_level=log_level, lifespan="on", log_config=None)
     ).run()

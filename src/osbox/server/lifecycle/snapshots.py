@@ -177,7 +177,10 @@ class SnapshotManager:
     def restore(self, params: CreateParams) -> tuple[CreateParams, SeedFn]:
         """Fill in a create request from a Ready snapshot; returns it and the state-dir seeder."""
         assert params.snapshot_id is not None
-        record = self._record(params.snapshot_id)
+        doc = self.store.get_snapshot(params.snapshot_id)
+        if doc is None:  # the spec gives create no 404: an unknown source is a bad parameter
+            raise bad_request(f"Snapshot {params.snapshot_id!r} not found", "SNAPSHOT::SNAPSHOT_NOT_FOUND")
+        record = SnapshotRecord.from_doc(doc)
         if record.state != "Ready":
             raise conflict(
                 "SNAPSHOT::SNAPSHOT_NOT_READY", f"Snapshot {record.id!r} is {record.state}, not Ready"
