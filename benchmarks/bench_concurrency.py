@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx2
 from _common import (
+    SANDBOX_ARGS,
     Goal,
     Report,
     machine_facts,
@@ -35,9 +36,7 @@ from osbox import AsyncExecdClient, AsyncLifecycleClient
 async def one(lifecycle: Any, index: int, created: list[str]) -> float:
     """Create a sandbox and run one command in it; returns seconds from start to the result."""
     start = time.perf_counter()
-    sandbox = await lifecycle.create_sandbox(
-        image="ubuntu:22.04", entrypoint=["sleep", "infinity"], timeout=600
-    )
+    sandbox = await lifecycle.create_sandbox(**SANDBOX_ARGS)
     created.append(sandbox.id)
     if sandbox.status.state != "Running":
         raise RuntimeError(f"state {sandbox.status.state}: {sandbox.status.message}")
