@@ -54,7 +54,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    serve = commands.add_parser("serve", help="run the local OpenSandbox-compatible runtime")
+    serve = commands.add_parser(
+        "serve",
+        help="run the local OpenSandbox-compatible runtime",
+        description="Serve the OpenSandbox lifecycle API (at / and /v1) and every sandbox's execd API. "
+        "On SIGINT/SIGTERM the server stops but its sandboxes keep running: the next start on the same "
+        "--data-dir re-adopts them (or marks them Failed if their processes are gone). Delete sandboxes "
+        "through the API to stop them.",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     serve.add_argument("--api-key", default=None, help="required OPEN-SANDBOX-API-KEY (or env OSBOX_API_KEY)")

@@ -15,8 +15,13 @@ import httpx2
 import pytest
 
 from osbox.models.lifecycle import CreateSandboxResponse, ListSandboxesResponse, Sandbox
-from osbox.server import LocalServer
-from tests.integration.server_fixtures import API_KEY, lifecycle_client, requires_runtime
+from osbox.server import AsyncLocalServer, LocalServer
+from tests.integration.server_fixtures import (
+    API_KEY,
+    assert_no_sandbox_processes,
+    lifecycle_client,
+    requires_runtime,
+)
 
 pytestmark = requires_runtime
 
@@ -334,3 +339,14 @@ def test_local_server_reports_why_it_could_not_start(tmp_path: Path) -> None:
     # pytest's tmp_path is under a root-only directory: the backend refuses it, and says so.
     with pytest.raises(RuntimeError, match=r"failed to start: .*not reachable"):
         LocalServer(data_dir=tmp_path / "data").start()
+
+
+async def test_async_local_server_runs_on_the_callers_loop(reachable_dir: Path) -> None:
+    body = {"image": {"uri": "python:3.11"}, "entrypoint": ["tail", "-f", "/dev/null"]}
+    server = AsyncLocalServer(data_dir=reachable_dir / "data")
+    async with server, httpx2.AsyncClient(base_url=server.base_url + "/v1", timeout=60) as client:
+        created = await client.post("/sandboxes", json=body)
+        assert created.status_code == 202 and created.json()["status"]["state"] == "Running"
+        assert (await client.get(f"/sandboxes/{created.json()['id']}")).status_code == 200
+    assert_no_sandbox_processes()  # destroyed on exit
+    assert not (reachable_dir / "data" / "sandboxes" / created.json()["id"]).exists()

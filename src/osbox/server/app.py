@@ -15,14 +15,16 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator
+from typing import cast
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, ExceptionHandler, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from ._backend.base import Backend
 from .lifecycle.config import ServerConfig
@@ -51,16 +53,27 @@ def _json_error(status: int, code: str, message: str, request_id: str | None) ->
     return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
 
 
-async def error_response(request: Request, exc: Exception) -> Response:
-    """The one place errors become `{code, message}` responses (ApiError, HTTPException, crashes)."""
+async def error_response(request: HTTPConnection, exc: Exception) -> Response | None:
+    """The one place errors become `{code, message}` responses (ApiError, HTTPException, crashes).
+
+    A WebSocket has no response body to carry them: it is closed with a policy/internal-error code.
+    """
     request_id = request.scope.get(_REQUEST_ID_KEY)
+    if isinstance(request, WebSocket):
+        status = exc.status if isinstance(exc, ApiError) else 500
+        await request.close(code=1011 if status >= 500 else 1008, reason=str(exc)[:120])
+        return None
     if isinstance(exc, ApiError):
         return _json_error(exc.status, exc.code, exc.message, request_id)
     if isinstance(exc, HTTPException):
         code = _STATUS_CODES.get(exc.status_code, f"HTTP_{exc.status_code}")
         return _json_error(exc.status_code, code, str(exc.detail), request_id)
-    _log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    _log.error("unhandled error on %s", request.url.path, exc_info=exc)
     return _json_error(500, "INTERNAL_ERROR", "The server failed unexpectedly; see its log", request_id)
+
+
+# Starlette calls the same handler for HTTP requests and WebSockets; its types keep them apart.
+_ONE_HANDLER = cast(ExceptionHandler, error_response)
 
 
 class RequestIdMiddleware:
@@ -151,11 +164,7 @@ def create_app(config: ServerConfig, *, backend: Backend | None = None) -> Starl
             Middleware(RequestIdMiddleware),
             Middleware(ApiKeyMiddleware, api_key=config.api_key),
         ],
-        exception_handlers={
-            ApiError: error_response,
-            HTTPException: error_response,
-            Exception: error_response,
-        },
+        exception_handlers=dict.fromkeys((ApiError, HTTPException, Exception), _ONE_HANDLER),
         lifespan=lifespan,
     )
     app.state.runtime = runtime
