@@ -16,6 +16,7 @@ from typing import Any
 
 from .._agent.protocol import MAX_FDS, AgentError, LineBuffer, encode, exception_from_error
 from .base import BackendError
+from .procs import wait_fd
 
 __all__ = ["AgentConnection", "close_fds", "request"]
 
@@ -58,14 +59,13 @@ class AgentConnection:
                     sent = socket.send_fds(self.sock, [data], list(fds))
                     break
                 except BlockingIOError:
-                    await _wait(loop, self.sock, writable=True)
+                    await wait_fd(self.sock.fileno(), writable=True)
             data = data[sent:]
         if data:
             await loop.sock_sendall(self.sock, data)
 
     async def receive(self) -> tuple[dict[str, Any], list[int]]:
         """The next message and the fds that came with it. Raises EOFError if the agent hung up."""
-        loop = asyncio.get_running_loop()
         fds: list[int] = []
         try:
             while True:
@@ -75,7 +75,7 @@ class AgentConnection:
                 try:
                     data, new_fds, _flags, _addr = socket.recv_fds(self.sock, 65536, MAX_FDS)
                 except BlockingIOError:
-                    await _wait(loop, self.sock, writable=False)
+                    await wait_fd(self.sock.fileno())
                     continue
                 fds.extend(new_fds)
                 if not data:
@@ -140,24 +140,3 @@ async def _connect(sock: socket.socket, path: Path) -> None:
         await loop.sock_connect(sock, f"/proc/self/fd/{dir_fd}/{path.name}")
     finally:
         os.close(dir_fd)
-
-
-async def _wait(loop: asyncio.AbstractEventLoop, sock: socket.socket, *, writable: bool) -> None:
-    future: asyncio.Future[None] = loop.create_future()
-    fileno = sock.fileno()
-
-    def ready() -> None:
-        if not future.done():
-            future.set_result(None)
-
-    if writable:
-        loop.add_writer(fileno, ready)
-    else:
-        loop.add_reader(fileno, ready)
-    try:
-        await future
-    finally:
-        if writable:
-            loop.remove_writer(fileno)
-        else:
-            loop.remove_reader(fileno)

@@ -26,6 +26,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import stat
@@ -40,7 +41,7 @@ from . import layout as lay
 from .agent_client import AgentConnection, close_fds, request
 from .base import Backend, BackendError, SandboxHandle, SandboxProcess, SandboxSpec
 from .cgroups import CgroupError, CgroupLayout, Limits, SandboxCgroup
-from .procs import host_pid_of_pidfd, pidfd_exited, start_time, wait_pidfd
+from .procs import host_pid_of_pidfd, pidfd_exited, start_time, wait_fd, wait_pidfd
 
 __all__ = ["UID_BASE", "BwrapBackend", "BwrapProcess", "BwrapSandbox"]
 
@@ -227,6 +228,7 @@ class BwrapBackend(Backend):
             _make_traversable(self.data_dir)
         self._bwrap = _which(bwrap)
         self._python = python or _sandbox_python(self._as_root)
+        self._setpriv = shutil.which("setpriv") if self._as_root else None
         self._cgroups = CgroupLayout.detect()
         self._entries = lay.root_entries()
         self._uids: set[int] = set()
@@ -272,16 +274,11 @@ class BwrapBackend(Backend):
             raise
         bwrap: subprocess.Popen[bytes] | None = None
         handle: BwrapSandbox | None = None
+        info_read = -1
         try:
-            bwrap = self._start_bwrap(spec, layout, uid, gid)
+            bwrap, info_read = self._start_bwrap(spec, layout, uid, gid)
             bwrap_pidfd = os.pidfd_open(bwrap.pid)
-            if cgroup is not None:
-                cgroup.add(bwrap.pid)
-            _info, fds, _ = await asyncio.wait_for(request(layout.socket, {"op": "ping"}), _READY_TIMEOUT_S)
-            agent_pidfd = fds[0]
-            agent_pid = host_pid_of_pidfd(agent_pidfd)
-            if cgroup is not None:
-                cgroup.add(agent_pid)  # in case bwrap forked it before it joined; it forked nothing yet
+            agent_pidfd, agent_pid = await self._wait_ready(layout, info_read, cgroup)
             handle = BwrapSandbox(
                 spec,
                 uid=uid,
@@ -296,7 +293,9 @@ class BwrapBackend(Backend):
             )
             _write_record(handle, bwrap.pid)
             await request(layout.socket, {"op": "start", "argv": list(spec.entrypoint), "cwd": lay.WORKSPACE})
+            close_fds([info_read])
         except BaseException as exc:
+            close_fds([info_read])
             await self._abort_create(handle, bwrap, cgroup, layout, uid)
             if isinstance(exc, (BackendError, OSError, ValueError, TimeoutError)):
                 detail = _tail(layout.agent_log)
@@ -307,9 +306,36 @@ class BwrapBackend(Backend):
             raise
         return handle
 
+    async def _wait_ready(
+        self, layout: lay.StateLayout, info_read: int, cgroup: SandboxCgroup | None
+    ) -> tuple[int, int]:
+        """Wait for the agent's answer; returns its (pidfd, host pid), inside the cgroup.
+
+        Everything in the sandbox descends from the agent, which forks nothing before `start`, so
+        moving the agent alone is enough. A move into a v1 cgroup waits for an RCU grace period
+        (~10 ms), so it runs in a thread as soon as bwrap reports the agent's pid, while the agent's
+        Python starts up.
+        """
+        loop = asyncio.get_running_loop()
+        moved: asyncio.Future[None] | None = None
+        if cgroup is not None:
+            agent_pid = await _read_child_pid(info_read)
+            if agent_pid > 0:
+                moved = loop.run_in_executor(None, cgroup.add, agent_pid)
+        try:
+            _info, fds, _ = await asyncio.wait_for(request(layout.socket, {"op": "ping"}), _READY_TIMEOUT_S)
+        finally:
+            if moved is not None:
+                await moved
+        agent_pid = host_pid_of_pidfd(fds[0])
+        if cgroup is not None and not cgroup.contains(agent_pid):
+            await loop.run_in_executor(None, cgroup.add, agent_pid)
+        return fds[0], agent_pid
+
     def _start_bwrap(
         self, spec: SandboxSpec, layout: lay.StateLayout, uid: int, gid: int
-    ) -> subprocess.Popen[bytes]:
+    ) -> tuple[subprocess.Popen[bytes], int]:
+        """Start bwrap; returns it and the read end of its info pipe."""
         opened: list[int] = []
 
         def keep(fd: int) -> int:
@@ -334,7 +360,10 @@ class BwrapBackend(Backend):
                     )
                 except OSError as exc:
                     raise BackendError(f"cannot mount {mount.host_path}: {exc.strerror}") from None
+            info_read, info_write = os.pipe2(os.O_CLOEXEC)
+            opened.append(info_write)
             fds = lay.BwrapFds(
+                info=info_write,
                 workspace=keep(os.open(layout.workspace, path_flags)),
                 tmp=keep(os.open(layout.tmp, path_flags)),
                 home=keep(os.open(layout.home, path_flags)),
@@ -354,19 +383,28 @@ class BwrapBackend(Backend):
                 hidden=hidden,
             )
             agent_log = keep(os.open(layout.agent_log, log_flags, 0o600))
-            identity: dict[str, Any] = (
-                {"user": uid, "group": gid, "extra_groups": []} if self._as_root else {}
-            )
-            return subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=agent_log,
-                stderr=agent_log,
-                env=lay.base_env(spec.env),
-                pass_fds=[fd for fd in opened if fd != agent_log] + [listener.fileno()],
-                start_new_session=True,  # its own session: a ^C to the server does not reach it
-                **identity,
-            )
+            identity: dict[str, Any] = {}
+            if self._as_root and self._setpriv:
+                # Never host root inside: switch to the sandbox's own uid. Through setpriv rather
+                # than Popen(user=...), which forks the whole server (ms per 100 MB) instead of vfork.
+                argv = [self._setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *argv]
+            elif self._as_root:
+                identity = {"user": uid, "group": gid, "extra_groups": []}
+            try:
+                process = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=agent_log,
+                    stderr=agent_log,
+                    env=lay.base_env(spec.env),
+                    pass_fds=[fd for fd in opened if fd != agent_log] + [listener.fileno()],
+                    start_new_session=True,  # its own session: a ^C to the server does not reach it
+                    **identity,
+                )
+            except BaseException:
+                os.close(info_read)
+                raise
+            return process, info_read
         finally:
             listener.close()  # the agent holds it now; if bwrap failed, connecting fails at once
             close_fds(opened)
@@ -522,8 +560,6 @@ def _own(handle: SandboxHandle) -> BwrapSandbox:
 
 
 def _which(program: str) -> str:
-    import shutil
-
     found = shutil.which(program)
     if found is None:
         raise BackendError(
@@ -534,8 +570,6 @@ def _which(program: str) -> str:
 
 def _sandbox_python(as_root: bool) -> str:
     """A python3 (>= 3.9) the sandbox user can run: the agent needs one visible inside."""
-    import shutil
-
     candidates = [sys.executable, shutil.which("python3") or "", "/usr/bin/python3", "/usr/local/bin/python3"]
     for candidate in candidates:
         if not candidate or not os.path.isfile(candidate):
@@ -715,6 +749,26 @@ def _forget_run_files(layout: lay.StateLayout) -> None:
     for path in (layout.socket, layout.record):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+async def _read_child_pid(info_read: int) -> int:
+    """The agent's host pid from bwrap's info pipe (0 if bwrap closed it without one)."""
+    os.set_blocking(info_read, False)
+    data = b""
+    while True:
+        try:
+            chunk = os.read(info_read, 4096)
+        except BlockingIOError:
+            if not await wait_fd(info_read, within_s=_READY_TIMEOUT_S):
+                raise TimeoutError from None
+            continue
+        if not chunk:
+            break
+        data += chunk
+        found = re.search(rb'"child-pid"\s*:\s*(\d+)', data)
+        if found:
+            return int(found.group(1))
+    return 0
 
 
 def _tail(path: Path, limit: int = 2000) -> str:

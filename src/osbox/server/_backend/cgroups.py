@@ -240,6 +240,17 @@ class SandboxCgroup:
             with contextlib.suppress(ProcessLookupError):
                 (directory / "cgroup.procs").write_text(str(pid))
 
+    def contains(self, pid: int) -> bool:
+        """Whether `pid` is in every one of the groups."""
+        for directory in self.paths.values():
+            try:
+                members = (directory / "cgroup.procs").read_text().split()
+            except OSError:
+                return False
+            if str(pid) not in members:
+                return False
+        return True
+
     def pids(self) -> set[int]:
         """Every process in any of the groups."""
         found: set[int] = set()

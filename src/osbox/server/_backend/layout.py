@@ -218,6 +218,7 @@ class BwrapFds:
     home: int
     listen: int
     log: int
+    info: int  # bwrap writes {"child-pid": N, ...} here right after it forks the agent
     agent_files: Mapping[str, int]  # file name -> fd with its contents
     etc_files: Mapping[str, int]  # "/etc/passwd" -> fd with its contents
     mounts: Sequence[tuple[int, str, bool]]  # (fd, sandbox path, read-only)
@@ -242,6 +243,7 @@ def bwrap_argv(
         "--gid", str(SANDBOX_GID),
         "--hostname", hostname,
         "--cap-drop", "ALL",
+        "--info-fd", str(fds.info),
     ]  # fmt: skip
     for name, target in entries:
         if target is not None:

@@ -1,4 +1,4 @@
-"""Host-side process helpers built on pidfds (no pid-reuse races, no polling)."""
+"""Host-side process helpers built on pidfds (no pid-reuse races, no polling), and fd waiting."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import select
 
-__all__ = ["host_pid_of_pidfd", "pidfd_exited", "start_time", "wait_pidfd"]
+__all__ = ["host_pid_of_pidfd", "pidfd_exited", "start_time", "wait_fd", "wait_pidfd"]
 
 
 def host_pid_of_pidfd(pidfd: int) -> int:
@@ -31,10 +31,8 @@ def pidfd_exited(pidfd: int) -> bool:
     return bool(poller.poll(0))
 
 
-async def wait_pidfd(pidfd: int, within_s: float | None = None) -> bool:
-    """Wait until the process exits; False on timeout."""
-    if pidfd_exited(pidfd):
-        return True
+async def wait_fd(fd: int, *, writable: bool = False, within_s: float | None = None) -> bool:
+    """Wait until `fd` is readable (or writable) in the running loop; False on timeout."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[None] = loop.create_future()
 
@@ -42,14 +40,25 @@ async def wait_pidfd(pidfd: int, within_s: float | None = None) -> bool:
         if not future.done():
             future.set_result(None)
 
-    loop.add_reader(pidfd, ready)
+    if writable:
+        loop.add_writer(fd, ready)
+    else:
+        loop.add_reader(fd, ready)
     try:
         await asyncio.wait_for(future, within_s)
     except TimeoutError:
         return False
     finally:
-        loop.remove_reader(pidfd)
+        if writable:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
     return True
+
+
+async def wait_pidfd(pidfd: int, within_s: float | None = None) -> bool:
+    """Wait until the process exits; False on timeout."""
+    return pidfd_exited(pidfd) or await wait_fd(pidfd, within_s=within_s)
 
 
 def start_time(pid: int) -> int | None:
