@@ -51,10 +51,34 @@ class EventDecoder:
         self._buffer = lines.pop()
         if len(self._buffer) > MAX_LINE_BYTES:
             raise StreamDecodeError(f"stream line longer than {MAX_LINE_BYTES} bytes")
+        if not (self._data or self._raw or self._event):
+            batch = self._batch(lines)
+            if batch is not None:
+                return batch
         out: list[dict[str, Any]] = []
         for line in lines:
             self._line(line, out)
         return out
+
+    @staticmethod
+    def _batch(lines: list[bytes]) -> list[dict[str, Any]] | None:
+        """Fast path for bare JSON and NDJSON: decode every line of a chunk in one `json.loads`.
+
+        Returns None when the lines are anything else (SSE fields, an object spread over lines),
+        and the line-by-line path decides.
+        """
+        body = [line for line in lines if line and line != b"\r"]
+        if not body:
+            return []
+        if body[0][:1] != b"{":
+            return None
+        try:
+            objects = json.loads(b"[" + b",".join(body) + b"]")
+        except ValueError:
+            return None
+        if len(objects) != len(body) or any(type(obj) is not dict for obj in objects):
+            return None
+        return objects  # type: ignore[no-any-return]
 
     def flush(self) -> list[dict[str, Any]]:
         """End of stream: decode a last line without newline and a pending event."""

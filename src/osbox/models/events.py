@@ -68,20 +68,122 @@ class ExecutionError(SnakeCaseWireModel):
     traceback: list[str] = Field(default_factory=list)
 
 
-class StreamEvent(SnakeCaseWireModel):
+_SIMPLE_FIELDS: Final = ("text", "execution_count", "execution_time", "timestamp")
+_FIELD_TYPES: Final[dict[str, tuple[type, ...]]] = {
+    "type": (str,),
+    "text": (str,),
+    "execution_count": (int,),
+    "execution_time": (int, float),
+    "timestamp": (int,),
+    "results": (dict,),
+}
+
+
+class StreamEvent:
     """One event of an execution stream (the spec's ``ServerStreamEvent``); every field but ``type`` optional.
 
     ``timestamp`` is Unix milliseconds; ``results`` is the MIME bundle of a ``result`` event with every
-    MIME type kept (execd renames ``text/plain`` to ``text``).
+    MIME type kept (execd renames ``text/plain`` to ``text``); unknown fields are kept in ``extra``.
+
+    Not a pydantic model on purpose: a big command output is hundreds of thousands of these, and a
+    slotted class is built about five times faster. :meth:`from_wire` checks every field's type.
     """
 
-    type: str
-    text: str | None = None
-    execution_count: int | None = None
-    execution_time: int | float | None = None
-    timestamp: int | None = None
-    results: dict[str, Any] | None = None
-    error: ExecutionError | None = None
+    __slots__ = (
+        "error",
+        "execution_count",
+        "execution_time",
+        "extra",
+        "results",
+        "text",
+        "timestamp",
+        "type",
+    )
+
+    def __init__(
+        self,
+        type: str,
+        text: str | None = None,
+        execution_count: int | None = None,
+        execution_time: int | float | None = None,
+        timestamp: int | None = None,
+        results: dict[str, Any] | None = None,
+        error: ExecutionError | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.type = type
+        self.text = text
+        self.execution_count = execution_count
+        self.execution_time = execution_time
+        self.timestamp = timestamp
+        self.results = results
+        self.error = error
+        self.extra = extra
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> StreamEvent:
+        """Build an event from one decoded stream object; a field of the wrong type is a ``ValueError``."""
+        if data.keys() <= _OUTPUT_KEYS:  # the hot path: {"type", "text", "timestamp"}
+            kind, text, timestamp = data.get("type"), data.get("text"), data.get("timestamp")
+            if (
+                type(kind) is str
+                and (text is None or type(text) is str)
+                and (timestamp is None or type(timestamp) is int)
+            ):
+                return cls(kind, text, None, None, timestamp)
+        for name, value in data.items():
+            expected = _FIELD_TYPES.get(name)
+            if (
+                expected is not None
+                and value is not None
+                and (not isinstance(value, expected) or isinstance(value, bool))
+            ):
+                raise ValueError(f"stream event field {name!r} has the wrong type: {value!r:.80}")
+        kind = data.get("type")
+        if kind is None:
+            raise ValueError("stream event without 'type'")
+        error = data.get("error")
+        extra = {k: v for k, v in data.items() if k not in _KNOWN_KEYS} if data.keys() - _KNOWN_KEYS else None
+        return cls(
+            kind,
+            data.get("text"),
+            data.get("execution_count"),
+            data.get("execution_time"),
+            data.get("timestamp"),
+            data.get("results"),
+            ExecutionError.model_validate(error) if error is not None else None,
+            extra,
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The event as JSON-able wire data (fields that are None are left out)."""
+        data: dict[str, Any] = {"type": self.type}
+        for name in _SIMPLE_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        if self.results is not None:
+            data["results"] = self.results
+        if self.error is not None:
+            data["error"] = self.error.to_wire()
+        if self.extra:
+            data.update(self.extra)
+        return data
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StreamEvent):
+            return NotImplemented
+        return self.to_wire() == other.to_wire()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.to_wire().items())
+        return f"StreamEvent({fields})"
+
+
+_KNOWN_KEYS: Final = frozenset({"type", "error", "results", *_SIMPLE_FIELDS})
+_OUTPUT_KEYS: Final = frozenset({"type", "text", "timestamp"})
 
 
 class StreamErrorBody(ErrorResponse):
@@ -91,7 +193,7 @@ class StreamErrorBody(ErrorResponse):
 def parse_stream_object(data: dict[str, Any]) -> StreamEvent | StreamErrorBody:
     """Validate one decoded stream object: an event if it has ``type``, else a trailing error body."""
     if "type" in data:
-        return StreamEvent.model_validate(data)
+        return StreamEvent.from_wire(data)
     return StreamErrorBody.model_validate(data)
 
 
@@ -147,23 +249,20 @@ class ExecutionBuilder:
         self._duration_ms: float | None = None
         self._complete = False
 
-    def _output_text(self, text: str) -> str:
-        if self._chunks or text == "\n" or "\n" in text:
-            return text
-        return text + "\n"
-
     def add(self, event: StreamEvent | StreamErrorBody) -> None:
         """Fold one event (or a trailing error body) into the result."""
         if isinstance(event, StreamErrorBody):
             self._error = ExecutionError(ename=event.code, evalue=event.message)
             return
         kind = event.type
-        if kind == EventType.INIT:
+        if kind == EventType.STDOUT or kind == EventType.STDERR:
+            text = event.text
+            if text is not None:
+                if not (self._chunks or text == "\n" or "\n" in text):
+                    text += "\n"
+                (self._stdout if kind == EventType.STDOUT else self._stderr).append(text)
+        elif kind == EventType.INIT:
             self._id = event.text
-        elif kind in (EventType.STDOUT, EventType.STDERR):
-            if event.text is not None:
-                sink = self._stdout if kind == EventType.STDOUT else self._stderr
-                sink.append(self._output_text(event.text))
         elif kind == EventType.RESULT:
             if event.results is not None:
                 self._results.append(dict(event.results))
