@@ -350,3 +350,25 @@ async def test_async_local_server_runs_on_the_callers_loop(reachable_dir: Path) 
         assert (await client.get(f"/sandboxes/{created.json()['id']}")).status_code == 200
     assert_no_sandbox_processes()  # destroyed on exit
     assert not (reachable_dir / "data" / "sandboxes" / created.json()["id"]).exists()
+
+
+def test_diagnostic_logs_keep_the_newest_output(reachable_dir: Path) -> None:
+    from tests.integration.server_fixtures import wait_until
+
+    script = "for i in $(seq 1 200); do echo line-$i; done; exec tail -f /dev/null"
+    body = {"image": {"uri": "x"}, "entrypoint": ["sh", "-c", script]}
+    with (
+        LocalServer(data_dir=reachable_dir / "data", diagnostics_max_bytes=100) as server,
+        lifecycle_client(server, api_key=None) as client,
+    ):
+        sandbox_id = client.post("/sandboxes", json=body).json()["id"]
+
+        def tail() -> dict[str, Any] | None:
+            logs: dict[str, Any] = client.get(
+                f"/sandboxes/{sandbox_id}/diagnostics/logs", params={"scope": "container"}
+            ).json()
+            return logs if logs["content"].endswith("line-200\n") else None
+
+        logs = wait_until(tail, what="the last line in the logs")
+        assert logs["truncated"] is True and len(logs["content"]) <= 100
+        assert logs["content"].startswith("line-")  # cut at a line start
