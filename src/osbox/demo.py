@@ -1,0 +1,115 @@
+"""`make demo`: a sandbox end to end on the embedded local runtime.
+
+Starts `osbox serve` in-process on a free port, creates a sandbox, streams a command's output,
+uploads and downloads a file, lists sandboxes, and deletes it. Run with `python -m osbox.demo`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from osbox import ExecdClient, LifecycleClient
+from osbox.models import Sandbox, StreamEvent
+from osbox.server import LocalServer
+
+console = Console()
+
+
+def _elapsed(start: float) -> str:
+    return f"[dim]{(time.perf_counter() - start) * 1000:.0f} ms[/dim]"
+
+
+def _sandbox_table(sandboxes: list[Sandbox]) -> Table:
+    table = Table(title="Sandboxes", title_justify="left")
+    for column in ("id", "state", "image", "metadata", "expires"):
+        table.add_column(column)
+    for sandbox in sandboxes:
+        table.add_row(
+            sandbox.id,
+            str(sandbox.status.state),
+            sandbox.image.uri if sandbox.image else "-",
+            ", ".join(f"{k}={v}" for k, v in (sandbox.metadata or {}).items()) or "-",
+            sandbox.expires_at.strftime("%H:%M:%S UTC") if sandbox.expires_at else "never",
+        )
+    if not sandboxes:
+        table.add_row("(none)", "", "", "", "")
+    return table
+
+
+def _print_event(event: StreamEvent) -> None:
+    if event.type in ("stdout", "stderr"):
+        colour = "green" if event.type == "stdout" else "red"
+        console.print(Text.assemble(("  │ ", colour), (event.text or "").rstrip("\n")), highlight=False)
+
+
+def main() -> None:
+    console.rule("[bold]osbox demo")
+    start = time.perf_counter()
+    with LocalServer() as server:
+        console.print(f"Local runtime up at [cyan]{server.base_url}[/cyan] {_elapsed(start)}")
+        with LifecycleClient(server.base_url + "/v1", api_key=server.api_key) as lifecycle:
+            start = time.perf_counter()
+            sandbox = lifecycle.create_sandbox(
+                image="python:3.11",
+                entrypoint=["tail", "-f", "/dev/null"],
+                timeout=600,
+                resource_limits={"cpu": "1", "memory": "512Mi"},
+                metadata={"demo": "true"},
+            )
+            console.print(
+                f"Created sandbox [bold]{sandbox.id}[/bold]: {sandbox.status.state} {_elapsed(start)}\n"
+                f"  [dim]{sandbox.status.message or ''}[/dim]"
+            )
+            endpoint = lifecycle.get_endpoint(sandbox.id, 44772)
+            with ExecdClient.from_endpoint(endpoint) as execd:
+                console.print("\n[bold]Streaming a command[/bold] (each line arrives as it is printed)")
+                start = time.perf_counter()
+                command = (
+                    'echo "hello from $(hostname) as $(id -un) (uid $(id -u))"; '
+                    'for i in 1 2 3; do echo "step $i"; done; '
+                    "echo 'this goes to stderr' >&2; "
+                    'echo "can I write /usr? $(touch /usr/x 2>&1 || true)"; '
+                    "ps -e | wc -l | xargs echo processes visible:"
+                )
+                result = execd.run_command(command).run(on_event=_print_event)
+                console.print(f"  exit code {result.exit_code} {_elapsed(start)}")
+
+                console.print("\n[bold]Files[/bold]")
+                payload = b"".join(f"line {i}: osbox\n".encode() for i in range(10_000))
+                start = time.perf_counter()
+                execd.upload_file("/workspace/data.txt", payload, mode=0o644)
+                info = execd.get_file_info("/workspace/data.txt")["/workspace/data.txt"]
+                console.print(f"  uploaded /workspace/data.txt ({info.size:,} bytes) {_elapsed(start)}")
+                buffer = io.BytesIO()
+                start = time.perf_counter()
+                execd.download_file("/workspace/data.txt", buffer)
+                same = hashlib.sha256(buffer.getvalue()).digest() == hashlib.sha256(payload).digest()
+                verdict = "matches" if same else "DIFFERS"
+                console.print(f"  downloaded it back: SHA-256 {verdict} {_elapsed(start)}")
+                wc = execd.run_command("wc -l /workspace/data.txt").run()
+                console.print(f"  inside the sandbox: [cyan]{wc.stdout.strip()}[/cyan]")
+
+            console.print()
+            console.print(_sandbox_table(list(lifecycle.iter_sandboxes())))
+            start = time.perf_counter()
+            lifecycle.delete_sandbox(sandbox.id)
+            console.print(f"\nDeleted sandbox {sandbox.id} {_elapsed(start)}")
+            console.print(_sandbox_table(list(lifecycle.iter_sandboxes())))
+    console.print(
+        Panel.fit(
+            "Every sandbox is a process tree in its own namespaces, as an unprivileged user.\n"
+            "Point the same clients at an OpenSandbox deployment when you outgrow one machine.",
+            title="done",
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
