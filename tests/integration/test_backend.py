@@ -368,15 +368,32 @@ async def test_destroy_while_paused(backend: Backend, make_sandbox: MakeSandbox)
     assert_gone(sandbox)
 
 
-async def test_failed_create_cleans_up(backend: Backend, backend_data_dir: Path) -> None:
+def cgroup_dirs_named(backend: Backend, name: str) -> list[Path]:
+    """The backend's cgroup directories called `name` that exist."""
+    assert isinstance(backend, BwrapBackend)
+    return [parent / name for parent in backend._cgroups.parents.values() if (parent / name).exists()]
+
+
+async def test_failed_entrypoint_cleans_up(backend: Backend, backend_data_dir: Path) -> None:
     spec = SandboxSpec("bad", ["/no/such/entrypoint"], backend_data_dir / "sandboxes" / "bad", pids_max=10)
-    with pytest.raises(BackendError, match="failed to start"):
+    with pytest.raises(BackendError, match=r"failed to start: .*No such file"):
         await backend.create(spec)
     assert not (spec.state_dir / "run" / "agent.sock").exists()
     assert "osbox-bad" not in mountinfo()
-    for controller in ("pids", "memory"):
-        root = Path("/sys/fs/cgroup") / controller
-        assert not list(root.rglob("osbox-bad")) if root.exists() else True
+    assert cgroup_dirs_named(backend, "osbox-bad") == []
+
+
+async def test_failed_bwrap_setup_cleans_up(backend: Backend, backend_data_dir: Path) -> None:
+    shared = backend_data_dir.parent / "shared"
+    shared.mkdir(mode=0o755)
+    state_dir = backend_data_dir / "sandboxes" / "badmount"
+    spec = SandboxSpec("badmount", [], state_dir, pids_max=10, mounts=[Mount(shared, "/proc/osbox")])
+    with pytest.raises(BackendError, match="failed to start") as failure:
+        await backend.create(spec)
+    assert "/proc/osbox" in str(failure.value)  # bwrap's own words are passed on
+    assert cgroup_dirs_named(backend, "osbox-badmount") == []
+    record = state_dir / "run" / "agent.json"
+    assert not record.exists()
 
 
 # --- restart --------------------------------------------------------------------------------------

@@ -274,11 +274,14 @@ class BwrapBackend(Backend):
             raise
         bwrap: subprocess.Popen[bytes] | None = None
         handle: BwrapSandbox | None = None
-        info_read = -1
+        info_read = child_pidfd = -1
         try:
             bwrap, info_read = self._start_bwrap(spec, layout, uid, gid)
             bwrap_pidfd = os.pidfd_open(bwrap.pid)
-            agent_pidfd, agent_pid = await self._wait_ready(layout, info_read, cgroup)
+            child_pid = await _read_child_pid(info_read)
+            if child_pid > 0:  # a pidfd, so that a failed start can kill it without pid-reuse risk
+                child_pidfd = os.pidfd_open(child_pid)
+            agent_pidfd, agent_pid = await self._wait_ready(layout, child_pid, cgroup)
             handle = BwrapSandbox(
                 spec,
                 uid=uid,
@@ -293,9 +296,12 @@ class BwrapBackend(Backend):
             )
             _write_record(handle, bwrap.pid)
             await request(layout.socket, {"op": "start", "argv": list(spec.entrypoint), "cwd": lay.WORKSPACE})
-            close_fds([info_read])
+            close_fds([info_read, child_pidfd])
         except BaseException as exc:
-            close_fds([info_read])
+            if handle is None and child_pidfd >= 0:
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(child_pidfd, signal.SIGKILL)  # takes its PID namespace along
+            close_fds([fd for fd in (info_read, child_pidfd) if fd >= 0])
             await self._abort_create(handle, bwrap, cgroup, layout, uid)
             if isinstance(exc, (BackendError, OSError, ValueError, TimeoutError)):
                 detail = _tail(layout.agent_log)
@@ -307,21 +313,19 @@ class BwrapBackend(Backend):
         return handle
 
     async def _wait_ready(
-        self, layout: lay.StateLayout, info_read: int, cgroup: SandboxCgroup | None
+        self, layout: lay.StateLayout, child_pid: int, cgroup: SandboxCgroup | None
     ) -> tuple[int, int]:
         """Wait for the agent's answer; returns its (pidfd, host pid), inside the cgroup.
 
-        Everything in the sandbox descends from the agent, which forks nothing before `start`, so
-        moving the agent alone is enough. A move into a v1 cgroup waits for an RCU grace period
-        (~10 ms), so it runs in a thread as soon as bwrap reports the agent's pid, while the agent's
+        Everything in the sandbox descends from the agent (`child_pid`, as bwrap reported it),
+        which forks nothing before `start`, so moving the agent alone is enough. A move into a v1
+        cgroup waits for an RCU grace period (~10 ms), so it runs in a thread while the agent's
         Python starts up.
         """
         loop = asyncio.get_running_loop()
         moved: asyncio.Future[None] | None = None
-        if cgroup is not None:
-            agent_pid = await _read_child_pid(info_read)
-            if agent_pid > 0:
-                moved = loop.run_in_executor(None, cgroup.add, agent_pid)
+        if cgroup is not None and child_pid > 0:
+            moved = loop.run_in_executor(None, cgroup.add, child_pid)
         try:
             _info, fds, _ = await asyncio.wait_for(request(layout.socket, {"op": "ping"}), _READY_TIMEOUT_S)
         finally:
