@@ -151,6 +151,17 @@ async def test_spawn_without_stdio_and_signal_group(make_sandbox: MakeSandbox) -
     process.signal_group(signal.SIGTERM)  # gone by now: no error
 
 
+async def test_signal_group_after_the_leader_exited(make_sandbox: MakeSandbox) -> None:
+    sandbox = await make_sandbox()
+    leader = await sandbox.spawn(["sh", "-c", "sleep 60 & echo started"], env={}, cwd="/", uid=1000, gid=1000)
+    assert await leader.wait() == 0
+    assert (await run(sandbox, ["pgrep", "-x", "sleep"]))[0] == 0  # its group lives on
+    leader.signal_group(signal.SIGKILL)  # through the agent now: the leader's host pid may be reused
+    deadline = time.monotonic() + 10
+    while (await run(sandbox, ["pgrep", "-x", "sleep"]))[0] == 0:
+        assert time.monotonic() < deadline, "the group survived"
+
+
 async def test_env_and_cwd(make_sandbox: MakeSandbox) -> None:
     sandbox = await make_sandbox(env={"FROM_SPEC": "spec", "SHARED": "spec"})
     code, out, _ = await run(

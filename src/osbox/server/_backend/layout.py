@@ -274,7 +274,8 @@ def bwrap_argv(
         "--remount-ro", "/",  # bwrap's own root tmpfs: nothing may be created next to /usr
         "--chdir", WORKSPACE,
         "--",
-        python, "-S", "-I", f"{AGENT_DIR}/main.py",
+        # -W: Python >= 3.12 warns on every fork from a threaded process; the agent's fork only execs.
+        python, "-S", "-I", "-W", "ignore::DeprecationWarning", f"{AGENT_DIR}/main.py",
         "--listen-fd", str(fds.listen),
         "--log-fd", str(fds.log),
     ]  # fmt: skip
