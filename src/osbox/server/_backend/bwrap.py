@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import secrets
@@ -32,16 +31,24 @@ import socket
 import stat
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._agent.protocol import AgentError
 from . import layout as lay
-from .agent_client import AgentConnection, close_fds, request
-from .base import Backend, BackendError, SandboxHandle, SandboxProcess, SandboxSpec
+from .agent_client import close_fds, request
+from .base import Backend, BackendError, SandboxHandle, SandboxSpec
 from .cgroups import CgroupError, CgroupLayout, Limits, SandboxCgroup
 from .procs import host_pid_of_pidfd, pidfd_exited, start_time, wait_fd, wait_pidfd
+from .sandbox import BwrapProcess, BwrapSandbox
+from .statedir import (
+    bind_listener,
+    forget_run_files,
+    make_traversable,
+    prepare_state_dir,
+    read_record,
+    tail,
+    write_record,
+)
 
 __all__ = ["UID_BASE", "BwrapBackend", "BwrapProcess", "BwrapSandbox"]
 
@@ -50,169 +57,6 @@ UID_BASE = 0x10000000
 _UID_SPAN = 0x01000000
 _READY_TIMEOUT_S = 15.0
 _AGENT_DIR = Path(__file__).resolve().parent.parent / "_agent"
-_RECORD_VERSION = 1
-
-
-class BwrapProcess(SandboxProcess):
-    """A process started by the agent; `pid` is its host pid (-1 if it was gone at once)."""
-
-    def __init__(self, sandbox: BwrapSandbox, conn: AgentConnection, pidfd: int, ns_pid: int) -> None:
-        self._sandbox = sandbox
-        self._conn = conn
-        self._pidfd = pidfd
-        self.ns_pid = ns_pid  # the pid inside the sandbox
-        try:
-            self.pid = host_pid_of_pidfd(pidfd)
-        except (OSError, ValueError):
-            self.pid = -1
-        self._exit_task: asyncio.Future[int] | None = None
-        self._exit_code: int | None = None
-
-    async def wait(self) -> int:
-        """Wait for exit: the exit code, or -N when killed by signal N (-9 if the sandbox died)."""
-        if self._exit_task is None:
-            self._exit_task = asyncio.ensure_future(self._read_exit())
-        return await asyncio.shield(self._exit_task)
-
-    async def _read_exit(self) -> int:
-        code = -signal.SIGKILL
-        try:
-            message, fds = await self._conn.receive()
-            close_fds(fds)
-            code = int(message["exit"])
-        except (EOFError, OSError, AgentError, KeyError, ValueError, TypeError):
-            pass  # the agent died with the sandbox: the process was killed with it
-        finally:
-            self.close()
-        self._exit_code = code
-        return code
-
-    def signal_group(self, signum: int) -> None:
-        """Signal the process group (no error if it is gone)."""
-        if self._exit_code is None and self.pid > 0 and self._pidfd >= 0 and not pidfd_exited(self._pidfd):
-            # The leader lives, so its host pid is still its group's id: signal directly.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signum)
-            return
-        # The leader exited; members may remain. Its host pid may be free for reuse by now, so ask
-        # the agent, which only sees the sandbox's own processes.
-        self._sandbox._kill_group_soon(self.ns_pid, signum)
-
-    def close(self) -> None:
-        """Release the connection and pidfd (the process itself is not touched)."""
-        self._conn.close()
-        if self._pidfd >= 0:
-            close_fds([self._pidfd])
-            self._pidfd = -1
-
-
-class BwrapSandbox(SandboxHandle):
-    """A live bubblewrap sandbox."""
-
-    def __init__(
-        self,
-        spec: SandboxSpec,
-        *,
-        uid: int,
-        gid: int,
-        agent_pid: int,
-        agent_pidfd: int,
-        bwrap: subprocess.Popen[bytes] | None,
-        bwrap_pidfd: int,
-        cgroup: SandboxCgroup | None,
-        limits_enforced: bool,
-        limits_message: str,
-    ) -> None:
-        self.sandbox_id = spec.sandbox_id
-        self.spec = spec
-        self.layout = lay.StateLayout(spec.state_dir)
-        self.log_path = self.layout.entrypoint_log
-        self.limits_enforced = limits_enforced
-        self.limits_message = limits_message
-        self.host_uid = uid
-        self.host_gid = gid
-        self.agent_pid = agent_pid  # host pid of the agent (PID 1 inside)
-        self._agent_pidfd = agent_pidfd
-        self._bwrap = bwrap  # None when adopted (it is no longer our child)
-        self._bwrap_pidfd = bwrap_pidfd
-        self.cgroup = cgroup
-        self.destroyed = False
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    def __repr__(self) -> str:
-        return f"<BwrapSandbox {self.sandbox_id} agent_pid={self.agent_pid}>"
-
-    async def _request(
-        self, message: dict[str, Any], fds: Sequence[int] = (), *, keep: bool = False
-    ) -> tuple[Any, list[int], AgentConnection | None]:
-        if self.destroyed:
-            raise BackendError(f"sandbox {self.sandbox_id} was destroyed")
-        return await request(self.layout.socket, message, fds, keep=keep)
-
-    async def spawn(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str],
-        cwd: str,
-        stdin: int | None = None,
-        stdout: int | None = None,
-        stderr: int | None = None,
-        uid: int | None = None,
-        gid: int | None = None,
-    ) -> BwrapProcess:
-        """Start `argv` in a new session inside the sandbox (see `SandboxHandle.spawn`)."""
-        stdio = (stdin, stdout, stderr)
-        message = {
-            "op": "spawn",
-            "argv": list(argv),
-            "env": dict(env),
-            "cwd": cwd,
-            "stdio": [None if fd is None else "fd" for fd in stdio],
-            "uid": uid,
-            "gid": gid,
-        }
-        result, fds, conn = await self._request(message, [fd for fd in stdio if fd is not None], keep=True)
-        assert conn is not None
-        return BwrapProcess(self, conn, fds[0], int(result["pid"]))
-
-    async def call(self, op: str, **args: Any) -> Any:
-        """Run the file-system op `op` inside the sandbox (see `SandboxHandle.call`)."""
-        result, _fds, _conn = await self._request({"op": "call", "name": op, "args": args})
-        return result
-
-    async def open_file(self, path: str, flags: int, mode: int = 0o644) -> int:
-        """Open `path` as the sandbox user, in the sandbox's view; returns a host fd."""
-        _result, fds, _conn = await self._request({"op": "open", "path": path, "flags": flags, "mode": mode})
-        return fds[0]
-
-    async def connect(self, port: int) -> socket.socket:
-        """A connected (blocking) TCP socket to 127.0.0.1:`port` inside the sandbox."""
-        _result, fds, _conn = await self._request({"op": "connect", "port": port})
-        sock = socket.socket(fileno=fds[0])
-        sock.setblocking(True)
-        return sock
-
-    async def kill_group(self, pgid: int, signum: int) -> bool:
-        """Signal process group `pgid` as numbered inside the sandbox; False if there is none."""
-        result, _fds, _conn = await self._request({"op": "kill", "pgid": pgid, "signal": signum})
-        return bool(result)
-
-    def _kill_group_soon(self, pgid: int, signum: int) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        if self.destroyed:
-            return
-
-        async def kill() -> None:
-            with contextlib.suppress(BackendError, ValueError, OSError):
-                await self.kill_group(pgid, signum)
-
-        task = loop.create_task(kill())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 class BwrapBackend(Backend):
@@ -225,7 +69,7 @@ class BwrapBackend(Backend):
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._as_root = os.geteuid() == 0
         if self._as_root:
-            _make_traversable(self.data_dir)
+            make_traversable(self.data_dir)
         self._bwrap = _which(bwrap)
         self._python = python or _sandbox_python(self._as_root)
         self._setpriv = shutil.which("setpriv") if self._as_root else None
@@ -267,7 +111,7 @@ class BwrapBackend(Backend):
         layout = lay.StateLayout(spec.state_dir)
         uid, gid = self._allocate_ids()
         try:
-            _prepare_state_dir(layout, self.data_dir, uid, gid, chown=self._as_root)
+            prepare_state_dir(layout, self.data_dir, uid, gid, chown=self._as_root)
             cgroup, enforced, message = self._make_cgroup(spec)
         except BaseException:
             self._uids.discard(uid)
@@ -294,7 +138,7 @@ class BwrapBackend(Backend):
                 limits_enforced=enforced,
                 limits_message=message,
             )
-            _write_record(handle, bwrap.pid)
+            write_record(handle, bwrap.pid)
             await request(layout.socket, {"op": "start", "argv": list(spec.entrypoint), "cwd": lay.WORKSPACE})
             close_fds([info_read, child_pidfd])
         except BaseException as exc:
@@ -304,7 +148,7 @@ class BwrapBackend(Backend):
             close_fds([fd for fd in (info_read, child_pidfd) if fd >= 0])
             await self._abort_create(handle, bwrap, cgroup, layout, uid)
             if isinstance(exc, (BackendError, OSError, ValueError, TimeoutError)):
-                detail = _tail(layout.agent_log)
+                detail = tail(layout.agent_log)
                 reason = "timed out waiting for the agent" if isinstance(exc, TimeoutError) else str(exc)
                 raise BackendError(
                     f"sandbox {spec.sandbox_id} failed to start: {reason}" + (f"\n{detail}" if detail else "")
@@ -348,7 +192,7 @@ class BwrapBackend(Backend):
 
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            _bind(listener, layout.socket)
+            bind_listener(listener, layout.socket)
             listener.listen(128)
             path_flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
             log_flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
@@ -436,7 +280,7 @@ class BwrapBackend(Backend):
         elif cgroup is not None:
             with contextlib.suppress(CgroupError):
                 await cgroup.kill_and_remove()
-        _forget_run_files(layout)
+        forget_run_files(layout)
         self._uids.discard(uid)
 
     # --- pause / resume / destroy -----------------------------------------------------------------
@@ -486,7 +330,7 @@ class BwrapBackend(Backend):
                 problems.append(str(exc))
         close_fds([sandbox._agent_pidfd, sandbox._bwrap_pidfd])
         sandbox._agent_pidfd = sandbox._bwrap_pidfd = -1
-        _forget_run_files(sandbox.layout)
+        forget_run_files(sandbox.layout)
         self._uids.discard(sandbox.host_uid)
         if problems:
             raise BackendError(f"sandbox {sandbox.sandbox_id} destroyed, but: {'; '.join(problems)}")
@@ -505,7 +349,7 @@ class BwrapBackend(Backend):
     async def adopt(self, spec: SandboxSpec) -> BwrapSandbox | None:
         """Re-attach to the sandbox recorded in `state_dir/run/agent.json`, or clean up after it."""
         layout = lay.StateLayout(spec.state_dir)
-        record = _read_record(layout)
+        record = read_record(layout)
         cgroup = SandboxCgroup.from_json(record.get("cgroup")) if record else None
         if cgroup is None:
             cgroup = self._cgroups.existing(_cgroup_name(spec.sandbox_id))
@@ -630,91 +474,6 @@ def _cgroup_name(sandbox_id: str) -> str:
     return "osbox-" + re.sub(r"[^A-Za-z0-9_.-]", "_", sandbox_id)[:200]
 
 
-def _bind(listener: socket.socket, path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    if len(str(path).encode()) <= 107:
-        listener.bind(str(path))
-        return
-    dir_fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        listener.bind(f"/proc/self/fd/{dir_fd}/{path.name}")
-    finally:
-        os.close(dir_fd)
-
-
-def _make_traversable(data_dir: Path) -> None:
-    """bwrap runs as the sandbox's uid and resolves its bind sources by path: the data dir and its
-    parents must be searchable (o+x) by others. The data dir is ours to chmod; its parents are not."""
-    for parent in data_dir.parents:
-        if not os.stat(parent).st_mode & stat.S_IXOTH:
-            raise BackendError(
-                f"the data dir {data_dir} is not reachable by unprivileged users ({parent} lacks o+x); "
-                f"choose a data dir elsewhere or run 'chmod o+x {parent}'"
-            )
-    _add_search_bit(data_dir)
-
-
-def _add_search_bit(directory: Path) -> None:
-    mode = os.stat(directory).st_mode
-    if not mode & stat.S_IXOTH:
-        os.chmod(directory, stat.S_IMODE(mode) | stat.S_IXOTH)  # search only: nobody can list it
-
-
-def _prepare_state_dir(layout: lay.StateLayout, data_dir: Path, uid: int, gid: int, *, chown: bool) -> None:
-    layout.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    layout.run.mkdir(exist_ok=True, mode=0o700)
-    (layout.state_dir / "fs").mkdir(exist_ok=True, mode=0o700)
-    if chown:
-        state_dir = layout.state_dir.resolve()
-        for directory in [state_dir / "fs", state_dir, *state_dir.parents]:
-            if directory == data_dir or data_dir not in directory.parents:
-                break
-            _add_search_bit(directory)
-    for directory in (layout.workspace, layout.home, layout.tmp):
-        directory.mkdir(parents=True, exist_ok=True)
-        if chown:
-            _chown_tree(directory, uid, gid)
-        os.chmod(directory, 0o700)  # the sandbox's own user only (it is the only user inside)
-
-
-def _chown_tree(root: Path, uid: int, gid: int) -> None:
-    """Give the sandbox's host user its files (e.g. after a snapshot was copied in as root)."""
-    os.lchown(root, uid, gid)
-    for directory, subdirs, files in os.walk(root):
-        for name in subdirs + files:
-            os.lchown(os.path.join(directory, name), uid, gid)
-
-
-def _write_record(handle: BwrapSandbox, bwrap_pid: int) -> None:
-    record = {
-        "version": _RECORD_VERSION,
-        "sandbox_id": handle.sandbox_id,
-        "agent_pid": handle.agent_pid,
-        "agent_start": start_time(handle.agent_pid),
-        "bwrap_pid": bwrap_pid,
-        "bwrap_start": start_time(bwrap_pid),
-        "uid": handle.host_uid,
-        "gid": handle.host_gid,
-        "cgroup": handle.cgroup.to_json() if handle.cgroup else None,
-        "limits_enforced": handle.limits_enforced,
-        "limits_message": handle.limits_message,
-    }
-    temporary = handle.layout.record.with_suffix(".tmp")
-    temporary.write_text(json.dumps(record))
-    temporary.replace(handle.layout.record)
-
-
-def _read_record(layout: lay.StateLayout) -> dict[str, Any] | None:
-    try:
-        record = json.loads(layout.record.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(record, dict) or record.get("version") != _RECORD_VERSION:
-        return None
-    return record
-
-
 def _pidfd_if_same(pid: int, recorded_start: object) -> int:
     """A pidfd for `pid` if it is still the process that was recorded (same start time), else -1."""
     if not isinstance(recorded_start, int) or pid <= 1:
@@ -746,13 +505,7 @@ async def _clean_leftovers(
         with contextlib.suppress(CgroupError):
             await cgroup.kill_and_remove()
     close_fds([fd for fd in (agent_pidfd, bwrap_pidfd) if fd >= 0])
-    _forget_run_files(layout)
-
-
-def _forget_run_files(layout: lay.StateLayout) -> None:
-    for path in (layout.socket, layout.record):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+    forget_run_files(layout)
 
 
 async def _read_child_pid(info_read: int) -> int:
@@ -773,13 +526,3 @@ async def _read_child_pid(info_read: int) -> int:
         if found:
             return int(found.group(1))
     return 0
-
-
-def _tail(path: Path, limit: int = 2000) -> str:
-    try:
-        with open(path, "rb") as log:
-            log.seek(0, os.SEEK_END)
-            log.seek(max(0, log.tell() - limit))
-            return log.read().decode(errors="replace").strip()
-    except OSError:
-        return ""

@@ -1,0 +1,136 @@
+"""The host side of a sandbox's state dir: permissions, ownership, the adoption record, logs.
+
+See `layout.StateLayout` for what lives where.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import layout as lay
+from .base import BackendError
+from .procs import start_time
+
+if TYPE_CHECKING:
+    from .sandbox import BwrapSandbox
+
+__all__ = [
+    "RECORD_VERSION",
+    "bind_listener",
+    "forget_run_files",
+    "make_traversable",
+    "prepare_state_dir",
+    "read_record",
+    "tail",
+    "write_record",
+]
+
+RECORD_VERSION = 1
+
+
+def bind_listener(listener: socket.socket, path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    if len(str(path).encode()) <= 107:
+        listener.bind(str(path))
+        return
+    dir_fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        listener.bind(f"/proc/self/fd/{dir_fd}/{path.name}")
+    finally:
+        os.close(dir_fd)
+
+
+def make_traversable(data_dir: Path) -> None:
+    """bwrap runs as the sandbox's uid and resolves its bind sources by path: the data dir and its
+    parents must be searchable (o+x) by others. The data dir is ours to chmod; its parents are not."""
+    for parent in data_dir.parents:
+        if not os.stat(parent).st_mode & stat.S_IXOTH:
+            raise BackendError(
+                f"the data dir {data_dir} is not reachable by unprivileged users ({parent} lacks o+x); "
+                f"choose a data dir elsewhere or run 'chmod o+x {parent}'"
+            )
+    _add_search_bit(data_dir)
+
+
+def _add_search_bit(directory: Path) -> None:
+    mode = os.stat(directory).st_mode
+    if not mode & stat.S_IXOTH:
+        os.chmod(directory, stat.S_IMODE(mode) | stat.S_IXOTH)  # search only: nobody can list it
+
+
+def prepare_state_dir(layout: lay.StateLayout, data_dir: Path, uid: int, gid: int, *, chown: bool) -> None:
+    layout.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    layout.run.mkdir(exist_ok=True, mode=0o700)
+    (layout.state_dir / "fs").mkdir(exist_ok=True, mode=0o700)
+    if chown:
+        state_dir = layout.state_dir.resolve()
+        for directory in [state_dir / "fs", state_dir, *state_dir.parents]:
+            if directory == data_dir or data_dir not in directory.parents:
+                break
+            _add_search_bit(directory)
+    for directory in (layout.workspace, layout.home, layout.tmp):
+        directory.mkdir(parents=True, exist_ok=True)
+        if chown:
+            _chown_tree(directory, uid, gid)
+        os.chmod(directory, 0o700)  # the sandbox's own user only (it is the only user inside)
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    """Give the sandbox's host user its files (e.g. after a snapshot was copied in as root)."""
+    os.lchown(root, uid, gid)
+    for directory, subdirs, files in os.walk(root):
+        for name in subdirs + files:
+            os.lchown(os.path.join(directory, name), uid, gid)
+
+
+def write_record(handle: BwrapSandbox, bwrap_pid: int) -> None:
+    """Record what `adopt` needs to find and check this sandbox after a restart."""
+    record = {
+        "version": RECORD_VERSION,
+        "sandbox_id": handle.sandbox_id,
+        "agent_pid": handle.agent_pid,
+        "agent_start": start_time(handle.agent_pid),
+        "bwrap_pid": bwrap_pid,
+        "bwrap_start": start_time(bwrap_pid),
+        "uid": handle.host_uid,
+        "gid": handle.host_gid,
+        "cgroup": handle.cgroup.to_json() if handle.cgroup else None,
+        "limits_enforced": handle.limits_enforced,
+        "limits_message": handle.limits_message,
+    }
+    temporary = handle.layout.record.with_suffix(".tmp")
+    temporary.write_text(json.dumps(record))
+    temporary.replace(handle.layout.record)
+
+
+def read_record(layout: lay.StateLayout) -> dict[str, Any] | None:
+    try:
+        record = json.loads(layout.record.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("version") != RECORD_VERSION:
+        return None
+    return record
+
+
+def forget_run_files(layout: lay.StateLayout) -> None:
+    for path in (layout.socket, layout.record):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def tail(path: Path, limit: int = 2000) -> str:
+    try:
+        with open(path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - limit))
+            return log.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
