@@ -35,6 +35,7 @@ RECORD_VERSION = 1
 
 
 def bind_listener(listener: socket.socket, path: Path) -> None:
+    """Bind a unix socket at `path` (replacing a stale one), however long the path is."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     if len(str(path).encode()) <= 107:
@@ -66,6 +67,11 @@ def _add_search_bit(directory: Path) -> None:
 
 
 def prepare_state_dir(layout: lay.StateLayout, data_dir: Path, uid: int, gid: int, *, chown: bool) -> None:
+    """Make the state dir's `fs/` and `run/` dirs; with `chown`, hand `fs/*` to the sandbox's uid.
+
+    `run/` stays the server's alone (0700). The dirs between the data dir and `fs/` get o+x (search
+    only), so that bwrap, running as the sandbox's uid, can reach its bind sources.
+    """
     layout.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     layout.run.mkdir(exist_ok=True, mode=0o700)
     (layout.state_dir / "fs").mkdir(exist_ok=True, mode=0o700)
@@ -111,6 +117,7 @@ def write_record(handle: BwrapSandbox, bwrap_pid: int) -> None:
 
 
 def read_record(layout: lay.StateLayout) -> dict[str, Any] | None:
+    """The adoption record, or None when it is missing, unreadable or of another version."""
     try:
         record = json.loads(layout.record.read_text())
     except (OSError, ValueError):
@@ -121,12 +128,14 @@ def read_record(layout: lay.StateLayout) -> dict[str, Any] | None:
 
 
 def forget_run_files(layout: lay.StateLayout) -> None:
+    """Remove the socket and the record of a sandbox that is gone (the rest of the state dir stays)."""
     for path in (layout.socket, layout.record):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
 
 def tail(path: Path, limit: int = 2000) -> str:
+    """The last `limit` bytes of a log file, as text ("" if there is none)."""
     try:
         with open(path, "rb") as log:
             log.seek(0, os.SEEK_END)
