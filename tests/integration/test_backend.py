@@ -21,6 +21,7 @@ import pytest
 from osbox.server._agent.protocol import SandboxOSError
 from osbox.server._backend import Backend, BackendError, Mount, SandboxSpec
 from osbox.server._backend.bwrap import UID_BASE, BwrapBackend, BwrapSandbox
+from osbox.server._backend.cgroups import CgroupLayout
 from tests.integration.conftest import requires_bwrap
 
 pytestmark = [requires_bwrap, pytest.mark.timeout(60)]
@@ -436,3 +437,38 @@ async def test_adopt_of_a_dead_sandbox_cleans_up(backend_data_dir: Path, make_sa
         assert not (sandbox.spec.state_dir / "run" / "agent.json").exists()
     finally:
         await second.close()
+
+
+# --- cgroup v2 (where a v2 hierarchy is mounted next to v1, as on hybrid machines) ----------------
+
+
+def _v2_layout() -> CgroupLayout | None:
+    for mount_point in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        root = Path(mount_point)
+        if (root / "cgroup.procs").exists() and (root / "cgroup.subtree_control").exists():
+            return CgroupLayout("v2", {"unified": root}) if os.access(root, os.W_OK) else None
+    return None
+
+
+async def test_cgroup_v2_freeze_kill_and_degraded_limits(backend: Backend) -> None:
+    layout = _v2_layout()
+    if layout is None:
+        pytest.skip("no writable cgroup v2 hierarchy here")
+    assert isinstance(backend, BwrapBackend)
+    backend._cgroups = layout  # use v2 for this backend's sandboxes
+    spec_dir = backend.data_dir / "sandboxes" / "v2"
+    sandbox = await backend.create(SandboxSpec("v2", ["sleep", "60"], spec_dir, memory_bytes=64 << 20))
+    try:
+        assert isinstance(sandbox, BwrapSandbox) and sandbox.cgroup is not None
+        assert sandbox.cgroup.version == "v2" and sandbox.cgroup.contains(sandbox.agent_pid)
+        available = (layout.parents["unified"] / "cgroup.controllers").read_text().split()
+        assert sandbox.limits_enforced == ("memory" in available)
+        if not sandbox.limits_enforced:
+            assert "memory" in sandbox.limits_message
+        await backend.pause(sandbox)
+        assert sandbox.cgroup.is_frozen()
+        await backend.resume(sandbox)
+        assert await run(sandbox, ["echo", "thawed"]) == (0, "thawed\n", "")
+    finally:
+        await backend.destroy(sandbox)
+    assert_gone(sandbox)

@@ -165,9 +165,21 @@ def _enable_v2_controllers(parent: Path) -> None:
     wanted = [c for c in V2_CONTROLLERS if c in available and c not in enabled]
     if not wanted:
         return
-    with contextlib.suppress(OSError):
-        # EBUSY when the parent holds processes (no-internal-process rule): limits then stay off.
-        (parent / "cgroup.subtree_control").write_text(" ".join(f"+{c}" for c in wanted))
+    request = " ".join(f"+{c}" for c in wanted)
+    try:
+        (parent / "cgroup.subtree_control").write_text(request)
+    except OSError as exc:
+        if exc.errno != errno.EBUSY:
+            return  # limits stay off; the sandbox reports it
+        # No-internal-process rule: a cgroup that delegates controllers must hold no processes.
+        # Move the server's group members into a leaf beside the sandboxes', then delegate.
+        leaf = parent / "osbox.server"  # sandbox groups are all "osbox-<id>"
+        with contextlib.suppress(OSError):
+            leaf.mkdir(exist_ok=True)
+            for pid in (parent / "cgroup.procs").read_text().split():
+                with contextlib.suppress(ProcessLookupError):
+                    (leaf / "cgroup.procs").write_text(pid)
+            (parent / "cgroup.subtree_control").write_text(request)
 
 
 @dataclass
