@@ -472,3 +472,15 @@ async def test_cgroup_v2_freeze_kill_and_degraded_limits(backend: Backend) -> No
     finally:
         await backend.destroy(sandbox)
     assert_gone(sandbox)
+
+
+async def test_sees_its_own_cgroup_limits_only(make_sandbox: MakeSandbox) -> None:
+    sandbox = await make_sandbox(memory_bytes=96 << 20)
+    if sandbox.cgroup is None or sandbox.cgroup.version != "v1" or "memory" not in sandbox.cgroup.paths:
+        pytest.skip("needs the cgroup v1 memory controller")
+    code, out, _ = await run(
+        sandbox, ["sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; ls /sys/fs/cgroup"]
+    )
+    limit, *hierarchies = out.split()
+    assert code == 0 and int(limit) == 96 << 20
+    assert not any(name.startswith("osbox-") for name in hierarchies)

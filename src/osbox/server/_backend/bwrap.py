@@ -120,7 +120,7 @@ class BwrapBackend(Backend):
         handle: BwrapSandbox | None = None
         info_read = child_pidfd = -1
         try:
-            bwrap, info_read = self._start_bwrap(spec, layout, uid, gid)
+            bwrap, info_read = self._start_bwrap(spec, layout, uid, gid, cgroup)
             bwrap_pidfd = os.pidfd_open(bwrap.pid)
             child_pid = await _read_child_pid(info_read)
             if child_pid > 0:  # a pidfd, so that a failed start can kill it without pid-reuse risk
@@ -181,7 +181,7 @@ class BwrapBackend(Backend):
         return fds[0], agent_pid
 
     def _start_bwrap(
-        self, spec: SandboxSpec, layout: lay.StateLayout, uid: int, gid: int
+        self, spec: SandboxSpec, layout: lay.StateLayout, uid: int, gid: int, cgroup: SandboxCgroup | None
     ) -> tuple[subprocess.Popen[bytes], int]:
         """Start bwrap; returns it and the read end of its info pipe."""
         opened: list[int] = []
@@ -229,6 +229,7 @@ class BwrapBackend(Backend):
                 fds=fds,
                 entries=self._entries,
                 hidden=hidden,
+                cgroup_dirs=list(cgroup.paths.values()) if cgroup is not None else [],
             )
             agent_log = keep(os.open(layout.agent_log, log_flags, 0o600))
             identity: dict[str, Any] = {}

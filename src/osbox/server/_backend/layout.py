@@ -177,6 +177,24 @@ def _shadow_argv(directory: str) -> list[str]:
     return argv
 
 
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _cgroup_view_argv(cgroup_dirs: Sequence[Path]) -> list[str]:
+    """Cover /sys/fs/cgroup; bind each of the sandbox's groups where its hierarchy is mounted."""
+    if not _CGROUP_ROOT.is_dir():
+        return []
+    argv = ["--tmpfs", str(_CGROUP_ROOT)]
+    for directory in cgroup_dirs:
+        if _CGROUP_ROOT not in directory.parents:
+            continue
+        hierarchy = _CGROUP_ROOT / directory.relative_to(_CGROUP_ROOT).parts[0]
+        # A pure v2 machine mounts the hierarchy at /sys/fs/cgroup itself.
+        target = _CGROUP_ROOT if (_CGROUP_ROOT / "cgroup.procs").exists() else hierarchy
+        argv += ["--ro-bind", str(directory), str(target)]
+    return [*argv, "--remount-ro", str(_CGROUP_ROOT)]
+
+
 def base_env(spec_env: Mapping[str, str]) -> dict[str, str]:
     """The sandbox's base environment: a clean login-like set, then the spec's variables."""
     env = {
@@ -232,8 +250,13 @@ def bwrap_argv(
     fds: BwrapFds,
     entries: Sequence[tuple[str, str | None]],
     hidden: Sequence[str],
+    cgroup_dirs: Sequence[Path] = (),
 ) -> list[str]:
-    """The full bwrap command line that starts the agent as PID 1 (no secrets in it)."""
+    """The full bwrap command line that starts the agent as PID 1 (no secrets in it).
+
+    `cgroup_dirs` are the sandbox's own cgroups: they replace the host's tree under
+    /sys/fs/cgroup, so the sandbox sees its own limits and not its neighbours' groups.
+    """
     argv = [
         bwrap,
         "--unshare-all",  # user, pid, mount, net (loopback only), uts, ipc, cgroup
@@ -270,6 +293,7 @@ def bwrap_argv(
         argv += ["--remount-ro", directory]
     for path in hidden:
         argv += ["--tmpfs", path, "--remount-ro", path]
+    argv += _cgroup_view_argv(cgroup_dirs)
     argv += [
         "--remount-ro", "/",  # bwrap's own root tmpfs: nothing may be created next to /usr
         "--chdir", WORKSPACE,
