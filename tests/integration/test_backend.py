@@ -484,3 +484,15 @@ async def test_sees_its_own_cgroup_limits_only(make_sandbox: MakeSandbox) -> Non
     limit, *hierarchies = out.split()
     assert code == 0 and int(limit) == 96 << 20
     assert not any(name.startswith("osbox-") for name in hierarchies)
+
+
+async def test_a_sandbox_that_died_fails_clearly(backend: Backend, make_sandbox: MakeSandbox) -> None:
+    sandbox = await make_sandbox(["sleep", "60"])
+    waiting = await sandbox.spawn(["sleep", "60"], env={}, cwd="/")
+    os.kill(sandbox.agent_pid, signal.SIGKILL)  # PID 1 dies: so does everything in the sandbox
+    assert await waiting.wait() == -signal.SIGKILL
+    await wait_until(lambda: not backend.is_alive(sandbox))
+    with pytest.raises(BackendError, match="not reachable"):
+        await sandbox.call("stat", paths=["/workspace"])
+    await backend.destroy(sandbox)
+    assert_gone(sandbox)
