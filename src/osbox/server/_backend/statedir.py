@@ -51,13 +51,17 @@ def bind_listener(listener: socket.socket, path: Path) -> None:
 def make_traversable(data_dir: Path) -> None:
     """bwrap runs as the sandbox's uid and resolves its bind sources by path: the data dir and its
     parents must be searchable (o+x) by others. The data dir is ours to chmod; its parents are not."""
-    for parent in data_dir.parents:
+    _require_searchable(data_dir, "data dir")
+    _add_search_bit(data_dir)
+
+
+def _require_searchable(path: Path, what: str) -> None:
+    for parent in path.parents:
         if not os.stat(parent).st_mode & stat.S_IXOTH:
             raise BackendError(
-                f"the data dir {data_dir} is not reachable by unprivileged users ({parent} lacks o+x); "
-                f"choose a data dir elsewhere or run 'chmod o+x {parent}'"
+                f"the {what} {path} is not reachable by unprivileged users ({parent} lacks o+x); "
+                f"choose a {what} elsewhere or run 'chmod o+x {parent}'"
             )
-    _add_search_bit(data_dir)
 
 
 def _add_search_bit(directory: Path) -> None:
@@ -77,10 +81,13 @@ def prepare_state_dir(layout: lay.StateLayout, data_dir: Path, uid: int, gid: in
     (layout.state_dir / "fs").mkdir(exist_ok=True, mode=0o700)
     if chown:
         state_dir = layout.state_dir.resolve()
-        for directory in [state_dir / "fs", state_dir, *state_dir.parents]:
+        _add_search_bit(state_dir / "fs")
+        _add_search_bit(state_dir)
+        for directory in state_dir.parents:  # up to the data dir, when the state dir is inside it
             if directory == data_dir or data_dir not in directory.parents:
                 break
             _add_search_bit(directory)
+        _require_searchable(layout.workspace, "state dir")
     for directory in (layout.workspace, layout.home, layout.tmp):
         directory.mkdir(parents=True, exist_ok=True)
         if chown:
