@@ -9,6 +9,8 @@ sandbox's handle in `scope["osbox.sandbox"]`. Everything is torn down in `finall
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import secrets
 import shutil
@@ -19,6 +21,7 @@ from typing import Any
 
 import httpx2
 import pytest
+import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from osbox.server._backend.base import Backend, SandboxHandle, SandboxSpec
@@ -63,6 +66,26 @@ class Execd:
     service: ExecdService
     client: httpx2.AsyncClient
     state_dir: Path
+
+    @contextlib.asynccontextmanager
+    async def live_client(self) -> AsyncIterator[httpx2.AsyncClient]:
+        """A client over a real loopback socket (uvicorn), for streams that must arrive as they go."""
+        config = uvicorn.Config(
+            _with_sandbox(self.service.app, self.handle), host="127.0.0.1", port=0, log_level="warning"
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        try:
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+            port = server.servers[0].sockets[0].getsockname()[1]
+            async with httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+                yield client
+        finally:
+            server.should_exit = True
+            await task
 
     async def run(self, command: str, **options: Any) -> list[dict[str, Any]]:
         """POST /command and return the parsed events."""

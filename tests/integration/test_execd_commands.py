@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
-from tests.integration.execd_fixtures import Execd, check_spec, execd, parse_events  # noqa: F401
+from tests.integration.execd_fixtures import Execd, check_spec, parse_events
 
 
-async def wait_for(condition, *, timeout: float = 20.0, what: str = "condition"):  # type: ignore[no-untyped-def]
-    """Poll an async condition until truthy (for things that happen in the sandbox)."""
-    deadline = time.monotonic() + timeout
+async def wait_for(condition: Callable[[], Awaitable[bool]], *, within: float = 20.0, what: str = "") -> None:
+    """Poll an async condition until true (for things that happen in the sandbox)."""
+    deadline = time.monotonic() + within
     while True:
-        value = await condition()
-        if value:
-            return value
+        if await condition():
+            return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
@@ -110,7 +110,8 @@ async def test_background_logs_with_cursor_and_interrupt(execd: Execd) -> None:
 
 
 async def test_background_timeout(execd: Execd) -> None:
-    response = await execd.client.post("/command", json={"command": "sleep 30", "background": True, "timeout": 200})
+    body = {"command": "sleep 30", "background": True, "timeout": 200}
+    response = await execd.client.post("/command", json=body)
     command_id = parse_events(response.text)[0]["text"]
 
     async def finished() -> bool:
@@ -139,7 +140,8 @@ async def test_foreground_survives_client_disconnect(execd: Execd) -> None:
 
 
 async def test_command_errors(execd: Execd) -> None:
-    bad_json = await execd.client.post("/command", content=b"{not json", headers={"content-type": "application/json"})
+    headers = {"content-type": "application/json"}
+    bad_json = await execd.client.post("/command", content=b"{not json", headers=headers)
     assert bad_json.status_code == 400 and bad_json.json()["code"] == "INVALID_REQUEST_BODY"
     missing = await execd.client.post("/command", json={"cwd": "/"})
     assert missing.status_code == 400 and missing.json()["code"] == "INVALID_REQUEST_BODY"

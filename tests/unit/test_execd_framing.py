@@ -85,7 +85,9 @@ def test_parse_range(header: str, expected: tuple[int, int] | None) -> None:
     assert parse_range(header, 100) == expected
 
 
-@pytest.mark.parametrize("header", ["bytes=5-2", "items=0-1", "bytes=0-1,3-4", "bytes=-0", "bytes=a-b", "bytes="])
+@pytest.mark.parametrize(
+    "header", ["bytes=5-2", "items=0-1", "bytes=0-1,3-4", "bytes=-0", "bytes=a-b", "bytes="]
+)
 def test_parse_range_rejects(header: str) -> None:
     with pytest.raises(ValueError):
         parse_range(header, 100)

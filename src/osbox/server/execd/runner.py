@@ -137,6 +137,7 @@ class Execution:
             if fd is not None
         ]
         waiter = asyncio.ensure_future(self.process.wait())
+        ended = False
         try:
             done, _ = await asyncio.wait({waiter}, timeout=self.spec.timeout_s)
             if not done:
@@ -152,7 +153,10 @@ class Execution:
             if self.channel is not None:
                 await self.channel.publish(self._final_event())
                 await self.channel.close()
+            ended = True
         finally:
+            if self.channel is not None and not ended:
+                self.channel.abort()  # killed or failed: end the client's stream instead of pinging forever
             for pump in pumps:
                 pump.cancel()
             if not waiter.done():
@@ -228,8 +232,6 @@ class Execution:
         if self.process is not None and self.running:
             self.process.signal_group(signal.SIGKILL)
         if self._task is not None:
-            if self.channel is not None:
-                self.channel.detach()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(self._task), DRAIN_SECONDS * 5)
             if not self._task.done():

@@ -141,6 +141,14 @@ class EventChannel:
         except TimeoutError:
             self.detach()
 
+    def abort(self) -> None:
+        """End the stream now, dropping what is still queued (the producer died)."""
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        if not self.detached:
+            self._queue.put_nowait(_CLOSED)
+        self.detached = True
+
     def detach(self) -> None:
         """The reader is gone: drop what is queued and everything that follows."""
         self.detached = True

@@ -1,0 +1,100 @@
+"""Bash sessions and metrics against a real sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx2
+
+from tests.integration.execd_fixtures import Execd, check_spec, parse_events
+
+
+async def run_in(execd: Execd, session_id: str, command: str, **options: object) -> list[dict[str, object]]:
+    response = await execd.client.post(f"/session/{session_id}/run", json={"command": command, **options})
+    assert response.status_code == 200, response.text
+    return parse_events(response.text)
+
+
+def stdout(events: list[dict[str, object]]) -> list[object]:
+    return [e["text"] for e in events if e["type"] == "stdout"]
+
+
+async def test_session_keeps_exported_env_and_cwd(execd: Execd) -> None:
+    created = await execd.client.post("/session", json={"cwd": "/workspace/proj"})
+    check_spec(created)
+    session_id = created.json()["session_id"]
+    events = await run_in(execd, session_id, "pwd; export A=1; B=2; cd /tmp; echo err >&2")
+    assert events[0] == {**events[0], "type": "init", "text": session_id}
+    assert stdout(events) == ["/workspace/proj", "err"], "stderr is merged into stdout"
+    assert events[-1]["type"] == "execution_complete"
+    events = await run_in(execd, session_id, 'pwd; echo "A=$A B=$B"')
+    assert stdout(events) == ["/tmp", "A=1 B="]
+    events = await run_in(execd, session_id, "pwd", cwd="/workspace")
+    assert stdout(events) == ["/workspace"]
+    events = await run_in(execd, session_id, "pwd; exit 4")
+    assert stdout(events) == ["/workspace"], "a per-run cwd sticks"
+    assert events[-1]["type"] == "error" and events[-1]["error"]["evalue"] == "4"  # type: ignore[index]
+
+
+async def test_session_empty_body_timeout_and_delete(execd: Execd) -> None:
+    created = await execd.client.post("/session")
+    assert created.status_code == 200
+    session_id = created.json()["session_id"]
+    events = await run_in(execd, session_id, "sleep 30", timeout=200)
+    assert events[-1]["type"] == "error" and events[-1]["error"]["evalue"] == "-1"  # type: ignore[index]
+    deleted = await execd.client.delete(f"/session/{session_id}")
+    assert deleted.status_code == 200
+    gone = await execd.client.delete(f"/session/{session_id}")
+    assert gone.status_code == 404 and gone.json()["code"] == "CONTEXT_NOT_FOUND"
+    run_gone = await execd.client.post(f"/session/{session_id}/run", json={"command": "true"})
+    assert run_gone.status_code == 404 and run_gone.json()["code"] == "CONTEXT_NOT_FOUND"
+
+
+async def test_session_bad_requests(execd: Execd) -> None:
+    session_id = (await execd.client.post("/session", json={})).json()["session_id"]
+    no_command = await execd.client.post(f"/session/{session_id}/run", json={})
+    assert no_command.status_code == 400
+    bad_json = await execd.client.post(
+        f"/session/{session_id}/run", content=b"[", headers={"content-type": "x"}
+    )
+    assert bad_json.status_code == 400 and bad_json.json()["code"] == "INVALID_REQUEST_BODY"
+    bad_body = await execd.client.post("/session", content=b"{oops")
+    assert bad_body.status_code == 400
+
+
+async def test_delete_session_kills_its_running_command(execd: Execd) -> None:
+    session_id = (await execd.client.post("/session")).json()["session_id"]
+    async with execd.live_client() as client:
+        parts: list[str] = []
+        deleter: asyncio.Task[httpx2.Response] | None = None
+        run = client.stream("POST", f"/session/{session_id}/run", json={"command": "sleep 60"})
+        async with run as stream:
+            async for chunk in stream.aiter_text():
+                parts.append(chunk)
+                if deleter is None and "init" in chunk:
+                    deleter = asyncio.create_task(client.delete("/command", params={"id": session_id}))
+        assert deleter is not None and (await deleter).status_code == 200
+    assert '"evalue":"-1"' in "".join(parts)
+
+
+async def test_metrics(execd: Execd) -> None:
+    response = await execd.client.get("/metrics")
+    check_spec(response)
+    body = response.json()
+    assert body["cpu_count"] > 0 and 0 <= body["cpu_used_pct"] <= 100
+    assert 0 < body["mem_used_mib"] <= body["mem_total_mib"]
+    assert body["timestamp"] > 1_600_000_000_000
+
+
+async def test_metrics_watch_streams_objects(execd: Execd) -> None:
+    seen: list[dict[str, object]] = []
+    async with execd.live_client() as client, client.stream("GET", "/metrics/watch") as stream:
+        async for line in stream.aiter_lines():
+            if line.strip():
+                seen.append(json.loads(line))
+            if len(seen) == 2:
+                break
+    assert all(
+        {"cpu_count", "cpu_used_pct", "mem_total_mib", "mem_used_mib", "timestamp"} <= set(s) for s in seen
+    )
