@@ -329,10 +329,12 @@ async def test_fork_bomb_is_contained_and_cleaned_up(backend: Backend, make_sand
     sandbox = await make_sandbox(pids_max=40)
     if not sandbox.limits_enforced or sandbox.cgroup is None or "pids" not in sandbox.cgroup.paths:
         pytest.skip(f"pids limits are not enforced here: {sandbox.limits_message}")
-    bomb = await sandbox.spawn(["sh", "-c", "b() { b | b & }; b"], env={}, cwd="/")
-    pids_file = sandbox.cgroup.paths["pids"] / "pids.current"
-    await wait_until(lambda: int(pids_file.read_text()) >= 35)
-    assert int(pids_file.read_text()) <= 40
+    # Every process forks forever, ignoring failures, so the bomb cannot burn out by itself.
+    bomb_code = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
+    bomb = await sandbox.spawn(["python3", "-S", "-c", bomb_code], env={}, cwd="/")
+    pids_dir = sandbox.cgroup.paths["pids"]
+    await wait_until(lambda: "max 0" not in (pids_dir / "pids.events").read_text())  # forks were refused
+    assert int((pids_dir / "pids.current").read_text()) <= 40
     await backend.destroy(sandbox)
     await bomb.wait()  # its leader may have exited on its own, leaving the bomb running
     assert_gone(sandbox)
