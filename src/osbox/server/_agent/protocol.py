@@ -165,20 +165,23 @@ class LineBuffer:
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        self._scanned = 0  # bytes already known to hold no newline (keeps big messages linear)
 
     def feed(self, data: bytes) -> None:
         """Append received bytes."""
         self._buffer += data
-        if len(self._buffer) > MAX_LINE and b"\n" not in self._buffer:
+        if len(self._buffer) > MAX_LINE and self._buffer.find(b"\n", self._scanned) < 0:
             raise AgentError("message too large")
 
     def next_message(self) -> dict[str, Any] | None:
         """The next complete message, or None if no full line has arrived yet."""
-        end = self._buffer.find(b"\n")
+        end = self._buffer.find(b"\n", self._scanned)
         if end < 0:
+            self._scanned = len(self._buffer)
             return None
         line = bytes(self._buffer[:end])
         del self._buffer[: end + 1]
+        self._scanned = 0
         try:
             message = _loads(line.decode())
         except (ValueError, UnicodeDecodeError) as exc:
