@@ -14,7 +14,8 @@ import contextlib
 import json
 import secrets
 import shutil
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ BASE_URL = "http://execd.test"
 
 def make_backend(data_dir: Path) -> Backend:
     """The runtime's default backend (kept as a function so it is easy to swap when debugging)."""
-    from osbox.server._backend import default_backend  # type: ignore[attr-defined]
+    from osbox.server._backend import default_backend
 
     backend: Backend = default_backend(data_dir)
     return backend
@@ -43,7 +44,7 @@ def runtime_missing() -> str | None:
     if shutil.which("bwrap") is None:
         return "bubblewrap (bwrap) is not installed"
     try:
-        from osbox.server._backend import default_backend  # type: ignore[attr-defined]  # noqa: F401
+        from osbox.server._backend import default_backend  # noqa: F401
     except ImportError:
         return "osbox.server._backend.default_backend is not available yet"
     return None
@@ -121,17 +122,28 @@ def check_spec(response: httpx2.Response) -> None:
 
 
 @pytest.fixture
-async def execd(tmp_path: Path) -> AsyncIterator[Execd]:
+def sandbox_data_dir() -> Iterator[Path]:
+    """A backend data dir its unprivileged sandbox user can traverse (pytest's tmp dirs are 0700)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="osbox-execd-test-"))
+    try:
+        data_dir.chmod(0o755)
+        (data_dir / "sandboxes" / "t").mkdir(parents=True)
+        yield data_dir
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+async def execd(tmp_path: Path, sandbox_data_dir: Path) -> AsyncIterator[Execd]:
     """A fresh sandbox served by a fresh ExecdService."""
     missing = runtime_missing()
     if missing:
         pytest.skip(missing)
-    backend = make_backend(tmp_path / "data")
+    backend = make_backend(sandbox_data_dir)
     service = ExecdService(log_dir=tmp_path / "logs")
     handle: SandboxHandle | None = None
     try:
-        state_dir = tmp_path / "sandbox"
-        state_dir.mkdir()
+        state_dir = sandbox_data_dir / "sandboxes" / "t"
         spec = SandboxSpec(
             sandbox_id="t" + secrets.token_hex(6),
             entrypoint=["tail", "-f", "/dev/null"],

@@ -101,7 +101,11 @@ def test_search_globs_on_basename_with_braces(tmp_path: Path) -> None:
         p = tmp_path / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(rel)
-    names = lambda found: sorted(os.path.relpath(i["path"], tmp_path) for i in found)  # noqa: E731
+
+    def names(found: object) -> list[str]:
+        assert isinstance(found, list)
+        return sorted(os.path.relpath(i["path"], tmp_path) for i in found)
+
     assert names(call("search", path=str(tmp_path), pattern="*.py")) == ["a.py", "sub/c.py"]
     assert names(call("search", path=str(tmp_path), pattern="*.{md,rs}")) == ["sub/deeper/d.md", "sub/e.rs"]
     assert names(call("search", path=str(tmp_path), pattern="?.txt")) == ["b.txt"]
