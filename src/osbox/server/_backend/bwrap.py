@@ -118,7 +118,7 @@ class BwrapBackend(Backend):
             raise
         bwrap: subprocess.Popen[bytes] | None = None
         handle: BwrapSandbox | None = None
-        info_read = child_pidfd = -1
+        info_read = child_pidfd = bwrap_pidfd = -1
         try:
             bwrap, info_read = self._start_bwrap(spec, layout, uid, gid, cgroup)
             bwrap_pidfd = os.pidfd_open(bwrap.pid)
@@ -146,6 +146,8 @@ class BwrapBackend(Backend):
                 with contextlib.suppress(OSError):
                     signal.pidfd_send_signal(child_pidfd, signal.SIGKILL)  # takes its PID namespace along
             close_fds([fd for fd in (info_read, child_pidfd) if fd >= 0])
+            if handle is None and bwrap_pidfd >= 0:
+                close_fds([bwrap_pidfd])  # the handle owns it otherwise
             await self._abort_create(handle, bwrap, cgroup, layout, uid)
             if isinstance(exc, (BackendError, OSError, ValueError, TimeoutError)):
                 detail = tail(layout.agent_log)
