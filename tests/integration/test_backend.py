@@ -498,3 +498,27 @@ async def test_a_sandbox_that_died_fails_clearly(backend: Backend, make_sandbox:
         await sandbox.call("stat", paths=["/workspace"])
     await backend.destroy(sandbox)
     assert_gone(sandbox)
+
+
+async def test_no_descriptor_leaks_in_the_server(backend: Backend, backend_data_dir: Path) -> None:
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async def cycle(index: int) -> None:
+        spec = SandboxSpec(f"fd{index}", ["sleep", "60"], backend_data_dir / "sandboxes" / f"fd{index}")
+        sandbox = await backend.create(spec)
+        try:
+            assert isinstance(sandbox, BwrapSandbox)
+            assert (await run(sandbox, ["true"]))[0] == 0
+            await sandbox.call("stat", paths=["/workspace"])
+            os.close(await sandbox.open_file("/workspace", os.O_RDONLY))
+            with pytest.raises(SandboxOSError):
+                await sandbox.connect(1)
+        finally:
+            await backend.destroy(sandbox)
+
+    await cycle(0)  # warm up: executor threads, lazily opened files
+    before = open_fds()
+    for index in range(1, 4):
+        await cycle(index)
+    assert open_fds() == before
