@@ -152,10 +152,16 @@ async def download(request: Request) -> Response:
 # --- upload ----------------------------------------------------------------------------------
 
 
-def _write_all(fd: int, data: bytes | bytearray) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+def _write_all(fd: int, pieces: list[memoryview]) -> None:
+    """Write every piece, in order, with as few system calls as the kernel allows."""
+    while pieces:
+        written = os.writev(fd, pieces[:1024])
+        while written and pieces:
+            if written >= len(pieces[0]):
+                written -= len(pieces.pop(0))
+            else:
+                pieces[0] = pieces[0][written:]
+                written = 0
 
 
 class _Upload:
@@ -171,7 +177,9 @@ class _Upload:
         self._meta = bytearray()
         self._target: dict[str, Any] | None = None
         self._fd: int | None = None
-        self._buffer = bytearray()
+        # Slices of the received chunks, not copies: written out with writev once 1 MiB is queued.
+        self._pending: list[memoryview] = []
+        self._pending_size = 0
 
     # Parser callbacks only record what happened; the async work runs after each parser.write.
     def callbacks(self, events: list[tuple[str, Any]]) -> Any:
@@ -191,7 +199,7 @@ class _Upload:
             "on_header_value": on_header_value,
             "on_header_end": on_header_end,
             "on_headers_finished": lambda: events.append(("begin", dict(self._headers))),
-            "on_part_data": lambda data, start, end: events.append(("data", data[start:end])),
+            "on_part_data": lambda data, start, end: events.append(("data", memoryview(data)[start:end])),
             "on_part_end": lambda: events.append(("end", None)),
         }
 
@@ -207,8 +215,9 @@ class _Upload:
                 if len(self._meta) > MAX_METADATA_BYTES:
                     raise bad_request("metadata part too large", INVALID_FILE_METADATA)
             elif self._kind == "file":
-                self._buffer += value
-                if len(self._buffer) >= CHUNK:
+                self._pending.append(value)
+                self._pending_size += len(value)
+                if self._pending_size >= CHUNK:
                     await self._flush()
         elif kind == "end":
             if self._kind == "metadata":
@@ -227,9 +236,9 @@ class _Upload:
         self._fd = await _open(self.handle, plan["temp"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
 
     async def _flush(self) -> None:
-        if self._buffer and self._fd is not None:
-            data, self._buffer = self._buffer, bytearray()
-            await asyncio.to_thread(_write_all, self._fd, data)
+        if self._pending and self._fd is not None:
+            pieces, self._pending, self._pending_size = self._pending, [], 0
+            await asyncio.to_thread(_write_all, self._fd, pieces)
 
     async def _finish_target(self) -> None:
         await self._flush()
