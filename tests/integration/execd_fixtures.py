@@ -67,6 +67,7 @@ class Execd:
     service: ExecdService
     client: httpx2.AsyncClient
     state_dir: Path
+    backend: Backend
 
     @contextlib.asynccontextmanager
     async def live_client(self) -> AsyncIterator[httpx2.AsyncClient]:
@@ -128,6 +129,7 @@ def sandbox_data_dir() -> Iterator[Path]:
     try:
         data_dir.chmod(0o755)
         (data_dir / "sandboxes" / "t").mkdir(parents=True)
+        (data_dir / "sandboxes" / "limited").mkdir()
         yield data_dir
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -153,7 +155,7 @@ async def execd(tmp_path: Path, sandbox_data_dir: Path) -> AsyncIterator[Execd]:
         handle = await backend.create(spec)
         transport = httpx2.ASGITransport(app=_with_sandbox(service.app, handle))
         async with httpx2.AsyncClient(transport=transport, base_url=BASE_URL, timeout=60) as client:
-            yield Execd(handle, service, client, state_dir)
+            yield Execd(handle, service, client, state_dir, backend)
     finally:
         await service.aclose()
         if handle is not None:

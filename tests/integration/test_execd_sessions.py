@@ -6,7 +6,9 @@ import asyncio
 import json
 
 import httpx2
+import pytest
 
+from osbox.server._backend.base import SandboxSpec
 from tests.integration.execd_fixtures import Execd, check_spec, parse_events
 
 
@@ -98,3 +100,24 @@ async def test_metrics_watch_streams_objects(execd: Execd) -> None:
     assert all(
         {"cpu_count", "cpu_used_pct", "mem_total_mib", "mem_used_mib", "timestamp"} <= set(s) for s in seen
     )
+
+
+async def test_metrics_reflect_the_sandbox_limits(execd: Execd) -> None:
+    spec = SandboxSpec(
+        sandbox_id="lim" + execd.handle.sandbox_id,
+        entrypoint=["tail", "-f", "/dev/null"],
+        state_dir=execd.state_dir.parent / "limited",
+        cpu_cores=0.5,
+        memory_bytes=256 * 1024 * 1024,
+    )
+    limited = await execd.backend.create(spec)
+    try:
+        if not limited.limits_enforced:
+            pytest.skip(f"cgroup limits not enforced here: {limited.limits_message}")
+        body = await execd.service._metrics.snapshot(limited)
+        assert body["cpu_count"] == 0.5
+        assert body["mem_total_mib"] == 256
+        assert 0 < body["mem_used_mib"] < 256
+    finally:
+        await execd.backend.destroy(limited)
+        await execd.service.forget(limited.sandbox_id)
