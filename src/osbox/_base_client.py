@@ -140,8 +140,9 @@ class BaseClient:
         return clone
 
     def _build(self, req: APIRequest[Any], *, stream: bool = False) -> httpx2.Request:
-        headers = self._headers.copy()
+        headers = self._headers
         if req.headers:
+            headers = headers.copy()
             headers.update(req.headers)
         timeout = self.timeout
         if stream or req.download_to is not None:

@@ -137,11 +137,13 @@ def path(template: str, **params: str | int) -> str:
     return template.format(**encoded)
 
 
+@functools.cache
 def model(cls: type[M]) -> Parser[M]:
-    """A parser that validates a JSON body into `cls`."""
+    """A parser that validates a JSON body into `cls` (made once per class, then reused)."""
     return functools.partial(_parse_model, pydantic.TypeAdapter(cls))
 
 
+@functools.cache
 def adapter(tp: Any) -> Parser[Any]:
     """A parser that validates a JSON body into any type (`list[FileInfo]`, `dict[str, X]`, ...)."""
     return functools.partial(_parse_model, pydantic.TypeAdapter(tp))
