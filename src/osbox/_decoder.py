@@ -67,7 +67,9 @@ class EventDecoder:
         Returns None when the lines are anything else (SSE fields, an object spread over lines),
         and the line-by-line path decides.
         """
-        body = [line for line in lines if line and line != b"\r"]
+        body = list(filter(None, lines))  # drops the blank separator lines (C speed)
+        if b"\r" in body:  # CRLF framing: its blank lines are b"\r"
+            body = [line for line in body if line != b"\r"]
         if not body:
             return []
         if body[0][:1] != b"{":
@@ -76,7 +78,7 @@ class EventDecoder:
             objects = json.loads(b"[" + b",".join(body) + b"]")
         except ValueError:
             return None
-        if len(objects) != len(body) or any(type(obj) is not dict for obj in objects):
+        if len(objects) != len(body) or set(map(type, objects)) != {dict}:
             return None
         return objects  # type: ignore[no-any-return]
 
