@@ -3,9 +3,8 @@ and a walk over every schema of the four OpenAPI documents."""
 
 from __future__ import annotations
 
-import inspect
-
 import functools
+import inspect
 import os
 import re
 from datetime import UTC, datetime, timedelta, timezone
