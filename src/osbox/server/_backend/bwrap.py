@@ -36,6 +36,7 @@ from typing import Any
 
 from . import layout as lay
 from .agent_client import close_fds, request
+from .agent_code import agent_files
 from .base import Backend, BackendError, SandboxHandle, SandboxSpec
 from .cgroups import CgroupError, CgroupLayout, Limits, SandboxCgroup
 from .procs import host_pid_of_pidfd, pidfd_exited, start_time, wait_fd, wait_pidfd
@@ -76,10 +77,8 @@ class BwrapBackend(Backend):
         self._cgroups = CgroupLayout.detect()
         self._entries = lay.root_entries()
         self._uids: set[int] = set()
-        self._memfds: dict[str, int] = {}
-        for source in sorted(_AGENT_DIR.glob("*.py")):
-            if source.name != "__init__.py":
-                self._memfds[source.name] = _memfd(source.name, source.read_bytes())
+        files, self._agent_script = agent_files(self._python, _AGENT_DIR, lay.AGENT_DIR)
+        self._memfds = {name: _memfd(name, data) for name, data in files.items()}
         passwd, group = lay.passwd_with_sandbox_user(_read("/etc/passwd"), _read("/etc/group"))
         self._etc = {
             "/etc/passwd": _memfd("passwd", passwd.encode()),
@@ -227,6 +226,7 @@ class BwrapBackend(Backend):
             argv = lay.bwrap_argv(
                 bwrap=self._bwrap,
                 python=self._python,
+                agent_script=self._agent_script,
                 hostname=spec.hostname,
                 fds=fds,
                 entries=self._entries,

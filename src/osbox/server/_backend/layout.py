@@ -247,6 +247,7 @@ def bwrap_argv(
     bwrap: str,
     python: str,
     hostname: str,
+    agent_script: str = "main.py",
     fds: BwrapFds,
     entries: Sequence[tuple[str, str | None]],
     hidden: Sequence[str],
@@ -299,7 +300,7 @@ def bwrap_argv(
         "--chdir", WORKSPACE,
         "--",
         # -W: Python >= 3.12 warns on every fork from a threaded process; the agent's fork only execs.
-        python, "-S", "-I", "-W", "ignore::DeprecationWarning", f"{AGENT_DIR}/main.py",
+        python, "-S", "-I", "-W", "ignore::DeprecationWarning", f"{AGENT_DIR}/{agent_script}",
         "--listen-fd", str(fds.listen),
         "--log-fd", str(fds.log),
     ]  # fmt: skip
