@@ -127,6 +127,18 @@ def _executables(program: str, env: dict[str, str]) -> list[str]:
     return [os.path.join(d or ".", program) for d in env.get("PATH", os.defpath).split(os.pathsep)]
 
 
+def _reset_oom_score() -> None:
+    """In a child: undo the agent's OOM protection, which fork inherits, so the workload is killable."""
+    try:
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
 def _fork_exec(argv: list[str], env: dict[str, str], cwd: str, stdio: list[int]) -> int:
     """Fork, and in the child: new session, stdio, cwd, exec. Raises the child's OSError.
 
@@ -146,6 +158,7 @@ def _fork_exec(argv: list[str], env: dict[str, str], cwd: str, stdio: list[int])
             os.closerange(error_write + 1, 1 << 20)
             _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)  # Python ignores it; programs expect it
             _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
+            _reset_oom_score()
             os.chdir(cwd)
             stage = b"exec"
             first_error: OSError | None = None
@@ -374,7 +387,13 @@ def main(argv: list[str]) -> None:
                     conn_fd, _addr = listener._accept()
                 except OSError:
                     continue
-                _thread.start_new_thread(_serve, (_socket.socket(fileno=conn_fd),))
+                conn = _socket.socket(fileno=conn_fd)
+                try:
+                    _thread.start_new_thread(_serve, (conn,))
+                except RuntimeError:
+                    # No thread to be had: the sandbox is at its pids limit (a fork bomb, say).
+                    # Refuse this one request and stay alive: PID 1 exiting would end the sandbox.
+                    conn.close()
         except KeyboardInterrupt:
             continue  # SIGINT sent to PID 1 from inside the sandbox: ignore
 

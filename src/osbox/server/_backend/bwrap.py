@@ -179,6 +179,7 @@ class BwrapBackend(Backend):
         agent_pid = host_pid_of_pidfd(fds[0])
         if cgroup is not None and not cgroup.contains(agent_pid):
             await loop.run_in_executor(None, cgroup.add, agent_pid)
+        _protect_from_oom_killer(agent_pid)
         return fds[0], agent_pid
 
     def _start_bwrap(
@@ -529,3 +530,13 @@ async def _read_child_pid(info_read: int) -> int:
         if found:
             return int(found.group(1))
     return 0
+
+
+def _protect_from_oom_killer(agent_pid: int) -> None:
+    """Make the OOM killer pick the sandbox's workload, never its agent (PID 1, whose exit ends it).
+
+    Lowering `oom_score_adj` needs CAP_SYS_RESOURCE, which the sandbox lacks (and which a server in
+    some containers lacks too: then the agent keeps the default score, as the smallest process).
+    """
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{agent_pid}/oom_score_adj").write_text("-1000")
