@@ -25,29 +25,13 @@ import pytest
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from osbox.server._backend import default_backend
 from osbox.server._backend.base import Backend, SandboxHandle, SandboxSpec
 from osbox.server.execd import ExecdService
+from tests.integration.conftest import bwrap_missing
 from tests.spec_check import SpecCheck, specs_dir
 
 BASE_URL = "http://execd.test"
-
-
-def make_backend(data_dir: Path) -> Backend:
-    """The runtime's default backend (kept as a function so it is easy to swap when debugging)."""
-    from osbox.server._backend import default_backend
-
-    backend: Backend = default_backend(data_dir)
-    return backend
-
-
-def runtime_missing() -> str | None:
-    if shutil.which("bwrap") is None:
-        return "bubblewrap (bwrap) is not installed"
-    try:
-        from osbox.server._backend import default_backend  # noqa: F401
-    except ImportError:
-        return "osbox.server._backend.default_backend is not available yet"
-    return None
 
 
 def _with_sandbox(app: ASGIApp, handle: SandboxHandle) -> ASGIApp:
@@ -138,10 +122,10 @@ def sandbox_data_dir() -> Iterator[Path]:
 @pytest.fixture
 async def execd(tmp_path: Path, sandbox_data_dir: Path) -> AsyncIterator[Execd]:
     """A fresh sandbox served by a fresh ExecdService."""
-    missing = runtime_missing()
+    missing = bwrap_missing()
     if missing:
         pytest.skip(missing)
-    backend = make_backend(sandbox_data_dir)
+    backend: Backend = default_backend(sandbox_data_dir)
     service = ExecdService(log_dir=tmp_path / "logs")
     handle: SandboxHandle | None = None
     try:

@@ -18,23 +18,15 @@ import psutil
 import pytest
 
 from osbox.server import LocalServer
+from tests.integration.conftest import bwrap_missing, requires_bwrap
 from tests.spec_check import SpecCheck, specs_dir
 
 API_KEY = "test-api-key-0123456789"
 T = TypeVar("T")
 
 
-def _runtime_missing() -> str | None:
-    if shutil.which("bwrap") is None:
-        return "bubblewrap (bwrap) is not installed"
-    try:
-        from osbox.server._backend import default_backend  # noqa: F401
-    except ImportError:
-        return "osbox.server._backend.default_backend is not available yet"
-    return None
-
-
-requires_runtime = pytest.mark.skipif(_runtime_missing() is not None, reason=str(_runtime_missing()))
+#: Tests that need real sandboxes skip, saying what is missing, where they cannot run.
+requires_runtime = requires_bwrap
 
 
 def wait_until(condition: Callable[[], T | None], *, timeout: float = 20.0, what: str = "condition") -> T:
@@ -94,7 +86,7 @@ def reachable_dir() -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def lifecycle_server() -> Iterator[LocalServer]:
     """One LocalServer per test module, with expiry allowed from 1 second."""
-    missing = _runtime_missing()
+    missing = bwrap_missing()
     if missing:
         pytest.skip(missing)
     with LocalServer(api_key=API_KEY, min_timeout_seconds=1) as server:
