@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, ClassVar
 
 import httpx2
@@ -34,6 +35,7 @@ from ._base_client import (
     BaseClient,
     SyncAPIClient,
 )
+from ._decoder import OutputRun
 from ._exceptions import StreamError
 from ._files import FileOperations
 from ._operation import (
@@ -106,8 +108,17 @@ class _ExecutionFolder(Folder[StreamEvent, Execution]):
     def add(self, event: StreamEvent) -> None:
         self._builder.add(event)
 
+    def add_run(self, run: OutputRun, events: Callable[[OutputRun], list[StreamEvent]]) -> None:
+        # Output lines fold straight from their texts: no event object per line.
+        self._builder.add_output(run.kinds, run.texts)
+
     def result(self) -> Execution:
         return self._builder.result()
+
+
+def _output_events(run: OutputRun) -> list[StreamEvent]:
+    """The events of a run of output lines (their fields are already known to be well typed)."""
+    return list(map(StreamEvent, run.kinds, run.texts, repeat(None), repeat(None), run.timestamps()))
 
 
 class _LastMetrics(Folder[Metrics, "Metrics | None"]):
@@ -130,6 +141,7 @@ def _execution_stream(
         request=APIRequest("POST", route, json=body, parse=no_content),
         event=stream_event,
         new_folder=functools.partial(_ExecutionFolder, chunks),
+        run_events=_output_events,
     )
 
 

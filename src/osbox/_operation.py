@@ -43,6 +43,7 @@ from ._exceptions import APIResponseValidationError
 
 if TYPE_CHECKING:
     from ._base_client import AsyncAPIClient, SyncAPIClient
+    from ._decoder import OutputRun
     from ._streaming import AsyncStream, Stream
 
 __all__ = [
@@ -91,8 +92,10 @@ class APIRequest(Generic[T]):
 class StreamRequest(Generic[E, R]):
     """A request whose answer is a stream of events.
 
-    `event` turns each decoded JSON object into an event; `fold` builds the result of `Stream.run`
-    (e.g. an `Execution` from command events): it is called with each event, then with None at the end.
+    `event` turns each decoded JSON object into an event; `new_folder` makes what builds the result of
+    `Stream.run` (e.g. an `Execution` from command events). `run_events`, when set, builds the events of
+    an `OutputRun` (stdout/stderr lines the decoder cut out without JSON decoding) directly; without it
+    each goes through `event` as the dict it stands for.
     """
 
     request: APIRequest[None]
@@ -100,6 +103,7 @@ class StreamRequest(Generic[E, R]):
     new_folder: Callable[[], Folder[E, R]]
     #: Whether an empty stream is an error (true for command and code streams).
     require_events: bool = True
+    run_events: Callable[[OutputRun], list[E]] | None = None
 
 
 class Folder(Generic[E, R]):
@@ -107,6 +111,11 @@ class Folder(Generic[E, R]):
 
     def add(self, event: E) -> None:
         """Take one event."""
+
+    def add_run(self, run: OutputRun, events: Callable[[OutputRun], list[E]]) -> None:
+        """Take a run of output events; `events(run)` builds them. Override to fold the run at once."""
+        for event in events(run):
+            self.add(event)
 
     def result(self) -> R:
         """The result so far."""

@@ -23,7 +23,7 @@ async streams share it). Output rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from pydantic import Field
@@ -256,11 +256,8 @@ class ExecutionBuilder:
             return
         kind = event.type
         if kind == EventType.STDOUT or kind == EventType.STDERR:
-            text = event.text
-            if text is not None:
-                if not (self._chunks or text == "\n" or "\n" in text):
-                    text += "\n"
-                (self._stdout if kind == EventType.STDOUT else self._stderr).append(text)
+            if event.text is not None:
+                self._output(kind).append(self._piece(event.text))
         elif kind == EventType.INIT:
             self._id = event.text
         elif kind == EventType.RESULT:
@@ -281,6 +278,31 @@ class ExecutionBuilder:
             self._complete = True
             self._error = event.error if event.error is not None else ExecutionError()
             self._exit_code = _exit_code_of(self._error)
+
+    def add_output(self, kinds: Sequence[str], texts: Sequence[str]) -> None:
+        """Fold many ``stdout``/``stderr`` texts at once: the same as ``add`` of each as an event.
+
+        ``kinds[i]`` is the type of ``texts[i]``; each must be ``"stdout"`` or ``"stderr"``.
+        """
+        if not texts:
+            return
+        kind = kinds[0]
+        joined = "\n".join(texts)
+        if kinds.count(kind) == len(kinds) and joined.count("\n") == len(texts) - 1:
+            # One stream, and no text holds a newline: every line gets one (none in chunk mode).
+            self._output(kind).append(joined.replace("\n", "") if self._chunks else joined + "\n")
+            return
+        for kind, text in zip(kinds, texts, strict=True):
+            self._output(kind).append(self._piece(text))
+
+    def _output(self, kind: str) -> list[str]:
+        return self._stdout if kind == EventType.STDOUT else self._stderr
+
+    def _piece(self, text: str) -> str:
+        """What an output text adds: a line gets its newline back (see the module docstring)."""
+        if self._chunks or text == "\n" or "\n" in text:
+            return text
+        return text + "\n"
 
     def result(self) -> Execution:
         """The execution as folded so far (may be called repeatedly)."""
