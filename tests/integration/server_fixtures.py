@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -97,10 +97,20 @@ def lifecycle_server() -> Iterator[LocalServer]:
     assert_no_sandbox_processes()
 
 
-def assert_no_sandbox_processes() -> None:
-    """Fail if a process started under this test process is still alive (zombies are reaped)."""
+def sandbox_process_ids() -> set[int]:
+    """Pids of the processes started under this test process (e.g. a module server's warm pool)."""
+    return {child.pid for child in psutil.Process().children(recursive=True)}
+
+
+def assert_no_sandbox_processes(ignore: Collection[int] = ()) -> None:
+    """Fail if a process started under this test process is still alive (zombies are reaped).
+
+    `ignore`: pids that were there before (another server's pre-started sandboxes).
+    """
     alive = []
     for child in psutil.Process().children(recursive=True):
+        if child.pid in ignore:
+            continue
         try:
             if child.status() == psutil.STATUS_ZOMBIE:
                 child.wait(timeout=5)

@@ -21,6 +21,7 @@ from tests.integration.server_fixtures import (
     assert_no_sandbox_processes,
     lifecycle_client,
     requires_runtime,
+    sandbox_process_ids,
 )
 
 pytestmark = requires_runtime
@@ -343,12 +344,13 @@ def test_local_server_reports_why_it_could_not_start(tmp_path: Path) -> None:
 
 async def test_async_local_server_runs_on_the_callers_loop(reachable_dir: Path) -> None:
     body = {"image": {"uri": "python:3.11"}, "entrypoint": ["tail", "-f", "/dev/null"]}
+    before = sandbox_process_ids()  # the module server's warm pool
     server = AsyncLocalServer(data_dir=reachable_dir / "data")
     async with server, httpx2.AsyncClient(base_url=server.base_url + "/v1", timeout=60) as client:
         created = await client.post("/sandboxes", json=body)
         assert created.status_code == 202 and created.json()["status"]["state"] == "Running"
         assert (await client.get(f"/sandboxes/{created.json()['id']}")).status_code == 200
-    assert_no_sandbox_processes()  # destroyed on exit
+    assert_no_sandbox_processes(ignore=before)  # destroyed on exit
     assert not (reachable_dir / "data" / "sandboxes" / created.json()["id"]).exists()
 
 

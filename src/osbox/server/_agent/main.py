@@ -253,6 +253,13 @@ def _op_ping(request: dict[str, Any]) -> tuple[object, list[int]]:
 def _op_start(request: dict[str, Any]) -> tuple[object, list[int]]:
     if _entrypoint["pid"] is not None:
         raise ValueError("the entrypoint was already started")
+    base_env = request.get("base_env")
+    if base_env is not None:
+        # A sandbox started ahead of time (warm pool) learns its owner's environment here; every
+        # later child inherits it, as it would from the agent's own environment.
+        if not isinstance(base_env, dict):
+            raise ValueError("base_env must be an object of strings")
+        os.environ.update({str(k): str(v) for k, v in base_env.items()})
     argv = request.get("argv")
     if not argv:
         return {"pid": None}, []

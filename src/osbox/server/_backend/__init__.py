@@ -19,8 +19,9 @@ __all__ = [
 ]
 
 
-def default_backend(data_dir: Path) -> Backend:
-    """The backend for this machine; raises `BackendError` saying what to install when there is none."""
+def default_backend(data_dir: Path, *, pool_size: int = 0) -> Backend:
+    """The backend for this machine (`pool_size` sandboxes kept pre-started); raises `BackendError`
+    saying what to install when there is none."""
     if not sys.platform.startswith("linux"):
         raise BackendError(
             f"osbox serve isolates sandboxes with Linux namespaces and cgroups; this is {sys.platform}. "
@@ -33,4 +34,4 @@ def default_backend(data_dir: Path) -> Backend:
         )
     from .bwrap import BwrapBackend
 
-    return BwrapBackend(data_dir)
+    return BwrapBackend(data_dir, pool_size=pool_size)

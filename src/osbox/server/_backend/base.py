@@ -136,6 +136,9 @@ class Backend(abc.ABC):
     #: Shown in sandbox status messages, e.g. "bubblewrap (host filesystem read-only)".
     description: str
 
+    async def start(self) -> None:  # noqa: B027 (optional: most backends have nothing to start)
+        """Start background work (e.g. a warm pool of pre-started sandboxes), inside the event loop."""
+
     @abc.abstractmethod
     async def create(self, spec: SandboxSpec) -> SandboxHandle:
         """Start a sandbox and return once it accepts operations."""
@@ -165,4 +168,4 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None:
-        """Release backend-wide resources (not the sandboxes)."""
+        """Release backend-wide resources (not the sandboxes it handed out)."""

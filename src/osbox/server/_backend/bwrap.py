@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import secrets
@@ -39,6 +40,7 @@ from .agent_client import close_fds, request
 from .agent_code import agent_files
 from .base import Backend, BackendError, SandboxHandle, SandboxSpec
 from .cgroups import CgroupError, CgroupLayout, Limits, SandboxCgroup
+from .pool import WarmPool
 from .procs import host_pid_of_pidfd, pidfd_exited, start_time, wait_fd, wait_pidfd
 from .sandbox import BwrapProcess, BwrapSandbox
 from .statedir import (
@@ -58,6 +60,9 @@ UID_BASE = 0x10000000
 _UID_SPAN = 0x01000000
 _READY_TIMEOUT_S = 15.0
 _AGENT_DIR = Path(__file__).resolve().parent.parent / "_agent"
+#: Pre-started sandboxes all get this hostname; a spec asking for another one starts its own.
+_POOL_HOSTNAME = SandboxSpec.__dataclass_fields__["hostname"].default
+_log = logging.getLogger("osbox.server.backend")
 
 
 class BwrapBackend(Backend):
@@ -65,7 +70,9 @@ class BwrapBackend(Backend):
 
     description = "bubblewrap (host filesystem read-only)"
 
-    def __init__(self, data_dir: Path, *, bwrap: str = "bwrap", python: str | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, bwrap: str = "bwrap", python: str | None = None, pool_size: int = 0
+    ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._as_root = os.geteuid() == 0
@@ -84,6 +91,68 @@ class BwrapBackend(Backend):
             "/etc/passwd": _memfd("passwd", passwd.encode()),
             "/etc/group": _memfd("group", group.encode()),
         }
+        self._pool_dir = self.data_dir / "pool"
+        self._pool: WarmPool[BwrapSandbox] = WarmPool(
+            pool_size, launch=self._launch_blank, discard=self._discard_blank, usable=self.is_alive
+        )
+
+    # --- warm pool ----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Remove what a crashed server's pool left, then start filling the warm pool."""
+        if self._pool_dir.is_dir():
+            for entry in sorted(self._pool_dir.iterdir()):
+                spec = SandboxSpec(sandbox_id=f"pool-{entry.name}", entrypoint=[], state_dir=entry)
+                leftover = await self.adopt(spec)  # None: it was cleaned up already
+                if leftover is not None:
+                    await self.destroy(leftover)
+                await asyncio.to_thread(shutil.rmtree, entry, True)
+        self._pool.start()
+
+    @property
+    def pooled(self) -> int:
+        """How many pre-started sandboxes are ready to be taken now."""
+        return len(self._pool)
+
+    async def _launch_blank(self) -> BwrapSandbox:
+        """A sandbox for the pool: its own uid, state dir and cgroup; no limits, no entrypoint."""
+        token = secrets.token_hex(8)
+        spec = SandboxSpec(sandbox_id=f"pool-{token}", entrypoint=[], state_dir=self._pool_dir / token)
+        handle = await self._launch(spec)
+        handle.from_pool = True
+        return handle
+
+    async def _discard_blank(self, handle: BwrapSandbox) -> None:
+        await self.destroy(handle)
+        await asyncio.to_thread(shutil.rmtree, handle.layout.state_dir, True)
+
+    async def _assign(self, pooled: BwrapSandbox, spec: SandboxSpec) -> BwrapSandbox | None:
+        """Give a pre-started sandbox to `spec`: limits, state dir, environment, entrypoint.
+
+        Returns None (having discarded it) when it cannot take the spec's limits or state dir;
+        the caller then starts a sandbox of its own.
+        """
+        limits = _limits(spec)
+        try:
+            if pooled.cgroup is not None:
+                self._cgroups.limit(pooled.cgroup, limits)
+            os.rename(pooled.layout.state_dir, spec.state_dir)  # replaces the empty dir made for it
+        except (CgroupError, OSError) as exc:
+            _log.warning("a pre-started sandbox could not be used for %s: %s", spec.sandbox_id, exc)
+            await self._discard_blank(pooled)
+            return None
+        pooled.reassign(spec)
+        pooled.limits_enforced, pooled.limits_message = _limit_status(
+            pooled.cgroup, pooled.cgroup_problem, limits
+        )
+        try:
+            assert pooled._bwrap is not None  # launched by this backend, not re-adopted
+            write_record(pooled, pooled._bwrap.pid)  # under its owner's id and limits now
+        except OSError as exc:
+            await self.destroy(pooled)
+            raise _start_failure(spec, pooled.layout, exc) from None
+        await self._start_entrypoint(pooled, spec, base_env=dict(spec.env))
+        return pooled
 
     # --- create -----------------------------------------------------------------------------------
 
@@ -96,27 +165,58 @@ class BwrapBackend(Backend):
                 self._uids.add(uid)
                 return uid, uid
 
-    def _make_cgroup(self, spec: SandboxSpec) -> tuple[SandboxCgroup | None, bool, str]:
-        limits = Limits(spec.cpu_cores, spec.memory_bytes, spec.pids_max)
-        wanted = any(v is not None for v in (limits.cpu_cores, limits.memory_bytes, limits.pids_max))
+    def _make_cgroup(self, spec: SandboxSpec) -> tuple[SandboxCgroup | None, str]:
+        """The sandbox's cgroup with its limits applied, or None and why there is none."""
         try:
-            group = self._cgroups.create(_cgroup_name(spec.sandbox_id), limits)
+            return self._cgroups.create(_cgroup_name(spec.sandbox_id), _limits(spec)), ""
         except CgroupError as exc:
-            return None, not wanted, f"limits not enforced: {exc}" if wanted else f"no cgroups: {exc}"
-        return group, group.enforced, group.message
+            return None, str(exc)
 
     async def create(self, spec: SandboxSpec) -> BwrapSandbox:
-        """Start the sandbox's tree and return once its agent answers and the entrypoint runs."""
+        """Start the sandbox (or take a pre-started one from the warm pool) and its entrypoint."""
+        pooled = self._pool.take() if _poolable(spec) else None
+        try:
+            if pooled is not None:
+                handle = await self._assign(pooled, spec)
+                if handle is not None:
+                    return handle
+            handle = await self._launch(spec)
+            await self._start_entrypoint(handle, spec, base_env=None)
+            return handle
+        finally:
+            if pooled is not None:
+                self._pool.refill()
+
+    async def _start_entrypoint(
+        self, handle: BwrapSandbox, spec: SandboxSpec, *, base_env: dict[str, str] | None
+    ) -> None:
+        """Start the sandbox's entrypoint (with `base_env` added to its environment); destroys the
+        sandbox on failure."""
+        message: dict[str, Any] = {"op": "start", "argv": list(spec.entrypoint), "cwd": lay.WORKSPACE}
+        if base_env is not None:
+            message["base_env"] = base_env
+        try:
+            await request(handle.layout.socket, message)
+        except BaseException as exc:
+            await self.destroy(handle)
+            if isinstance(exc, (BackendError, OSError, ValueError)):
+                raise _start_failure(spec, handle.layout, exc) from None
+            raise
+
+    async def _launch(self, spec: SandboxSpec) -> BwrapSandbox:
+        """Start bwrap and the agent, inside the sandbox's cgroup; returns once the agent answers.
+
+        The entrypoint is not started (see `_start_entrypoint`).
+        """
         layout = lay.StateLayout(spec.state_dir)
         uid, gid = self._allocate_ids()
         try:
             prepare_state_dir(layout, self.data_dir, uid, gid, chown=self._as_root)
-            cgroup, enforced, message = self._make_cgroup(spec)
+            cgroup, cgroup_problem = self._make_cgroup(spec)
         except BaseException:
             self._uids.discard(uid)
             raise
         bwrap: subprocess.Popen[bytes] | None = None
-        handle: BwrapSandbox | None = None
         info_read = child_pidfd = bwrap_pidfd = -1
         try:
             bwrap, info_read = self._start_bwrap(spec, layout, uid, gid, cgroup)
@@ -125,36 +225,35 @@ class BwrapBackend(Backend):
             if child_pid > 0:  # a pidfd, so that a failed start can kill it without pid-reuse risk
                 child_pidfd = os.pidfd_open(child_pid)
             agent_pidfd, agent_pid = await self._wait_ready(layout, child_pid, cgroup)
-            handle = BwrapSandbox(
-                spec,
-                uid=uid,
-                gid=gid,
-                agent_pid=agent_pid,
-                agent_pidfd=agent_pidfd,
-                bwrap=bwrap,
-                bwrap_pidfd=bwrap_pidfd,
-                cgroup=cgroup,
-                limits_enforced=enforced,
-                limits_message=message,
-            )
-            write_record(handle, bwrap.pid)
-            await request(layout.socket, {"op": "start", "argv": list(spec.entrypoint), "cwd": lay.WORKSPACE})
-            close_fds([info_read, child_pidfd])
         except BaseException as exc:
-            if handle is None and child_pidfd >= 0:
+            if child_pidfd >= 0:
                 with contextlib.suppress(OSError):
                     signal.pidfd_send_signal(child_pidfd, signal.SIGKILL)  # takes its PID namespace along
-            close_fds([fd for fd in (info_read, child_pidfd) if fd >= 0])
-            if handle is None and bwrap_pidfd >= 0:
-                close_fds([bwrap_pidfd])  # the handle owns it otherwise
-            await self._abort_create(handle, bwrap, cgroup, layout, uid)
+            close_fds([fd for fd in (info_read, child_pidfd, bwrap_pidfd) if fd >= 0])
+            await self._abort_launch(bwrap, cgroup, layout, uid)
             if isinstance(exc, (BackendError, OSError, ValueError, TimeoutError)):
-                detail = tail(layout.agent_log)
-                reason = "timed out waiting for the agent" if isinstance(exc, TimeoutError) else str(exc)
-                raise BackendError(
-                    f"sandbox {spec.sandbox_id} failed to start: {reason}" + (f"\n{detail}" if detail else "")
-                ) from None
+                raise _start_failure(spec, layout, exc) from None
             raise
+        close_fds([info_read, child_pidfd])
+        enforced, message = _limit_status(cgroup, cgroup_problem, _limits(spec))
+        handle = BwrapSandbox(
+            spec,
+            uid=uid,
+            gid=gid,
+            agent_pid=agent_pid,
+            agent_pidfd=agent_pidfd,
+            bwrap=bwrap,
+            bwrap_pidfd=bwrap_pidfd,
+            cgroup=cgroup,
+            limits_enforced=enforced,
+            limits_message=message,
+        )
+        handle.cgroup_problem = cgroup_problem
+        try:
+            write_record(handle, bwrap.pid)  # from now on a restarted server can find it
+        except OSError as exc:
+            await self.destroy(handle)
+            raise _start_failure(spec, layout, exc) from None
         return handle
 
     async def _wait_ready(
@@ -261,17 +360,13 @@ class BwrapBackend(Backend):
             listener.close()  # the agent holds it now; if bwrap failed, connecting fails at once
             close_fds(opened)
 
-    async def _abort_create(
+    async def _abort_launch(
         self,
-        handle: BwrapSandbox | None,
         bwrap: subprocess.Popen[bytes] | None,
         cgroup: SandboxCgroup | None,
         layout: lay.StateLayout,
         uid: int,
     ) -> None:
-        if handle is not None:
-            await self.destroy(handle)
-            return
         if bwrap is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(bwrap.pid, signal.SIGKILL)  # bwrap's own session; the agent is in its own
@@ -396,7 +491,12 @@ class BwrapBackend(Backend):
                 await _clean_leftovers(agent_pidfd, bwrap_pidfd, cgroup, layout)
 
     async def close(self) -> None:
-        """Release backend-wide resources (the sandboxes keep running)."""
+        """Destroy the warm pool's sandboxes and release backend-wide resources.
+
+        The sandboxes handed out keep running (they are re-adopted after a restart).
+        """
+        await self._pool.close()
+        await asyncio.to_thread(shutil.rmtree, self._pool_dir, True)
         close_fds([*self._memfds.values(), *self._etc.values()])
         self._memfds.clear()
         self._etc.clear()
@@ -474,6 +574,38 @@ def _reopen(memfd: int) -> int:
     return os.open(f"/proc/self/fd/{memfd}", os.O_RDONLY | os.O_CLOEXEC)
 
 
+def _poolable(spec: SandboxSpec) -> bool:
+    """Whether a pre-started sandbox can serve `spec`: no mounts, default hostname, nothing seeded."""
+    if spec.mounts or spec.hostname != _POOL_HOSTNAME:
+        return False
+    try:
+        return not os.listdir(spec.state_dir)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def _limits(spec: SandboxSpec) -> Limits:
+    return Limits(spec.cpu_cores, spec.memory_bytes, spec.pids_max)
+
+
+def _limit_status(cgroup: SandboxCgroup | None, problem: str, limits: Limits) -> tuple[bool, str]:
+    """(limits enforced, why not) for a sandbox with this cgroup (None: `problem` says why)."""
+    if cgroup is not None:
+        return cgroup.enforced, cgroup.message
+    wanted = any(v is not None for v in (limits.cpu_cores, limits.memory_bytes, limits.pids_max))
+    return not wanted, f"limits not enforced: {problem}" if wanted else f"no cgroups: {problem}"
+
+
+def _start_failure(spec: SandboxSpec, layout: lay.StateLayout, exc: BaseException) -> BackendError:
+    detail = tail(layout.agent_log)
+    reason = "timed out waiting for the agent" if isinstance(exc, TimeoutError) else str(exc)
+    return BackendError(
+        f"sandbox {spec.sandbox_id} failed to start: {reason}" + (f"\n{detail}" if detail else "")
+    )
+
+
 def _cgroup_name(sandbox_id: str) -> str:
     return "osbox-" + re.sub(r"[^A-Za-z0-9_.-]", "_", sandbox_id)[:200]
 
@@ -535,8 +667,8 @@ async def _read_child_pid(info_read: int) -> int:
 def _protect_from_oom_killer(agent_pid: int) -> None:
     """Make the OOM killer pick the sandbox's workload, never its agent (PID 1, whose exit ends it).
 
-    Lowering `oom_score_adj` needs CAP_SYS_RESOURCE, which the sandbox lacks (and which a server in
-    some containers lacks too: then the agent keeps the default score, as the smallest process).
+    Lowering `oom_score_adj` needs privilege the sandbox lacks, so the server does it from outside;
+    without it (not root) the agent keeps the default score and is still the smallest process.
     """
     with contextlib.suppress(OSError):
         Path(f"/proc/{agent_pid}/oom_score_adj").write_text("-1000")

@@ -146,13 +146,20 @@ class CgroupLayout:
                     directory.mkdir()
             if self.version == "v2":
                 _enable_v2_controllers(self.parents["unified"])
-            group.apply(limits)
-        except OSError as exc:
+            self.limit(group, limits)
+        except (OSError, CgroupError) as exc:
             group.remove_now()
             raise CgroupError(f"cannot create cgroup {name}: {exc}") from None
+        return group
+
+    def limit(self, group: SandboxCgroup, limits: Limits) -> None:
+        """(Re)apply `limits` to an existing group; its `message` says what is not enforced."""
+        try:
+            group.apply(limits)
+        except OSError as exc:
+            raise CgroupError(f"cannot set limits: {exc}") from None
         if self.reason and group.message:
             group.message = f"{group.message} ({self.reason})"
-        return group
 
 
 def _enable_v2_controllers(parent: Path) -> None:

@@ -110,6 +110,17 @@ class BwrapSandbox(SandboxHandle):
         self.cgroup = cgroup
         self.destroyed = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Why there is no cgroup (when `cgroup` is None).
+        self.cgroup_problem = ""
+        #: Started ahead of time by the warm pool, before its owner was known.
+        self.from_pool = False
+
+    def reassign(self, spec: SandboxSpec) -> None:
+        """Make a pre-started sandbox `spec`'s: its id and its state dir (already moved there)."""
+        self.sandbox_id = spec.sandbox_id
+        self.spec = spec
+        self.layout = lay.StateLayout(spec.state_dir)
+        self.log_path = self.layout.entrypoint_log
 
     def __repr__(self) -> str:
         return f"<BwrapSandbox {self.sandbox_id} agent_pid={self.agent_pid}>"

@@ -22,7 +22,7 @@ _log = logging.getLogger("osbox.server")
 def _default_backend(config: ServerConfig) -> Backend:
     from .._backend import default_backend  # type: ignore[attr-defined,unused-ignore]
 
-    backend: Backend = default_backend(config.data_dir)
+    backend: Backend = default_backend(config.data_dir, pool_size=config.warm_pool_size)
     return backend
 
 
@@ -65,6 +65,7 @@ class Runtime:
             self.manager.add_forget_hook(self._execd.forget)
         self.snapshots.start()
         await self.manager.start()
+        await self.backend.start()  # after re-adoption: a warm pool's start-ups compete for the CPU
 
     @property
     def execd_app(self) -> ASGIApp | None:

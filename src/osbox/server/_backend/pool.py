@@ -1,0 +1,122 @@
+"""A warm pool: sandboxes started ahead of time, each handed out once, refilled in the background.
+
+Starting a sandbox is mostly waiting (bwrap's mounts, the agent's interpreter start-up); a create
+that takes a pre-started one only has to give it its owner's settings. The pool knows nothing
+about sandboxes: the backend gives it a `launch` and a `discard` coroutine.
+
+    pool = WarmPool(2, launch=start_blank_sandbox, discard=destroy_blank_sandbox)
+    pool.start()              # inside the running loop: fills up in a background task
+    handle = pool.take()      # a ready one, or None (the caller then starts one itself)
+    pool.refill()             # once the caller's own start-up is done
+    await pool.close()        # stops filling and discards what was not taken
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+__all__ = ["WarmPool"]
+
+_log = logging.getLogger("osbox.server.pool")
+H = TypeVar("H")
+#: After a failed launch, wait this long (doubling up to the maximum) before trying again.
+_RETRY_S = 0.5
+_RETRY_MAX_S = 30.0
+
+
+class WarmPool(Generic[H]):
+    """Up to `size` ready handles; `take` never waits, the filler tops up after every take."""
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        launch: Callable[[], Awaitable[H]],
+        discard: Callable[[H], Awaitable[None]],
+        usable: Callable[[H], bool] = lambda _handle: True,
+    ) -> None:
+        self.size = size
+        self._launch = launch
+        self._discard = discard
+        self._usable = usable
+        self._ready: collections.deque[H] = collections.deque()
+        self._wanted = asyncio.Event()
+        self._filler: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()  # discards running in the background
+        self._closed = False
+
+    def __len__(self) -> int:
+        """How many ready handles the pool holds now."""
+        return len(self._ready)
+
+    def start(self) -> None:
+        """Start filling (call from inside the running event loop); a no-op for size 0."""
+        if self.size > 0 and self._filler is None and not self._closed:
+            self._filler = asyncio.get_running_loop().create_task(self._fill(), name="osbox-warm-pool")
+
+    def take(self) -> H | None:
+        """A ready handle (now the caller's), or None when the pool is empty.
+
+        The pool is not refilled until `refill()`: the caller says when its own start-up is done,
+        so that the replacement does not compete with it for the CPU.
+        """
+        while self._ready:
+            candidate = self._ready.popleft()
+            if self._usable(candidate):
+                return candidate
+            self._discard_soon(candidate)  # died while waiting: replace it
+        return None
+
+    def refill(self) -> None:
+        """Top the pool up again in the background."""
+        self._wanted.set()
+
+    async def _fill(self) -> None:
+        failures = 0
+        while True:
+            while len(self._ready) < self.size:
+                try:
+                    handle = await self._launch()
+                except Exception as exc:
+                    failures += 1
+                    delay = min(_RETRY_MAX_S, _RETRY_S * 2 ** (failures - 1))
+                    _log.warning("warm pool: starting a sandbox failed (retrying in %.1fs): %s", delay, exc)
+                    await asyncio.sleep(delay)  # back off: the cause (disk, limits) may persist
+                    continue
+                failures = 0
+                self._ready.append(handle)
+            self._wanted.clear()
+            await self._wanted.wait()
+
+    def _discard_soon(self, handle: H) -> None:
+        async def discard() -> None:
+            try:
+                await self._discard(handle)
+            except Exception:
+                _log.exception("warm pool: discarding a sandbox failed")
+
+        task = asyncio.get_running_loop().create_task(discard())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def close(self) -> None:
+        """Stop filling and discard every handle that was not taken."""
+        self._closed = True
+        if self._filler is not None:
+            self._filler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._filler
+            self._filler = None
+        while self._ready:
+            handle = self._ready.popleft()
+            try:
+                await self._discard(handle)
+            except Exception:
+                _log.exception("warm pool: discarding a sandbox failed")
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
