@@ -47,7 +47,16 @@ def _serve(args: argparse.Namespace) -> int:
             "can run code on this machine. Set --api-key or OSBOX_API_KEY. !!!",
             args.host,
         )
-    config = ServerConfig(data_dir=Path(args.data_dir).resolve(), api_key=api_key, host=args.host)
+    pool_text = str(args.warm_pool) if args.warm_pool is not None else os.environ.get("OSBOX_WARM_POOL", "2")
+    if not pool_text.strip().isdigit():
+        print(
+            f"--warm-pool / OSBOX_WARM_POOL must be a whole number >= 0, not {pool_text!r}", file=sys.stderr
+        )
+        return 2
+    pool = int(pool_text)
+    config = ServerConfig(
+        data_dir=Path(args.data_dir).resolve(), api_key=api_key, host=args.host, warm_pool_size=pool
+    )
     _log.info("osbox serve on %s:%d, data in %s", args.host, args.port, config.data_dir)
     run_foreground(config, port=args.port, log_level=args.log_level)
     return 0
@@ -66,6 +75,12 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     serve.add_argument("--api-key", default=None, help="required OPEN-SANDBOX-API-KEY (or env OSBOX_API_KEY)")
     serve.add_argument("--data-dir", default=str(_DEFAULT_DATA_DIR), help="state directory")
+    serve.add_argument(
+        "--warm-pool",
+        type=int,
+        default=None,
+        help="sandboxes kept pre-started for fast creates (default 2, or env OSBOX_WARM_POOL; 0 disables)",
+    )
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )

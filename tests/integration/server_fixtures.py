@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx2
-import psutil
+import psutil  # type: ignore[import-untyped]
 import pytest
 
 from osbox.server import LocalServer
