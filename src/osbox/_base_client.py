@@ -7,11 +7,11 @@ how they send (`_send`), and run the same operations (see `osbox._operation`).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-import anyio
 import httpx2
 
 from ._exceptions import APIConnectionError, APIError, APITimeoutError, make_status_error, parse_retry_after
@@ -20,9 +20,17 @@ from ._retry import RetryPolicy
 from ._streaming import AsyncStream, Stream
 
 if TYPE_CHECKING:
+    import ssl
     from typing import Self
 
-__all__ = ["DEFAULT_MAX_RETRIES", "DEFAULT_TIMEOUT", "AsyncAPIClient", "BaseClient", "SyncAPIClient"]
+__all__ = [
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "AsyncAPIClient",
+    "BaseClient",
+    "SyncAPIClient",
+    "shared_ssl_context",
+]
 
 log = logging.getLogger("osbox")
 
@@ -45,6 +53,26 @@ NOT_GIVEN: Any = _NotGiven()
 
 def _as_timeout(value: float | httpx2.Timeout | None) -> httpx2.Timeout:
     return value if isinstance(value, httpx2.Timeout) else httpx2.Timeout(value)
+
+
+_ssl_lock = threading.Lock()
+_ssl_context: ssl.SSLContext | None = None
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """The SSL context of every http client osbox creates itself: built once per process, on first use.
+
+    Building one loads the CA store (tens of milliseconds), and httpx2 builds it for every client, even
+    for `http://` URLs: without sharing, each `ExecdClient.from_endpoint` would pay for it. It is made
+    like httpx2's default (`SSL_CERT_FILE` / `SSL_CERT_DIR` are read then, once). A client given its own
+    `http_client` does not use it.
+    """
+    global _ssl_context
+    if _ssl_context is None:
+        with _ssl_lock:
+            if _ssl_context is None:
+                _ssl_context = httpx2.create_ssl_context()
+    return _ssl_context
 
 
 class BaseClient:
@@ -77,6 +105,8 @@ class BaseClient:
             self._headers[self._auth_header] = token
         self._headers.update(headers or {})
         self._owns_http = http_client is None
+        # A pool osbox creates carries these headers itself, so requests need not merge them each time.
+        self._pool_has_headers = http_client is None
         self._http = http_client if http_client is not None else self._new_http_client()
 
     def _new_http_client(self) -> Any:
@@ -136,14 +166,19 @@ class BaseClient:
         if headers is not NOT_GIVEN:
             clone._headers = self._headers.copy()
             clone._headers.update(headers or {})
+            clone._pool_has_headers = False  # the shared pool still carries the original's
         clone._owns_http = False  # the original closes the pool
         return clone
 
     def _build(self, req: APIRequest[Any], *, stream: bool = False) -> httpx2.Request:
-        headers = self._headers
-        if req.headers:
-            headers = headers.copy()
-            headers.update(req.headers)
+        headers: Mapping[str, str] | None
+        if self._pool_has_headers:
+            headers = req.headers  # the pool adds self._headers (request headers win, as below)
+        else:
+            headers = self._headers
+            if req.headers:
+                headers = self._headers.copy()
+                headers.update(req.headers)
         timeout = self.timeout
         if stream or req.download_to is not None:
             # A command may print nothing for minutes: only connecting and sending are bounded.
@@ -193,6 +228,13 @@ class BaseClient:
         )
 
 
+async def _asleep(seconds: float) -> None:
+    """`anyio.sleep` (asyncio or trio), imported on the first retry: importing anyio costs ~10 ms."""
+    import anyio
+
+    await anyio.sleep(seconds)
+
+
 def _user_agent() -> str:
     from . import __version__
 
@@ -206,7 +248,9 @@ class SyncAPIClient(BaseClient):
     _http: httpx2.Client
 
     def _new_http_client(self) -> httpx2.Client:
-        return httpx2.Client(timeout=self.timeout, follow_redirects=False)
+        return httpx2.Client(
+            headers=self._headers, timeout=self.timeout, follow_redirects=False, verify=shared_ssl_context()
+        )
 
     def __enter__(self) -> Self:
         return self
@@ -282,7 +326,9 @@ class AsyncAPIClient(BaseClient):
     _http: httpx2.AsyncClient
 
     def _new_http_client(self) -> httpx2.AsyncClient:
-        return httpx2.AsyncClient(timeout=self.timeout, follow_redirects=False)
+        return httpx2.AsyncClient(
+            headers=self._headers, timeout=self.timeout, follow_redirects=False, verify=shared_ssl_context()
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -311,7 +357,7 @@ class AsyncAPIClient(BaseClient):
                 delay = self._retry_after_error(attempt, request, exc)
             else:
                 delay = self._retry_after_status(attempt, response)
-            await anyio.sleep(delay)
+            await _asleep(delay)
             attempt += 1
 
     async def _call(self, req: APIRequest[T]) -> T:

@@ -1,7 +1,7 @@
 """The client core on both twins: retries and backoff, timeouts, error mapping, options, secret hygiene,
 streams, and a connection-leak check against a real local HTTP server.
 
-Retry delays are recorded, not slept: `time.sleep` / `anyio.sleep` are replaced in `osbox._base_client`.
+Retry delays are recorded, not slept: `time.sleep` / `_asleep` are replaced in `osbox._base_client`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import httpx2
 import pytest
 
 import osbox
-from osbox import STOP, AsyncLifecycleClient, LifecycleClient
-from osbox._base_client import AsyncAPIClient, BaseClient, SyncAPIClient
+from osbox import STOP, AsyncLifecycleClient, ExecdClient, LifecycleClient
+from osbox._base_client import AsyncAPIClient, BaseClient, SyncAPIClient, shared_ssl_context
 from osbox._operation import APIRequest, Folder, StreamRequest, adapter, operation, stream_operation
 
 from .conftest import BASE_URL, ChunkStream, Recorder
@@ -86,7 +86,7 @@ def delays(twin: Recorder, monkeypatch: pytest.MonkeyPatch) -> list[float]:
         recorded.append(seconds)
 
     monkeypatch.setattr("osbox._base_client.time", SimpleNamespace(sleep=sleep))
-    monkeypatch.setattr("osbox._base_client.anyio", SimpleNamespace(sleep=asleep))
+    monkeypatch.setattr("osbox._base_client._asleep", asleep)
     return recorded
 
 
@@ -543,6 +543,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, b'{"code": "NOT_FOUND", "message": "no such sandbox"}')
         elif self.path.startswith("/v1/sandboxes/"):
             self._send(200, SANDBOX)
+        elif self.path == "/v1/headers":
+            self._send(200, json.dumps({k.lower(): v for k, v in self.headers.items()}).encode())
         elif self.path == "/v1/watch":
             self._send(200, LINES, "application/x-ndjson")
         elif self.path == "/v1/hang":
@@ -636,3 +638,38 @@ async def test_real_refused_connection_raises_api_connection_error() -> None:
             await client.fetch()
     assert not isinstance(caught.value, osbox.APITimeoutError)
     assert API_KEY not in str(caught.value)
+
+
+async def test_owned_pool_sends_client_headers_and_with_options_overrides_them(server_url: str) -> None:
+    """A pool osbox creates carries the client's headers; a clone with other headers still sends its own."""
+    async with AsyncCoreClient(server_url, API_KEY, headers={"X-Team": "a"}, max_retries=0) as client:
+        scoped = client.with_options(headers={"X-Team": "b"})
+        sent = await client.fetch("headers")
+        assert sent["x-team"] == "a" and sent["open-sandbox-api-key"] == API_KEY
+        assert sent["user-agent"].startswith("osbox-python/") and sent["accept"] == "application/json"
+        sent = await scoped.fetch("headers")
+        assert sent["x-team"] == "b" and sent["open-sandbox-api-key"] == API_KEY
+        assert (await client.fetch("headers"))["x-team"] == "a"
+    with CoreClient(server_url, API_KEY, max_retries=0) as sync_client:
+        assert sync_client.fetch("headers")["open-sandbox-api-key"] == API_KEY
+
+
+def _ssl_context_of(client: Any) -> Any:
+    return client._http._transport._pool._ssl_context  # httpx2 -> httpcore2 pool
+
+
+async def test_default_clients_share_one_ssl_context() -> None:
+    """Building an SSL context costs tens of ms: every client osbox creates reuses the process's one."""
+    shared = shared_ssl_context()
+    endpoint = SimpleNamespace(endpoint="127.0.0.1:44772", headers={"X-EXECD-ACCESS-TOKEN": "t"})
+    with LifecycleClient(BASE_URL, API_KEY) as first, ExecdClient.from_endpoint(endpoint) as second:
+        assert _ssl_context_of(first) is shared and _ssl_context_of(second) is shared
+    async with AsyncLifecycleClient(BASE_URL, API_KEY) as third:
+        assert _ssl_context_of(third) is shared
+    assert shared_ssl_context() is shared
+
+
+def test_a_passed_in_http_client_keeps_its_own_ssl_context() -> None:
+    with httpx2.Client() as http, LifecycleClient(BASE_URL, API_KEY, http_client=http) as client:
+        assert client._http is http
+        assert _ssl_context_of(client) is not shared_ssl_context()

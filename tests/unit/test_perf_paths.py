@@ -5,18 +5,25 @@
   events and garbage in between, and arbitrary chunk splits: same objects, same errors.
 - `ExecutionBuilder.add_output` against `add` of each event.
 - `Stream.run()` without a handler (runs folded without events) against iterating and folding.
+
+And the lazy namespaces: `import osbox` loads no client, one client loads only its own modules.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 from typing import Any
 
 import httpx2
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import osbox
+import osbox.models
 from osbox import ExecdClient
 from osbox._decoder import EventDecoder, OutputRun, StreamDecodeError
 from osbox.models.events import ExecutionBuilder, StreamEvent
@@ -207,3 +214,35 @@ def test_run_without_handler_folds_like_iterating(
     assert seen == iterated
     assert [(e.type, e.text) for e in iterated[1:-1]] == events
     assert folded.id == "cmd" and folded.exit_code == 0 and folded.duration_ms == 4
+
+
+# -- lazy namespaces ---------------------------------------------------------------------------------
+
+
+def loaded_after(code: str) -> set[str]:
+    """The modules a fresh interpreter has loaded after running `code`."""
+    probe = f"import sys\n{code}\nprint(' '.join(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
+    return set(done.stdout.split())
+
+
+def test_import_osbox_loads_no_client_and_no_dependency() -> None:
+    loaded = loaded_after("import osbox")
+    assert not {"httpx2", "pydantic", "anyio", "osbox._base_client", "osbox.models"} & loaded
+
+
+def test_one_client_loads_only_what_it_needs() -> None:
+    loaded = loaded_after("from osbox import LifecycleClient")
+    assert "osbox._lifecycle" in loaded and "osbox.models.lifecycle" in loaded
+    assert (
+        not {"osbox._egress", "osbox._execd", "osbox.models.egress", "osbox.models.execd", "anyio"} & loaded
+    )
+
+
+@pytest.mark.parametrize("package", [osbox, osbox.models])
+def test_every_public_name_resolves_and_is_listed(package: Any) -> None:
+    for name in package.__all__:
+        assert getattr(package, name) is not None
+    assert set(package.__all__) <= set(dir(package))
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = package.Nope
