@@ -228,6 +228,13 @@ class BaseClient:
         )
 
 
+def _is_unencoded(response: httpx2.Response) -> bool:
+    """Whether the body arrives as it is (no gzip, ...): then downloads take the transport's chunks
+    straight to the file (`iter_raw`), skipping the decoder and the re-chunking copies (~30% of the CPU).
+    """
+    return response.headers.get("content-encoding", "identity").strip().lower() in ("", "identity")
+
+
 async def _asleep(seconds: float) -> None:
     """`anyio.sleep` (asyncio or trio), imported on the first retry: importing anyio costs ~10 ms."""
     import anyio
@@ -288,8 +295,11 @@ class SyncAPIClient(BaseClient):
             response = self._send(request)
             try:
                 if req.download_to is not None:
-                    for chunk in response.iter_bytes(_CHUNK):
-                        req.download_to.write(chunk)
+                    write = req.download_to.write
+                    for chunk in (
+                        response.iter_raw() if _is_unencoded(response) else response.iter_bytes(_CHUNK)
+                    ):
+                        write(chunk)
                 else:
                     response.read()
             except httpx2.TransportError as exc:
@@ -366,8 +376,10 @@ class AsyncAPIClient(BaseClient):
             response = await self._send(request)
             try:
                 if req.download_to is not None:
-                    async for chunk in response.aiter_bytes(_CHUNK):
-                        req.download_to.write(chunk)
+                    write = req.download_to.write
+                    chunks = response.aiter_raw() if _is_unencoded(response) else response.aiter_bytes(_CHUNK)
+                    async for chunk in chunks:
+                        write(chunk)
                 else:
                     await response.aread()
             except httpx2.TransportError as exc:

@@ -7,6 +7,7 @@ Retry delays are recorded, not slept: `time.sleep` / `_asleep` are replaced in `
 from __future__ import annotations
 
 import email.utils
+import io
 import logging
 import os
 import socket
@@ -15,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 import httpx2
 import pytest
@@ -54,6 +55,10 @@ class CoreOperations(BaseClient):
     @operation
     def submit(self) -> APIRequest[dict[str, Any]]:
         return APIRequest("POST", "/thing", json={"x": 1}, parse=adapter(dict[str, Any]))
+
+    @operation
+    def download(self, name: str, dest: IO[bytes]) -> APIRequest[None]:
+        return APIRequest("GET", f"/{name}", download_to=dest, parse=lambda _: None)
 
     @stream_operation
     def watch(self, method: str = "GET", path: str = "/watch") -> StreamRequest[dict[str, Any], list[Any]]:
@@ -514,12 +519,14 @@ async def test_stream_never_retried_mid_stream(twin: Recorder, delays: list[floa
 # -- against a real local HTTP server -------------------------------------------------------------
 
 _SERVER = r"""
-import json, sys, threading, time
+import gzip, json, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SANDBOX = json.dumps({"id": "sbx-1", "status": {"state": "Running"}, "entrypoint": ["sh"],
                       "createdAt": "2026-01-01T00:00:00Z"}).encode()
 LINES = b"".join(b'{"type": "stdout", "text": "line %d"}\n' % i for i in range(5000))
+BLOB = bytes(range(256)) * 20000 + b"tail"
+GZIPPED = gzip.compress(BLOB)
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -543,6 +550,14 @@ class Handler(BaseHTTPRequestHandler):
             self._send(404, b'{"code": "NOT_FOUND", "message": "no such sandbox"}')
         elif self.path.startswith("/v1/sandboxes/"):
             self._send(200, SANDBOX)
+        elif self.path == "/v1/blob":
+            self._send(200, BLOB, "application/octet-stream")
+        elif self.path == "/v1/blob-gzip":
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(GZIPPED)))
+            self.end_headers()
+            self.wfile.write(GZIPPED)
         elif self.path == "/v1/headers":
             self._send(200, json.dumps({k.lower(): v for k, v in self.headers.items()}).encode())
         elif self.path == "/v1/watch":
@@ -673,3 +688,18 @@ def test_a_passed_in_http_client_keeps_its_own_ssl_context() -> None:
     with httpx2.Client() as http, LifecycleClient(BASE_URL, API_KEY, http_client=http) as client:
         assert client._http is http
         assert _ssl_context_of(client) is not shared_ssl_context()
+
+
+@pytest.mark.parametrize("encoded", [False, True], ids=["identity", "gzip"])
+async def test_downloads_stream_the_body_as_sent_or_decoded(server_url: str, encoded: bool) -> None:
+    """An unencoded body goes to the file in the transport's chunks; a gzip one is decoded on the way."""
+    expected = bytes(range(256)) * 20000 + b"tail"
+    name = "blob-gzip" if encoded else "blob"
+    with CoreClient(server_url, API_KEY, max_retries=0) as client:
+        sink = io.BytesIO()
+        client.download(name, sink)
+        assert sink.getvalue() == expected
+    async with AsyncCoreClient(server_url, API_KEY, max_retries=0) as aclient:
+        sink = io.BytesIO()
+        await aclient.download(name, sink)
+        assert sink.getvalue() == expected
