@@ -29,9 +29,7 @@ import secrets
 import shutil
 import signal
 import socket
-import stat
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +38,7 @@ from .agent_client import close_fds, request
 from .agent_code import agent_files
 from .base import Backend, BackendError, SandboxHandle, SandboxSpec
 from .cgroups import CgroupError, CgroupLayout, Limits, SandboxCgroup
+from .host import memfd, read_text, reopen, sandbox_python, which
 from .pool import WarmPool
 from .procs import host_pid_of_pidfd, pidfd_exited, start_time, wait_fd, wait_pidfd
 from .sandbox import BwrapProcess, BwrapSandbox
@@ -78,18 +77,18 @@ class BwrapBackend(Backend):
         self._as_root = os.geteuid() == 0
         if self._as_root:
             make_traversable(self.data_dir)
-        self._bwrap = _which(bwrap)
-        self._python = python or _sandbox_python(self._as_root)
+        self._bwrap = which(bwrap)
+        self._python = python or sandbox_python(self._as_root)
         self._setpriv = shutil.which("setpriv") if self._as_root else None
         self._cgroups = CgroupLayout.detect()
         self._entries = lay.root_entries()
         self._uids: set[int] = set()
         files, self._agent_script = agent_files(self._python, _AGENT_DIR, lay.AGENT_DIR)
-        self._memfds = {name: _memfd(name, data) for name, data in files.items()}
-        passwd, group = lay.passwd_with_sandbox_user(_read("/etc/passwd"), _read("/etc/group"))
+        self._memfds = {name: memfd(name, data) for name, data in files.items()}
+        passwd, group = lay.passwd_with_sandbox_user(read_text("/etc/passwd"), read_text("/etc/group"))
         self._etc = {
-            "/etc/passwd": _memfd("passwd", passwd.encode()),
-            "/etc/group": _memfd("group", group.encode()),
+            "/etc/passwd": memfd("passwd", passwd.encode()),
+            "/etc/group": memfd("group", group.encode()),
         }
         self._pool_dir = self.data_dir / "pool"
         self._pool: WarmPool[BwrapSandbox] = WarmPool(
@@ -318,8 +317,8 @@ class BwrapBackend(Backend):
                 home=keep(os.open(layout.home, path_flags)),
                 listen=listener.fileno(),
                 log=keep(os.open(layout.entrypoint_log, log_flags, 0o600)),
-                agent_files={name: keep(_reopen(fd)) for name, fd in self._memfds.items()},
-                etc_files={path: keep(_reopen(fd)) for path, fd in self._etc.items()},
+                agent_files={name: keep(reopen(fd)) for name, fd in self._memfds.items()},
+                etc_files={path: keep(reopen(fd)) for path, fd in self._etc.items()},
                 mounts=mounts,
             )
             hidden = lay.hidden_paths([self.data_dir, spec.state_dir.resolve()], same_user=not self._as_root)
@@ -509,69 +508,6 @@ def _own(handle: SandboxHandle) -> BwrapSandbox:
     if not isinstance(handle, BwrapSandbox):
         raise BackendError(f"not a bubblewrap sandbox: {handle!r}")
     return handle
-
-
-def _which(program: str) -> str:
-    found = shutil.which(program)
-    if found is None:
-        raise BackendError(
-            f"{program} is not installed: install the 'bubblewrap' package (apt-get install bubblewrap)"
-        )
-    return found
-
-
-def _sandbox_python(as_root: bool) -> str:
-    """A python3 (>= 3.9) the sandbox user can run: the agent needs one visible inside."""
-    candidates = [sys.executable, shutil.which("python3") or "", "/usr/bin/python3", "/usr/local/bin/python3"]
-    for candidate in candidates:
-        if not candidate or not os.path.isfile(candidate):
-            continue
-        path = Path(os.path.realpath(candidate))
-        if path.parts[1:2] and path.parts[1] in ("tmp", "home", "run"):
-            continue  # replaced inside the sandbox
-        if as_root and not _others_can_run(path):
-            continue
-        if sys.version_info >= (3, 9) and candidate == sys.executable:
-            return str(path)
-        version = subprocess.run(
-            [str(path), "-S", "-I", "-c", "import sys; print(sys.version_info >= (3, 9))"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if version.stdout.strip() == "True":
-            return str(path)
-    raise BackendError(
-        "no python3 >= 3.9 that an unprivileged user can run was found (the sandbox agent needs one): "
-        "install the 'python3' package"
-    )
-
-
-def _others_can_run(path: Path) -> bool:
-    try:
-        if os.stat(path).st_mode & (stat.S_IXOTH | stat.S_IROTH) != (stat.S_IXOTH | stat.S_IROTH):
-            return False
-        return all(os.stat(parent).st_mode & stat.S_IXOTH for parent in path.parents)
-    except OSError:
-        return False
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
-
-
-def _memfd(name: str, data: bytes) -> int:
-    fd = os.memfd_create(f"osbox-{name}", os.MFD_CLOEXEC)
-    os.write(fd, data)
-    return fd
-
-
-def _reopen(memfd: int) -> int:
-    """A fresh open file description (offset 0) of a memfd, for bwrap to read."""
-    return os.open(f"/proc/self/fd/{memfd}", os.O_RDONLY | os.O_CLOEXEC)
 
 
 def _poolable(spec: SandboxSpec) -> bool:

@@ -1,0 +1,81 @@
+"""What the bubblewrap backend needs from the host: programs, a python for the agent, memfds."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from .base import BackendError
+
+__all__ = ["memfd", "read_text", "reopen", "sandbox_python", "which"]
+
+
+def which(program: str) -> str:
+    """The full path of `program` (bwrap); raises `BackendError` saying what to install."""
+    found = shutil.which(program)
+    if found is None:
+        raise BackendError(
+            f"{program} is not installed: install the 'bubblewrap' package (apt-get install bubblewrap)"
+        )
+    return found
+
+
+def sandbox_python(as_root: bool) -> str:
+    """A python3 (>= 3.9) the sandbox user can run: the agent needs one visible inside."""
+    candidates = [sys.executable, shutil.which("python3") or "", "/usr/bin/python3", "/usr/local/bin/python3"]
+    for candidate in candidates:
+        if not candidate or not os.path.isfile(candidate):
+            continue
+        path = Path(os.path.realpath(candidate))
+        if path.parts[1:2] and path.parts[1] in ("tmp", "home", "run"):
+            continue  # replaced inside the sandbox
+        if as_root and not others_can_run(path):
+            continue
+        if sys.version_info >= (3, 9) and candidate == sys.executable:
+            return str(path)
+        version = subprocess.run(
+            [str(path), "-S", "-I", "-c", "import sys; print(sys.version_info >= (3, 9))"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if version.stdout.strip() == "True":
+            return str(path)
+    raise BackendError(
+        "no python3 >= 3.9 that an unprivileged user can run was found (the sandbox agent needs one): "
+        "install the 'python3' package"
+    )
+
+
+def others_can_run(path: Path) -> bool:
+    """Whether any user may execute `path` (and reach it)."""
+    try:
+        if os.stat(path).st_mode & (stat.S_IXOTH | stat.S_IROTH) != (stat.S_IXOTH | stat.S_IROTH):
+            return False
+        return all(os.stat(parent).st_mode & stat.S_IXOTH for parent in path.parents)
+    except OSError:
+        return False
+
+
+def read_text(path: str) -> str:
+    """The file's text, or "" when it cannot be read."""
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def memfd(name: str, data: bytes) -> int:
+    """An anonymous in-memory file holding `data` (close-on-exec)."""
+    fd = os.memfd_create(f"osbox-{name}", os.MFD_CLOEXEC)
+    os.write(fd, data)
+    return fd
+
+
+def reopen(fd: int) -> int:
+    """A fresh open file description (offset 0) of a memfd, for bwrap to read."""
+    return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
