@@ -44,6 +44,7 @@ _OUTPUT = r'\{"type":"(stdout|stderr)","text":"([^"]*+)","timestamp":(-?(?:0|[1-
 _BARE_FRAME: Final = re.compile("^" + _OUTPUT + r"(?:\r?\n)*+", re.MULTILINE)
 _SSE_FRAME: Final = re.compile("^data: ?" + _OUTPUT + r"\r?\n(?:\r?\n)*+", re.MULTILINE)
 _OUTPUT_HINT: Final = '{"type":"std'
+_SSE_START: Final = re.compile(r"[\r\n]*data:")
 #: Bytes a text must not hold to be its own JSON value: control characters (invalid) and backslashes.
 _NOT_PLAIN: Final = bytes(range(0x20)) + b"\\"
 
@@ -152,8 +153,8 @@ class EventDecoder:
             return False
         if _OUTPUT_HINT not in text:
             return False
-        sse = text.startswith("data:") or "\ndata:" in text
-        pieces = (_SSE_FRAME if sse else _BARE_FRAME).split(text)
+        # The framing of the first line picks the pattern (a block mixing framings goes the general way).
+        pieces = (_SSE_FRAME if _SSE_START.match(text) else _BARE_FRAME).split(text)
         # [before, kind, text, stamp, between, kind, text, stamp, ..., after]
         if len(pieces) == 1 or any(pieces[4:-1:4]):
             return False
