@@ -78,20 +78,24 @@ class WarmPool(Generic[H]):
 
     async def _fill(self) -> None:
         failures = 0
-        while True:
-            while len(self._ready) < self.size:
-                try:
-                    handle = await self._launch()
-                except Exception as exc:
-                    failures += 1
-                    delay = min(_RETRY_MAX_S, _RETRY_S * 2 ** (failures - 1))
-                    _log.warning("warm pool: starting a sandbox failed (retrying in %.1fs): %s", delay, exc)
-                    await asyncio.sleep(delay)  # back off: the cause (disk, limits) may persist
-                    continue
-                failures = 0
-                self._ready.append(handle)
-            self._wanted.clear()
-            await self._wanted.wait()
+        while not self._closed:
+            if len(self._ready) >= self.size:
+                self._wanted.clear()
+                await self._wanted.wait()
+                continue
+            try:
+                handle = await self._launch()
+            except Exception as exc:
+                failures += 1
+                delay = min(_RETRY_MAX_S, _RETRY_S * 2 ** (failures - 1))
+                _log.warning("warm pool: starting a sandbox failed (retrying in %.1fs): %s", delay, exc)
+                await asyncio.sleep(delay)  # back off: the cause (disk, limits) may persist
+                continue
+            failures = 0
+            if self._closed:  # closed while it started (a cancellation can be lost in wait_for)
+                await self._discard(handle)
+                return
+            self._ready.append(handle)
 
     def _discard_soon(self, handle: H) -> None:
         async def discard() -> None:
@@ -109,6 +113,7 @@ class WarmPool(Generic[H]):
         self._closed = True
         if self._filler is not None:
             self._filler.cancel()
+            self._wanted.set()  # should the cancellation be lost, the filler sees `_closed` and ends
             with contextlib.suppress(asyncio.CancelledError):
                 await self._filler
             self._filler = None
