@@ -82,7 +82,7 @@ class SandboxProxy:
         self,
         lookup: Callable[[str], SandboxHandle],
         token_of: Callable[[str], str],
-        execd_app: Callable[[], ASGIApp | None],
+        execd_app: Callable[[], ASGIApp],
     ) -> None:
         self._lookup = lookup
         self._token_of = token_of
@@ -114,8 +114,6 @@ class SandboxProxy:
                 return
             raise ApiError(401, "UNAUTHORIZED", "invalid or missing header X-EXECD-ACCESS-TOKEN")
         execd_app = self._execd_app()
-        if execd_app is None:
-            raise ApiError(501, "NOT_SUPPORTED", "The execd API is not available in this build")
         handle = self._lookup(sandbox_id)
         path = "/" + rest
         inner: Scope = {

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
 from starlette.types import ASGIApp
 
+from .._backend import default_backend
 from .._backend.base import Backend, SandboxHandle
 from .._store import Store
+from ..execd import ExecdService
 from .config import ServerConfig
 from .forwarder import ForwarderPool
 from .manager import SandboxManager
@@ -16,24 +15,9 @@ from .snapshots import SnapshotManager
 
 __all__ = ["Runtime"]
 
-_log = logging.getLogger("osbox.server")
-
 
 def _default_backend(config: ServerConfig) -> Backend:
-    from .._backend import default_backend  # type: ignore[attr-defined,unused-ignore]
-
-    backend: Backend = default_backend(config.data_dir, pool_size=config.warm_pool_size)
-    return backend
-
-
-def _execd_service(config: ServerConfig) -> Any:
-    """The in-process execd service, or None when this build has none."""
-    try:
-        from ..execd import ExecdService
-    except ImportError:
-        _log.warning("osbox.server.execd.ExecdService is unavailable: execd calls will answer 501")
-        return None
-    return ExecdService(log_dir=config.data_dir / "execd")
+    return default_backend(config.data_dir, pool_size=config.warm_pool_size)
 
 
 class Runtime:
@@ -42,7 +26,7 @@ class Runtime:
     def __init__(self, config: ServerConfig, backend: Backend | None = None) -> None:
         self.config = config
         self._given_backend = backend
-        self._execd: Any = None
+        self._execd: ExecdService
         self.store: Store
         self.backend: Backend
         self.manager: SandboxManager
@@ -60,17 +44,16 @@ class Runtime:
         self.snapshots = SnapshotManager(self.config, self.store, self.manager)
         self.forwarders = ForwarderPool(self.config.host, self.sandbox_handle)
         self.manager.add_forget_hook(self.forwarders.close_sandbox)
-        self._execd = _execd_service(self.config)
-        if self._execd is not None:
-            self.manager.add_forget_hook(self._execd.forget)
+        self._execd = ExecdService(log_dir=self.config.data_dir / "execd")
+        self.manager.add_forget_hook(self._execd.forget)
         self.snapshots.start()
         await self.manager.start()
         await self.backend.start()  # after re-adoption: a warm pool's start-ups compete for the CPU
 
     @property
-    def execd_app(self) -> ASGIApp | None:
+    def execd_app(self) -> ASGIApp:
         """The execd ASGI app the proxy dispatches port 44772 to."""
-        return None if self._execd is None else self._execd.app
+        return self._execd.app
 
     def sandbox_handle(self, sandbox_id: str) -> SandboxHandle:
         """The live handle of a Running sandbox (404/409 ApiError otherwise)."""
@@ -86,8 +69,7 @@ class Runtime:
             await self.forwarders.close()
             await self.snapshots.close()
             await self.manager.close()
-            if self._execd is not None:
-                await self._execd.aclose()
+            await self._execd.aclose()
             await self.backend.close()
         finally:
             self.store.close()
