@@ -74,9 +74,9 @@ def main() -> None:
                 command = (
                     'echo "hello from $(hostname) as $(id -un) (uid $(id -u))"; '
                     'for i in 1 2 3; do echo "step $i"; done; '
-                    "echo 'this goes to stderr' >&2; "
                     'echo "can I write /usr? $(touch /usr/x 2>&1 || true)"; '
-                    "ps -e | wc -l | xargs echo processes visible:"
+                    "ps -e | wc -l | xargs echo processes visible:; "
+                    "echo 'and this goes to stderr' >&2"
                 )
                 result = execd.run_command(command).run(on_event=_print_event)
                 console.print(f"  exit code {result.exit_code} {_elapsed(start)}")
