@@ -94,8 +94,8 @@ async def wait_until(condition: Callable[[], bool], within_s: float = 10.0) -> N
         await asyncio.sleep(0.01)
 
 
-def host_processes_of(uid: int) -> list[int]:
-    """Host pids of live (non-zombie) processes whose real uid is `uid`."""
+def host_processes_of(uid: int, count: int = 1) -> list[int]:
+    """Host pids of live (non-zombie) processes whose real uid is in `uid .. uid + count - 1`."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -105,14 +105,16 @@ def host_processes_of(uid: int) -> list[int]:
         except OSError:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        if int(fields["Uid"].split()[0]) == uid and not fields["State"].strip().startswith("Z"):
+        if uid <= int(fields["Uid"].split()[0]) < uid + count and not fields["State"].strip().startswith("Z"):
             found.append(int(entry))
     return found
 
 
 def assert_gone(handle: BwrapSandbox) -> None:
     """No process, cgroup or mount of the sandbox is left."""
-    if os.geteuid() == 0:
+    if handle.ids is not None:  # every id of its range
+        assert host_processes_of(handle.ids.base, handle.ids.size) == []
+    elif os.geteuid() == 0:
         assert host_processes_of(handle.host_uid) == []
     assert (
         not Path(f"/proc/{handle.agent_pid}").exists()
@@ -182,8 +184,8 @@ async def test_spawn_errors_are_clear(make_sandbox: MakeSandbox) -> None:
     with pytest.raises(SandboxOSError) as missing_program:
         await sandbox.spawn(["no-such-program"], env={}, cwd="/")
     assert missing_program.value.errno == errno.ENOENT
-    with pytest.raises(ValueError, match="uid 0 does not exist"):
-        await sandbox.spawn(["true"], env={}, cwd="/", uid=0)
+    with pytest.raises(ValueError, match="uid 70000 does not exist"):
+        await sandbox.spawn(["true"], env={}, cwd="/", uid=70000)
     assert await run(sandbox, ["true"]) == (0, "", "")  # the agent is still fine
 
 

@@ -27,7 +27,15 @@ import secrets
 import shutil
 import stat
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from . import identity
+else:
+    try:
+        from . import identity
+    except ImportError:  # run by the agent, which imports its modules top-level
+        import identity
 
 __all__ = ["OPS", "expand_path", "file_info"]
 
@@ -141,11 +149,14 @@ def _uid(owner: Any) -> int:
     if not isinstance(owner, str):
         raise ValueError("owner must be a user name")
     if owner.isdigit():
-        return int(owner)
-    try:
-        return pwd.getpwnam(owner).pw_uid
-    except KeyError:
-        raise ValueError(f"unknown user {owner!r}") from None
+        uid = int(owner)
+    else:
+        try:
+            uid = pwd.getpwnam(owner).pw_uid
+        except KeyError:
+            raise ValueError(f"unknown user {owner!r}") from None
+    identity.check_mapped("uid", uid)
+    return uid
 
 
 def _gid(group: Any) -> int:
@@ -154,11 +165,14 @@ def _gid(group: Any) -> int:
     if not isinstance(group, str):
         raise ValueError("group must be a group name")
     if group.isdigit():
-        return int(group)
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ValueError(f"unknown group {group!r}") from None
+        gid = int(group)
+    else:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ValueError(f"unknown group {group!r}") from None
+    identity.check_mapped("gid", gid)
+    return gid
 
 
 def _permission(spec: Any) -> tuple[int, int, int]:

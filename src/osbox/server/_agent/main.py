@@ -33,11 +33,12 @@ if TYPE_CHECKING:
     import signal as _signal  # the same functions as its C core, `_signal`, which has no stubs
     from typing import Any
 
-    from . import protocol
+    from . import identity, protocol
 else:  # run as a script: only this directory is on the path
     import _signal
 
     sys.path[:0] = [os.path.dirname(os.path.abspath(__file__))]
+    import identity
     import protocol
 
 _lock = _thread.allocate_lock()  # held while forking and while reaping, so no exit is missed
@@ -113,14 +114,6 @@ def _close_all(fds: list[int]) -> None:
 # --- children -----------------------------------------------------------------------------------
 
 
-def _check_ids(uid: object, gid: object) -> None:
-    """Only the sandbox's own uid/gid exist in its user namespace; anything else is refused."""
-    for name, value, own in (("uid", uid, os.getuid()), ("gid", gid, os.getgid())):
-        if value is None or value == own:
-            continue
-        raise ValueError(f"{name} {value} does not exist in this sandbox: only {name} {own} is mapped")
-
-
 def _executables(program: str, env: dict[str, str]) -> list[str]:
     if "/" in program:
         return [program]
@@ -139,8 +132,11 @@ def _reset_oom_score() -> None:
         pass
 
 
-def _fork_exec(argv: list[str], env: dict[str, str], cwd: str, stdio: list[int]) -> int:
-    """Fork, and in the child: new session, stdio, cwd, exec. Raises the child's OSError.
+def _fork_exec(
+    argv: list[str], env: dict[str, str], cwd: str, stdio: list[int], ids: tuple[int, int] | None
+) -> int:
+    """Fork, and in the child: new session, stdio, ids (see `identity`), cwd, exec. Raises the
+    child's OSError.
 
     Everything the child needs is computed before the fork; the child only makes system calls
     (no imports, no locks), so forking from this threaded process is safe.
@@ -159,6 +155,10 @@ def _fork_exec(argv: list[str], env: dict[str, str], cwd: str, stdio: list[int])
             _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)  # Python ignores it; programs expect it
             _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
             _reset_oom_score()
+            if ids is not None:
+                stage = b"ids"
+                identity.become(*ids)
+                stage = b"cwd"
             os.chdir(cwd)
             stage = b"exec"
             first_error: OSError | None = None
@@ -183,12 +183,20 @@ def _fork_exec(argv: list[str], env: dict[str, str], cwd: str, stdio: list[int])
     if report:
         stage, _, number = report.partition(b":")
         code = int(number or b"0") or 5
-        raise OSError(code, os.strerror(code), cwd if stage == b"cwd" else argv[0])
+        names = {b"cwd": cwd, b"ids": f"uid/gid {ids}"}
+        raise OSError(code, os.strerror(code), names.get(stage, argv[0]))
     return pid
 
 
-def _start_child(argv: object, env: object, cwd: object, stdio: list[int | None], waiter: Any) -> int:
-    """Start `argv` in a new session; returns its pid.
+def _start_child(
+    argv: object,
+    env: object,
+    cwd: object,
+    stdio: list[int | None],
+    waiter: Any,
+    ids: tuple[int, int] | None = None,
+) -> int:
+    """Start `argv` in a new session (as `ids`, see `identity.child_ids`); returns its pid.
 
     With a `waiter`, the pid and a pidfd are sent to it and it gets the exit line later: both
     happen under the reaper's lock, so the exit line can never overtake the pid.
@@ -205,7 +213,7 @@ def _start_child(argv: object, env: object, cwd: object, stdio: list[int | None]
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if None in stdio else -1
     try:
         with _lock:
-            pid = _fork_exec(argv, merged, cwd, [devnull if fd is None else fd for fd in stdio])
+            pid = _fork_exec(argv, merged, cwd, [devnull if fd is None else fd for fd in stdio], ids)
             if waiter is not None:
                 pidfd = os.pidfd_open(pid)
                 try:
@@ -264,7 +272,8 @@ def _op_start(request: dict[str, Any]) -> tuple[object, list[int]]:
     if not argv:
         return {"pid": None}, []
     stdio: list[int | None] = [None, _log_fd, _log_fd]
-    pid = _start_child(argv, request.get("env"), request.get("cwd", "/workspace"), stdio, None)
+    ids = identity.child_ids(None, None)
+    pid = _start_child(argv, request.get("env"), request.get("cwd", "/workspace"), stdio, None, ids)
     _entrypoint["pid"] = pid
     return {"pid": pid}, []
 
@@ -331,8 +340,8 @@ def _spawn(request: dict[str, Any], fds: list[int], conn: Any) -> None:
     received = iter(fds)
     for index, slot in enumerate(slots):
         stdio[index] = None if slot is None else next(received)
-    _check_ids(request.get("uid"), request.get("gid"))
-    _start_child(request.get("argv"), request.get("env"), request.get("cwd"), stdio, conn)
+    ids = identity.child_ids(request.get("uid"), request.get("gid"))
+    _start_child(request.get("argv"), request.get("env"), request.get("cwd"), stdio, conn, ids)
 
 
 def _serve(conn: Any) -> None:
@@ -366,22 +375,34 @@ def _serve(conn: Any) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """Run the agent until the sandbox is destroyed (PID 1 never returns)."""
+    """Run the agent until the sandbox is destroyed (PID 1 never returns).
+
+    With `--lifeline-fd N` (the read end of a pipe only the server holds the write end of), the
+    agent exits when that pipe reports end-of-file: the server's process ended, however it ended,
+    and PID 1 exiting takes every process of the sandbox with it.
+    """
     global _log_fd
     options = dict(zip(argv[0::2], argv[1::2], strict=False))
+    identity.start()  # before any child exists: capabilities stay with the agent alone
     listener: Any = _socket.socket(fileno=int(options["--listen-fd"]))
     os.set_inheritable(listener.fileno(), False)
     _log_fd = int(options["--log-fd"])
     os.set_inheritable(_log_fd, False)
+    lifeline = int(options.get("--lifeline-fd", "-1"))
     wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     _signal.set_wakeup_fd(wake_write)
     _signal.signal(_signal.SIGCHLD, lambda _signum, _frame: None)
     poller = select.poll()
     poller.register(listener.fileno(), select.POLLIN)
     poller.register(wake_read, select.POLLIN)
+    if lifeline >= 0:
+        os.set_inheritable(lifeline, False)
+        poller.register(lifeline, select.POLLIN)
     while True:
         try:
             for fd, _event in poller.poll():
+                if fd == lifeline:
+                    os._exit(0)  # nobody writes to it: any event is the server's end
                 if fd == wake_read:
                     try:
                         while os.read(wake_read, 512):

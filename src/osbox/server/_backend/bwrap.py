@@ -6,9 +6,18 @@
     code = await proc.wait()
     await backend.destroy(handle)
 
-Identity: when the server runs as root, each sandbox runs as its own unprivileged host uid/gid
-(`UID_BASE` + random, no /etc/passwd entry needed); its `fs/` dirs are chowned to it. Otherwise
-sandboxes run as the server's user. Inside, the user is always `sandbox` (1000:1000).
+Identity: inside, the sandbox user is `sandbox` (1000:1000). When the server runs as root, each
+sandbox gets a range of 65536 unprivileged host ids of its own (see `idranges`): bwrap starts as
+host id `base + 1000` and waits (`--userns-block-fd`) until the server has mapped sandbox ids
+0..65535 to `base ..` in its user namespace; the agent keeps the capabilities to run commands as
+any of them and drops them for every command (see `_agent/identity.py`). Its `fs/` dirs are chowned
+into the range. Should the kernel refuse the maps, the range is still reserved but only the
+sandbox user is mapped (bwrap maps it itself), as when the server is not root, where sandboxes run
+as the server's own user. `description` says which applies.
+
+Lifetime: sandboxes outlive the server process (to be re-adopted), unless the backend is made with
+`die_with_server=True` (ephemeral servers): then each agent watches the process lifeline (see
+`lifeline`) and ends its sandbox when the server's process ends, however it ends.
 
 Pids: `SandboxProcess.pid` is the host pid. `signal_group` signals the host process group while
 the group leader lives, and goes through the agent (pgid as seen inside) after it has exited.
@@ -38,11 +47,21 @@ from .agent_client import close_fds, request
 from .agent_code import agent_files
 from .base import Backend, BackendError, SandboxHandle, SandboxSpec
 from .cgroups import CgroupError, CgroupLayout, Limits, SandboxCgroup
-from .host import memfd, read_text, reopen, sandbox_python, which
+from .host import id_ranges_unavailable, memfd, reopen, sandbox_python, which
+from .idranges import UID_BASE, IdRange, IdRangeRegistry, write_id_maps
+from .lifeline import lifeline_fd
 from .pool import WarmPool
-from .procs import host_pid_of_pidfd, pidfd_exited, start_time, wait_fd, wait_pidfd
+from .procs import (
+    host_pid_of_pidfd,
+    pidfd_exited,
+    pidfd_if_same,
+    protect_from_oom_killer,
+    read_child_pid,
+    wait_pidfd,
+)
 from .sandbox import BwrapProcess, BwrapSandbox
 from .statedir import (
+    Owners,
     bind_listener,
     forget_run_files,
     make_traversable,
@@ -54,9 +73,6 @@ from .statedir import (
 
 __all__ = ["UID_BASE", "BwrapBackend", "BwrapProcess", "BwrapSandbox"]
 
-#: Host uids/gids of sandboxes (when the server is root): UID_BASE .. UID_BASE + _UID_SPAN - 1.
-UID_BASE = 0x10000000
-_UID_SPAN = 0x01000000
 _READY_TIMEOUT_S = 15.0
 _AGENT_DIR = Path(__file__).resolve().parent.parent / "_agent"
 #: Pre-started sandboxes all get this hostname; a spec asking for another one starts its own.
@@ -67,10 +83,15 @@ _log = logging.getLogger("osbox.server.backend")
 class BwrapBackend(Backend):
     """Sandboxes as bubblewrap process trees with cgroup limits (see the module docstring)."""
 
-    description = "bubblewrap (host filesystem read-only)"
-
     def __init__(
-        self, data_dir: Path, *, bwrap: str = "bwrap", python: str | None = None, pool_size: int = 0
+        self,
+        data_dir: Path,
+        *,
+        bwrap: str = "bwrap",
+        python: str | None = None,
+        pool_size: int = 0,
+        die_with_server: bool = False,
+        id_registry: IdRangeRegistry | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -82,10 +103,17 @@ class BwrapBackend(Backend):
         self._setpriv = shutil.which("setpriv") if self._as_root else None
         self._cgroups = CgroupLayout.detect()
         self._entries = lay.root_entries()
-        self._uids: set[int] = set()
+        self._lifeline = lifeline_fd() if die_with_server else None
+        self._registry = (id_registry or IdRangeRegistry()) if self._as_root else None
+        #: Why sandboxes get one id only ("" when they get a range).
+        self._single_id_reason = (
+            id_ranges_unavailable(self._bwrap, self._python) if self._as_root else "the server is not root"
+        )
+        self.description = ""
+        self._describe()
         files, self._agent_script = agent_files(self._python, _AGENT_DIR, lay.AGENT_DIR)
         self._memfds = {name: memfd(name, data) for name, data in files.items()}
-        passwd, group = lay.passwd_with_sandbox_user(read_text("/etc/passwd"), read_text("/etc/group"))
+        passwd, group = lay.sandbox_passwd()
         self._etc = {
             "/etc/passwd": memfd("passwd", passwd.encode()),
             "/etc/group": memfd("group", group.encode()),
@@ -94,6 +122,14 @@ class BwrapBackend(Backend):
         self._pool: WarmPool[BwrapSandbox] = WarmPool(
             pool_size, launch=self._launch_blank, discard=self._discard_blank, usable=self.is_alive
         )
+
+    def _describe(self) -> None:
+        ids = (
+            f"every command runs as uid/gid 1000 ({self._single_id_reason})"
+            if self._single_id_reason
+            else "commands may run as any uid/gid 0-65535"
+        )
+        self.description = f"bubblewrap (host filesystem read-only; {ids})"
 
     # --- warm pool ----------------------------------------------------------------------------------
 
@@ -155,14 +191,16 @@ class BwrapBackend(Backend):
 
     # --- create -----------------------------------------------------------------------------------
 
-    def _allocate_ids(self) -> tuple[int, int]:
-        if not self._as_root:
-            return os.getuid(), os.getgid()
-        while True:
-            uid = UID_BASE + secrets.randbelow(_UID_SPAN)
-            if uid not in self._uids:
-                self._uids.add(uid)
-                return uid, uid
+    def _reserve_ids(self) -> tuple[IdRange | None, int, int]:
+        """(the sandbox's host id range or None when not root, host uid and gid of its user)."""
+        if self._registry is None:
+            return None, os.getuid(), os.getgid()
+        ids = self._registry.reserve()
+        return ids, ids.host_id(lay.SANDBOX_UID), ids.host_id(lay.SANDBOX_GID)
+
+    def _release_ids(self, ids: IdRange | None, agent_pid: int = 0) -> None:
+        if ids is not None and self._registry is not None:
+            self._registry.release(ids, [agent_pid] if agent_pid > 0 else [])
 
     def _make_cgroup(self, spec: SandboxSpec) -> tuple[SandboxCgroup | None, str]:
         """The sandbox's cgroup with its limits applied, or None and why there is none."""
@@ -208,32 +246,44 @@ class BwrapBackend(Backend):
         The entrypoint is not started (see `_start_entrypoint`).
         """
         layout = lay.StateLayout(spec.state_dir)
-        uid, gid = self._allocate_ids()
+        ids, uid, gid = self._reserve_ids()
+        mapped = ids is not None and not self._single_id_reason
         try:
-            prepare_state_dir(layout, self.data_dir, uid, gid, chown=self._as_root)
+            owners = _owners(ids, mapped) if ids is not None else None
+            prepare_state_dir(layout, self.data_dir, owners)
             cgroup, cgroup_problem = self._make_cgroup(spec)
         except BaseException:
-            self._uids.discard(uid)
+            self._release_ids(ids)
             raise
         bwrap: subprocess.Popen[bytes] | None = None
-        info_read = child_pidfd = bwrap_pidfd = -1
+        info_read = block_write = child_pidfd = bwrap_pidfd = -1
+        child_pid = 0
         try:
-            bwrap, info_read = self._start_bwrap(spec, layout, uid, gid, cgroup)
+            bwrap, info_read, block_write = self._start_bwrap(spec, layout, uid, gid, cgroup, mapped)
             bwrap_pidfd = os.pidfd_open(bwrap.pid)
-            child_pid = await _read_child_pid(info_read)
+            child_pid = await read_child_pid(info_read, _READY_TIMEOUT_S)
             if child_pid > 0:  # a pidfd, so that a failed start can kill it without pid-reuse risk
                 child_pidfd = os.pidfd_open(child_pid)
+            if ids is not None and self._registry is not None and child_pid > 0:
+                self._registry.hold(ids, child_pid)
+            if mapped and ids is not None and child_pid > 0:
+                _map_ids(child_pid, ids, block_write)
             agent_pidfd, agent_pid = await self._wait_ready(layout, child_pid, cgroup)
         except BaseException as exc:
             if child_pidfd >= 0:
                 with contextlib.suppress(OSError):
                     signal.pidfd_send_signal(child_pidfd, signal.SIGKILL)  # takes its PID namespace along
-            close_fds([fd for fd in (info_read, child_pidfd, bwrap_pidfd) if fd >= 0])
-            await self._abort_launch(bwrap, cgroup, layout, uid)
+            close_fds([fd for fd in (info_read, block_write, child_pidfd, bwrap_pidfd) if fd >= 0])
+            await self._abort_launch(bwrap, cgroup, layout, ids, child_pid)
+            if isinstance(exc, _MapsRefused):
+                self._single_id_reason = f"the kernel refused to map a range of ids: {exc}"
+                self._describe()
+                _log.warning("sandboxes get one id only from now on: %s", self._single_id_reason)
+                return await self._launch(spec)
             if isinstance(exc, (BackendError, OSError, ValueError, TimeoutError)):
                 raise _start_failure(spec, layout, exc) from None
             raise
-        close_fds([info_read, child_pidfd])
+        close_fds([info_read, block_write, child_pidfd])
         enforced, message = _limit_status(cgroup, cgroup_problem, _limits(spec))
         handle = BwrapSandbox(
             spec,
@@ -246,6 +296,8 @@ class BwrapBackend(Backend):
             cgroup=cgroup,
             limits_enforced=enforced,
             limits_message=message,
+            ids=ids,
+            ids_mapped=mapped,
         )
         handle.cgroup_problem = cgroup_problem
         try:
@@ -277,13 +329,20 @@ class BwrapBackend(Backend):
         agent_pid = host_pid_of_pidfd(fds[0])
         if cgroup is not None and not cgroup.contains(agent_pid):
             await loop.run_in_executor(None, cgroup.add, agent_pid)
-        _protect_from_oom_killer(agent_pid)
+        protect_from_oom_killer(agent_pid)
         return fds[0], agent_pid
 
     def _start_bwrap(
-        self, spec: SandboxSpec, layout: lay.StateLayout, uid: int, gid: int, cgroup: SandboxCgroup | None
-    ) -> tuple[subprocess.Popen[bytes], int]:
-        """Start bwrap; returns it and the read end of its info pipe."""
+        self,
+        spec: SandboxSpec,
+        layout: lay.StateLayout,
+        uid: int,
+        gid: int,
+        cgroup: SandboxCgroup | None,
+        map_range: bool,
+    ) -> tuple[subprocess.Popen[bytes], int, int]:
+        """Start bwrap; returns it, the read end of its info pipe and (with `map_range`, else -1)
+        the write end of the pipe it waits on until the server has mapped its user namespace."""
         opened: list[int] = []
 
         def keep(fd: int) -> int:
@@ -310,6 +369,9 @@ class BwrapBackend(Backend):
                     raise BackendError(f"cannot mount {mount.host_path}: {exc.strerror}") from None
             info_read, info_write = os.pipe2(os.O_CLOEXEC)
             opened.append(info_write)
+            block_read, block_write = os.pipe2(os.O_CLOEXEC) if map_range else (-1, -1)
+            if map_range:
+                opened.append(block_read)
             fds = lay.BwrapFds(
                 info=info_write,
                 workspace=keep(os.open(layout.workspace, path_flags)),
@@ -320,6 +382,8 @@ class BwrapBackend(Backend):
                 agent_files={name: keep(reopen(fd)) for name, fd in self._memfds.items()},
                 etc_files={path: keep(reopen(fd)) for path, fd in self._etc.items()},
                 mounts=mounts,
+                userns_block=block_read if map_range else None,
+                lifeline=self._lifeline,
             )
             hidden = lay.hidden_paths([self.data_dir, spec.state_dir.resolve()], same_user=not self._as_root)
             argv = lay.bwrap_argv(
@@ -347,14 +411,18 @@ class BwrapBackend(Backend):
                     stdout=agent_log,
                     stderr=agent_log,
                     env=lay.base_env(spec.env),
-                    pass_fds=[fd for fd in opened if fd != agent_log] + [listener.fileno()],
+                    pass_fds=[
+                        *(fd for fd in opened if fd != agent_log),
+                        listener.fileno(),
+                        *([] if self._lifeline is None else [self._lifeline]),
+                    ],
                     start_new_session=True,  # its own session: a ^C to the server does not reach it
                     **identity,
                 )
             except BaseException:
-                os.close(info_read)
+                close_fds([fd for fd in (info_read, block_write) if fd >= 0])
                 raise
-            return process, info_read
+            return process, info_read, block_write
         finally:
             listener.close()  # the agent holds it now; if bwrap failed, connecting fails at once
             close_fds(opened)
@@ -364,7 +432,8 @@ class BwrapBackend(Backend):
         bwrap: subprocess.Popen[bytes] | None,
         cgroup: SandboxCgroup | None,
         layout: lay.StateLayout,
-        uid: int,
+        ids: IdRange | None,
+        child_pid: int,
     ) -> None:
         if bwrap is not None:
             with contextlib.suppress(ProcessLookupError):
@@ -379,7 +448,7 @@ class BwrapBackend(Backend):
             with contextlib.suppress(CgroupError):
                 await cgroup.kill_and_remove()
         forget_run_files(layout)
-        self._uids.discard(uid)
+        self._release_ids(ids, child_pid)
 
     # --- pause / resume / destroy -----------------------------------------------------------------
 
@@ -429,7 +498,7 @@ class BwrapBackend(Backend):
         close_fds([sandbox._agent_pidfd, sandbox._bwrap_pidfd])
         sandbox._agent_pidfd = sandbox._bwrap_pidfd = -1
         forget_run_files(sandbox.layout)
-        self._uids.discard(sandbox.host_uid)
+        self._release_ids(sandbox.ids, sandbox.agent_pid)
         if problems:
             raise BackendError(f"sandbox {sandbox.sandbox_id} destroyed, but: {'; '.join(problems)}")
 
@@ -453,14 +522,15 @@ class BwrapBackend(Backend):
             cgroup = self._cgroups.existing(_cgroup_name(spec.sandbox_id))
         agent_pidfd = bwrap_pidfd = -1
         handle: BwrapSandbox | None = None
+        ids = _recorded_ids(record)
         try:
             if record is None:
                 return None
             agent_pid, bwrap_pid = int(record["agent_pid"]), int(record["bwrap_pid"])
-            agent_pidfd = _pidfd_if_same(agent_pid, record.get("agent_start"))
+            agent_pidfd = pidfd_if_same(agent_pid, record.get("agent_start"))
             if agent_pidfd < 0:
                 return None
-            bwrap_pidfd = _pidfd_if_same(bwrap_pid, record.get("bwrap_start"))
+            bwrap_pidfd = pidfd_if_same(bwrap_pid, record.get("bwrap_start"))
             if cgroup is None or not cgroup.is_frozen():
                 _info, fds, _ = await asyncio.wait_for(request(layout.socket, {"op": "ping"}), 5.0)
                 try:
@@ -469,6 +539,8 @@ class BwrapBackend(Backend):
                 finally:
                     close_fds(fds)
             uid, gid = int(record["uid"]), int(record["gid"])
+            if ids is not None and self._registry is not None:
+                self._registry.hold(ids, agent_pid)  # a new server: the sandbox's PID 1 holds them
             handle = BwrapSandbox(
                 spec,
                 uid=uid,
@@ -480,14 +552,16 @@ class BwrapBackend(Backend):
                 cgroup=cgroup,
                 limits_enforced=bool(record.get("limits_enforced")),
                 limits_message=str(record.get("limits_message", "")),
+                ids=ids,
+                ids_mapped=bool(record.get("ids_mapped")),
             )
-            self._uids.add(uid)
             return handle
         except (BackendError, OSError, ValueError, KeyError, TypeError, TimeoutError):
             return None
         finally:
             if handle is None:
                 await _clean_leftovers(agent_pidfd, bwrap_pidfd, cgroup, layout)
+                self._release_ids(ids, int(record.get("agent_pid", 0)) if record else 0)
 
     async def close(self) -> None:
         """Destroy the warm pool's sandboxes and release backend-wide resources.
@@ -546,20 +620,6 @@ def _cgroup_name(sandbox_id: str) -> str:
     return "osbox-" + re.sub(r"[^A-Za-z0-9_.-]", "_", sandbox_id)[:200]
 
 
-def _pidfd_if_same(pid: int, recorded_start: object) -> int:
-    """A pidfd for `pid` if it is still the process that was recorded (same start time), else -1."""
-    if not isinstance(recorded_start, int) or pid <= 1:
-        return -1
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        return -1
-    if start_time(pid) != recorded_start:  # checked after opening: the pidfd pins this process
-        os.close(pidfd)
-        return -1
-    return pidfd
-
-
 async def _clean_leftovers(
     agent_pidfd: int, bwrap_pidfd: int, cgroup: SandboxCgroup | None, layout: lay.StateLayout
 ) -> None:
@@ -580,31 +640,29 @@ async def _clean_leftovers(
     forget_run_files(layout)
 
 
-async def _read_child_pid(info_read: int) -> int:
-    """The agent's host pid from bwrap's info pipe (0 if bwrap closed it without one)."""
-    os.set_blocking(info_read, False)
-    data = b""
-    while True:
-        try:
-            chunk = os.read(info_read, 4096)
-        except BlockingIOError:
-            if not await wait_fd(info_read, within_s=_READY_TIMEOUT_S):
-                raise TimeoutError from None
-            continue
-        if not chunk:
-            break
-        data += chunk
-        found = re.search(rb'"child-pid"\s*:\s*(\d+)', data)
-        if found:
-            return int(found.group(1))
-    return 0
+class _MapsRefused(Exception):
+    """The kernel refused the id maps of a sandbox's user namespace."""
 
 
-def _protect_from_oom_killer(agent_pid: int) -> None:
-    """Make the OOM killer pick the sandbox's workload, never its agent (PID 1, whose exit ends it).
+def _map_ids(child_pid: int, ids: IdRange, block_write: int) -> None:
+    """Map bwrap's child's user namespace to `ids`, then let bwrap go on."""
+    try:
+        write_id_maps(child_pid, ids)
+    except OSError as exc:
+        raise _MapsRefused(exc.strerror or str(exc)) from None
+    os.write(block_write, b"1")
 
-    Lowering `oom_score_adj` needs privilege the sandbox lacks, so the server does it from outside;
-    without it (not root) the agent keeps the default score and is still the smallest process.
-    """
-    with contextlib.suppress(OSError):
-        Path(f"/proc/{agent_pid}/oom_score_adj").write_text("-1000")
+
+def _owners(ids: IdRange, mapped: bool) -> Owners:
+    """How files already in a state dir are chowned into `ids` (see `IdRange.owner_for`)."""
+    if not mapped:  # only the sandbox user exists inside
+        user = (ids.host_id(lay.SANDBOX_UID), ids.host_id(lay.SANDBOX_GID))
+        return lambda _uid, _gid: user
+    return lambda uid, gid: (ids.owner_for(uid, lay.SANDBOX_UID), ids.owner_for(gid, lay.SANDBOX_GID))
+
+
+def _recorded_ids(record: dict[str, Any] | None) -> IdRange | None:
+    try:
+        return IdRange(int(record["id_base"])) if record and record.get("id_base") is not None else None
+    except (TypeError, ValueError):
+        return None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .base import BackendError
 
-__all__ = ["memfd", "read_text", "reopen", "sandbox_python", "which"]
+__all__ = ["id_ranges_unavailable", "memfd", "read_text", "reopen", "sandbox_python", "which"]
 
 
 def which(program: str) -> str:
@@ -79,3 +79,21 @@ def memfd(name: str, data: bytes) -> int:
 def reopen(fd: int) -> int:
     """A fresh open file description (offset 0) of a memfd, for bwrap to read."""
     return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+
+
+def id_ranges_unavailable(bwrap: str, python: str) -> str:
+    """Why sandboxes cannot get a range of ids here ("" when they can; the server must be root).
+
+    bwrap must be able to wait for maps written from outside (`--userns-block-fd`, bubblewrap
+    >= 0.3.0) and the agent's python must have `_ctypes` (it drops capabilities with `capset`).
+    """
+    try:
+        usage = subprocess.run([bwrap, "--help"], capture_output=True, text=True, check=False, timeout=30)
+        if "--userns-block-fd" not in usage.stdout + usage.stderr:
+            return "this bubblewrap lacks --userns-block-fd"
+        probe = subprocess.run(
+            [python, "-S", "-I", "-c", "import _ctypes"], capture_output=True, check=False, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"cannot check bubblewrap and python: {exc}"
+    return "" if probe.returncode == 0 else f"{python} has no _ctypes"

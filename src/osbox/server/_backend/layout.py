@@ -10,8 +10,10 @@ Host side, per sandbox (`state_dir`, owned by the server):
 
 Inside the sandbox: the host's top-level directories read-only, fresh `/dev`, `/proc`, `/run`
 and `/home`; `/workspace`, `/tmp` and `/home/sandbox` writable; the user is `sandbox`
-(uid 1000, gid 1000, `HOME=/home/sandbox`). The server's data dir is covered by an empty
-read-only tmpfs, and the agent's code is at `/run/osbox/agent`.
+(uid 1000, gid 1000, `HOME=/home/sandbox`); /etc/passwd and /etc/group name only `root` (0),
+`sandbox` (1000) and `nobody`/`nogroup` (65534, which is also how ids that are not mapped, such as
+the host's root, show). The server's data dir is covered by an empty read-only tmpfs, and the
+agent's code is at `/run/osbox/agent`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 __all__ = [
+    "AGENT_CAPABILITIES",
     "AGENT_DIR",
     "DEFAULT_PATH",
     "SANDBOX_GID",
@@ -35,8 +38,8 @@ __all__ = [
     "base_env",
     "bwrap_argv",
     "hidden_paths",
-    "passwd_with_sandbox_user",
     "root_entries",
+    "sandbox_passwd",
     "shadow_dirs",
 ]
 
@@ -209,22 +212,28 @@ def base_env(spec_env: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def passwd_with_sandbox_user(passwd: str, group: str) -> tuple[str, str]:
-    """Host /etc/passwd and /etc/group text with the `sandbox` user (1000:1000) put in."""
+def sandbox_passwd() -> tuple[str, str]:
+    """The sandbox's /etc/passwd and /etc/group: the users it provides, and no host account."""
+    passwd = (
+        "root:x:0:0:root:/root:/bin/bash\n"
+        f"{SANDBOX_USER}:x:{SANDBOX_UID}:{SANDBOX_GID}:sandbox:{SANDBOX_HOME}:/bin/bash\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+    )
+    group = f"root:x:0:\n{SANDBOX_USER}:x:{SANDBOX_GID}:\nnogroup:x:65534:\n"
+    return passwd, group
 
-    def replace(text: str, entry: str, field_index: int) -> str:
-        kept = [
-            line
-            for line in text.splitlines()
-            if line
-            and not line.startswith(f"{SANDBOX_USER}:")
-            and line.split(":")[field_index : field_index + 1] != [str(SANDBOX_UID)]
-        ]
-        return "\n".join([*kept, entry]) + "\n"
 
-    passwd_entry = f"{SANDBOX_USER}:x:{SANDBOX_UID}:{SANDBOX_GID}:sandbox:{SANDBOX_HOME}:/bin/bash"
-    group_entry = f"{SANDBOX_USER}:x:{SANDBOX_GID}:"
-    return replace(passwd, passwd_entry, 2), replace(group, group_entry, 2)
+#: What the agent may do inside its user namespace when the sandbox has a range of ids (see
+#: `_agent/identity.py`): switch ids for its children, chown to any sandbox id, reach every
+#: sandbox-owned file, signal any process of the sandbox. Never passed on to a child.
+AGENT_CAPABILITIES = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+)
 
 
 @dataclass(frozen=True)
@@ -240,6 +249,10 @@ class BwrapFds:
     agent_files: Mapping[str, int]  # file name -> fd with its contents
     etc_files: Mapping[str, int]  # "/etc/passwd" -> fd with its contents
     mounts: Sequence[tuple[int, str, bool]]  # (fd, sandbox path, read-only)
+    #: With an id range: bwrap waits on this fd until the server has written the namespace's maps.
+    userns_block: int | None = None
+    #: The process lifeline's read end (see `lifeline`), for sandboxes that die with the server.
+    lifeline: int | None = None
 
 
 def bwrap_argv(
@@ -269,6 +282,11 @@ def bwrap_argv(
         "--cap-drop", "ALL",
         "--info-fd", str(fds.info),
     ]  # fmt: skip
+    if fds.userns_block is not None:
+        # The server maps the whole range; the agent keeps what it needs to use it.
+        argv += ["--unshare-user", "--userns-block-fd", str(fds.userns_block)]
+        for capability in AGENT_CAPABILITIES:
+            argv += ["--cap-add", capability]
     for name, target in entries:
         if target is not None:
             argv += ["--symlink", target, "/" + name]
@@ -304,4 +322,6 @@ def bwrap_argv(
         "--listen-fd", str(fds.listen),
         "--log-fd", str(fds.log),
     ]  # fmt: skip
+    if fds.lifeline is not None:
+        argv += ["--lifeline-fd", str(fds.lifeline)]
     return argv

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
 import select
+from pathlib import Path
 
-__all__ = ["host_pid_of_pidfd", "pidfd_exited", "start_time", "wait_fd", "wait_pidfd"]
+__all__ = [
+    "host_pid_of_pidfd",
+    "pidfd_exited",
+    "pidfd_if_same",
+    "protect_from_oom_killer",
+    "read_child_pid",
+    "start_time",
+    "wait_fd",
+    "wait_pidfd",
+]
 
 
 def host_pid_of_pidfd(pidfd: int) -> int:
@@ -73,3 +85,47 @@ def start_time(pid: int) -> int | None:
     with contextlib.suppress(IndexError, ValueError):
         return int(fields[19])  # field 22 overall
     return None
+
+
+def pidfd_if_same(pid: int, recorded_start: object) -> int:
+    """A pidfd for `pid` if it is still the process that was recorded (same start time), else -1."""
+    if not isinstance(recorded_start, int) or pid <= 1:
+        return -1
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return -1
+    if start_time(pid) != recorded_start:  # checked after opening: the pidfd pins this process
+        os.close(pidfd)
+        return -1
+    return pidfd
+
+
+async def read_child_pid(info_read: int, within_s: float) -> int:
+    """The agent's host pid from bwrap's info pipe (0 if bwrap closed it without one)."""
+    os.set_blocking(info_read, False)
+    data = b""
+    while True:
+        try:
+            chunk = os.read(info_read, 4096)
+        except BlockingIOError:
+            if not await wait_fd(info_read, within_s=within_s):
+                raise TimeoutError from None
+            continue
+        if not chunk:
+            break
+        data += chunk
+        found = re.search(rb'"child-pid"\s*:\s*(\d+)', data)
+        if found:
+            return int(found.group(1))
+    return 0
+
+
+def protect_from_oom_killer(agent_pid: int) -> None:
+    """Make the OOM killer pick the sandbox's workload, never its agent (PID 1, whose exit ends it).
+
+    Lowering `oom_score_adj` needs privilege the sandbox lacks, so the server does it from outside;
+    without it (not root) the agent keeps the default score and is still the smallest process.
+    """
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{agent_pid}/oom_score_adj").write_text("-1000")

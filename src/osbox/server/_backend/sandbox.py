@@ -20,6 +20,7 @@ from . import layout as lay
 from .agent_client import AgentConnection, close_fds, request
 from .base import BackendError, SandboxHandle, SandboxProcess, SandboxSpec
 from .cgroups import SandboxCgroup
+from .idranges import IdRange
 from .procs import host_pid_of_pidfd, pidfd_exited
 
 __all__ = ["BwrapProcess", "BwrapSandbox"]
@@ -94,6 +95,8 @@ class BwrapSandbox(SandboxHandle):
         cgroup: SandboxCgroup | None,
         limits_enforced: bool,
         limits_message: str,
+        ids: IdRange | None = None,
+        ids_mapped: bool = False,
     ) -> None:
         self.sandbox_id = spec.sandbox_id
         self.spec = spec
@@ -101,8 +104,12 @@ class BwrapSandbox(SandboxHandle):
         self.log_path = self.layout.entrypoint_log
         self.limits_enforced = limits_enforced
         self.limits_message = limits_message
-        self.host_uid = uid
+        self.host_uid = uid  # the host uid/gid of the sandbox user (1000 inside)
         self.host_gid = gid
+        #: The host ids reserved for this sandbox (server is root), and whether all of them are
+        #: mapped inside (sandbox ids 0..65535) or only the sandbox user (single-id set-up).
+        self.ids = ids
+        self.ids_mapped = ids_mapped
         self.agent_pid = agent_pid  # host pid of the agent (PID 1 inside)
         self._agent_pidfd = agent_pidfd
         self._bwrap = bwrap  # None when adopted (it is no longer our child)

@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,12 +71,17 @@ def _add_search_bit(directory: Path) -> None:
         os.chmod(directory, stat.S_IMODE(mode) | stat.S_IXOTH)  # search only: nobody can list it
 
 
-def prepare_state_dir(layout: lay.StateLayout, data_dir: Path, uid: int, gid: int, *, chown: bool) -> None:
-    """Make the state dir's `fs/` and `run/` dirs; with `chown`, hand `fs/*` to the sandbox's uid.
+#: (uid, gid) of an existing file -> the (uid, gid) it gets in this sandbox.
+Owners = Callable[[int, int], tuple[int, int]]
+
+
+def prepare_state_dir(layout: lay.StateLayout, data_dir: Path, owners: Owners | None) -> None:
+    """Make the state dir's `fs/` and `run/` dirs; with `owners`, hand `fs/*` to the sandbox's ids.
 
     `run/` stays the server's alone (0700). The dirs between the data dir and `fs/` get o+x (search
     only), so that bwrap, running as the sandbox's uid, can reach its bind sources.
     """
+    chown = owners is not None
     layout.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     layout.run.mkdir(exist_ok=True, mode=0o700)
     (layout.state_dir / "fs").mkdir(exist_ok=True, mode=0o700)
@@ -90,17 +96,24 @@ def prepare_state_dir(layout: lay.StateLayout, data_dir: Path, uid: int, gid: in
         _require_searchable(layout.workspace, "state dir")
     for directory in (layout.workspace, layout.home, layout.tmp):
         directory.mkdir(parents=True, exist_ok=True)
-        if chown:
-            _chown_tree(directory, uid, gid)
+        if owners is not None:
+            _chown_tree(directory, owners)
         os.chmod(directory, 0o700)  # the sandbox's own user only (it is the only user inside)
 
 
-def _chown_tree(root: Path, uid: int, gid: int) -> None:
-    """Give the sandbox's host user its files (e.g. after a snapshot was copied in as root)."""
-    os.lchown(root, uid, gid)
+def _chown_tree(root: Path, owners: Owners) -> None:
+    """Give the sandbox's host ids its files (e.g. after a snapshot was copied in as root)."""
+
+    def chown(path: str) -> None:
+        st = os.lstat(path)
+        uid, gid = owners(st.st_uid, st.st_gid)
+        if (uid, gid) != (st.st_uid, st.st_gid):
+            os.lchown(path, uid, gid)
+
+    chown(str(root))
     for directory, subdirs, files in os.walk(root):
         for name in subdirs + files:
-            os.lchown(os.path.join(directory, name), uid, gid)
+            chown(os.path.join(directory, name))
 
 
 def write_record(handle: BwrapSandbox, bwrap_pid: int) -> None:
@@ -114,6 +127,8 @@ def write_record(handle: BwrapSandbox, bwrap_pid: int) -> None:
         "bwrap_start": start_time(bwrap_pid),
         "uid": handle.host_uid,
         "gid": handle.host_gid,
+        "id_base": handle.ids.base if handle.ids is not None else None,
+        "ids_mapped": handle.ids_mapped,
         "cgroup": handle.cgroup.to_json() if handle.cgroup else None,
         "limits_enforced": handle.limits_enforced,
         "limits_message": handle.limits_message,
