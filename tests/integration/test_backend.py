@@ -7,6 +7,7 @@ that no process, cgroup or mount is left behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import secrets
@@ -29,9 +30,9 @@ pytestmark = [requires_bwrap, pytest.mark.timeout(60)]
 MakeSandbox = Callable[..., Awaitable[BwrapSandbox]]
 
 
-@pytest.fixture
-async def make_sandbox(backend: Backend, backend_data_dir: Path) -> AsyncIterator[MakeSandbox]:
-    """A factory for sandboxes that are all destroyed afterwards, also when the test fails."""
+@contextlib.asynccontextmanager
+async def sandbox_factory(backend: Backend, backend_data_dir: Path) -> AsyncIterator[MakeSandbox]:
+    """A factory for sandboxes that are all destroyed at the end of the block, also on failure."""
     created: list[BwrapSandbox] = []
 
     async def make(entrypoint: Sequence[str] = (), **options: Any) -> BwrapSandbox:
@@ -48,6 +49,13 @@ async def make_sandbox(backend: Backend, backend_data_dir: Path) -> AsyncIterato
     finally:
         for handle in created:
             await backend.destroy(handle)
+
+
+@pytest.fixture
+async def make_sandbox(backend: Backend, backend_data_dir: Path) -> AsyncIterator[MakeSandbox]:
+    """A factory for sandboxes that are all destroyed afterwards, also when the test fails."""
+    async with sandbox_factory(backend, backend_data_dir) as make:
+        yield make
 
 
 async def run(

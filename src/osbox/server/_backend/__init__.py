@@ -19,9 +19,10 @@ __all__ = [
 ]
 
 
-def default_backend(data_dir: Path, *, pool_size: int = 0) -> Backend:
-    """The backend for this machine (`pool_size` sandboxes kept pre-started); raises `BackendError`
-    saying what to install when there is none."""
+def default_backend(data_dir: Path, *, pool_size: int = 0, die_with_server: bool = False) -> Backend:
+    """The backend for this machine (`pool_size` sandboxes kept pre-started; with `die_with_server`,
+    sandboxes end when this process does); raises `BackendError` saying what to install when there
+    is none."""
     if not sys.platform.startswith("linux"):
         raise BackendError(
             f"osbox serve isolates sandboxes with Linux namespaces and cgroups; this is {sys.platform}. "
@@ -34,4 +35,4 @@ def default_backend(data_dir: Path, *, pool_size: int = 0) -> Backend:
         )
     from .bwrap import BwrapBackend
 
-    return BwrapBackend(data_dir, pool_size=pool_size)
+    return BwrapBackend(data_dir, pool_size=pool_size, die_with_server=die_with_server)

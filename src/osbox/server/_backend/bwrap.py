@@ -135,6 +135,8 @@ class BwrapBackend(Backend):
 
     async def start(self) -> None:
         """Remove what a crashed server's pool left, then start filling the warm pool."""
+        if self._registry is not None:
+            await asyncio.to_thread(self._registry.sweep)
         if self._pool_dir.is_dir():
             for entry in sorted(self._pool_dir.iterdir()):
                 spec = SandboxSpec(sandbox_id=f"pool-{entry.name}", entrypoint=[], state_dir=entry)
@@ -250,7 +252,10 @@ class BwrapBackend(Backend):
         mapped = ids is not None and not self._single_id_reason
         try:
             owners = _owners(ids, mapped) if ids is not None else None
-            prepare_state_dir(layout, self.data_dir, owners)
+            root = (ids.host_id(0), ids.host_id(0)) if ids is not None and mapped else None
+            prepare_state_dir(
+                layout, self.data_dir, owners, group=gid if ids is not None else None, root=root
+            )
             cgroup, cgroup_problem = self._make_cgroup(spec)
         except BaseException:
             self._release_ids(ids)

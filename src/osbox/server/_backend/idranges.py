@@ -5,9 +5,10 @@ to host id `base + N`, for uids and gids alike (`uid_map` and `gid_map` are both
 Sandbox uid 0 is therefore host uid `base`: an unprivileged id like any other outside.
 
 Where ranges lie: slot s is `UID_BASE + s * RANGE_SIZE` (UID_BASE = 0x10000000, far above the ids
-distributions hand out), up to `ID_LIMIT` (0xFFFF0000, below the invalid id 2**32 - 1). A slot
-overlapping any id the host names in /etc/passwd or /etc/group, or any range in /etc/subuid or
-/etc/subgid (rootless containers' ranges), is never used.
+distributions hand out), up to `ID_LIMIT` (0x7FFF0000: ids of 2**31 and more read as negative to
+tools that take ids as signed ints, bwrap among them). A slot overlapping any id the host names in
+/etc/passwd or /etc/group, or any range in /etc/subuid or /etc/subgid (rootless containers'
+ranges), is never used.
 
 Who holds which slot is recorded for the whole machine, not per server, so that servers on other
 data dirs, a restarted server and the warm pool never collide: one file per slot in
@@ -47,7 +48,7 @@ __all__ = [
 
 UID_BASE = 0x10000000
 RANGE_SIZE = 0x10000
-ID_LIMIT = 0xFFFF0000
+ID_LIMIT = 0x7FFF0000
 REGISTRY_DIR = Path("/run/osbox/idranges")
 _SLOTS = (ID_LIMIT - UID_BASE) // RANGE_SIZE
 _log = logging.getLogger("osbox.server.backend")
@@ -185,6 +186,20 @@ class IdRangeRegistry:
                 self._write(slot, [self._me])
                 return IdRange(UID_BASE + slot * RANGE_SIZE)
         raise BackendError("no free range of host ids is left for another sandbox")
+
+    def sweep(self) -> None:
+        """Remove the records whose holders are all gone, and half-written ones (crashed servers)."""
+        try:
+            with self._locked():
+                for entry in os.scandir(self.directory):
+                    # A .tmp file is half-written (writers hold the lock: nobody is writing it now).
+                    half_written = entry.name.endswith(".tmp")
+                    if half_written or (
+                        entry.name.isdigit() and not self._alive(self._holders(int(entry.name)) or [])
+                    ):
+                        Path(entry.path).unlink(missing_ok=True)
+        except (BackendError, OSError) as exc:
+            _log.warning("could not sweep the id-range registry: %s", exc)
 
     def hold(self, id_range: IdRange, pid: int) -> None:
         """Record `pid` (a sandbox's PID 1) as a holder of `id_range`, next to the live ones."""

@@ -75,30 +75,49 @@ def _add_search_bit(directory: Path) -> None:
 Owners = Callable[[int, int], tuple[int, int]]
 
 
-def prepare_state_dir(layout: lay.StateLayout, data_dir: Path, owners: Owners | None) -> None:
+def prepare_state_dir(
+    layout: lay.StateLayout,
+    data_dir: Path,
+    owners: Owners | None,
+    *,
+    group: int | None = None,
+    root: tuple[int, int] | None = None,
+) -> None:
     """Make the state dir's `fs/` and `run/` dirs; with `owners`, hand `fs/*` to the sandbox's ids.
 
     `run/` stays the server's alone (0700). The dirs between the data dir and `fs/` get o+x (search
-    only), so that bwrap, running as the sandbox's uid, can reach its bind sources.
+    only), so that bwrap, running as the sandbox's uid, can reach its bind sources; `fs/` itself is
+    searchable by `group` only (bwrap's gid) when given, else by others too.
+
+    `root` (the host uid/gid of the sandbox's root) means the sandbox has many users: `/tmp` is then
+    root's with mode 1777 and `/workspace` 0755, as on any machine; otherwise all three are 0700,
+    the sandbox user's alone. `/home/sandbox` is always 0700.
     """
-    chown = owners is not None
     layout.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     layout.run.mkdir(exist_ok=True, mode=0o700)
-    (layout.state_dir / "fs").mkdir(exist_ok=True, mode=0o700)
-    if chown:
+    fs_dir = layout.state_dir / "fs"
+    fs_dir.mkdir(exist_ok=True, mode=0o700)
+    if owners is not None:
         state_dir = layout.state_dir.resolve()
-        _add_search_bit(state_dir / "fs")
+        if group is not None:  # host users other than the sandbox's bwrap never get past fs/
+            os.chown(fs_dir, 0, group)
+            os.chmod(fs_dir, 0o710)  # noqa: S103 (search for root and bwrap's group only)
+        else:
+            _add_search_bit(fs_dir)
         _add_search_bit(state_dir)
         for directory in state_dir.parents:  # up to the data dir, when the state dir is inside it
             if directory == data_dir or data_dir not in directory.parents:
                 break
             _add_search_bit(directory)
-        _require_searchable(layout.workspace, "state dir")
+        _require_searchable(fs_dir, "state dir")
+    modes = {layout.workspace: 0o755, layout.tmp: 0o1777} if root is not None else {}
     for directory in (layout.workspace, layout.home, layout.tmp):
         directory.mkdir(parents=True, exist_ok=True)
         if owners is not None:
             _chown_tree(directory, owners)
-        os.chmod(directory, 0o700)  # the sandbox's own user only (it is the only user inside)
+        if root is not None and directory == layout.tmp:
+            os.chown(directory, *root)
+        os.chmod(directory, modes.get(directory, 0o700))
 
 
 def _chown_tree(root: Path, owners: Owners) -> None:

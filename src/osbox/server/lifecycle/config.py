@@ -29,6 +29,10 @@ class ServerConfig:
     diagnostics_max_bytes: int = 256 * 1024
     #: Destroy every sandbox on shutdown (LocalServer) or keep them for re-adoption (`osbox serve`).
     destroy_on_shutdown: bool = False
+    #: End every sandbox when the server's process ends, however it ends (SIGKILL included): for
+    #: ephemeral servers (LocalServer), whose sandboxes nobody would ever re-adopt. `osbox serve`
+    #: leaves it off, so its sandboxes survive a restart.
+    sandboxes_die_with_server: bool = False
     #: Sandboxes kept started ahead of time (bwrap + agent, no owner yet); a create without volumes
     #: takes one instead of starting its own, and the pool refills in the background. 0 disables it.
     #: Each costs an idle sandbox's memory (~6 MiB PSS); they are destroyed on shutdown.

@@ -17,7 +17,9 @@ __all__ = ["Runtime"]
 
 
 def _default_backend(config: ServerConfig) -> Backend:
-    return default_backend(config.data_dir, pool_size=config.warm_pool_size)
+    return default_backend(
+        config.data_dir, pool_size=config.warm_pool_size, die_with_server=config.sandboxes_die_with_server
+    )
 
 
 class Runtime:

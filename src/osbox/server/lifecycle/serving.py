@@ -3,8 +3,10 @@
     with LocalServer() as server:                      # temp data dir, free port
         httpx2.get(f"{server.base_url}/v1/sandboxes")   # lifecycle routes at /v1
 
-`LocalServer` destroys every sandbox and removes its temporary data dir on exit. The foreground
-runner behind `osbox serve` keeps sandboxes running on SIGINT/SIGTERM so the next start re-adopts them.
+`LocalServer` destroys every sandbox and removes its temporary data dir on exit; should its process
+be killed instead, its sandboxes end with it (`ServerConfig.sandboxes_die_with_server`). The
+foreground runner behind `osbox serve` keeps sandboxes running on SIGINT/SIGTERM (and when it is
+killed) so the next start re-adopts them.
 """
 
 from __future__ import annotations
@@ -96,7 +98,11 @@ class _ServerBase:
         data_dir = self._data_dir
         if data_dir is None:
             self._temp_dir = data_dir = Path(tempfile.mkdtemp(prefix="osbox-serve-"))
-        settings: dict[str, Any] = {"destroy_on_shutdown": True, **self._config_overrides}
+        settings: dict[str, Any] = {
+            "destroy_on_shutdown": True,
+            "sandboxes_die_with_server": True,  # SIGKILLed, it leaves no sandbox behind
+            **self._config_overrides,
+        }
         self.config = ServerConfig(data_dir=data_dir, api_key=self._api_key, host=self._host, **settings)
         self._app = app = create_app(self.config, backend=self._backend)
         server = uvicorn.Server(
