@@ -4,17 +4,21 @@ Started by bubblewrap as `python3 -S -I main.py --listen-fd N --log-fd M`, stdli
 import `osbox`: site-packages are not on its path). It
 
 - reaps every zombie in the sandbox's PID namespace (it is PID 1),
+- starts every child as the uid/gid asked for, without any capability (see `identity.py`),
 - starts the entrypoint when the server says `start` (stdout+stderr appended to the log fd),
 - serves the server over the inherited listening unix socket, one request per connection, each in
   its own thread (see `protocol.py` for the ops and the framing).
+
+With `--lifeline-fd N` it exits, ending the sandbox, once the server's process has ended.
 
 The listening socket was created by the server and bound to a path in the server's state dir,
 which is hidden inside the sandbox: only the host can connect, and a restarted server reconnects
 through the same path.
 
 Start-up time and memory count (one agent per sandbox): only C modules are imported up front
-(`_socket`, `_signal`, `_thread`, `select`; no `socket`/`signal`/`subprocess`/`json`, which pull in
-`enum` and `re`), and children are started with a plain fork+exec.
+(`_socket`, `_signal`, `_thread`, `select`, and `_ctypes` when the sandbox has a range of ids; no
+`socket`/`signal`/`subprocess`/`json`/`ctypes`, which pull in `enum`, `re` or `struct`), and
+children are started with a plain fork+exec.
 """
 
 from __future__ import annotations

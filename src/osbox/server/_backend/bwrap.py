@@ -48,20 +48,27 @@ from .agent_code import agent_files
 from .base import Backend, BackendError, SandboxHandle, SandboxSpec
 from .cgroups import CgroupError, CgroupLayout, Limits, SandboxCgroup
 from .host import id_ranges_unavailable, memfd, reopen, sandbox_python, which
-from .idranges import UID_BASE, IdRange, IdRangeRegistry, write_id_maps
+from .idranges import (
+    UID_BASE,
+    IdMapsRefused,
+    IdRange,
+    IdRangeRegistry,
+    map_ids,
+    owners_into,
+    recorded_ids,
+)
 from .lifeline import lifeline_fd
 from .pool import WarmPool
 from .procs import (
     host_pid_of_pidfd,
+    kill_tree,
     pidfd_exited,
     pidfd_if_same,
     protect_from_oom_killer,
     read_child_pid,
-    wait_pidfd,
 )
 from .sandbox import BwrapProcess, BwrapSandbox
 from .statedir import (
-    Owners,
     bind_listener,
     forget_run_files,
     make_traversable,
@@ -251,7 +258,7 @@ class BwrapBackend(Backend):
         ids, uid, gid = self._reserve_ids()
         mapped = ids is not None and not self._single_id_reason
         try:
-            owners = _owners(ids, mapped) if ids is not None else None
+            owners = owners_into(ids, mapped, lay.SANDBOX_UID) if ids is not None else None
             root = (ids.host_id(0), ids.host_id(0)) if ids is not None and mapped else None
             prepare_state_dir(
                 layout, self.data_dir, owners, group=gid if ids is not None else None, root=root
@@ -269,10 +276,10 @@ class BwrapBackend(Backend):
             child_pid = await read_child_pid(info_read, _READY_TIMEOUT_S)
             if child_pid > 0:  # a pidfd, so that a failed start can kill it without pid-reuse risk
                 child_pidfd = os.pidfd_open(child_pid)
-            if ids is not None and self._registry is not None and child_pid > 0:
-                self._registry.hold(ids, child_pid)
             if mapped and ids is not None and child_pid > 0:
-                _map_ids(child_pid, ids, block_write)
+                map_ids(child_pid, ids, block_write)
+            if ids is not None and self._registry is not None and child_pid > 0:
+                self._registry.hold(ids, child_pid)  # while bwrap sets up (this server holds it too)
             agent_pidfd, agent_pid = await self._wait_ready(layout, child_pid, cgroup)
         except BaseException as exc:
             if child_pidfd >= 0:
@@ -280,7 +287,7 @@ class BwrapBackend(Backend):
                     signal.pidfd_send_signal(child_pidfd, signal.SIGKILL)  # takes its PID namespace along
             close_fds([fd for fd in (info_read, block_write, child_pidfd, bwrap_pidfd) if fd >= 0])
             await self._abort_launch(bwrap, cgroup, layout, ids, child_pid)
-            if isinstance(exc, _MapsRefused):
+            if isinstance(exc, IdMapsRefused):
                 self._single_id_reason = f"the kernel refused to map a range of ids: {exc}"
                 self._describe()
                 _log.warning("sandboxes get one id only from now on: %s", self._single_id_reason)
@@ -483,29 +490,14 @@ class BwrapBackend(Backend):
         if sandbox.destroyed:
             return
         sandbox.destroyed = True
-        with contextlib.suppress(OSError):
-            signal.pidfd_send_signal(sandbox._agent_pidfd, signal.SIGKILL)
-        cgroup = sandbox.cgroup
-        if cgroup is not None and cgroup.is_frozen():
-            with contextlib.suppress(CgroupError, OSError):
-                await cgroup.set_frozen(False)  # a frozen task only acts on SIGKILL once thawed
-        await wait_pidfd(sandbox._agent_pidfd, 10.0)
-        if sandbox._bwrap_pidfd >= 0:
-            await wait_pidfd(sandbox._bwrap_pidfd, 10.0)
+        problem = await kill_tree(sandbox._agent_pidfd, sandbox._bwrap_pidfd, sandbox.cgroup)
         if sandbox._bwrap is not None:
             sandbox._bwrap.poll()
-        problems: list[str] = []
-        if cgroup is not None:
-            try:
-                await cgroup.kill_and_remove()
-            except CgroupError as exc:
-                problems.append(str(exc))
-        close_fds([sandbox._agent_pidfd, sandbox._bwrap_pidfd])
         sandbox._agent_pidfd = sandbox._bwrap_pidfd = -1
         forget_run_files(sandbox.layout)
         self._release_ids(sandbox.ids, sandbox.agent_pid)
-        if problems:
-            raise BackendError(f"sandbox {sandbox.sandbox_id} destroyed, but: {'; '.join(problems)}")
+        if problem:
+            raise BackendError(f"sandbox {sandbox.sandbox_id} destroyed, but: {problem}")
 
     def is_alive(self, handle: SandboxHandle) -> bool:
         """False once destroyed or once the agent (PID 1) has died."""
@@ -527,7 +519,7 @@ class BwrapBackend(Backend):
             cgroup = self._cgroups.existing(_cgroup_name(spec.sandbox_id))
         agent_pidfd = bwrap_pidfd = -1
         handle: BwrapSandbox | None = None
-        ids = _recorded_ids(record)
+        ids = recorded_ids(record)
         try:
             if record is None:
                 return None
@@ -565,7 +557,8 @@ class BwrapBackend(Backend):
             return None
         finally:
             if handle is None:
-                await _clean_leftovers(agent_pidfd, bwrap_pidfd, cgroup, layout)
+                await kill_tree(agent_pidfd, bwrap_pidfd, cgroup)  # what an unadoptable one left
+                forget_run_files(layout)
                 self._release_ids(ids, int(record.get("agent_pid", 0)) if record else 0)
 
     async def close(self) -> None:
@@ -623,51 +616,3 @@ def _start_failure(spec: SandboxSpec, layout: lay.StateLayout, exc: BaseExceptio
 
 def _cgroup_name(sandbox_id: str) -> str:
     return "osbox-" + re.sub(r"[^A-Za-z0-9_.-]", "_", sandbox_id)[:200]
-
-
-async def _clean_leftovers(
-    agent_pidfd: int, bwrap_pidfd: int, cgroup: SandboxCgroup | None, layout: lay.StateLayout
-) -> None:
-    """Kill what an unadoptable sandbox left and remove its cgroups and run files."""
-    if agent_pidfd >= 0:
-        with contextlib.suppress(OSError):
-            signal.pidfd_send_signal(agent_pidfd, signal.SIGKILL)
-        if cgroup is not None and cgroup.is_frozen():
-            with contextlib.suppress(CgroupError, OSError):
-                await cgroup.set_frozen(False)
-        await wait_pidfd(agent_pidfd, 10.0)
-    if bwrap_pidfd >= 0:
-        await wait_pidfd(bwrap_pidfd, 10.0)
-    if cgroup is not None:
-        with contextlib.suppress(CgroupError):
-            await cgroup.kill_and_remove()
-    close_fds([fd for fd in (agent_pidfd, bwrap_pidfd) if fd >= 0])
-    forget_run_files(layout)
-
-
-class _MapsRefused(Exception):
-    """The kernel refused the id maps of a sandbox's user namespace."""
-
-
-def _map_ids(child_pid: int, ids: IdRange, block_write: int) -> None:
-    """Map bwrap's child's user namespace to `ids`, then let bwrap go on."""
-    try:
-        write_id_maps(child_pid, ids)
-    except OSError as exc:
-        raise _MapsRefused(exc.strerror or str(exc)) from None
-    os.write(block_write, b"1")
-
-
-def _owners(ids: IdRange, mapped: bool) -> Owners:
-    """How files already in a state dir are chowned into `ids` (see `IdRange.owner_for`)."""
-    if not mapped:  # only the sandbox user exists inside
-        user = (ids.host_id(lay.SANDBOX_UID), ids.host_id(lay.SANDBOX_GID))
-        return lambda _uid, _gid: user
-    return lambda uid, gid: (ids.owner_for(uid, lay.SANDBOX_UID), ids.owner_for(gid, lay.SANDBOX_GID))
-
-
-def _recorded_ids(record: dict[str, Any] | None) -> IdRange | None:
-    try:
-        return IdRange(int(record["id_base"])) if record and record.get("id_base") is not None else None
-    except (TypeError, ValueError):
-        return None

@@ -29,20 +29,26 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .base import BackendError
 from .procs import start_time
+from .statedir import Owners
 
 __all__ = [
     "ID_LIMIT",
     "RANGE_SIZE",
     "REGISTRY_DIR",
     "UID_BASE",
+    "IdMapsRefused",
     "IdRange",
     "IdRangeRegistry",
+    "map_ids",
+    "owners_into",
+    "recorded_ids",
     "write_id_maps",
 ]
 
@@ -224,3 +230,34 @@ class IdRangeRegistry:
                     self._path(id_range.slot).unlink(missing_ok=True)
         except (BackendError, OSError) as exc:
             _log.warning("could not release host ids %d..: %s", id_range.base, exc)
+
+
+class IdMapsRefused(BackendError):
+    """The kernel refused the id maps of a sandbox's user namespace."""
+
+
+def map_ids(child_pid: int, id_range: IdRange, block_write: int) -> None:
+    """Map bwrap's waiting child's user namespace to `id_range`, then let bwrap go on (one byte
+    on the pipe it blocks on). Raises `IdMapsRefused`."""
+    try:
+        write_id_maps(child_pid, id_range)
+    except OSError as exc:
+        raise IdMapsRefused(exc.strerror or str(exc)) from None
+    os.write(block_write, b"1")
+
+
+def owners_into(id_range: IdRange, mapped: bool, user: int) -> Owners:
+    """How files already in a state dir are chowned into `id_range` (see `IdRange.owner_for`);
+    when only the sandbox user (`user`, inside) is `mapped`, everything becomes its."""
+    if not mapped:
+        only = (id_range.host_id(user), id_range.host_id(user))
+        return lambda _uid, _gid: only
+    return lambda uid, gid: (id_range.owner_for(uid, user), id_range.owner_for(gid, user))
+
+
+def recorded_ids(record: Mapping[str, Any] | None) -> IdRange | None:
+    """The range an adoption record names (None: none, e.g. a server that was not root)."""
+    try:
+        return IdRange(int(record["id_base"])) if record and record.get("id_base") is not None else None
+    except (TypeError, ValueError):
+        return None

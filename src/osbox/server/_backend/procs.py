@@ -7,10 +7,14 @@ import contextlib
 import os
 import re
 import select
+import signal
 from pathlib import Path
+
+from .cgroups import CgroupError, SandboxCgroup
 
 __all__ = [
     "host_pid_of_pidfd",
+    "kill_tree",
     "pidfd_exited",
     "pidfd_if_same",
     "protect_from_oom_killer",
@@ -129,3 +133,28 @@ def protect_from_oom_killer(agent_pid: int) -> None:
     """
     with contextlib.suppress(OSError):
         Path(f"/proc/{agent_pid}/oom_score_adj").write_text("-1000")
+
+
+async def kill_tree(agent_pidfd: int, bwrap_pidfd: int, cgroup: SandboxCgroup | None) -> str:
+    """Kill a sandbox's tree (its PID 1 takes its PID namespace along), wait for it, remove its
+    cgroups, close the pidfds (-1: none). Returns why the cgroups could not be removed ("": they were)."""
+    if agent_pidfd >= 0:
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(agent_pidfd, signal.SIGKILL)
+        if cgroup is not None and cgroup.is_frozen():
+            with contextlib.suppress(CgroupError, OSError):
+                await cgroup.set_frozen(False)  # a frozen task only acts on SIGKILL once thawed
+        await wait_pidfd(agent_pidfd, 10.0)
+    if bwrap_pidfd >= 0:
+        await wait_pidfd(bwrap_pidfd, 10.0)
+    problem = ""
+    if cgroup is not None:
+        try:
+            await cgroup.kill_and_remove()
+        except CgroupError as exc:
+            problem = str(exc)
+    for fd in (agent_pidfd, bwrap_pidfd):
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    return problem
