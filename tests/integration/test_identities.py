@@ -20,7 +20,7 @@ from osbox.server._backend import SandboxSpec
 from osbox.server._backend.base import Backend
 from osbox.server._backend.bwrap import BwrapBackend, BwrapSandbox
 from osbox.server._backend.idranges import ID_LIMIT, REGISTRY_DIR, UID_BASE, IdRangeRegistry
-from tests.integration.execd_fixtures import Execd, parse_events
+from tests.integration.execd_fixtures import Execd
 from tests.integration.test_backend import MakeSandbox, host_uid_of, run, sandbox_factory
 
 pytestmark = [pytest.mark.timeout(60)]
@@ -232,15 +232,27 @@ async def test_one_id_only_refuses_others_clearly(
         await single_id_backend.destroy(sandbox)
 
 
-async def test_command_api_uid_and_gid(execd: Execd) -> None:
+async def test_command_and_file_apis_take_ids(execd: Execd) -> None:
     refused = await execd.client.post("/command", json={"command": "id -u", "uid": 70000})
     assert refused.status_code == 400 and "does not exist" in refused.json()["message"]
+    chown = {"/workspace": {"mode": 755, "owner": "70000"}}
+    refused = await execd.client.post("/files/permissions", json=chown)
+    assert refused.status_code == 400 and "does not exist" in refused.json()["message"]
     if not getattr(execd.handle, "ids_mapped", False):
-        return  # one id only: the 400 above is all there is
+        return  # one id only: the 400s above are all there is
     events = await execd.run("id -u; id -g", uid=0)
     assert [e["text"] for e in events if e["type"] == "stdout"] == ["0", "0"]
     events = await execd.run("id -u; id -g", uid=1001, gid=1002)
     assert [e["text"] for e in events if e["type"] == "stdout"] == ["1001", "1002"]
-    assert (
-        parse_events((await execd.client.post("/command", json={"command": "true", "gid": 0})).text) or True
-    )
+    metadata = json.dumps({"path": "/workspace/owned", "owner": "root", "group": "1001", "mode": 640})
+    files = [
+        ("metadata", ("m", metadata.encode(), "application/json")),
+        ("file", ("f", b"x", "application/octet-stream")),
+    ]
+    assert (await execd.client.post("/files/upload", files=files)).status_code == 200
+    info = (await execd.client.get("/files/info", params={"path": "/workspace/owned"})).json()[
+        "/workspace/owned"
+    ]
+    assert (info["owner"], info["group"], info["mode"]) == ("root", "1001", 640)
+    download = await execd.client.get("/files/download", params={"path": "/workspace/owned"})
+    assert download.status_code == 200 and download.content == b"x"  # the API still reaches it
