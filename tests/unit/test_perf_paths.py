@@ -246,3 +246,25 @@ def test_every_public_name_resolves_and_is_listed(package: Any) -> None:
     assert set(package.__all__) <= set(dir(package))
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         _ = package.Nope
+
+
+@pytest.mark.parametrize("package", [osbox, osbox.models])
+def test_lazy_table_type_checking_imports_and_all_agree(package: Any) -> None:
+    # The lazy namespace lists each name three times (lazy table, imports for type checkers, __all__):
+    # they must not drift apart.
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(package))
+    type_checking_names = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+        for statement in node.body
+        if isinstance(statement, ast.ImportFrom)
+        for alias in statement.names
+    }
+    lazy_names = {name for names in package._EXPORTS.values() for name in names}
+    public = set(package.__all__) - {"__version__"}
+    assert type_checking_names == public
+    assert lazy_names == public
