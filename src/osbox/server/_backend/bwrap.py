@@ -68,6 +68,7 @@ from .procs import (
     read_child_pid,
 )
 from .sandbox import BwrapProcess, BwrapSandbox
+from .seccomp import filter_for_host
 from .statedir import (
     bind_listener,
     forget_run_files,
@@ -116,6 +117,8 @@ class BwrapBackend(Backend):
         self._single_id_reason = (
             id_ranges_unavailable(self._bwrap, self._python) if self._as_root else "the server is not root"
         )
+        program, self._seccomp_status = filter_for_host()
+        self._seccomp = memfd("seccomp", program) if program is not None else None
         self.description = ""
         self._describe()
         files, self._agent_script = agent_files(self._python, _AGENT_DIR, lay.AGENT_DIR)
@@ -136,7 +139,7 @@ class BwrapBackend(Backend):
             if self._single_id_reason
             else "commands may run as any uid/gid 0-65535"
         )
-        self.description = f"bubblewrap (host filesystem read-only; {ids})"
+        self.description = f"bubblewrap (host filesystem read-only; {ids}; {self._seccomp_status})"
 
     # --- warm pool ----------------------------------------------------------------------------------
 
@@ -396,6 +399,7 @@ class BwrapBackend(Backend):
                 mounts=mounts,
                 userns_block=block_read if map_range else None,
                 lifeline=self._lifeline,
+                seccomp=None if self._seccomp is None else keep(reopen(self._seccomp)),
             )
             hidden = lay.hidden_paths([self.data_dir, spec.state_dir.resolve()], same_user=not self._as_root)
             argv = lay.bwrap_argv(
@@ -568,7 +572,9 @@ class BwrapBackend(Backend):
         """
         await self._pool.close()
         await asyncio.to_thread(shutil.rmtree, self._pool_dir, True)
-        close_fds([*self._memfds.values(), *self._etc.values()])
+        seccomp = [] if self._seccomp is None else [self._seccomp]
+        close_fds([*self._memfds.values(), *self._etc.values(), *seccomp])
+        self._seccomp = None
         self._memfds.clear()
         self._etc.clear()
 

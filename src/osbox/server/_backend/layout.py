@@ -253,6 +253,8 @@ class BwrapFds:
     userns_block: int | None = None
     #: The process lifeline's read end (see `lifeline`), for sandboxes that die with the server.
     lifeline: int | None = None
+    #: The compiled seccomp filter (see `seccomp`), installed by bwrap just before it execs the agent.
+    seccomp: int | None = None
 
 
 def bwrap_argv(
@@ -287,6 +289,8 @@ def bwrap_argv(
         argv += ["--unshare-user", "--userns-block-fd", str(fds.userns_block)]
         for capability in AGENT_CAPABILITIES:
             argv += ["--cap-add", capability]
+    if fds.seccomp is not None:
+        argv += ["--seccomp", str(fds.seccomp)]
     for name, target in entries:
         if target is not None:
             argv += ["--symlink", target, "/" + name]
