@@ -12,6 +12,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,7 +61,9 @@ async def sandbox(request: pytest.FixtureRequest, backend_data_dir: Path) -> Asy
         await backend.close()
 
 
-async def _ok(sandbox: BwrapSandbox, script: str, **options: int) -> str:
+async def _ok(sandbox: BwrapSandbox, script: str, **ids: int) -> str:
+    """Run a shell script that must succeed (as `uid`/`gid` when given); returns its stdout."""
+    options: dict[str, Any] = dict(ids)
     code, out, err = await run(sandbox, ["sh", "-c", script], **options)
     assert code == 0, (script, out, err)
     return out
