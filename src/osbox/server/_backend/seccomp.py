@@ -27,6 +27,8 @@ from dataclasses import dataclass
 __all__ = [
     "ARCHES",
     "DENIED",
+    "NOT_IMPLEMENTED",
+    "NO_NEW_USER_NAMESPACE",
     "SYSCALLS",
     "Insn",
     "assemble",
