@@ -112,6 +112,14 @@ class Report:
     goals: list[Goal] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    @classmethod
+    def start(cls, bench: str, quick: bool) -> Report:
+        """A report for `bench` that records (and prints) the machine it runs on."""
+        report = cls(bench, quick)
+        report.figures["machine"] = machine_facts()
+        print(f"machine: {report.figures['machine']}")
+        return report
+
     def emit(self) -> None:
         """Print the goals and the machine-readable result line."""
         print()

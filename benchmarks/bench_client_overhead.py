@@ -27,7 +27,6 @@ from _common import (
     Report,
     format_profile,
     free_port,
-    machine_facts,
     median,
     parse_args,
     percentile,
@@ -185,9 +184,7 @@ async def bench_async(url: str, rounds: int, per_round: int, report: Report) -> 
 def main() -> None:
     args = parse_args(__doc__ or "")
     rounds, per_round = (4, 100) if args.quick else (20, 250)
-    report = Report("client_overhead", args.quick)
-    report.figures["machine"] = machine_facts()
-    print(f"machine: {report.figures['machine']}")
+    report = Report.start("client_overhead", args.quick)
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("_fixed_server.py")), str(port)],

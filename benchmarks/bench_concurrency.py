@@ -22,7 +22,6 @@ from _common import (
     SANDBOX_ARGS,
     Goal,
     Report,
-    machine_facts,
     median,
     ms,
     osbox_server,
@@ -100,9 +99,7 @@ async def run(url: str, count: int, report: Report) -> None:
 def main() -> None:
     args = parse_args(__doc__ or "")
     count = 10 if args.quick else 100
-    report = Report("concurrency", args.quick)
-    report.figures["machine"] = machine_facts()
-    print(f"machine: {report.figures['machine']}")
+    report = Report.start("concurrency", args.quick)
     with osbox_server() as server:
         asyncio.run(run(server.lifecycle_url, count, report))
     report.emit()

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psutil  # type: ignore[import-untyped]
-from _common import SANDBOX_ARGS, Goal, Report, ServerProcess, machine_facts, mib, osbox_server, parse_args
+from _common import SANDBOX_ARGS, Goal, Report, ServerProcess, mib, osbox_server, parse_args
 
 from osbox import ExecdClient, LifecycleClient
 
@@ -106,9 +106,7 @@ def timed(fn: Callable[[], object]) -> float:
 def main() -> None:
     args = parse_args(__doc__ or "")
     size = 64 * 2**20 if args.quick else 2**30
-    report = Report("files", args.quick)
-    report.figures["machine"] = machine_facts()
-    print(f"machine: {report.figures['machine']}")
+    report = Report.start("files", args.quick)
     work = Path(tempfile.mkdtemp(prefix="osbox-bench-files-"))
     try:
         free = shutil.disk_usage(work).free

@@ -21,7 +21,7 @@ import time
 import venv
 from pathlib import Path
 
-from _common import Goal, Report, machine_facts, median, ms, parse_args
+from _common import Goal, Report, median, ms, parse_args
 
 HERE = Path(__file__).resolve().parent
 OFFICIAL_VENV = HERE / ".venv-official"
@@ -80,9 +80,7 @@ def importtime_top(python: str, module: str, limit: int = 12) -> list[tuple[int,
 def main() -> None:
     args = parse_args(__doc__ or "")
     runs = 8 if args.quick else 40
-    report = Report("import", args.quick)
-    report.figures["machine"] = machine_facts()
-    print(f"machine: {report.figures['machine']}")
+    report = Report.start("import", args.quick)
     official_version = ensure_official_venv()
     contenders = {
         "osbox": (sys.executable, "osbox"),

@@ -23,7 +23,6 @@ from _common import (
     Goal,
     Report,
     ServerProcess,
-    machine_facts,
     mib,
     osbox_server,
     parse_args,
@@ -64,9 +63,7 @@ def create_idle(lifecycle: Any) -> str:
 def main() -> None:
     args = parse_args(__doc__ or "")
     count = 10 if args.quick else 100
-    report = Report("memory", args.quick)
-    report.figures["machine"] = machine_facts()
-    print(f"machine: {report.figures['machine']}")
+    report = Report.start("memory", args.quick)
     with osbox_server() as server, LifecycleClient(server.lifecycle_url, timeout=120) as lifecycle:
         lifecycle.delete_sandbox(create_idle(lifecycle))  # warm-up
         before = settled(server)

@@ -26,7 +26,6 @@ from _common import (
     SANDBOX_ARGS,
     Goal,
     Report,
-    machine_facts,
     median,
     ms,
     osbox_server,
@@ -91,9 +90,7 @@ def start_one(lifecycle: Any) -> dict[str, float]:
 def main() -> None:
     args = parse_args(__doc__ or "")
     count = 8 if args.quick else 50
-    report = Report("sandbox_start", args.quick)
-    report.figures["machine"] = machine_facts()
-    print(f"machine: {report.figures['machine']}")
+    report = Report.start("sandbox_start", args.quick)
     phases: dict[str, list[float]] = {name: [] for name in PHASES}
     bwrap_times: list[float] = []
     true_times: list[float] = []

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 
 import httpx2
-from _common import Goal, Report, machine_facts, median, parse_args, profile_top
+from _common import Goal, Report, median, parse_args, profile_top
 
 from osbox import ExecdClient
 
@@ -202,10 +202,8 @@ def bench_framing(label: str, size: int, rounds: int, sse: bool, report: Report)
 def main() -> None:
     args = parse_args(__doc__ or "")
     size, rounds = (10_000_000, 2) if args.quick else (100_000_000, 3)
-    report = Report("stream_parse", args.quick)
-    report.figures["machine"] = machine_facts()
+    report = Report.start("stream_parse", args.quick)
     report.notes.append(f"lines {LINE_MIN}-{LINE_MAX} chars; chunks {CHUNK} B; ratio baseline = iter_lines")
-    print(f"machine: {report.figures['machine']}")
     bench_framing("bare_json", size, rounds, sse=False, report=report)
     bench_framing("sse_data", size, rounds, sse=True, report=report)
     report.emit()
