@@ -392,7 +392,6 @@ class SandboxManager:
         )
 
     def _transition(self, record: SandboxRecord, state: str, reason: str, message: str) -> None:
-        at = format_time(utcnow())
-        record.state, record.reason, record.message, record.last_transition_at = state, reason, message, at
+        at = record.set_status(state, reason, message)
         self._save(record)
         self.store.add_event(record.id, at=at, state=state, reason=reason, message=message)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 __all__ = [
     "LIVE_STATES",
@@ -37,16 +37,47 @@ def parse_time(text: str) -> datetime:
 
 
 @dataclass
-class SandboxRecord:
-    """One sandbox as stored: the request it came from plus its current status."""
+class _Record:
+    """What sandbox and snapshot records share: a stored document and a `{state, reason, ...}` status."""
 
     id: str
     created_at: str
-    entrypoint: list[str]
     state: str
     reason: str
     message: str
     last_transition_at: str
+
+    def to_doc(self) -> dict[str, Any]:
+        """The JSON document the store keeps."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Self:
+        """Rebuild a record from its stored document (unknown keys from newer versions ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in names})
+
+    def set_status(self, state: str, reason: str, message: str) -> str:
+        """Move to `state` now; returns the transition time as formatted on the wire."""
+        at = format_time(utcnow())
+        self.state, self.reason, self.message, self.last_transition_at = state, reason, message, at
+        return at
+
+    def status(self) -> dict[str, str]:
+        """The wire `SandboxStatus` / `SnapshotStatus`."""
+        return {
+            "state": self.state,
+            "reason": self.reason,
+            "message": self.message,
+            "lastTransitionAt": self.last_transition_at,
+        }
+
+
+@dataclass
+class SandboxRecord(_Record):
+    """One sandbox as stored: the request it came from plus its current status."""
+
+    entrypoint: list[str]
     image: dict[str, str] | None = None  # {"uri": ...}; registry credentials are never stored
     snapshot_id: str | None = None
     platform: dict[str, str] | None = None
@@ -64,25 +95,6 @@ class SandboxRecord:
     egress_token: str = field(default="", repr=False)
     #: Host file with the entrypoint's output (kept after the sandbox fails, for diagnostics).
     log_path: str | None = None
-
-    def to_doc(self) -> dict[str, Any]:
-        """The JSON document the store keeps."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> SandboxRecord:
-        """Rebuild a record from its stored document (unknown keys from newer versions ignored)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in doc.items() if k in names})
-
-    def status(self) -> dict[str, str]:
-        """The wire `SandboxStatus`."""
-        return {
-            "state": self.state,
-            "reason": self.reason,
-            "message": self.message,
-            "lastTransitionAt": self.last_transition_at,
-        }
 
     def to_wire(self) -> dict[str, Any]:
         """The full wire `Sandbox` (GET, list, PATCH metadata)."""
@@ -110,16 +122,10 @@ class SandboxRecord:
 
 
 @dataclass
-class SnapshotRecord:
+class SnapshotRecord(_Record):
     """A copy of a sandbox's private files plus what is needed to start it again."""
 
-    id: str
     sandbox_id: str
-    created_at: str
-    state: str
-    reason: str
-    message: str
-    last_transition_at: str
     name: str | None = None
     entrypoint: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict, repr=False)
@@ -127,27 +133,12 @@ class SnapshotRecord:
     memory_bytes: int | None = None
     pids_max: int | None = None
 
-    def to_doc(self) -> dict[str, Any]:
-        """The JSON document the store keeps."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> SnapshotRecord:
-        """Rebuild a record from its stored document."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in doc.items() if k in names})
-
     def to_wire(self) -> dict[str, Any]:
         """The wire `Snapshot`."""
         body: dict[str, Any] = {
             "id": self.id,
             "sandboxId": self.sandbox_id,
-            "status": {
-                "state": self.state,
-                "reason": self.reason,
-                "message": self.message,
-                "lastTransitionAt": self.last_transition_at,
-            },
+            "status": self.status(),
             "createdAt": self.created_at,
         }
         if self.name is not None:

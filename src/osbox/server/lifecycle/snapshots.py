@@ -74,8 +74,7 @@ class SnapshotManager:
         return SnapshotRecord.from_doc(doc)
 
     def _set_state(self, record: SnapshotRecord, state: str, reason: str, message: str) -> None:
-        record.state, record.reason, record.message = state, reason, message
-        record.last_transition_at = format_time(utcnow())
+        record.set_status(state, reason, message)
         self.store.put_snapshot(record.id, created_at=record.created_at, state=state, doc=record.to_doc())
 
     async def create(self, sandbox_id: str, body: Any) -> SnapshotRecord:
