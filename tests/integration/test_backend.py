@@ -420,6 +420,19 @@ async def test_failed_bwrap_setup_cleans_up(backend: Backend, backend_data_dir: 
     assert not record.exists()
 
 
+async def test_a_state_dir_too_deep_for_a_socket_address_works(
+    backend: Backend, backend_data_dir: Path
+) -> None:
+    deep = backend_data_dir / "sandboxes" / ("d" * 60) / ("e" * 60) / "deep"
+    assert len(str(deep / "run" / "agent.sock").encode()) > 107  # sun_path's limit
+    sandbox = await backend.create(SandboxSpec("deep", ["sleep", "60"], deep))
+    try:
+        assert isinstance(sandbox, BwrapSandbox)
+        assert await run(sandbox, ["echo", "reached"]) == (0, "reached\n", "")
+    finally:
+        await backend.destroy(sandbox)
+
+
 # --- restart --------------------------------------------------------------------------------------
 
 

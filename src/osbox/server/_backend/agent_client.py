@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from .._agent.protocol import MAX_FDS, AgentError, LineBuffer, encode, exception
 from .base import BackendError
 from .procs import wait_fd
 
-__all__ = ["AgentConnection", "close_fds", "request"]
+__all__ = ["AgentConnection", "close_fds", "request", "unix_address"]
 
 _SUN_PATH_MAX = 107
 
@@ -28,6 +28,20 @@ def close_fds(fds: Sequence[int]) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):
             os.close(fd)
+
+
+@contextlib.contextmanager
+def unix_address(path: Path) -> Iterator[str]:
+    """An address for the unix socket at `path`, however long the path (sun_path holds 107 bytes):
+    the path itself, or one through an fd of its directory, valid inside the `with`."""
+    if len(str(path).encode()) <= _SUN_PATH_MAX:
+        yield str(path)
+        return
+    dir_fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{dir_fd}/{path.name}"
+    finally:
+        os.close(dir_fd)
 
 
 class AgentConnection:
@@ -43,7 +57,8 @@ class AgentConnection:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         sock.setblocking(False)
         try:
-            await _connect(sock, path)
+            with unix_address(path) as address:
+                await asyncio.get_running_loop().sock_connect(sock, address)
         except OSError as exc:
             sock.close()
             raise BackendError(f"the sandbox's agent is not reachable ({exc.strerror or exc})") from None
@@ -126,17 +141,3 @@ async def request(
         return reply.get("result"), received, conn
     conn.close()
     return reply.get("result"), received, None
-
-
-async def _connect(sock: socket.socket, path: Path) -> None:
-    loop = asyncio.get_running_loop()
-    address = str(path)
-    if len(address.encode()) <= _SUN_PATH_MAX:
-        await loop.sock_connect(sock, address)
-        return
-    # sun_path is short: go through the directory's fd so any state-dir depth works.
-    dir_fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        await loop.sock_connect(sock, f"/proc/self/fd/{dir_fd}/{path.name}")
-    finally:
-        os.close(dir_fd)

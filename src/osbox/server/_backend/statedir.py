@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import layout as lay
+from .agent_client import unix_address
 from .base import BackendError
 from .procs import start_time
 
@@ -39,14 +40,8 @@ def bind_listener(listener: socket.socket, path: Path) -> None:
     """Bind a unix socket at `path` (replacing a stale one), however long the path is."""
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    if len(str(path).encode()) <= 107:
-        listener.bind(str(path))
-        return
-    dir_fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        listener.bind(f"/proc/self/fd/{dir_fd}/{path.name}")
-    finally:
-        os.close(dir_fd)
+    with unix_address(path) as address:
+        listener.bind(address)
 
 
 def make_traversable(data_dir: Path) -> None:
