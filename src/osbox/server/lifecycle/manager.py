@@ -23,7 +23,7 @@ from .._store import Store
 from .config import ServerConfig
 from .errors import ApiError, bad_request, conflict, not_found
 from .reaper import Reaper
-from .records import LIVE_STATES, SandboxRecord, format_time, parse_time, utcnow
+from .records import LIVE_STATES, SandboxRecord, format_time, page_of, parse_time, utcnow
 from .validation import CreateParams, parse_metadata_patch
 
 __all__ = ["SandboxManager"]
@@ -133,10 +133,6 @@ class SandboxManager:
         self, *, states: list[str], metadata: dict[str, str], page: int, page_size: int
     ) -> dict[str, Any]:
         """One page of sandboxes, newest first, as the wire `ListSandboxesResponse`."""
-        if page < 1:
-            raise bad_request("page must be at least 1")
-        if not 1 <= page_size <= 200:
-            raise bad_request("pageSize must be between 1 and 200")
         records = [SandboxRecord.from_doc(doc) for doc in self.store.list_sandboxes()]
         records = [await self._refresh(r) for r in records]
         wanted = {canonical_state(s) for s in states}
@@ -145,18 +141,7 @@ class SandboxManager:
             for r in records
             if (not wanted or r.state in wanted) and all(r.metadata.get(k) == v for k, v in metadata.items())
         ]
-        start = (page - 1) * page_size
-        total_pages = (len(matching) + page_size - 1) // page_size
-        return {
-            "items": [r.to_wire() for r in matching[start : start + page_size]],
-            "pagination": {
-                "page": page,
-                "pageSize": page_size,
-                "totalItems": len(matching),
-                "totalPages": total_pages,
-                "hasNextPage": page < total_pages,
-            },
-        }
+        return page_of(matching, page, page_size, error_code="SANDBOX::INVALID_PARAMETER")
 
     def handle(self, sandbox_id: str) -> SandboxHandle:
         """The live handle of a Running sandbox; 404 when unknown, 409 when not running."""

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Self
+
+from .errors import bad_request
 
 __all__ = [
     "LIVE_STATES",
     "SandboxRecord",
     "SnapshotRecord",
     "format_time",
+    "page_of",
     "parse_time",
     "utcnow",
 ]
@@ -34,6 +38,28 @@ def parse_time(text: str) -> datetime:
     """Parse an RFC 3339 timestamp; naive times are taken as UTC. Raises ValueError."""
     moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def page_of(
+    records: Sequence[SandboxRecord | SnapshotRecord], page: int, page_size: int, *, error_code: str
+) -> dict[str, Any]:
+    """One page of `records` as a wire list response (`items` + `pagination`); 400 on bad paging."""
+    if page < 1:
+        raise bad_request("page must be at least 1", error_code)
+    if not 1 <= page_size <= 200:
+        raise bad_request("pageSize must be between 1 and 200", error_code)
+    start = (page - 1) * page_size
+    total_pages = (len(records) + page_size - 1) // page_size
+    return {
+        "items": [r.to_wire() for r in records[start : start + page_size]],
+        "pagination": {
+            "page": page,
+            "pageSize": page_size,
+            "totalItems": len(records),
+            "totalPages": total_pages,
+            "hasNextPage": page < total_pages,
+        },
+    }
 
 
 @dataclass

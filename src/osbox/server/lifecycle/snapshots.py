@@ -20,7 +20,7 @@ from .._store import Store
 from .config import ServerConfig
 from .errors import bad_request, conflict, snapshot_not_found
 from .manager import SandboxManager, SeedFn
-from .records import SnapshotRecord, format_time, utcnow
+from .records import SnapshotRecord, format_time, page_of, utcnow
 from .validation import CreateParams
 
 __all__ = ["DEFAULT_RESTORE_ENTRYPOINT", "SnapshotManager", "copy_tree"]
@@ -141,10 +141,6 @@ class SnapshotManager:
 
     def list(self, *, sandbox_id: str | None, states: list[str], page: int, page_size: int) -> dict[str, Any]:
         """One page of snapshots, newest first, as the wire `ListSnapshotsResponse`."""
-        if page < 1:
-            raise bad_request("page must be at least 1", "SNAPSHOT::INVALID_PARAMETER")
-        if not 1 <= page_size <= 200:
-            raise bad_request("pageSize must be between 1 and 200", "SNAPSHOT::INVALID_PARAMETER")
         wanted = {s.lower() for s in states}
         records = [
             r
@@ -152,18 +148,7 @@ class SnapshotManager:
             if (sandbox_id is None or r.sandbox_id == sandbox_id)
             and (not wanted or r.state.lower() in wanted)
         ]
-        start = (page - 1) * page_size
-        total_pages = (len(records) + page_size - 1) // page_size
-        return {
-            "items": [r.to_wire() for r in records[start : start + page_size]],
-            "pagination": {
-                "page": page,
-                "pageSize": page_size,
-                "totalItems": len(records),
-                "totalPages": total_pages,
-                "hasNextPage": page < total_pages,
-            },
-        }
+        return page_of(records, page, page_size, error_code="SNAPSHOT::INVALID_PARAMETER")
 
     async def delete(self, snapshot_id: str) -> None:
         """Remove a snapshot and its files; 409 while it is still being created."""
