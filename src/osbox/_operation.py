@@ -24,6 +24,7 @@ import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MethodType
 from typing import (
     IO,
     TYPE_CHECKING,
@@ -187,12 +188,25 @@ def _wraps(fn: Callable[..., Any], wrapper: Callable[..., Any]) -> Callable[...,
     return wrapper
 
 
+# Each decorator makes its wrapper functions once, when the class is defined; a lookup on a client only
+# binds one to it (`MethodType`, as for any method), so no call pays for building or documenting them.
+
+
 class operation(Generic[P, T]):
     """Decorator: an operation answered by one response (JSON model, empty body, or a download)."""
 
     def __init__(self, build: Callable[Concatenate[Any, P], APIRequest[T]]) -> None:
         self.build = build
         functools.update_wrapper(self, build)  # type: ignore[arg-type]
+
+        def call(client: Any, /, *args: Any, **kwargs: Any) -> Any:
+            return client._call(build(client, *args, **kwargs))
+
+        async def acall(client: Any, /, *args: Any, **kwargs: Any) -> Any:
+            return await client._call(build(client, *args, **kwargs))
+
+        self._sync = _wraps(build, call)
+        self._async = _wraps(build, acall)
 
     @overload
     def __get__(self, obj: None, owner: type[Any]) -> operation[P, T]: ...
@@ -203,18 +217,7 @@ class operation(Generic[P, T]):
     def __get__(self, obj: Any, owner: type[Any]) -> Any:
         if obj is None:
             return self
-        build = self.build
-        if obj._is_async:
-
-            async def acall(*args: Any, **kwargs: Any) -> Any:
-                return await obj._call(build(obj, *args, **kwargs))
-
-            return _wraps(build, acall)
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return obj._call(build(obj, *args, **kwargs))
-
-        return _wraps(build, call)
+        return MethodType(self._async if obj._is_async else self._sync, obj)
 
 
 class stream_operation(Generic[P, E, R]):
@@ -223,6 +226,11 @@ class stream_operation(Generic[P, E, R]):
     def __init__(self, build: Callable[Concatenate[Any, P], StreamRequest[E, R]]) -> None:
         self.build = build
         functools.update_wrapper(self, build)  # type: ignore[arg-type]
+
+        def open_stream(client: Any, /, *args: Any, **kwargs: Any) -> Any:
+            return client._stream(build(client, *args, **kwargs))
+
+        self._method = _wraps(build, open_stream)
 
     @overload
     def __get__(self, obj: None, owner: type[Any]) -> stream_operation[P, E, R]: ...
@@ -233,12 +241,7 @@ class stream_operation(Generic[P, E, R]):
     def __get__(self, obj: Any, owner: type[Any]) -> Any:
         if obj is None:
             return self
-        build = self.build
-
-        def open_stream(*args: Any, **kwargs: Any) -> Any:
-            return obj._stream(build(obj, *args, **kwargs))
-
-        return _wraps(build, open_stream)
+        return MethodType(self._method, obj)
 
 
 class paginated(Generic[P, T]):
@@ -247,6 +250,11 @@ class paginated(Generic[P, T]):
     def __init__(self, build: Callable[Concatenate[Any, P], PageRequest[T]]) -> None:
         self.build = build
         functools.update_wrapper(self, build)  # type: ignore[arg-type]
+
+        def iterate(client: Any, /, *args: Any, **kwargs: Any) -> Any:
+            return client._paginate(build(client, *args, **kwargs))
+
+        self._method = _wraps(build, iterate)
 
     @overload
     def __get__(self, obj: None, owner: type[Any]) -> paginated[P, T]: ...
@@ -257,9 +265,4 @@ class paginated(Generic[P, T]):
     def __get__(self, obj: Any, owner: type[Any]) -> Any:
         if obj is None:
             return self
-        build = self.build
-
-        def iterate(*args: Any, **kwargs: Any) -> Any:
-            return obj._paginate(build(obj, *args, **kwargs))
-
-        return _wraps(build, iterate)
+        return MethodType(self._method, obj)

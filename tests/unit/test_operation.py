@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import httpx2
@@ -66,6 +67,21 @@ def test_sync_twin_sends_and_parses() -> None:
         assert c.get_page(3).page == 3
         assert list(c.iter_numbers(4)) == [1, 2, 3, 4]
         assert c.get_page.__doc__ == "Fetch one page."
+
+
+async def test_operations_look_like_methods_of_the_client() -> None:
+    # help() and IDEs see the operation's own parameters: the client is bound, as for any method.
+    sync, asynchronous = _Client("http://svc/v1"), _AsyncClient("http://svc/v1")
+    for client in (sync, asynchronous):
+        for name, params in (("get_page", ["number"]), ("iter_numbers", ["last"])):
+            method = getattr(client, name)
+            assert list(inspect.signature(method).parameters) == params
+            assert method.__name__ == name
+            assert method.__self__ is client
+    assert inspect.iscoroutinefunction(asynchronous.get_page)
+    assert not inspect.iscoroutinefunction(sync.get_page)
+    sync.close()
+    await asynchronous.aclose()
 
 
 async def test_async_twin_sends_and_parses() -> None:
