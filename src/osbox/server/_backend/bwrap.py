@@ -19,8 +19,7 @@ Lifetime: sandboxes outlive the server process (to be re-adopted), unless the ba
 `die_with_server=True` (ephemeral servers): then each agent watches the process lifeline (see
 `lifeline`) and ends its sandbox when the server's process ends, however it ends.
 
-Pids: `SandboxProcess.pid` is the host pid. `signal_group` signals the host process group while
-the group leader lives, and goes through the agent (pgid as seen inside) after it has exited.
+Pids and signals: see `sandbox`.
 
 Restart: the agent keeps listening on `state_dir/run/agent.sock` (a socket the server created and
 handed over); `run/agent.json` records pids, start times, uid and cgroups, so `adopt` can check
@@ -119,7 +118,6 @@ class BwrapBackend(Backend):
         )
         program, self._seccomp_status = filter_for_host()
         self._seccomp = memfd("seccomp", program) if program is not None else None
-        self.description = ""
         self._describe()
         files, self._agent_script = agent_files(self._python, _AGENT_DIR, lay.AGENT_DIR)
         self._memfds = {name: memfd(name, data) for name, data in files.items()}
@@ -454,15 +452,13 @@ class BwrapBackend(Backend):
         if bwrap is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(bwrap.pid, signal.SIGKILL)  # bwrap's own session; the agent is in its own
-            if cgroup is not None:
-                with contextlib.suppress(CgroupError):
-                    await cgroup.kill_and_remove()
+        if cgroup is not None:
+            with contextlib.suppress(CgroupError):
+                await cgroup.kill_and_remove()
+        if bwrap is not None:
             with contextlib.suppress(ProcessLookupError):
                 bwrap.kill()
             await asyncio.get_running_loop().run_in_executor(None, bwrap.wait)
-        elif cgroup is not None:
-            with contextlib.suppress(CgroupError):
-                await cgroup.kill_and_remove()
         forget_run_files(layout)
         self._release_ids(ids, child_pid)
 
