@@ -65,7 +65,8 @@ def test_snapshot_errors(api: httpx2.Client, make_sandbox: Any) -> None:
     assert api.post("/sandboxes/unknown/snapshots", json={}).status_code == 404
     sandbox_id = make_sandbox()["id"]
     assert api.post(f"/sandboxes/{sandbox_id}/snapshots", json={"name": ""}).status_code == 400
-    assert api.get("/snapshots", params={"pageSize": 500}).status_code == 400
+    bad_page = api.get("/snapshots", params={"pageSize": 500})
+    assert bad_page.status_code == 400 and bad_page.json()["code"] == "SNAPSHOT::INVALID_PARAMETER"
     assert api.delete("/snapshots/unknown").status_code == 404
     # A body is optional.
     unnamed = api.post(f"/sandboxes/{sandbox_id}/snapshots")
