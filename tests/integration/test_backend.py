@@ -7,13 +7,12 @@ that no process, cgroup or mount is left behind.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,39 +22,9 @@ from osbox.server._agent.protocol import SandboxOSError
 from osbox.server._backend import Backend, BackendError, Mount, SandboxSpec
 from osbox.server._backend.bwrap import UID_BASE, BwrapBackend, BwrapSandbox
 from osbox.server._backend.cgroups import CgroupLayout
-from tests.integration.conftest import requires_bwrap
+from tests.integration.conftest import MakeSandbox, requires_bwrap
 
 pytestmark = [requires_bwrap, pytest.mark.timeout(60)]
-
-MakeSandbox = Callable[..., Awaitable[BwrapSandbox]]
-
-
-@contextlib.asynccontextmanager
-async def sandbox_factory(backend: Backend, backend_data_dir: Path) -> AsyncIterator[MakeSandbox]:
-    """A factory for sandboxes that are all destroyed at the end of the block, also on failure."""
-    created: list[BwrapSandbox] = []
-
-    async def make(entrypoint: Sequence[str] = (), **options: Any) -> BwrapSandbox:
-        sandbox_id = options.pop("sandbox_id", f"t-{secrets.token_hex(4)}")
-        state_dir = backend_data_dir / "sandboxes" / sandbox_id
-        spec = SandboxSpec(sandbox_id, list(entrypoint), state_dir, **options)
-        handle = await backend.create(spec)
-        assert isinstance(handle, BwrapSandbox)
-        created.append(handle)
-        return handle
-
-    try:
-        yield make
-    finally:
-        for handle in created:
-            await backend.destroy(handle)
-
-
-@pytest.fixture
-async def make_sandbox(backend: Backend, backend_data_dir: Path) -> AsyncIterator[MakeSandbox]:
-    """A factory for sandboxes that are all destroyed afterwards, also when the test fails."""
-    async with sandbox_factory(backend, backend_data_dir) as make:
-        yield make
 
 
 async def run(
@@ -145,16 +114,16 @@ def host_uid_of(pid: int) -> int:
 # --- processes ------------------------------------------------------------------------------------
 
 
-async def test_spawn_with_pipes_and_exit_codes(make_sandbox: MakeSandbox) -> None:
-    sandbox = await make_sandbox()
+async def test_spawn_with_pipes_and_exit_codes(new_sandbox: MakeSandbox) -> None:
+    sandbox = await new_sandbox()
     assert await run(sandbox, ["sh", "-c", "echo out; echo err >&2; exit 3"]) == (3, "out\n", "err\n")
     assert await run(sandbox, ["cat"], stdin=b"piped through\n") == (0, "piped through\n", "")
     code, _, _ = await run(sandbox, ["sh", "-c", "kill -TERM $$"])
     assert code == -signal.SIGTERM
 
 
-async def test_spawn_without_stdio_and_signal_group(make_sandbox: MakeSandbox) -> None:
-    sandbox = await make_sandbox()
+async def test_spawn_without_stdio_and_signal_group(new_sandbox: MakeSandbox) -> None:
+    sandbox = await new_sandbox()
     process = await sandbox.spawn(["sleep", "60"], env={}, cwd="/")
     assert process.pid > 0
     process.signal_group(signal.SIGKILL)
@@ -162,8 +131,8 @@ async def test_spawn_without_stdio_and_signal_group(make_sandbox: MakeSandbox) -
     process.signal_group(signal.SIGTERM)  # gone by now: no error
 
 
-async def test_signal_group_after_the_leader_exited(make_sandbox: MakeSandbox) -> None:
-    sandbox = await make_sandbox()
+async def test_signal_group_after_the_leader_exited(new_sandbox: MakeSandbox) -> None:
+    sandbox = await new_sandbox()
     leader = await sandbox.spawn(["sh", "-c", "sleep 60 & echo started"], env={}, cwd="/", uid=1000, gid=1000)
     assert await leader.wait() == 0
     assert (await run(sandbox, ["pgrep", "-x", "sleep"]))[0] == 0  # its group lives on
@@ -173,8 +142,8 @@ async def test_signal_group_after_the_leader_exited(make_sandbox: MakeSandbox) -
         assert time.monotonic() < deadline, "the group survived"
 
 
-async def test_env_and_cwd(make_sandbox: MakeSandbox) -> None:
-    sandbox = await make_sandbox(env={"FROM_SPEC": "spec", "SHARED": "spec"})
+async def test_env_and_cwd(new_sandbox: MakeSandbox) -> None:
+    sandbox = await new_sandbox(env={"FROM_SPEC": "spec", "SHARED": "spec"})
     code, out, _ = await run(
         sandbox,
         ["sh", "-c", 'echo "$FROM_SPEC $SHARED $EXTRA $HOME $USER $(id -u) $(pwd)"'],
@@ -184,8 +153,8 @@ async def test_env_and_cwd(make_sandbox: MakeSandbox) -> None:
     assert (code, out) == (0, "spec call x /home/sandbox sandbox 1000 /tmp\n")
 
 
-async def test_spawn_errors_are_clear(make_sandbox: MakeSandbox) -> None:
-    sandbox = await make_sandbox()
+async def test_spawn_errors_are_clear(new_sandbox: MakeSandbox) -> None:
+    sandbox = await new_sandbox()
     with pytest.raises(SandboxOSError) as missing_cwd:
         await sandbox.spawn(["true"], env={}, cwd="/no/such/dir")
     assert missing_cwd.value.errno == errno.ENOENT and missing_cwd.value.filename == "/no/such/dir"
@@ -197,16 +166,16 @@ async def test_spawn_errors_are_clear(make_sandbox: MakeSandbox) -> None:
     assert await run(sandbox, ["true"]) == (0, "", "")  # the agent is still fine
 
 
-async def test_entrypoint_output_goes_to_log(make_sandbox: MakeSandbox) -> None:
-    sandbox = await make_sandbox(["sh", "-c", "echo started; echo oops >&2; exec sleep 60"])
+async def test_entrypoint_output_goes_to_log(new_sandbox: MakeSandbox) -> None:
+    sandbox = await new_sandbox(["sh", "-c", "echo started; echo oops >&2; exec sleep 60"])
     await wait_until(lambda: sandbox.log_path.read_text() == "started\noops\n")
 
 
 # --- isolation ------------------------------------------------------------------------------------
 
 
-async def test_sees_only_its_own_processes(make_sandbox: MakeSandbox) -> None:
-    sandbox = await make_sandbox(["sleep", "60"], hostname="box")
+async def test_sees_only_its_own_processes(new_sandbox: MakeSandbox) -> None:
+    sandbox = await new_sandbox(["sleep", "60"], hostname="box")
     code, out, _ = await run(sandbox, ["sh", "-c", "ls /proc | grep -E '^[0-9]+$' | sort -n; hostname"])
     *pids, hostname = out.split()
     assert code == 0 and hostname == "box"
@@ -214,8 +183,8 @@ async def test_sees_only_its_own_processes(make_sandbox: MakeSandbox) -> None:
     assert str(os.getpid()) not in pids or os.getpid() < 10
 
 
-async def test_not_host_root(make_sandbox: MakeSandbox) -> None:
-    sandbox = await make_sandbox()
+async def test_not_host_root(new_sandbox: MakeSandbox) -> None:
+    sandbox = await new_sandbox()
     process = await sandbox.spawn(["sleep", "60"], env={}, cwd="/")
     try:
         host_uid = host_uid_of(process.pid)
@@ -231,8 +200,8 @@ async def test_not_host_root(make_sandbox: MakeSandbox) -> None:
     assert code != 0 and "Permission denied" in err
 
 
-async def test_filesystem_is_read_only_except_private_dirs(make_sandbox: MakeSandbox) -> None:
-    sandbox = await make_sandbox()
+async def test_filesystem_is_read_only_except_private_dirs(new_sandbox: MakeSandbox) -> None:
+    sandbox = await new_sandbox()
     for path in ("/usr/osbox-test", "/osbox-test", "/etc/osbox-test"):
         code, _, _ = await run(sandbox, ["touch", path])
         assert code != 0, path
@@ -242,10 +211,10 @@ async def test_filesystem_is_read_only_except_private_dirs(make_sandbox: MakeSan
 
 
 async def test_sandboxes_cannot_see_each_other_or_the_data_dir(
-    make_sandbox: MakeSandbox, backend_data_dir: Path
+    new_sandbox: MakeSandbox, backend_data_dir: Path
 ) -> None:
-    first = await make_sandbox()
-    second = await make_sandbox()
+    first = await new_sandbox()
+    second = await new_sandbox()
     assert (await run(first, ["sh", "-c", "echo secret > /workspace/secret"]))[0] == 0
     assert await run(second, ["ls", "-A", "/workspace"]) == (0, "", "")
     code, out, _ = await run(second, ["ls", "-A", str(backend_data_dir)])
@@ -254,11 +223,11 @@ async def test_sandboxes_cannot_see_each_other_or_the_data_dir(
     assert code != 0
 
 
-async def test_host_mount(make_sandbox: MakeSandbox, backend_data_dir: Path) -> None:
+async def test_host_mount(new_sandbox: MakeSandbox, backend_data_dir: Path) -> None:
     shared = backend_data_dir.parent / "shared"
     shared.mkdir(mode=0o755)
     (shared / "in.txt").write_text("from host\n")
-    sandbox = await make_sandbox(mounts=[Mount(shared, "/mnt/shared", read_only=True)])
+    sandbox = await new_sandbox(mounts=[Mount(shared, "/mnt/shared", read_only=True)])
     assert await run(sandbox, ["cat", "/mnt/shared/in.txt"]) == (0, "from host\n", "")
     assert (await run(sandbox, ["touch", "/mnt/shared/new"]))[0] != 0
 
@@ -266,8 +235,8 @@ async def test_host_mount(make_sandbox: MakeSandbox, backend_data_dir: Path) -> 
 # --- connect / open / call ------------------------------------------------------------------------
 
 
-async def test_connect_reaches_a_server_inside(make_sandbox: MakeSandbox) -> None:
-    sandbox = await make_sandbox()
+async def test_connect_reaches_a_server_inside(new_sandbox: MakeSandbox) -> None:
+    sandbox = await new_sandbox()
     port = 20000 + secrets.randbelow(20000)
     server = await sandbox.spawn(
         ["python3", "-m", "http.server", str(port), "--bind", "127.0.0.1"], env={}, cwd="/workspace"
@@ -294,8 +263,8 @@ async def test_connect_reaches_a_server_inside(make_sandbox: MakeSandbox) -> Non
         await server.wait()
 
 
-async def test_open_file_is_confined_to_the_sandbox_view(make_sandbox: MakeSandbox) -> None:
-    sandbox = await make_sandbox()
+async def test_open_file_is_confined_to_the_sandbox_view(new_sandbox: MakeSandbox) -> None:
+    sandbox = await new_sandbox()
     fd = await sandbox.open_file("/workspace/note.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as note:
         note.write(b"written through an fd\n")
@@ -312,8 +281,8 @@ async def test_open_file_is_confined_to_the_sandbox_view(make_sandbox: MakeSandb
     assert missing.value.errno == errno.ENOENT  # host paths mean nothing inside
 
 
-async def test_call_runs_fs_ops_inside(make_sandbox: MakeSandbox) -> None:
-    sandbox = await make_sandbox()
+async def test_call_runs_fs_ops_inside(new_sandbox: MakeSandbox) -> None:
+    sandbox = await new_sandbox()
     stats = await sandbox.call("stat", paths=["/workspace"])
     assert stats["/workspace"]["type"] == "directory"
     with pytest.raises(SandboxOSError) as missing:
@@ -326,8 +295,8 @@ async def test_call_runs_fs_ops_inside(make_sandbox: MakeSandbox) -> None:
 # --- limits, pause, destroy -----------------------------------------------------------------------
 
 
-async def test_memory_hog_is_oom_killed(make_sandbox: MakeSandbox) -> None:
-    sandbox = await make_sandbox(memory_bytes=64 << 20)
+async def test_memory_hog_is_oom_killed(new_sandbox: MakeSandbox) -> None:
+    sandbox = await new_sandbox(memory_bytes=64 << 20)
     if not sandbox.limits_enforced:
         pytest.skip(f"memory limits are not enforced here: {sandbox.limits_message}")
     code, _, _ = await run(sandbox, ["python3", "-S", "-c", "x = b'x' * (512 << 20)"])
@@ -335,8 +304,8 @@ async def test_memory_hog_is_oom_killed(make_sandbox: MakeSandbox) -> None:
     assert await run(sandbox, ["echo", "alive"]) == (0, "alive\n", "")
 
 
-async def test_fork_bomb_is_contained_and_cleaned_up(backend: Backend, make_sandbox: MakeSandbox) -> None:
-    sandbox = await make_sandbox(pids_max=40)
+async def test_fork_bomb_is_contained_and_cleaned_up(backend: Backend, new_sandbox: MakeSandbox) -> None:
+    sandbox = await new_sandbox(pids_max=40)
     if not sandbox.limits_enforced or sandbox.cgroup is None or "pids" not in sandbox.cgroup.paths:
         pytest.skip(f"pids limits are not enforced here: {sandbox.limits_message}")
     # Every process forks forever, ignoring failures, so the bomb cannot burn out by itself.
@@ -350,8 +319,8 @@ async def test_fork_bomb_is_contained_and_cleaned_up(backend: Backend, make_sand
     assert_gone(sandbox)
 
 
-async def test_pause_freezes_and_resume_thaws(backend: Backend, make_sandbox: MakeSandbox) -> None:
-    sandbox = await make_sandbox(["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; done"])
+async def test_pause_freezes_and_resume_thaws(backend: Backend, new_sandbox: MakeSandbox) -> None:
+    sandbox = await new_sandbox(["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/count; done"])
     if sandbox.cgroup is None or not sandbox.cgroup.can_freeze:
         pytest.skip("no cgroup freezer here")
     count = sandbox.spec.state_dir / "fs" / "tmp" / "count"
@@ -370,8 +339,8 @@ async def test_pause_freezes_and_resume_thaws(backend: Backend, make_sandbox: Ma
     await wait_until(lambda: value() > frozen_at + 10)
 
 
-async def test_destroy_leaves_nothing_and_is_idempotent(backend: Backend, make_sandbox: MakeSandbox) -> None:
-    sandbox = await make_sandbox(["sh", "-c", "sleep 60 & sleep 60"], memory_bytes=128 << 20)
+async def test_destroy_leaves_nothing_and_is_idempotent(backend: Backend, new_sandbox: MakeSandbox) -> None:
+    sandbox = await new_sandbox(["sh", "-c", "sleep 60 & sleep 60"], memory_bytes=128 << 20)
     child = await sandbox.spawn(["sh", "-c", "sleep 60 & exec sleep 60"], env={}, cwd="/")
     assert backend.is_alive(sandbox)
     await backend.destroy(sandbox)
@@ -383,8 +352,8 @@ async def test_destroy_leaves_nothing_and_is_idempotent(backend: Backend, make_s
         await sandbox.spawn(["true"], env={}, cwd="/")
 
 
-async def test_destroy_while_paused(backend: Backend, make_sandbox: MakeSandbox) -> None:
-    sandbox = await make_sandbox(["sleep", "60"])
+async def test_destroy_while_paused(backend: Backend, new_sandbox: MakeSandbox) -> None:
+    sandbox = await new_sandbox(["sleep", "60"])
     if sandbox.cgroup is None or not sandbox.cgroup.can_freeze:
         pytest.skip("no cgroup freezer here")
     await backend.pause(sandbox)
@@ -436,8 +405,8 @@ async def test_a_state_dir_too_deep_for_a_socket_address_works(
 # --- restart --------------------------------------------------------------------------------------
 
 
-async def test_adopt_after_a_new_backend_object(backend_data_dir: Path, make_sandbox: MakeSandbox) -> None:
-    sandbox = await make_sandbox(["sleep", "60"], pids_max=50)
+async def test_adopt_after_a_new_backend_object(backend_data_dir: Path, new_sandbox: MakeSandbox) -> None:
+    sandbox = await new_sandbox(["sleep", "60"], pids_max=50)
     (sandbox.spec.state_dir / "fs" / "workspace" / "kept").write_text("still here\n")
     second = BwrapBackend(backend_data_dir)
     try:
@@ -451,8 +420,8 @@ async def test_adopt_after_a_new_backend_object(backend_data_dir: Path, make_san
         await second.close()
 
 
-async def test_adopt_of_a_dead_sandbox_cleans_up(backend_data_dir: Path, make_sandbox: MakeSandbox) -> None:
-    sandbox = await make_sandbox(["sleep", "60"], pids_max=50)
+async def test_adopt_of_a_dead_sandbox_cleans_up(backend_data_dir: Path, new_sandbox: MakeSandbox) -> None:
+    sandbox = await new_sandbox(["sleep", "60"], pids_max=50)
     os.kill(sandbox.agent_pid, signal.SIGKILL)  # the whole PID namespace dies with its PID 1
     second = BwrapBackend(backend_data_dir)
     try:
@@ -499,8 +468,8 @@ async def test_cgroup_v2_freeze_kill_and_degraded_limits(backend: Backend) -> No
     assert_gone(sandbox)
 
 
-async def test_sees_its_own_cgroup_limits_only(make_sandbox: MakeSandbox) -> None:
-    sandbox = await make_sandbox(memory_bytes=96 << 20)
+async def test_sees_its_own_cgroup_limits_only(new_sandbox: MakeSandbox) -> None:
+    sandbox = await new_sandbox(memory_bytes=96 << 20)
     if sandbox.cgroup is None or sandbox.cgroup.version != "v1" or "memory" not in sandbox.cgroup.paths:
         pytest.skip("needs the cgroup v1 memory controller")
     code, out, _ = await run(
@@ -511,8 +480,8 @@ async def test_sees_its_own_cgroup_limits_only(make_sandbox: MakeSandbox) -> Non
     assert not any(name.startswith("osbox-") for name in hierarchies)
 
 
-async def test_a_sandbox_that_died_fails_clearly(backend: Backend, make_sandbox: MakeSandbox) -> None:
-    sandbox = await make_sandbox(["sleep", "60"])
+async def test_a_sandbox_that_died_fails_clearly(backend: Backend, new_sandbox: MakeSandbox) -> None:
+    sandbox = await new_sandbox(["sleep", "60"])
     waiting = await sandbox.spawn(["sleep", "60"], env={}, cwd="/")
     os.kill(sandbox.agent_pid, signal.SIGKILL)  # PID 1 dies: so does everything in the sandbox
     assert await waiting.wait() == -signal.SIGKILL

@@ -7,10 +7,8 @@ from the pool, and that the pool leaves nothing behind (close, crash + restart).
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,12 +16,10 @@ from osbox.server._backend import Mount, SandboxSpec
 from osbox.server._backend import layout as lay
 from osbox.server._backend.agent_code import agent_files
 from osbox.server._backend.bwrap import _AGENT_DIR, BwrapBackend, BwrapSandbox
-from tests.integration.conftest import requires_bwrap
+from tests.integration.conftest import MakeSandbox, requires_bwrap, sandbox_factory
 from tests.integration.test_backend import assert_gone, run, wait_until
 
 pytestmark = [requires_bwrap, pytest.mark.timeout(60)]
-
-Create = Callable[..., Awaitable[BwrapSandbox]]
 
 
 @pytest.fixture
@@ -39,24 +35,13 @@ async def pooled_backend(backend_data_dir: Path) -> AsyncIterator[BwrapBackend]:
 
 
 @pytest.fixture
-async def create(pooled_backend: BwrapBackend, backend_data_dir: Path) -> AsyncIterator[Create]:
+async def create(pooled_backend: BwrapBackend, backend_data_dir: Path) -> AsyncIterator[MakeSandbox]:
     """Create sandboxes the way the manager does (an empty state dir made first); destroyed after."""
-    created: list[BwrapSandbox] = []
-
-    async def make(entrypoint: Sequence[str] = ("sleep", "60"), **options: Any) -> BwrapSandbox:
-        sandbox_id = f"t-{secrets.token_hex(4)}"
-        state_dir = backend_data_dir / "sandboxes" / sandbox_id
-        state_dir.mkdir(parents=True)
-        handle = await pooled_backend.create(SandboxSpec(sandbox_id, list(entrypoint), state_dir, **options))
-        assert isinstance(handle, BwrapSandbox)
-        created.append(handle)
-        return handle
-
-    try:
+    factory = sandbox_factory(
+        pooled_backend, backend_data_dir, entrypoint=["sleep", "60"], make_state_dir=True
+    )
+    async with factory as make:
         yield make
-    finally:
-        for handle in created:
-            await pooled_backend.destroy(handle)
 
 
 # --- agent bytecode -------------------------------------------------------------------------------
@@ -79,7 +64,7 @@ def test_agent_sources_are_shipped_when_compiling_fails() -> None:
 
 
 async def test_a_pooled_sandbox_gets_its_owners_settings(
-    pooled_backend: BwrapBackend, create: Create
+    pooled_backend: BwrapBackend, create: MakeSandbox
 ) -> None:
     entrypoint = ["sh", "-c", 'echo "$OWNER started"; exec sleep 60']
     sandbox = await create(entrypoint, env={"OWNER": "alice"}, memory_bytes=96 << 20, pids_max=64)
@@ -104,7 +89,7 @@ async def test_a_pooled_sandbox_gets_its_owners_settings(
     await wait_until(lambda: pooled_backend.pooled == 2, within_s=30)  # refilled
 
 
-async def test_pooled_sandboxes_share_nothing(create: Create) -> None:
+async def test_pooled_sandboxes_share_nothing(create: MakeSandbox) -> None:
     first = await create(env={"SECRET": "first-owner"})
     second = await create()
     assert first.from_pool and second.from_pool
@@ -115,7 +100,7 @@ async def test_pooled_sandboxes_share_nothing(create: Create) -> None:
 
 
 async def test_specs_the_pool_cannot_serve_start_their_own(
-    pooled_backend: BwrapBackend, create: Create, backend_data_dir: Path
+    pooled_backend: BwrapBackend, create: MakeSandbox, backend_data_dir: Path
 ) -> None:
     shared = backend_data_dir.parent / "shared"
     shared.mkdir(mode=0o755)

@@ -17,11 +17,12 @@ import pytest
 
 from osbox.server._agent.protocol import SandboxOSError
 from osbox.server._backend import SandboxSpec
-from osbox.server._backend.base import Backend
 from osbox.server._backend.bwrap import BwrapBackend, BwrapSandbox
 from osbox.server._backend.idranges import ID_LIMIT, REGISTRY_DIR, UID_BASE, IdRangeRegistry
+from osbox.server._backend.procs import start_time
+from tests.integration.conftest import MakeSandbox
 from tests.integration.execd_fixtures import Execd
-from tests.integration.test_backend import MakeSandbox, host_uid_of, run, sandbox_factory
+from tests.integration.test_backend import host_uid_of, run
 
 pytestmark = [pytest.mark.timeout(60)]
 requires_root = pytest.mark.skipif(os.geteuid() != 0, reason="sandboxes get a range of ids only when root")
@@ -33,13 +34,6 @@ _WHO = "id -u; id -g; id -G; grep -E '^(Cap(Inh|Prm|Eff|Amb)|NoNewPrivs):' /proc
 def _who(out: str) -> tuple[str, str, str, dict[str, str]]:
     uid, gid, groups, *status = out.splitlines()
     return uid, gid, groups, dict(line.split(":\t") for line in status)
-
-
-@pytest.fixture
-async def new_sandbox(backend: Backend, backend_data_dir: Path) -> AsyncIterator[MakeSandbox]:
-    """Sandboxes of the machine's default backend, destroyed afterwards."""
-    async with sandbox_factory(backend, backend_data_dir) as make:
-        yield make
 
 
 _NOTHING = {"CapInh": "0" * 16, "CapPrm": "0" * 16, "CapEff": "0" * 16, "CapAmb": "0" * 16, "NoNewPrivs": "1"}
@@ -163,7 +157,7 @@ async def test_ranges_are_disjoint_recorded_and_released(backend_data_dir: Path)
         assert first.base + first.size <= other.base or other.base + other.size <= first.base
         assert all(ids.base >= UID_BASE and ids.base + ids.size <= ID_LIMIT for ids in (first, other))
         record = json.loads((REGISTRY_DIR / str(first.slot)).read_text())
-        assert [handles[0].agent_pid, _start(handles[0].agent_pid)] in record["holders"]
+        assert [handles[0].agent_pid, start_time(handles[0].agent_pid)] in record["holders"]
         adopted = await second.adopt(handles[0].spec)  # a new server adopts: the range stays
         assert adopted is not None and adopted.ids == first and adopted.ids_mapped
         assert (await run(adopted, ["id", "-u"], uid=1001))[1] == "1001\n"
@@ -176,12 +170,6 @@ async def test_ranges_are_disjoint_recorded_and_released(backend_data_dir: Path)
         await backend.close()
         await second.close()
     assert not any((REGISTRY_DIR / str(handle.ids.slot)).exists() for handle in handles if handle.ids)
-
-
-def _start(pid: int) -> int | None:
-    from osbox.server._backend.procs import start_time
-
-    return start_time(pid)
 
 
 @requires_root
