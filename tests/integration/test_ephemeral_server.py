@@ -150,6 +150,7 @@ def test_sandboxes_of_osbox_serve_survive_its_death(reachable_dir: Path) -> None
             body = {"image": {"uri": "python:3.11"}, "entrypoint": ["sleep", "1000"], "timeout": 600}
             sandbox_id = httpx2.post(f"{url}/sandboxes", json=body, timeout=60).json()["id"]
             pidfds = _pidfds(_records(data_dir))
+            assert len(pidfds) == 2  # its agent and bwrap: else the checks below would hold vacuously
             first.kill()  # SIGKILL, like a crash
             first.wait()
         with _osbox_serve(data_dir) as (_second, url):
