@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from osbox.server.execd.streaming import LineSplitter, frame
+from osbox.server.execd import streaming
+from osbox.server.execd.streaming import EventChannel, LineSplitter, frame
 from osbox.server.execd.transfer import content_disposition, parse_range
 
 
@@ -48,8 +50,6 @@ def test_invalid_utf8_is_replaced() -> None:
 
 
 def test_very_long_line_is_emitted_in_pieces_without_splitting_characters() -> None:
-    from osbox.server.execd import streaming
-
     data = ("é" * streaming.MAX_LINE_BYTES).encode()  # 2 bytes per character
     lines = split(data[:12345], data[12345:])
     assert "".join(lines) == "é" * streaming.MAX_LINE_BYTES
@@ -67,6 +67,60 @@ def test_frame_is_bare_json_with_blank_line_and_ms_timestamp() -> None:
     event = json.loads(raw)
     assert event["type"] == "stdout" and event["text"] == "hi"
     assert event["timestamp"] > 1_600_000_000_000
+
+
+async def drain(channel: EventChannel) -> list[bytes]:
+    return [event async for event in channel.events()]
+
+
+async def test_channel_carries_events_in_order_past_its_bound() -> None:
+    channel = EventChannel(maxsize=4)
+    sent = [frame("stdout", text=str(i)) for i in range(50)]
+
+    async def produce() -> None:
+        for event in sent:
+            await channel.publish(event)
+        await channel.close()
+
+    received, _ = await asyncio.gather(drain(channel), produce())
+    assert received == sent
+
+
+async def test_channel_pings_while_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(streaming, "KEEPALIVE_SECONDS", 0.02)
+    channel = EventChannel()
+
+    async def produce_late() -> None:
+        await asyncio.sleep(0.1)
+        await channel.publish(frame("stdout", text="late"))
+        await channel.close()
+
+    received, _ = await asyncio.gather(drain(channel), produce_late())
+    types = [json.loads(event)["type"] for event in received]
+    assert types[-1] == "stdout" and set(types[:-1]) == {"ping"} and len(types) >= 2
+
+
+async def test_channel_without_a_reader_detaches_instead_of_blocking(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(streaming, "STALLED_READER_SECONDS", 0.05)
+    channel = EventChannel(maxsize=2)
+    async with asyncio.timeout(5):
+        for i in range(10):
+            await channel.publish(frame("stdout", text=str(i)))
+        await channel.close()
+    assert channel.detached
+
+
+async def test_channel_detached_by_its_reader_drops_later_events() -> None:
+    channel = EventChannel(maxsize=2)
+    await channel.publish(frame("stdout", text="a"))
+    events = channel.events()
+    assert json.loads(await anext(events))["text"] == "a"
+    await events.aclose()  # type: ignore[attr-defined]
+    assert channel.detached
+    async with asyncio.timeout(5):
+        for _ in range(10):
+            await channel.publish(frame("stdout", text="dropped"))
+        await channel.close()
 
 
 @pytest.mark.parametrize(

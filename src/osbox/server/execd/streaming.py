@@ -125,19 +125,21 @@ class EventChannel:
 
     async def publish(self, event: bytes) -> None:
         """Queue one framed event (dropped when detached)."""
-        if self.detached:
-            return
-        try:
-            await asyncio.wait_for(self._queue.put(event), STALLED_READER_SECONDS)
-        except TimeoutError:
-            self.detach()
+        await self._put(event)
 
     async def close(self) -> None:
         """No more events will follow."""
+        await self._put(_CLOSED)
+
+    async def _put(self, item: object) -> None:
         if self.detached:
             return
+        if not self._queue.full():
+            # The usual case, once per output line: no timer and no task (wait_for makes both).
+            self._queue.put_nowait(item)
+            return
         try:
-            await asyncio.wait_for(self._queue.put(_CLOSED), STALLED_READER_SECONDS)
+            await asyncio.wait_for(self._queue.put(item), STALLED_READER_SECONDS)
         except TimeoutError:
             self.detach()
 
@@ -159,11 +161,14 @@ class EventChannel:
         """Events until `close`, with a keepalive ping whenever nothing came for 3 s."""
         try:
             while True:
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), KEEPALIVE_SECONDS)
-                except TimeoutError:
-                    yield frame("ping", text="pong")
-                    continue
+                if not self._queue.empty():
+                    item = self._queue.get_nowait()  # no timer for an event that is already there
+                else:
+                    try:
+                        item = await asyncio.wait_for(self._queue.get(), KEEPALIVE_SECONDS)
+                    except TimeoutError:
+                        yield frame("ping", text="pong")
+                        continue
                 if item is _CLOSED:
                     return
                 assert isinstance(item, bytes)
