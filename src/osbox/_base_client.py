@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict, TypeVar
 
 import httpx2
 
@@ -21,13 +21,14 @@ from ._streaming import AsyncStream, Stream
 
 if TYPE_CHECKING:
     import ssl
-    from typing import Self
+    from typing import Self, Unpack
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
     "AsyncAPIClient",
     "BaseClient",
+    "ClientOptions",
     "SyncAPIClient",
     "shared_ssl_context",
 ]
@@ -75,6 +76,15 @@ def shared_ssl_context() -> ssl.SSLContext:
     return _ssl_context
 
 
+class ClientOptions(TypedDict, total=False):
+    """The options every client's constructor and `from_endpoint` take (see `BaseClient`)."""
+
+    timeout: float | httpx2.Timeout | None
+    max_retries: int
+    headers: Mapping[str, str] | None
+    http_client: Any
+
+
 class BaseClient:
     """Options and request building shared by every client (no I/O here)."""
 
@@ -113,21 +123,12 @@ class BaseClient:
         raise NotImplementedError
 
     @classmethod
-    def from_endpoint(
-        cls,
-        endpoint: Any,
-        *,
-        scheme: str = "http",
-        timeout: float | httpx2.Timeout | None = DEFAULT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        headers: Mapping[str, str] | None = None,
-        http_client: Any = None,
-    ) -> Self:
+    def from_endpoint(cls, endpoint: Any, *, scheme: str = "http", **options: Unpack[ClientOptions]) -> Self:
         """A client for what `LifecycleClient.get_endpoint` returned.
 
         The endpoint has no scheme (`host:port/path`): `scheme` is added unless one is there; its path
         prefix is kept (requests go to `{endpoint}/command`, ...); every endpoint header (the access
-        token among them) is sent with every request.
+        token among them) is sent with every request, as are the `headers` given here.
 
             endpoint = lifecycle.get_endpoint(sandbox.id, 44772)
             execd = ExecdClient.from_endpoint(endpoint)
@@ -135,11 +136,8 @@ class BaseClient:
         url: str = endpoint.endpoint
         if "://" not in url:
             url = f"{scheme}://{url}"
-        merged = dict(endpoint.headers or {})
-        merged.update(headers or {})
-        return cls(
-            url, None, timeout=timeout, max_retries=max_retries, headers=merged, http_client=http_client
-        )
+        options["headers"] = {**(endpoint.headers or {}), **(options.get("headers") or {})}
+        return cls(url, None, **options)
 
     def __repr__(self) -> str:
         # Never the token or the headers: they carry credentials.

@@ -10,9 +10,9 @@ resolves, whose headers carry the `OPENSANDBOX-EGRESS-AUTH` token:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 
-from ._base_client import AsyncAPIClient, BaseClient, SyncAPIClient
+from ._base_client import AsyncAPIClient, BaseClient, ClientOptions, SyncAPIClient
 from ._operation import APIRequest, model, no_content, operation, path
 from .models.egress import (
     Credential,
@@ -42,7 +42,9 @@ class EgressOperations(BaseClient):
 
     _auth_header: ClassVar[str] = "OPENSANDBOX-EGRESS-AUTH"
 
-    def __init__(self, base_url: str, auth_token: str | None = None, **options: Any) -> None:
+    def __init__(
+        self, base_url: str, auth_token: str | None = None, **options: Unpack[ClientOptions]
+    ) -> None:
         """`base_url` is the sidecar's address; `auth_token` goes in `OPENSANDBOX-EGRESS-AUTH`.
 
         Options: `timeout`, `max_retries`, `headers`, `http_client` (see `BaseClient`). Prefer

@@ -23,18 +23,12 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 
 import httpx2
 import pydantic
 
-from ._base_client import (
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_TIMEOUT,
-    AsyncAPIClient,
-    BaseClient,
-    SyncAPIClient,
-)
+from ._base_client import AsyncAPIClient, BaseClient, ClientOptions, SyncAPIClient
 from ._decoder import OutputRun
 from ._exceptions import StreamError
 from ._files import FileOperations
@@ -190,27 +184,14 @@ class ExecdOperations(FileOperations, BaseClient):
     _auth_header: ClassVar[str] = EXECD_TOKEN_HEADER
 
     def __init__(
-        self,
-        base_url: str,
-        access_token: str | None = None,
-        *,
-        timeout: float | httpx2.Timeout | None = DEFAULT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        headers: Mapping[str, str] | None = None,
-        http_client: Any = None,
+        self, base_url: str, access_token: str | None = None, **options: Unpack[ClientOptions]
     ) -> None:
         """`base_url` is execd's address (`http://host:44772`, or an endpoint with a path prefix);
-        `access_token` is sent as `X-EXECD-ACCESS-TOKEN`. Prefer `from_endpoint(endpoint)`, which also
-        forwards the endpoint's headers.
+        `access_token` is sent as `X-EXECD-ACCESS-TOKEN`. Options: `timeout`, `max_retries`, `headers`,
+        `http_client` (see `BaseClient`). Prefer `from_endpoint(endpoint)`, which also forwards the
+        endpoint's headers.
         """
-        super().__init__(
-            base_url,
-            access_token,
-            timeout=timeout,
-            max_retries=max_retries,
-            headers=headers,
-            http_client=http_client,
-        )
+        super().__init__(base_url, access_token, **options)
 
     # -- health and metrics --
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 from urllib.parse import quote, urlencode
 
-from ._base_client import NOT_GIVEN, AsyncAPIClient, BaseClient, SyncAPIClient
+from ._base_client import NOT_GIVEN, AsyncAPIClient, BaseClient, ClientOptions, SyncAPIClient
 from ._operation import APIRequest, PageRequest, model, no_content, operation, paginated, path
 from .models import (
     CreateSandboxRequest,
@@ -114,7 +114,9 @@ class LifecycleOperations(BaseClient):
 
     _auth_header: ClassVar[str] = "OPEN-SANDBOX-API-KEY"
 
-    def __init__(self, base_url: str | None = None, api_key: str | None = None, **options: Any) -> None:
+    def __init__(
+        self, base_url: str | None = None, api_key: str | None = None, **options: Unpack[ClientOptions]
+    ) -> None:
         """`base_url` falls back to `$OPEN_SANDBOX_DOMAIN`, `api_key` to `$OPEN_SANDBOX_API_KEY`.
 
         Options: `timeout`, `max_retries`, `headers`, `http_client` (see `BaseClient`).
