@@ -147,9 +147,9 @@ def test_well_formed_output_decodes_through_runs(
     prefix = b"data: " if sse else b""
     data = b"".join(
         prefix
-        + encode(json.dumps({"type": k, "text": t, "timestamp": s}, ensure_ascii=False))
-        .replace(b", ", b",")
-        .replace(b": ", b":")
+        + encode(
+            json.dumps({"type": k, "text": t, "timestamp": s}, ensure_ascii=False, separators=(",", ":"))
+        )
         + b"\n\n"
         for k, t, s in events
     )
