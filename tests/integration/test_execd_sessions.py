@@ -57,6 +57,11 @@ async def test_session_bad_requests(execd: Execd) -> None:
     session_id = (await execd.client.post("/session", json={})).json()["session_id"]
     no_command = await execd.client.post(f"/session/{session_id}/run", json={})
     assert no_command.status_code == 400
+    bad_cwd = await execd.client.post(
+        f"/session/{session_id}/run", json={"command": "true", "cwd": "/no/such/dir"}
+    )
+    assert bad_cwd.status_code == 400 and bad_cwd.json()["code"] == "INVALID_REQUEST_BODY"
+    assert bad_cwd.json()["message"].startswith("invalid cwd")
     bad_json = await execd.client.post(
         f"/session/{session_id}/run", content=b"[", headers={"content-type": "x"}
     )

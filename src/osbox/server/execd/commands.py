@@ -26,7 +26,7 @@ from .runner import Execution, RunSpec
 from .state import SandboxState, StateStore
 from .streaming import event_response, frame
 
-__all__ = ["DEFAULT_CWD", "CommandsApi", "spawn_or_fail"]
+__all__ = ["DEFAULT_CWD", "CommandsApi", "command_of", "resolve_cwd", "spawn_or_fail"]
 
 DEFAULT_CWD = "/workspace"
 LOG_CURSOR_HEADER = "EXECD-COMMANDS-TAIL-CURSOR"
@@ -47,6 +47,25 @@ def _envs(value: Any) -> dict[str, str]:
     ):
         raise bad_request("'envs' must be an object of string names to string values")
     return value
+
+
+def command_of(body: dict[str, Any]) -> str:
+    """The body's `command`: a non-empty string, else 400."""
+    command = body.get("command")
+    if not isinstance(command, str) or not command.strip():
+        raise bad_request("'command' is required and must be a non-empty string")
+    return command
+
+
+async def resolve_cwd(request: Request, path: str, env: dict[str, str] | None = None) -> str:
+    """`path` expanded in the sandbox and checked to be a directory; a bad one is a 400."""
+    try:
+        cwd: str = await sandbox_call(sandbox_of(request), "resolve_dir", path=path, env=env)
+    except ExecdError as exc:
+        if exc.status >= 500:
+            raise
+        raise bad_request(f"invalid cwd: {exc.message}") from None
+    return cwd
 
 
 async def spawn_or_fail(execution: Execution, request: Request) -> None:
@@ -80,9 +99,7 @@ class CommandsApi:
     async def run(self, request: Request) -> StreamingResponse:
         """`POST /command`: run `bash -c command` in the foreground (streamed) or background."""
         body = json_object(await json_body(request))
-        command = body.get("command")
-        if not isinstance(command, str) or not command.strip():
-            raise bad_request("'command' is required and must be a non-empty string")
+        command = command_of(body)
         background = body.get("background", False)
         if not isinstance(background, bool):
             raise bad_request("'background' must be a boolean")
@@ -93,15 +110,7 @@ class CommandsApi:
             raise bad_request("'gid' requires 'uid'")
         envs = _envs(body.get("envs"))
         cwd_arg = optional_str(body.get("cwd"), "cwd")
-        handle = sandbox_of(request)
-        cwd = DEFAULT_CWD
-        if cwd_arg:
-            try:
-                cwd = await sandbox_call(handle, "resolve_dir", path=cwd_arg, env=envs or None)
-            except ExecdError as exc:
-                if exc.status >= 500:
-                    raise
-                raise bad_request(f"invalid cwd: {exc.message}") from None
+        cwd = await resolve_cwd(request, cwd_arg, envs or None) if cwd_arg else DEFAULT_CWD
 
         state = self._state(request)
         command_id = new_id()

@@ -21,12 +21,11 @@ from starlette.responses import JSONResponse, Response
 
 from osbox.server._agent.fs import SESSION_STATE_DIR
 
-from .commands import DEFAULT_CWD, new_id, spawn_or_fail
+from .commands import DEFAULT_CWD, command_of, new_id, resolve_cwd, spawn_or_fail
 from .errors import (
     CONTEXT_NOT_FOUND,
     RUNTIME_ERROR,
     ExecdError,
-    bad_request,
     error_event,
     not_found,
     sandbox_call,
@@ -82,18 +81,10 @@ class SessionsApi:
         """`POST /session/{id}/run {command, cwd?, timeout?}`: streamed like a foreground command."""
         session = self._session(request, request.path_params["id"])
         body = json_object(await json_body(request))
-        command = body.get("command")
-        if not isinstance(command, str) or not command.strip():
-            raise bad_request("'command' is required and must be a non-empty string")
+        command = command_of(body)
         timeout_ms = optional_int(body.get("timeout"), "timeout")
-        cwd = optional_str(body.get("cwd"), "cwd") or ""
-        if cwd:
-            try:
-                cwd = await sandbox_call(sandbox_of(request), "resolve_dir", path=cwd)
-            except ExecdError as exc:
-                if exc.status >= 500:
-                    raise
-                raise bad_request(f"invalid cwd: {exc.message}") from None
+        cwd_arg = optional_str(body.get("cwd"), "cwd")
+        cwd = await resolve_cwd(request, cwd_arg) if cwd_arg else ""
 
         async with session.lock:
             if session.current is not None and session.current.running:
