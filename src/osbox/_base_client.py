@@ -169,6 +169,7 @@ class BaseClient:
         return clone
 
     def _build(self, req: APIRequest[Any], *, stream: bool = False) -> httpx2.Request:
+        """The `httpx2.Request` for `req`; `stream=True` for an event stream (`Accept`, unbounded reads)."""
         headers: Mapping[str, str] | None
         if self._pool_has_headers:
             headers = req.headers  # the pool adds self._headers (request headers win, as below)
@@ -191,6 +192,8 @@ class BaseClient:
             headers=headers,
             timeout=timeout,
         )
+        if stream:
+            request.headers["Accept"] = "text/event-stream"
         return request
 
     def _retry_after_error(self, attempt: int, request: httpx2.Request, exc: httpx2.TransportError) -> float:
@@ -315,9 +318,7 @@ class SyncAPIClient(BaseClient):
                 closer.close()
 
     def _send_stream(self, req: APIRequest[Any]) -> httpx2.Response:
-        request = self._build(req, stream=True)
-        request.headers["Accept"] = "text/event-stream"
-        return self._send(request)
+        return self._send(self._build(req, stream=True))
 
     def _stream(self, spec: StreamRequest[E, R]) -> Stream[E, R]:
         return Stream(self, spec)
@@ -395,9 +396,7 @@ class AsyncAPIClient(BaseClient):
                 closer.close()
 
     async def _send_stream(self, req: APIRequest[Any]) -> httpx2.Response:
-        request = self._build(req, stream=True)
-        request.headers["Accept"] = "text/event-stream"
-        return await self._send(request)
+        return await self._send(self._build(req, stream=True))
 
     def _stream(self, spec: StreamRequest[E, R]) -> AsyncStream[E, R]:
         return AsyncStream(self, spec)
