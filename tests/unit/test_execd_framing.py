@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from osbox._decoder import EventDecoder, OutputRun
 from osbox.server.execd import streaming
 from osbox.server.execd.streaming import EventChannel, LineSplitter, frame
 from osbox.server.execd.transfer import content_disposition, parse_range
@@ -67,6 +68,19 @@ def test_frame_is_bare_json_with_blank_line_and_ms_timestamp() -> None:
     event = json.loads(raw)
     assert event["type"] == "stdout" and event["text"] == "hi"
     assert event["timestamp"] > 1_600_000_000_000
+
+
+def test_output_frames_take_the_sdk_decoders_fast_path() -> None:
+    # The SDK cuts runs of output frames in this exact compact shape out without decoding JSON;
+    # a change of key order, spacing or escaping here would silently send it down the slow path.
+    frames = [
+        frame("stdout", text="plain"),
+        frame("stderr", text="héllo → wörld"),
+        frame("stdout", text="\n"),
+    ]
+    items = EventDecoder().feed_items(b"".join(frames))
+    assert len(items) == 1 and isinstance(items[0], OutputRun)
+    assert items[0].objects() == [json.loads(raw) for raw in frames]
 
 
 async def drain(channel: EventChannel) -> list[bytes]:
