@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Unpack
 
 from ._base_client import AsyncAPIClient, BaseClient, ClientOptions, SyncAPIClient
-from ._operation import APIRequest, model, no_content, operation, path
+from ._operation import APIRequest, given, model, no_content, operation, path
 from .models.egress import (
     Credential,
     CredentialBinding,
@@ -132,18 +132,10 @@ class EgressOperations(BaseClient):
             egress.patch_credential_vault(expected_revision=state.revision,
                                           bindings={"delete": ["gh-api"]})
         """
-        given = {
-            name: value
-            for name, value in {
-                "expected_revision": expected_revision,
-                "credentials": credentials,
-                "bindings": bindings,
-            }.items()
-            if value is not None
-        }
+        fields = given(expected_revision=expected_revision, credentials=credentials, bindings=bindings)
         if request is None:
-            request = CredentialVaultMutationRequest.model_validate(given)
-        elif given:
+            request = CredentialVaultMutationRequest.model_validate(fields)
+        elif fields:
             raise TypeError("patch_credential_vault: pass a request or keyword arguments, not both")
         return APIRequest("PATCH", _VAULT, json=request.to_wire(), parse=model(CredentialVaultState))
 

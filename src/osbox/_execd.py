@@ -37,6 +37,7 @@ from ._operation import (
     Folder,
     StreamRequest,
     adapter,
+    given,
     model,
     no_content,
     operation,
@@ -151,11 +152,6 @@ def _timeout_ms(seconds: float | None) -> int | None:
     return math.ceil(seconds * 1000)
 
 
-def _given(**values: Any) -> dict[str, Any]:
-    """The arguments that were given (not None): only those become set fields, and reach the wire."""
-    return {name: value for name, value in values.items() if value is not None}
-
-
 @dataclass(frozen=True, slots=True)
 class CommandLogs:
     """A slice of a background command's merged output, and where the next read starts.
@@ -255,7 +251,7 @@ class ExecdOperations(FileOperations, BaseClient):
         body = RunCommandRequest(
             command=command,
             background=background,
-            **_given(cwd=cwd, timeout=_timeout_ms(timeout), uid=uid, gid=gid, envs=envs),
+            **given(cwd=cwd, timeout=_timeout_ms(timeout), uid=uid, gid=gid, envs=envs),
         )
         return _execution_stream("/command", body.to_wire(), chunks=False)
 
@@ -301,7 +297,7 @@ class ExecdOperations(FileOperations, BaseClient):
 
         sid = execd.create_session(cwd="/app")
         """
-        body = CreateSessionRequest(**_given(cwd=cwd))
+        body = CreateSessionRequest(**given(cwd=cwd))
         return APIRequest("POST", "/session", json=body.to_wire(), parse=_session_id)
 
     @stream_operation
@@ -315,7 +311,7 @@ class ExecdOperations(FileOperations, BaseClient):
             execd.run_in_session(sid, "export X=1 && cd /tmp").run()
             assert execd.run_in_session(sid, "echo $X $PWD").run().stdout == "1 /tmp\\n"
         """
-        body = RunInSessionRequest(command=command, **_given(cwd=cwd, timeout=_timeout_ms(timeout)))
+        body = RunInSessionRequest(command=command, **given(cwd=cwd, timeout=_timeout_ms(timeout)))
         route = path("/session/{id}/run", id=session_id)
         return _execution_stream(route, body.to_wire(), chunks=False)
 
@@ -344,7 +340,7 @@ class ExecdOperations(FileOperations, BaseClient):
 
         ctx = execd.create_context("python")
         """
-        body = CodeContextRequest(language=language, **_given(cwd=cwd))
+        body = CodeContextRequest(language=language, **given(cwd=cwd))
         return APIRequest("POST", "/code/context", json=body.to_wire(), parse=model(CodeContext))
 
     @operation
@@ -389,8 +385,8 @@ class ExecdOperations(FileOperations, BaseClient):
         """
         context = None
         if context_id is not None or language is not None:
-            context = CodeContext(language=language or "", **_given(id=context_id))
-        body = RunCodeRequest(code=code, **_given(context=context))
+            context = CodeContext(language=language or "", **given(id=context_id))
+        body = RunCodeRequest(code=code, **given(context=context))
         # Kernels send output in chunks carrying their own newlines; a shell (no language) sends lines.
         return _execution_stream("/code", body.to_wire(), chunks=bool(language or context_id))
 

@@ -21,7 +21,7 @@ from typing import IO, Any, cast
 
 import httpx2
 
-from ._operation import APIRequest, adapter, no_content, operation
+from ._operation import APIRequest, adapter, given, no_content, operation
 from .models.execd import (
     FileInfo,
     FileMetadata,
@@ -83,12 +83,14 @@ def _path_params(paths: str | Iterable[str]) -> list[tuple[str, str]]:
     return [("path", item) for item in items]
 
 
+def _ownership(mode: int | None, owner: str | None, group: str | None) -> dict[str, Any]:
+    """The given ones of mode (in wire form), owner and group: the fields to set, others left unset."""
+    return given(mode=None if mode is None else mode_to_wire(mode), owner=owner, group=group)
+
+
 def _permission(mode: int | None, owner: str | None, group: str | None) -> Permission:
     """A `Permission` with only the given fields set (unset ones stay off the wire)."""
-    given: dict[str, Any] = {"owner": owner, "group": group}
-    if mode is not None:
-        given["mode"] = mode_to_wire(mode)
-    return Permission(**{k: v for k, v in given.items() if v is not None})
+    return Permission(**_ownership(mode, owner, group))
 
 
 def _range_header(byte_range: ByteRange) -> str:
@@ -393,10 +395,7 @@ def _upload_request(files: list[FileUpload]) -> APIRequest[None]:
         for upload in files:
             if not upload.path:
                 raise ValueError("every upload needs a target path")
-            given: dict[str, Any] = {"path": upload.path, "owner": upload.owner, "group": upload.group}
-            if upload.mode is not None:
-                given["mode"] = mode_to_wire(upload.mode)
-            meta = FileMetadata(**{k: v for k, v in given.items() if v is not None})
+            meta = FileMetadata(path=upload.path, **_ownership(upload.mode, upload.owner, upload.group))
             content = _upload_content(upload.data, opened)
             filename = posixpath.basename(upload.path.rstrip("/")) or "file"
             parts.append(("metadata", ("metadata", json.dumps(meta.to_wire()).encode(), "application/json")))

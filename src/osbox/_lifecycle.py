@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Unpack
 from urllib.parse import quote, urlencode
 
 from ._base_client import NOT_GIVEN, AsyncAPIClient, BaseClient, ClientOptions, SyncAPIClient
-from ._operation import APIRequest, PageRequest, model, no_content, operation, paginated, path
+from ._operation import APIRequest, PageRequest, given, model, no_content, operation, paginated, path
 from .models import (
     CreateSandboxRequest,
     CreateSandboxResponse,
@@ -156,34 +156,30 @@ class LifecycleOperations(BaseClient):
                                             timeout=600, resource_limits={"cpu": "1", "memory": "1Gi"})
             restored = client.create_sandbox(snapshot_id=snapshot.id)
         """
-        given: dict[str, Any] = {
-            name: value
-            for name, value in {
-                "image": ImageSpec(uri=image) if isinstance(image, str) else image,
-                "entrypoint": list(entrypoint) if entrypoint is not None else None,
-                "resource_limits": resource_limits,
-                "env": env,
-                "metadata": metadata,
-                "network_policy": network_policy,
-                "volumes": list(volumes) if volumes is not None else None,
-                "extensions": extensions,
-                "platform": platform,
-                "secure_access": secure_access,
-                "credential_proxy": credential_proxy,
-                "snapshot_id": snapshot_id,
-            }.items()
-            if value is not None
-        }
+        fields = given(
+            image=ImageSpec(uri=image) if isinstance(image, str) else image,
+            entrypoint=list(entrypoint) if entrypoint is not None else None,
+            resource_limits=resource_limits,
+            env=env,
+            metadata=metadata,
+            network_policy=network_policy,
+            volumes=list(volumes) if volumes is not None else None,
+            extensions=extensions,
+            platform=platform,
+            secure_access=secure_access,
+            credential_proxy=credential_proxy,
+            snapshot_id=snapshot_id,
+        )
         if timeout is not NOT_GIVEN:
-            given["timeout"] = timeout
+            fields["timeout"] = timeout
         if request is not None:
-            if given:
+            if fields:
                 raise TypeError(
                     f"create_sandbox: pass a CreateSandboxRequest or keyword arguments, not both "
-                    f"(got {', '.join(sorted(given))})"
+                    f"(got {', '.join(sorted(fields))})"
                 )
         else:
-            request = CreateSandboxRequest.model_validate(given)
+            request = CreateSandboxRequest.model_validate(fields)
         return APIRequest("POST", "/sandboxes", json=request.to_wire(), parse=model(CreateSandboxResponse))
 
     @operation

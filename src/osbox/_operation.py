@@ -51,6 +51,7 @@ __all__ = [
     "APIRequest",
     "PageRequest",
     "StreamRequest",
+    "given",
     "model",
     "operation",
     "paginated",
@@ -145,6 +146,15 @@ def path(template: str, **params: str | int) -> str:
             raise ValueError(f"{name} must be a non-empty identifier, got {text!r}")
         encoded[name] = quote(text, safe="")
     return template.format(**encoded)
+
+
+def given(**values: Any) -> dict[str, Any]:
+    """The arguments that were given (not None): only those become set fields, and reach the wire.
+
+    >>> given(cwd="/app", timeout=None)
+    {'cwd': '/app'}
+    """
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def model(cls: type[M]) -> Parser[M]:
