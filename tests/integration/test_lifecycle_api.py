@@ -191,6 +191,13 @@ def test_malformed_json_is_400(api: httpx2.Client) -> None:
     assert "JSON" in _error(response, 400)["message"]
 
 
+def test_oversized_body_is_400_and_not_buffered(api: httpx2.Client) -> None:
+    huge = b'{"metadata": {"k": "' + b"x" * (2 * 1024 * 1024) + b'"}}'
+    response = api.post("/sandboxes", content=huge, headers={"Content-Type": "application/json"})
+    assert "larger than" in _error(response, 400)["message"]
+    assert api.get("/sandboxes").status_code == 200
+
+
 def test_pause_resume_states(api: httpx2.Client, make_sandbox: Any) -> None:
     sandbox_id = make_sandbox()["id"]
     _error(api.post(f"/sandboxes/{sandbox_id}/resume"), 409, "SANDBOX::SANDBOX_NOT_PAUSED")

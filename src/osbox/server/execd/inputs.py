@@ -9,6 +9,7 @@ from starlette.requests import Request
 
 from osbox.server._backend.base import SandboxHandle
 
+from .._body import BodyTooLarge, read_capped
 from .errors import MISSING_QUERY, ExecdError, bad_request
 
 __all__ = ["json_body", "optional_int", "query_all", "query_one", "sandbox_of"]
@@ -26,11 +27,10 @@ def sandbox_of(request: Request) -> SandboxHandle:
 
 async def json_body(request: Request, *, required: bool = True) -> Any:
     """The parsed JSON body; malformed or too large → 400 `INVALID_REQUEST_BODY`."""
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_JSON_BYTES:
-            raise bad_request(f"request body larger than {MAX_JSON_BYTES} bytes")
+    try:
+        raw = await read_capped(request, MAX_JSON_BYTES)
+    except BodyTooLarge as exc:
+        raise bad_request(str(exc)) from None
     if not raw.strip():
         if required:
             raise bad_request("request body is required")

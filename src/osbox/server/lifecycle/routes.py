@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from .._body import BodyTooLarge, read_capped
 from .diagnostics import events_descriptor, logs_descriptor
 from .errors import bad_request
 from .proxy import EGRESS_PORT, EXECD_PORT, SandboxProxy
@@ -26,8 +27,15 @@ def _runtime(request: Request) -> Runtime:
     return runtime
 
 
+#: Lifecycle bodies are small JSON documents; anything larger is refused before it is buffered.
+MAX_JSON_BYTES = 1024 * 1024
+
+
 async def _json_body(request: Request, *, required: bool = True) -> Any:
-    raw = await request.body()
+    try:
+        raw = await read_capped(request, MAX_JSON_BYTES)
+    except BodyTooLarge as exc:
+        raise bad_request(str(exc)) from None
     if not raw.strip():
         if required:
             raise bad_request("a JSON request body is required")
