@@ -7,10 +7,10 @@ LINT_PATHS := src tests $(wildcard benchmarks scripts)
 
 .PHONY: install system-deps demo test lint typecheck unit integration bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py src/osbox/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	OSBOX_REQUIRE_SPEEDUPS=1 $(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP) system-deps

@@ -17,18 +17,21 @@ Any split of the byte stream into chunks yields the same objects.
 
 Speed. Command output is hundreds of thousands of `{"type":"stdout","text":"…","timestamp":…}` events.
 `feed_items` cuts a chunk's run of such frames (in that exact compact shape, bare or `data:`-framed)
-out with one regular expression and returns it as an `OutputRun` of parallel lists, without building a
-dict per event; everything else goes through the general path (a whole chunk of bare JSON in one
-`json.loads`, SSE line by line). The fast path only takes frames that the general path, in the state it
-is in, would decode to exactly the same objects; anything else (escapes it cannot resolve the same way,
-bytes that are not UTF-8, a pending SSE field) sends the whole chunk down the general path. Tests
-compare the two paths over arbitrary texts, framings and chunk splits (`EventDecoder(fast=False)`).
+out in one pass and returns it as an `OutputRun` of parallel lists, without building a dict per
+event; everything else goes through the general path (a whole chunk of bare JSON in one `json.loads`,
+SSE line by line). The cut is made by `osbox._speedups.output_run` (C, built at install time) or, where
+that could not be built, by `_output_run_py` (a regular expression), which keep to one contract.
+Either only takes frames that the general path, in the state it is in, would decode to exactly the
+same objects: texts with escapes are resolved by `json` itself, and anything else (a frame of another
+shape, bytes that are not UTF-8, a pending SSE field) is left to the general path. Tests compare both
+cutters with the general path over arbitrary texts, framings and chunk splits.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any, Final
 
 __all__ = ["MAX_LINE_BYTES", "EventDecoder", "Item", "OutputRun", "StreamDecodeError"]
@@ -36,17 +39,23 @@ __all__ = ["MAX_LINE_BYTES", "EventDecoder", "Item", "OutputRun", "StreamDecodeE
 #: A longer line without a newline is an error rather than unbounded memory growth.
 MAX_LINE_BYTES = 64 * 1024 * 1024
 
-# One output event in the exact compact shape both execd and `osbox serve` write. The text may hold
-# no quote (so the match cannot run past its end); backslashes and control characters are checked
-# afterwards. A JSON number has no leading zeros. Frames start at a line start and take their blank
-# lines with them; an SSE frame needs its dispatching blank line, a bare one (NDJSON) does not.
-_OUTPUT = r'\{"type":"(stdout|stderr)","text":"([^"]*+)","timestamp":(-?(?:0|[1-9][0-9]*))\}\r?\n'
-_BARE_FRAME: Final = re.compile("^" + _OUTPUT + r"(?:\r?\n)*+", re.MULTILINE)
-_SSE_FRAME: Final = re.compile("^data: ?" + _OUTPUT + r"\r?\n(?:\r?\n)*+", re.MULTILINE)
-_OUTPUT_HINT: Final = '{"type":"std'
-_SSE_START: Final = re.compile(r"[\r\n]*data:")
-#: Bytes a text must not hold to be its own JSON value: control characters (invalid) and backslashes.
-_NOT_PLAIN: Final = bytes(range(0x20)) + b"\\"
+#: Where a run of output frames can start (bare, or after `data: `).
+_HINT: Final = b'{"type":"std'
+_SSE_PREFIX: Final = b"data: "
+
+# The pure-Python cutter: one output frame in the exact compact shape execd and `osbox serve` write,
+# as `osbox._speedups` takes it. The text holds no raw control character; a backslash escapes the
+# next byte (so `\\"` does not end it). At most 18 digits: what the C cutter parses into an int64.
+_TEXT = rb'((?:[^"\\\x00-\x1f]|\\[^\x00-\x1f])*+)'
+_FRAME = rb'\{"type":"(stdout|stderr)","text":"' + _TEXT + rb'","timestamp":(-?(?:0|[1-9][0-9]{0,17}))\}\n'
+_BARE_FRAME: Final = re.compile(_FRAME + rb"\n*+")
+_SSE_FRAME: Final = re.compile(_SSE_PREFIX + _FRAME + rb"\n++")  # dispatched by a blank line
+_BARE_RUN: Final = re.compile(rb"(?:" + _FRAME + rb"\n*+)++")
+_SSE_RUN: Final = re.compile(rb"(?:" + _SSE_PREFIX + _FRAME + rb"\n++)++")
+_KINDS: Final = {b"stdout": "stdout", b"stderr": "stderr"}
+
+#: `output_run(data, pos, sse) -> (end, kinds, texts, timestamps, escaped)`; see `_output_run_py`.
+OutputCutter = Callable[[bytes, int, bool], tuple[int, list[str], list[str], list[int], bool]]
 
 
 class StreamDecodeError(ValueError):
@@ -56,24 +65,20 @@ class StreamDecodeError(ValueError):
 class OutputRun:
     """Consecutive `stdout`/`stderr` events cut out of a chunk without JSON decoding.
 
-    Event i is `{"type": kinds[i], "text": texts[i], "timestamp": int(stamps[i])}`: exactly the object
+    Event i is `{"type": kinds[i], "text": texts[i], "timestamp": timestamps[i]}`: exactly the object
     the general path decodes from its frame (`objects()` builds those dicts).
     """
 
-    __slots__ = ("kinds", "stamps", "texts")
+    __slots__ = ("kinds", "texts", "timestamps")
 
-    def __init__(self, kinds: list[str], texts: list[str], stamps: list[str]) -> None:
+    def __init__(self, kinds: list[str], texts: list[str], timestamps: list[int]) -> None:
         self.kinds = kinds
         self.texts = texts
-        self.stamps = stamps
-
-    def timestamps(self) -> list[int]:
-        """The events' timestamps (Unix milliseconds)."""
-        return list(map(int, self.stamps))
+        self.timestamps = timestamps
 
     def objects(self) -> list[dict[str, Any]]:
         """The events as the dicts the general path would have decoded."""
-        return list(map(_output_object, self.kinds, self.texts, self.timestamps()))
+        return list(map(_output_object, self.kinds, self.texts, self.timestamps))
 
     def __len__(self) -> int:
         return len(self.kinds)
@@ -93,15 +98,15 @@ Item = dict[str, Any] | OutputRun
 class EventDecoder:
     """Incremental decoder of an event stream into JSON objects (dicts)."""
 
-    __slots__ = ("_buffer", "_data", "_event", "_fast", "_raw")
+    __slots__ = ("_buffer", "_cut", "_data", "_event", "_raw")
 
-    def __init__(self, *, fast: bool = True) -> None:
-        """`fast=False` turns the output-run fast path off (tests compare both paths)."""
+    def __init__(self, *, fast: bool = True, cutter: OutputCutter | None = None) -> None:
+        """`fast=False` turns the output-run fast path off; `cutter` picks who cuts the runs (tests)."""
         self._buffer = b""
         self._data: list[bytes] = []  # pending SSE `data:` lines
         self._raw: list[bytes] = []  # pending lines of a JSON object spread over several lines
         self._event: str | None = None
-        self._fast = fast
+        self._cut = (cutter or output_run) if fast else None
 
     def feed(self, chunk: bytes) -> list[dict[str, Any]]:
         """Decode as much of `chunk` (plus what was buffered) as forms whole lines."""
@@ -125,7 +130,7 @@ class EventDecoder:
         if len(self._buffer) > MAX_LINE_BYTES:
             raise StreamDecodeError(f"stream line longer than {MAX_LINE_BYTES} bytes")
         out: list[Item] = []
-        if block and not (self._fast and self._output_run(block, out)):
+        if block and not (self._cut and self._output_run(self._cut, block, out)):
             self._lines(block, out)
         return out
 
@@ -140,40 +145,40 @@ class EventDecoder:
 
     # -- the fast path --
 
-    def _output_run(self, block: bytes, out: list[Item]) -> bool:
+    def _output_run(self, cut: OutputCutter, block: bytes, out: list[Item]) -> bool:
         """Decode a block of whole lines whose middle is a run of output frames; False: not done.
 
         Nothing is decoded nor any state changed before the block is known to qualify: a run of
         frames, with at most general lines before it (after which no SSE field may be pending) and
         after it.
         """
-        try:
-            text = block.decode("utf-8", "surrogatepass")  # what json.loads does with bytes
-        except UnicodeDecodeError:
+        start = block.find(_HINT)
+        if start < 0:
             return False
-        if _OUTPUT_HINT not in text:
+        sse = block[max(start - len(_SSE_PREFIX), 0) : start] == _SSE_PREFIX
+        first = start - len(_SSE_PREFIX) if sse else start
+        if first and block[first - 1] != 0x0A:  # "\n": frames start at a line start
             return False
-        # The framing of the first line picks the pattern (a block mixing framings goes the general way).
-        pieces = (_SSE_FRAME if _SSE_START.match(text) else _BARE_FRAME).split(text)
-        # [before, kind, text, stamp, between, kind, text, stamp, ..., after]
-        if len(pieces) == 1 or any(pieces[4:-1:4]):
+        end, kinds, texts, timestamps, escaped = cut(block, first, sse)
+        if not kinds:
             return False
-        texts = _json_texts(pieces[2::4])
-        if texts is None:
-            return False
-        before, after = pieces[0], pieces[-1]
-        if before:
-            before_bytes = before.encode("utf-8", "surrogatepass")  # exactly the block's first bytes
-            self._lines(before_bytes, out)
+        if escaped:
+            resolved = _json_texts(texts)
+            if resolved is None:
+                return False
+            texts = resolved
+        pending = self._data or self._raw or self._event
+        if first:
+            self._lines(block[:first], out)
             if self._data or self._raw or self._event:
                 # A pending SSE field changes what the frames mean: the general path takes the rest.
-                self._lines(block[len(before_bytes) :], out)
+                self._lines(block[first:], out)
                 return True
-        elif self._data or self._raw or self._event:
+        elif pending:
             return False
-        out.append(OutputRun(pieces[1::4], texts, pieces[3::4]))
-        if after:
-            self._lines(after.encode("utf-8", "surrogatepass"), out)
+        out.append(OutputRun(kinds, texts, timestamps))
+        if end < len(block):
+            self._lines(block[end:], out)
         return True
 
     # -- the general path --
@@ -269,16 +274,47 @@ class EventDecoder:
 
 
 def _json_texts(raw: list[str]) -> list[str] | None:
-    """The JSON string values of texts cut out between quotes; None if one is not a valid JSON string.
+    """The texts with their backslash escapes resolved; None if one is not a valid JSON string.
 
-    Texts with no backslash and no control character (checked over all of them at C speed) are their
-    own values. Otherwise each text that needs it is decoded as the JSON string it is, which is what
-    `json.loads` of its whole frame does with it (and fails where that fails).
+    Each text that holds a backslash is decoded as the JSON string it is, which is what `json.loads`
+    of its whole frame does with it (and fails where that fails).
     """
-    joined = "".join(raw).encode("utf-8", "surrogatepass")
-    if len(joined.translate(None, _NOT_PLAIN)) == len(joined):
-        return raw
     try:
-        return [text if "\\" not in text and text.isprintable() else json.loads(f'"{text}"') for text in raw]
+        return [json.loads(f'"{text}"') if "\\" in text else text for text in raw]
     except ValueError:
         return None
+
+
+def _output_run_py(data: bytes, pos: int, sse: bool) -> tuple[int, list[str], list[str], list[int], bool]:
+    """Cut the run of compact output frames that starts at line start `pos` of `data`.
+
+    Returns `(end, kinds, texts, timestamps, escaped)`: `end` is where the run stops (`pos` if no frame
+    is there); `texts` are decoded as UTF-8 with surrogatepass (what `json.loads` does with bytes) but
+    keep their backslash escapes, and `escaped` says whether any holds one. A bare frame takes the
+    blank lines after it; an SSE frame needs one, the blank line that dispatches it. The C cutter in
+    `osbox._speedups` keeps to the same contract.
+    """
+    pieces = (_SSE_FRAME if sse else _BARE_FRAME).split(data[pos:])
+    # [before, kind, text, stamp, between, kind, text, stamp, ..., after]
+    nothing: tuple[int, list[str], list[str], list[int], bool] = (pos, [], [], [], False)
+    if len(pieces) == 1 or pieces[0]:
+        return nothing
+    if any(pieces[4:-1:4]):  # something between two frames: the run ends before it
+        end = (_SSE_RUN if sse else _BARE_RUN).match(data, pos).end()  # type: ignore[union-attr]
+        pieces = (_SSE_FRAME if sse else _BARE_FRAME).split(data[pos:end])
+    else:
+        end = len(data) - len(pieces[-1])
+    raw = b"\n".join(pieces[2::4])  # no text holds a raw newline
+    try:
+        texts = raw.decode("utf-8", "surrogatepass").split("\n")
+    except UnicodeDecodeError:
+        return nothing
+    kinds = list(map(_KINDS.__getitem__, pieces[1::4]))
+    return end, kinds, texts, list(map(int, pieces[3::4])), b"\\" in raw
+
+
+output_run: OutputCutter
+try:
+    from ._speedups import output_run
+except ImportError:  # installed where no C compiler was at hand
+    output_run = _output_run_py

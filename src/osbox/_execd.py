@@ -113,7 +113,7 @@ class _ExecutionFolder(Folder[StreamEvent, Execution]):
 
 def _output_events(run: OutputRun) -> list[StreamEvent]:
     """The events of a run of output lines (their fields are already known to be well typed)."""
-    return list(map(StreamEvent, run.kinds, run.texts, repeat(None), repeat(None), run.timestamps()))
+    return list(map(StreamEvent, run.kinds, run.texts, repeat(None), repeat(None), run.timestamps))
 
 
 class _LastMetrics(Folder[Metrics, "Metrics | None"]):

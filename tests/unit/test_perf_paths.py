@@ -1,8 +1,9 @@
 """The fast paths give exactly what the general paths give.
 
-- The decoder's output-run path (`EventDecoder(fast=True)`) against the general path (`fast=False`),
-  over arbitrary texts (escapes, control characters, quotes, surrogates, non-ASCII), framings, other
-  events and garbage in between, and arbitrary chunk splits: same objects, same errors.
+- The decoder's output-run path against the general path (`fast=False`), with each cutter (the C one
+  in `osbox._speedups` and the pure-Python fallback), over arbitrary texts (escapes, control
+  characters, quotes, surrogates, non-ASCII), framings, other events and garbage in between, and
+  arbitrary chunk splits: same objects, same errors.
 - `ExecutionBuilder.add_output` against `add` of each event.
 - `Stream.run()` without a handler (runs folded without events) against iterating and folding.
 
@@ -24,8 +25,11 @@ from hypothesis import strategies as st
 
 import osbox
 import osbox.models
-from osbox import ExecdClient
-from osbox._decoder import EventDecoder, OutputRun, StreamDecodeError
+from osbox import (
+    ExecdClient,
+    _speedups,  # built by `make install`; a missing C compiler must not go unnoticed
+)
+from osbox._decoder import EventDecoder, OutputCutter, OutputRun, StreamDecodeError, _output_run_py
 from osbox.models.events import ExecutionBuilder, StreamEvent
 
 Obj = dict[str, Any]
@@ -107,9 +111,15 @@ def frame(draw: st.DrawFn) -> bytes:
     return draw(st.binary(max_size=8)) + b"\n"
 
 
-def run_decoder(chunks: list[bytes], fast: bool) -> tuple[list[Obj], str | None]:
-    """Every object decoded (runs expanded) and the error that ended the stream, if any."""
-    decoder = EventDecoder(fast=fast)
+CUTTERS = {"c": _speedups.output_run, "python": _output_run_py}
+
+
+def run_decoder(chunks: list[bytes], cutter: OutputCutter | None) -> tuple[list[Obj], str | None]:
+    """Every object decoded (runs expanded) and the error that ended the stream, if any.
+
+    `cutter=None` is the general path alone.
+    """
+    decoder = EventDecoder(fast=cutter is not None, cutter=cutter)
     out: list[Obj] = []
     try:
         for chunk in chunks:
@@ -126,15 +136,18 @@ def cut(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise([0, *points, len(data)])]
 
 
+@pytest.mark.parametrize("cutter", CUTTERS.values(), ids=CUTTERS.keys())
 @settings(max_examples=400, deadline=None)
 @given(frames=st.lists(frame(), max_size=12), cuts=st.lists(st.integers(0, 4000), max_size=6))
-def test_fast_decoding_is_identical_to_the_general_path(frames: list[bytes], cuts: list[int]) -> None:
+def test_fast_decoding_is_identical_to_the_general_path(
+    cutter: OutputCutter, frames: list[bytes], cuts: list[int]
+) -> None:
     data = b"".join(frames)
-    general = run_decoder([data], fast=False)
-    assert run_decoder([data], fast=True) == general
-    assert run_decoder(cut(data, cuts), fast=True) == run_decoder(cut(data, cuts), fast=False)
+    assert run_decoder([data], cutter) == run_decoder([data], None)
+    assert run_decoder(cut(data, cuts), cutter) == run_decoder(cut(data, cuts), None)
 
 
+@pytest.mark.parametrize("cutter", CUTTERS.values(), ids=CUTTERS.keys())
 @settings(max_examples=200, deadline=None)
 @given(
     events=st.lists(st.tuples(kinds, texts, stamps), min_size=1, max_size=20),
@@ -142,7 +155,7 @@ def test_fast_decoding_is_identical_to_the_general_path(frames: list[bytes], cut
     cuts=st.lists(st.integers(0, 4000), max_size=4),
 )
 def test_well_formed_output_decodes_through_runs(
-    events: list[tuple[str, str, int]], sse: bool, cuts: list[int]
+    cutter: OutputCutter, events: list[tuple[str, str, int]], sse: bool, cuts: list[int]
 ) -> None:
     prefix = b"data: " if sse else b""
     data = b"".join(
@@ -155,19 +168,20 @@ def test_well_formed_output_decodes_through_runs(
     )
     expected = [{"type": k, "text": t, "timestamp": s} for k, t, s in events]
     for chunks in ([data], cut(data, cuts)):
-        assert run_decoder(chunks, fast=True) == (expected, None) == run_decoder(chunks, fast=False)
+        assert run_decoder(chunks, cutter) == (expected, None) == run_decoder(chunks, None)
 
 
-def test_the_fast_path_takes_a_typical_stream() -> None:
+@pytest.mark.parametrize("cutter", CUTTERS.values(), ids=CUTTERS.keys())
+def test_the_fast_path_takes_a_typical_stream(cutter: OutputCutter) -> None:
     frames = [b'{"type":"init","text":"c1","timestamp":1}\n\n']
     frames += [b'{"type":"stdout","text":"line %d","timestamp":%d}\n\n' % (i, i) for i in range(100)]
     frames.append(b'{"type":"stderr","text":"tab\\there","timestamp":7}\n\n')
     frames.append(b'{"type":"execution_complete","execution_time":3,"timestamp":9}\n\n')
-    items = EventDecoder().feed_items(b"".join(frames))
+    items = EventDecoder(cutter=cutter).feed_items(b"".join(frames))
     assert [type(item).__name__ for item in items] == ["dict", "OutputRun", "dict"]
     run = items[1]
     assert isinstance(run, OutputRun) and len(run) == 101
-    assert run.texts[-1] == "tab\there" and run.kinds[-1] == "stderr" and run.timestamps()[:2] == [0, 1]
+    assert run.texts[-1] == "tab\there" and run.kinds[-1] == "stderr" and run.timestamps[:2] == [0, 1]
 
 
 @settings(max_examples=200, deadline=None)
