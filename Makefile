@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-LINT_PATHS := src tests $(wildcard benchmarks scripts)
+LINT_PATHS := src tests setup.py $(wildcard benchmarks scripts)
 
 .PHONY: install system-deps demo test lint typecheck unit integration bench clean
 

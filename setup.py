@@ -12,7 +12,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 
-class OptionalBuildExt(build_ext):  # type: ignore[misc]
+class OptionalBuildExt(build_ext):
     """`build_ext` that warns instead of failing when the extension cannot be compiled."""
 
     def run(self) -> None:
