@@ -9,6 +9,8 @@ chunks, so no socket is involved: this measures the client's parsing, not the ne
 
 Measured, interleaved in rounds over the same bytes:
 - osbox fold: `execd.run_command(...).run()` -> `Execution` (stdout joined);
+- osbox fold, pure Python: the same with the regex cutter osbox falls back to where its C extension
+  (`osbox._speedups`) could not be built;
 - osbox iterate: `for event in execd.run_command(...)` (events built, nothing folded);
 - raw iter_lines: `response.iter_lines()` over the same transport (decode + split, no JSON) -- the
   baseline the ratio uses, since it pays for the same transport and chunking;
@@ -30,6 +32,7 @@ from collections.abc import Callable
 import httpx2
 from _common import Goal, Report, median, parse_args, profile_top
 
+import osbox._decoder
 from osbox import ExecdClient
 
 CHUNK = 64 * 1024
@@ -138,6 +141,14 @@ def bench_framing(label: str, size: int, rounds: int, sse: bool, report: Report)
         assert result.exit_code == 0 and result.complete
         return len(result.stdout)
 
+    def osbox_fold_pure_python() -> int:
+        c_cutter = osbox._decoder.output_run
+        osbox._decoder.output_run = osbox._decoder._output_run_py  # what a new EventDecoder picks up
+        try:
+            return osbox_fold()
+        finally:
+            osbox._decoder.output_run = c_cutter
+
     def osbox_iterate() -> int:
         n = 0
         for event in execd.run_command("cat big.log"):
@@ -158,12 +169,14 @@ def bench_framing(label: str, size: int, rounds: int, sse: bool, report: Report)
 
     modes: dict[str, Callable[[], int]] = {
         "osbox_fold": osbox_fold,
+        "osbox_fold_py": osbox_fold_pure_python,
         "osbox_iterate": osbox_iterate,
         "raw_iter_lines": raw_iter_lines,
         "raw_bytes_split": raw_bytes_split,
     }
     expected = {
         "osbox_fold": expected_stdout_len,
+        "osbox_fold_py": expected_stdout_len,
         "osbox_iterate": n_stdout,
         "raw_iter_lines": n_lines,
         "raw_bytes_split": n_lines,
@@ -176,7 +189,7 @@ def bench_framing(label: str, size: int, rounds: int, sse: bool, report: Report)
     for name, rate in rates.items():
         print(f"  {name:16s} median {median(times[name]):7.3f} s  {rate:8.1f} MB/s")
         figures[f"{name}_mbps"] = round(rate, 1)
-    for mode in ("osbox_fold", "osbox_iterate"):
+    for mode in ("osbox_fold", "osbox_fold_py", "osbox_iterate"):
         figures[f"{mode}_vs_iter_lines"] = round(rates[mode] / rates["raw_iter_lines"], 3)
         figures[f"{mode}_vs_bytes_split"] = round(rates[mode] / rates["raw_bytes_split"], 3)
     print(
@@ -204,6 +217,8 @@ def main() -> None:
     size, rounds = (10_000_000, 2) if args.quick else (100_000_000, 3)
     report = Report.start("stream_parse", args.quick)
     report.notes.append(f"lines {LINE_MIN}-{LINE_MAX} chars; chunks {CHUNK} B; ratio baseline = iter_lines")
+    built = osbox._decoder.output_run is not osbox._decoder._output_run_py
+    report.notes.append("osbox_fold cuts in C (osbox._speedups)" if built else "osbox._speedups NOT BUILT")
     bench_framing("bare_json", size, rounds, sse=False, report=report)
     bench_framing("sse_data", size, rounds, sse=True, report=report)
     report.emit()

@@ -105,7 +105,7 @@ class _ExecutionFolder(Folder[StreamEvent, Execution]):
 
     def add_run(self, run: OutputRun, events: Callable[[OutputRun], list[StreamEvent]]) -> None:
         # Output lines fold straight from their texts: no event object per line.
-        self._builder.add_output(run.kinds, run.texts)
+        self._builder.add_output(run.kinds, run.texts, newline_free=run.newline_free)
 
     def result(self) -> Execution:
         return self._builder.result()

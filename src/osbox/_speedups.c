@@ -5,13 +5,14 @@
  *
  *     [data: ]{"type":"stdout|stderr","text":"TEXT","timestamp":INT}\n   then blank lines
  *
- * where TEXT holds no raw control character and INT is a JSON integer of at most 18 digits; an
+ * where TEXT is every byte up to the next quote and INT is a JSON integer of at most 18 digits; an
  * SSE frame ("data: ") must be followed by at least one blank line (the one that dispatches it).
  * It returns (end, kinds, texts, stamps, escaped): `end` is where the run stops (== pos when no
- * frame matched), the three lists are parallel, and `escaped` says whether some text still holds
- * a backslash escape, which the caller resolves with the json module (so escapes decode exactly as
- * json.loads decodes them). Texts are decoded as UTF-8 with surrogatepass, which is what json.loads
- * does with bytes; if one does not decode, there is no run. No Python-level state, no I/O.
+ * frame matched), the three lists are parallel, and `escaped` says whether some text holds a
+ * backslash, which the caller resolves (or refuses) with the json module, so escapes decode exactly
+ * as json.loads decodes them. Texts are decoded as UTF-8 with surrogatepass, which is what
+ * json.loads does with bytes; a text that does not decode or holds a raw control character (JSON
+ * forbids them) spoils the run: there is none. No Python-level state, no I/O.
  *
  * The module is optional: without a C compiler osbox uses the pure-Python path, and tests check
  * both against the general decoder.
@@ -33,7 +34,7 @@ static const char SSE_PREFIX[] = "data: ";
  * blank lines; return NULL when the bytes there are not such a frame. */
 static const char *
 parse_frame(const char *p, const char *end, int sse, PyObject **kind, const char **text,
-            Py_ssize_t *text_len, int *escaped, long long *stamp)
+            Py_ssize_t *text_len, int *escaped, int *spoiled, long long *stamp)
 {
     if (sse) {
         if (end - p < LEN(SSE_PREFIX) || memcmp(p, SSE_PREFIX, LEN(SSE_PREFIX)) != 0)
@@ -58,33 +59,17 @@ parse_frame(const char *p, const char *end, int sse, PyObject **kind, const char
     const char *quote = memchr(p, '"', (size_t)(end - p));
     if (quote == NULL)
         return NULL;
-    /* The common text has neither a control character nor a backslash: one branch-free pass over
-     * it (vectorised by the compiler) says so, and the first quote ends it. */
+    /* The text ends at the first quote, escaped or not: an escaped one leaves a text that ends in a
+     * backslash, which the caller's json check refuses. One branch-free pass (vectorised by the
+     * compiler) looks for backslashes and control characters. */
     unsigned char control = 0, backslash = 0;
     for (const unsigned char *c = (const unsigned char *)p; c < (const unsigned char *)quote; c++) {
         control |= *c < 0x20;
         backslash |= *c == '\\';
     }
-    if (control)
-        return NULL; /* invalid in a JSON string: the general path reports it */
+    *escaped = backslash;
+    *spoiled = control;
     p = quote;
-    if (backslash) {
-        /* An escaped quote does not end the string: walk the escapes from the start. */
-        *escaped = 1;
-        p = start;
-        while (p < end && *p != '"') {
-            if (*p == '\\') {
-                p++; /* the escaped byte cannot end the string */
-                if (p < end && (unsigned char)*p < 0x20)
-                    return NULL;
-            }
-            else if ((unsigned char)*p < 0x20)
-                return NULL;
-            p++;
-        }
-        if (p >= end)
-            return NULL;
-    }
     *text = start;
     *text_len = p - start;
 
@@ -153,24 +138,20 @@ output_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         const char *text;
         Py_ssize_t text_len;
         long long stamp;
-        int frame_escaped = 0;
-        const char *next = parse_frame(p, end, sse, &kind, &text, &text_len, &frame_escaped, &stamp);
+        int frame_escaped = 0, spoiled = 0;
+        const char *next =
+            parse_frame(p, end, sse, &kind, &text, &text_len, &frame_escaped, &spoiled, &stamp);
         if (next == NULL)
             break;
-        PyObject *text_obj = PyUnicode_DecodeUTF8(text, text_len, "surrogatepass");
+        PyObject *text_obj = spoiled ? NULL : PyUnicode_DecodeUTF8(text, text_len, "surrogatepass");
         if (text_obj == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+            if (!spoiled && !PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
                 goto done;
-            /* Not UTF-8: no run at all (as the Python cutter does); the general path reports it. */
+            /* A control character or bytes that are not UTF-8 spoil the whole run (the Python
+             * cutter does the same): the general path reports them. */
             PyErr_Clear();
-            p = base + pos;
-            Py_SETREF(kinds, PyList_New(0));
-            Py_SETREF(texts, PyList_New(0));
-            Py_SETREF(stamps, PyList_New(0));
-            escaped = 0;
-            if (!kinds || !texts || !stamps)
-                goto done;
-            break;
+            result = Py_BuildValue("n[][][]O", pos, Py_False);
+            goto done;
         }
         PyObject *stamp_obj = PyLong_FromLongLong(stamp);
         int failed = stamp_obj == NULL || PyList_Append(texts, text_obj) < 0 ||

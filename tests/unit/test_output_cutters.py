@@ -90,12 +90,13 @@ def test_cutters_agree_on_well_formed_runs(
     [
         (FRAME % (b"hi", b"1"), (len(FRAME % (b"hi", b"1")), ["stdout"], ["hi"], [1], False)),
         (FRAME % (b"", b"-0") + b"\n\n", (len(FRAME % (b"", b"-0")) + 2, ["stdout"], [""], [0], False)),
-        (FRAME % (b'a\\"b', b"2"), (len(FRAME % (b'a\\"b', b"2")), ["stdout"], ['a\\"b'], [2], True)),
+        # The text ends at the first quote; a lone backslash before it is the json check's to refuse.
+        (FRAME % (b"a\\", b"2"), (len(FRAME % (b"a\\", b"2")), ["stdout"], ["a\\"], [2], True)),
         (FRAME % (b"a\\\\", b"3"), (len(FRAME % (b"a\\\\", b"3")), ["stdout"], ["a\\\\"], [3], True)),
         (FRAME % (b"x", b"9" * 18), (len(FRAME % (b"x", b"9" * 18)), ["stdout"], ["x"], [10**18 - 1], False)),
         (FRAME % ("é".encode(), b"4"), (len(FRAME % ("é".encode(), b"4")), ["stdout"], ["é"], [4], False)),
     ],
-    ids=["plain", "blank-lines", "escaped-quote", "escaped-backslash", "18-digits", "utf-8"],
+    ids=["plain", "blank-lines", "lone-backslash", "escaped-backslash", "18-digits", "utf-8"],
 )
 def test_a_frame_is_cut(cut: object, data: bytes, expected: tuple[object, ...]) -> None:
     assert cut(data, 0, False) == expected  # type: ignore[operator]
@@ -109,7 +110,7 @@ def test_a_frame_is_cut(cut: object, data: bytes, expected: tuple[object, ...]) 
         (FRAME % (b"x", b"01"), False),  # a leading zero JSON refuses
         (FRAME % (b"x", b"-"), False),
         (FRAME % (b"a\tb", b"1"), False),  # a raw control character
-        (FRAME % (b"a\\", b"1"), False),  # the backslash escapes the closing quote
+        (FRAME % (b'a\\"b', b"1"), False),  # an escaped quote: the text ends before it
         (FRAME % (b"\xff", b"1"), False),  # not UTF-8
         (FRAME.replace(b"}\n", b"}\r\n") % (b"x", b"1"), False),
         (FRAME.replace(b"}\n", b"}") % (b"x", b"1"), False),  # no newline yet
@@ -122,12 +123,14 @@ def test_anything_else_is_no_run(cut: object, data: bytes, sse: bool) -> None:
     assert cut(data, 0, sse) == (0, [], [], [], False)  # type: ignore[operator]
 
 
-def test_a_run_stops_at_the_first_other_line_and_one_bad_text_spoils_it() -> None:
+@pytest.mark.parametrize("cut", [c_cut, _output_run_py], ids=["c", "python"])
+def test_a_run_stops_at_the_first_other_line_and_one_bad_text_spoils_it(cut: object) -> None:
     good = FRAME % (b"a", b"1") + FRAME % (b"b", b"2")
     data = good + b'{"type":"ping"}\n' + FRAME % (b"c", b"3")
-    assert c_cut(data, 0, False) == (len(good), ["stdout", "stdout"], ["a", "b"], [1, 2], False)
-    assert c_cut(good + FRAME % (b"\xff", b"3"), 0, False) == (0, [], [], [], False)
-    assert c_cut(data, len(data) - len(FRAME % (b"c", b"3")), False)[2] == ["c"]
+    assert cut(data, 0, False) == (len(good), ["stdout", "stdout"], ["a", "b"], [1, 2], False)  # type: ignore[operator]
+    assert cut(data, len(data) - len(FRAME % (b"c", b"3")), False)[2] == ["c"]  # type: ignore[operator]
+    for bad in (b"\xff", b"\x1b[0m"):
+        assert cut(good + FRAME % (bad, b"3"), 0, False) == (0, [], [], [], False)  # type: ignore[operator]
 
 
 def test_the_c_cutter_checks_its_arguments() -> None:

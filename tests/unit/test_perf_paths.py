@@ -172,6 +172,16 @@ def test_well_formed_output_decodes_through_runs(
 
 
 @pytest.mark.parametrize("cutter", CUTTERS.values(), ids=CUTTERS.keys())
+@pytest.mark.parametrize(
+    "text",
+    [b"a\\", b'a\\","timestamp":1}\n\n{"type":"stdout","text":"b', b"\\u12", b"\\ud800", b"\\\\", b"\\t\\n"],
+)
+def test_escapes_decode_as_json_does_or_go_the_general_way(cutter: OutputCutter, text: bytes) -> None:
+    data = b'{"type":"stdout","text":"' + text + b'","timestamp":1}\n\n'
+    assert run_decoder([data], cutter) == run_decoder([data], None)
+
+
+@pytest.mark.parametrize("cutter", CUTTERS.values(), ids=CUTTERS.keys())
 def test_the_fast_path_takes_a_typical_stream(cutter: OutputCutter) -> None:
     frames = [b'{"type":"init","text":"c1","timestamp":1}\n\n']
     frames += [b'{"type":"stdout","text":"line %d","timestamp":%d}\n\n' % (i, i) for i in range(100)]
@@ -180,8 +190,10 @@ def test_the_fast_path_takes_a_typical_stream(cutter: OutputCutter) -> None:
     items = EventDecoder(cutter=cutter).feed_items(b"".join(frames))
     assert [type(item).__name__ for item in items] == ["dict", "OutputRun", "dict"]
     run = items[1]
-    assert isinstance(run, OutputRun) and len(run) == 101
+    assert isinstance(run, OutputRun) and len(run) == 101 and not run.newline_free  # "\\t" was escaped
     assert run.texts[-1] == "tab\there" and run.kinds[-1] == "stderr" and run.timestamps[:2] == [0, 1]
+    plain = EventDecoder(cutter=cutter).feed_items(b"".join(frames[1:-2]))
+    assert len(plain) == 1 and isinstance(plain[0], OutputRun) and plain[0].newline_free
 
 
 @settings(max_examples=200, deadline=None)
@@ -192,6 +204,10 @@ def test_add_output_folds_like_add(events: list[tuple[str, str]], chunks: bool) 
         one_by_one.add(StreamEvent(kind, text))
     at_once.add_output([k for k, _ in events], [t for _, t in events])
     assert at_once.result() == one_by_one.result()
+    if not any("\n" in t for _, t in events):  # what the decoder promises with newline_free
+        promised = ExecutionBuilder(chunks=chunks)
+        promised.add_output([k for k, _ in events], [t for _, t in events], newline_free=True)
+        assert promised.result() == one_by_one.result()
 
 
 def execd_over(body: bytes, chunk_size: int) -> ExecdClient:

@@ -279,19 +279,25 @@ class ExecutionBuilder:
             self._error = event.error if event.error is not None else ExecutionError()
             self._exit_code = _exit_code_of(self._error)
 
-    def add_output(self, kinds: Sequence[str], texts: Sequence[str]) -> None:
+    def add_output(self, kinds: Sequence[str], texts: Sequence[str], *, newline_free: bool = False) -> None:
         """Fold many ``stdout``/``stderr`` texts at once: the same as ``add`` of each as an event.
 
         ``kinds[i]`` is the type of ``texts[i]``; each must be ``"stdout"`` or ``"stderr"``.
+        ``newline_free=True`` says that no text holds a newline (the stream decoder knows it), which
+        spares a scan of them all.
         """
         if not texts:
             return
         kind = kinds[0]
-        joined = "\n".join(texts)
-        if kinds.count(kind) == len(kinds) and joined.count("\n") == len(texts) - 1:
-            # One stream, and no text holds a newline: every line gets one (none in chunk mode).
-            self._output(kind).append(joined.replace("\n", "") if self._chunks else joined + "\n")
-            return
+        if kinds.count(kind) == len(kinds):  # one stream
+            out = self._output(kind)
+            if self._chunks:
+                out.append("".join(texts))  # chunks are kept as they are
+                return
+            joined = "\n".join(texts)
+            if newline_free or joined.count("\n") == len(texts) - 1:
+                out += (joined, "\n")  # no text holds a newline: each line gets one
+                return
         for kind, text in zip(kinds, texts, strict=True):
             self._output(kind).append(self._piece(text))
 
