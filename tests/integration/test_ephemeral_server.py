@@ -22,6 +22,7 @@ from typing import Any
 import httpx2
 import pytest
 
+from osbox.server import LocalServer
 from osbox.server._backend.cgroups import CgroupLayout, SandboxCgroup
 from osbox.server._backend.idranges import IdRangeRegistry
 from osbox.server._backend.procs import pidfd_exited, pidfd_if_same
@@ -94,6 +95,15 @@ def test_sandboxes_of_a_killed_local_server_end_with_it() -> None:
         server.kill()  # SIGKILL: no shutdown code runs
         server.wait()
         wait_until(lambda: all(pidfd_exited(fd) for fd in pidfds), what="the sandboxes to end")
+
+        # What they left (their cgroups, the data dir) goes when the next LocalServer starts.
+        cgroups = [SandboxCgroup.from_json(record.get("cgroup")) for record in records.values()]
+        cgroup_dirs = [path for cgroup in cgroups if cgroup is not None for path in cgroup.paths.values()]
+        assert data_dir.is_dir() and (cgroup_dirs or CgroupLayout.detect().version is None)
+        with LocalServer(warm_pool_size=0) as next_server:
+            assert next_server.data_dir != data_dir
+        assert not data_dir.exists()
+        assert not [path for path in cgroup_dirs if path.exists()]
     finally:
         if server.poll() is None:
             server.kill()
@@ -107,6 +117,22 @@ def test_sandboxes_of_a_killed_local_server_end_with_it() -> None:
             shutil.rmtree(data_dir, ignore_errors=True)
         if os.geteuid() == 0:
             IdRangeRegistry().sweep()  # the killed server's reservations
+
+
+def test_a_running_local_servers_data_dir_is_left_alone() -> None:
+    with LocalServer(warm_pool_size=0) as first:
+        data_dir = first.data_dir
+        created = httpx2.post(
+            first.base_url + "/v1/sandboxes",
+            timeout=60,
+            json={"image": {"uri": "python:3.11"}, "entrypoint": ["sleep", "1000"], "timeout": 600},
+        )
+        assert created.status_code == 202, created.text
+        sandbox_url = f"{first.base_url}/v1/sandboxes/{created.json()['id']}"
+        with LocalServer(warm_pool_size=0) as second:  # its start sweeps abandoned dirs only
+            assert second.data_dir != data_dir
+        assert httpx2.get(sandbox_url).json()["status"]["state"] == "Running"
+    assert not data_dir.exists()
 
 
 def _free_port() -> int:

@@ -4,7 +4,8 @@
         httpx2.get(f"{server.base_url}/v1/sandboxes")   # lifecycle routes at /v1
 
 `LocalServer` destroys every sandbox and removes its temporary data dir on exit; should its process
-be killed instead, its sandboxes end with it (`ServerConfig.sandboxes_die_with_server`). The
+be killed instead, its sandboxes end with it (`ServerConfig.sandboxes_die_with_server`), and the next
+`LocalServer` to start removes what they left (`tempdirs.py`). The
 foreground runner behind `osbox serve` keeps sandboxes running on SIGINT/SIGTERM (and when it is
 killed) so the next start re-adopts them.
 """
@@ -13,10 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import signal
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from starlette.applications import Starlette
 from .._backend.base import Backend
 from ..app import create_app
 from .config import ServerConfig
+from .tempdirs import TempDataDir, sweep_abandoned
 
 __all__ = ["AsyncLocalServer", "LocalServer", "run_foreground"]
 
@@ -68,7 +68,7 @@ class _ServerBase:
         self._backend = backend
         self._log_level = log_level
         self._config_overrides = config
-        self._temp_dir: Path | None = None
+        self._temp_dir: TempDataDir | None = None
         self._sock: socket.socket | None = None
         self._server: uvicorn.Server | None = None
         self._app: Starlette | None = None
@@ -97,7 +97,8 @@ class _ServerBase:
     def _prepare(self) -> tuple[uvicorn.Server, socket.socket]:
         data_dir = self._data_dir
         if data_dir is None:
-            self._temp_dir = data_dir = Path(tempfile.mkdtemp(prefix="osbox-serve-"))
+            self._temp_dir = TempDataDir()
+            data_dir = self._temp_dir.path
         settings: dict[str, Any] = {
             "destroy_on_shutdown": True,
             "sandboxes_die_with_server": True,  # SIGKILLed, it leaves no sandbox behind
@@ -123,7 +124,7 @@ class _ServerBase:
             self._sock.close()
             self._sock = None
         if self._temp_dir is not None:
-            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir.remove()
             self._temp_dir = None
 
 
@@ -134,14 +135,17 @@ class LocalServer(_ServerBase):
             client = httpx2.Client(base_url=server.base_url + "/v1",
                                    headers={"OPEN-SANDBOX-API-KEY": server.api_key})
 
-    On exit every sandbox is destroyed and the temporary data dir (if it made one) is removed.
-    Extra keyword arguments are `ServerConfig` fields (e.g. `min_timeout_seconds=1` in tests).
+    On exit every sandbox is destroyed and the temporary data dir (if it made one) is removed; the
+    temporary dirs of LocalServers that were killed are removed when the next one starts. Extra keyword
+    arguments are `ServerConfig` fields (e.g. `min_timeout_seconds=1` in tests).
     """
 
     _thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Start serving; returns once the server accepts requests (raises if it cannot start)."""
+        if self._data_dir is None:
+            sweep_abandoned()
         server, sock = self._prepare()
         self._thread = threading.Thread(
             target=self._run, args=(server, sock), name="osbox-local-server", daemon=True
@@ -187,6 +191,8 @@ class AsyncLocalServer(_ServerBase):
 
     async def start(self) -> None:
         """Start serving on the running loop; returns once requests are accepted."""
+        if self._data_dir is None:
+            await asyncio.to_thread(sweep_abandoned)
         server, sock = self._prepare()
         self._task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
         deadline = time.monotonic() + _START_TIMEOUT
