@@ -84,7 +84,8 @@ parse_frame(const char *p, const char *end, int sse, PyObject **kind, const char
     const char *digits = p;
     long long value = 0;
     while (p < end && *p >= '0' && *p <= '9') {
-        value = value * 10 + (*p - '0');
+        if (p - digits < 18)
+            value = value * 10 + (*p - '0'); /* no more: 19 digits may overflow (refused below) */
         p++;
     }
     Py_ssize_t n_digits = p - digits;
