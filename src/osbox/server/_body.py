@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from starlette.requests import Request
 
-__all__ = ["BodyTooLarge", "read_capped"]
+__all__ = ["BadBody", "read_capped", "read_json"]
 
 
-class BodyTooLarge(ValueError):
-    """The request body is larger than the route accepts; callers answer 400 with this message."""
+class BadBody(ValueError):
+    """The request body is unusable (too large, missing, not JSON); callers answer 400 with this message."""
 
 
 async def read_capped(request: Request, limit: int) -> bytes:
@@ -17,5 +20,18 @@ async def read_capped(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise BodyTooLarge(f"request body larger than {limit} bytes")
+            raise BadBody(f"request body larger than {limit} bytes")
     return bytes(body)
+
+
+async def read_json(request: Request, limit: int, *, required: bool = True) -> Any:
+    """The body parsed as JSON (None for an empty body that is not `required`); BadBody otherwise."""
+    raw = await read_capped(request, limit)
+    if not raw.strip():
+        if required:
+            raise BadBody("a JSON request body is required")
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadBody(f"the request body is not valid JSON: {exc}") from None

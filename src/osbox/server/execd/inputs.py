@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
 
 from osbox.server._backend.base import SandboxHandle
 
-from .._body import BodyTooLarge, read_capped
+from .._body import BadBody, read_json
 from .errors import MISSING_QUERY, ExecdError, bad_request
 
 __all__ = ["json_body", "optional_int", "query_all", "query_one", "sandbox_of"]
@@ -28,17 +27,9 @@ def sandbox_of(request: Request) -> SandboxHandle:
 async def json_body(request: Request, *, required: bool = True) -> Any:
     """The parsed JSON body; malformed or too large → 400 `INVALID_REQUEST_BODY`."""
     try:
-        raw = await read_capped(request, MAX_JSON_BYTES)
-    except BodyTooLarge as exc:
+        return await read_json(request, MAX_JSON_BYTES, required=required)
+    except BadBody as exc:
         raise bad_request(str(exc)) from None
-    if not raw.strip():
-        if required:
-            raise bad_request("request body is required")
-        return None
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request(f"error parsing request body as JSON: {exc}") from None
 
 
 def json_object(value: Any, what: str = "request body") -> dict[str, Any]:

@@ -5,14 +5,13 @@ Handlers only translate HTTP to manager calls and back; every rule lives in the 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from .._body import BodyTooLarge, read_capped
+from .._body import BadBody, read_json
 from .diagnostics import events_descriptor, logs_descriptor
 from .errors import bad_request
 from .proxy import EGRESS_PORT, EXECD_PORT, SandboxProxy
@@ -33,17 +32,9 @@ MAX_JSON_BYTES = 1024 * 1024
 
 async def _json_body(request: Request, *, required: bool = True) -> Any:
     try:
-        raw = await read_capped(request, MAX_JSON_BYTES)
-    except BodyTooLarge as exc:
+        return await read_json(request, MAX_JSON_BYTES, required=required)
+    except BadBody as exc:
         raise bad_request(str(exc)) from None
-    if not raw.strip():
-        if required:
-            raise bad_request("a JSON request body is required")
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise bad_request(f"the request body is not valid JSON: {exc}") from None
 
 
 def _int_query(request: Request, name: str, default: int) -> int:
