@@ -214,18 +214,24 @@ class BaseClient:
         return delay
 
     @staticmethod
-    def _map_error(exc: Exception, request: httpx2.Request) -> APIError:
-        """The one place where transport errors become osbox errors."""
+    def _map_error(exc: Exception, request: httpx2.Request, *, answered: bool = False) -> APIError:
+        """The one place where transport errors become osbox errors.
+
+        `answered`: the server had begun its answer (a body broke off), so it was reachable.
+        """
         where = f"{request.method} {request.url.copy_with(query=None)}"
         if isinstance(exc, httpx2.TimeoutException):
             return APITimeoutError(
                 f"{where} timed out ({type(exc).__name__}); raise timeout= if the operation is slow",
                 request=request,
             )
+        hint = (
+            "the connection broke while the answer was arriving; what came before was delivered"
+            if answered
+            else "is the server running and the base_url right?"
+        )
         return APIConnectionError(
-            f"{where} failed: {type(exc).__name__}: {exc or 'connection error'}; is the server running "
-            f"and the base_url right?",
-            request=request,
+            f"{where} failed: {type(exc).__name__}: {exc or 'connection error'}; {hint}", request=request
         )
 
 
@@ -309,7 +315,7 @@ class SyncAPIClient(BaseClient):
                 else:
                     response.read()
             except httpx2.TransportError as exc:
-                raise self._map_error(exc, request) from exc
+                raise self._map_error(exc, request, answered=True) from exc
             finally:
                 response.close()
             return req.parse(response)
@@ -387,7 +393,7 @@ class AsyncAPIClient(BaseClient):
                 else:
                     await response.aread()
             except httpx2.TransportError as exc:
-                raise self._map_error(exc, request) from exc
+                raise self._map_error(exc, request, answered=True) from exc
             finally:
                 await response.aclose()
             return req.parse(response)

@@ -44,7 +44,7 @@ from ._operation import (
     path,
     stream_operation,
 )
-from .models.events import Execution, ExecutionBuilder, StreamEvent
+from .models.events import EventType, Execution, ExecutionBuilder, StreamEvent
 from .models.execd import (
     CodeContext,
     CodeContextRequest,
@@ -137,7 +137,13 @@ def _execution_stream(
         event=stream_event,
         new_folder=functools.partial(_ExecutionFolder, chunks),
         run_events=_output_events,
+        final=_is_final,
     )
+
+
+def _is_final(event: StreamEvent) -> bool:
+    """`execution_complete` and `error` end an execution (see `ExecutionBuilder`)."""
+    return event.type in (EventType.EXECUTION_COMPLETE, EventType.ERROR)
 
 
 # --- small helpers -----------------------------------------------------------------------------------------

@@ -106,6 +106,9 @@ class StreamRequest(Generic[E, R]):
     #: Whether an empty stream is an error (true for command and code streams).
     require_events: bool = True
     run_events: Callable[[OutputRun], list[E]] | None = None
+    #: Whether an event is the stream's last word (`execution_complete`): once it has come, a
+    #: connection that breaks loses nothing, and the stream ends normally instead of raising.
+    final: Callable[[E], bool] | None = None
 
 
 class Folder(Generic[E, R]):

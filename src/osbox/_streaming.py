@@ -12,7 +12,8 @@
 
 A handler ends the stream early by returning `STOP` (the result so far is returned) or by raising
 (the exception propagates). The request is sent when the stream is first entered or iterated; the
-response is always released, also when iteration stops early.
+response is always released, also when iteration stops early. A connection that breaks after the
+stream's final event (`execution_complete`) loses nothing: the stream ends normally.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class _EventReader(Generic[E]):
         self._request = request
         self._decoder = EventDecoder()
         self.seen_any = False
+        #: The stream's final event has come (`StreamRequest.final`): nothing is lost if it breaks now.
+        self.ended = False
         self._run_events = spec.run_events or self._events_of_run
 
     def feed(self, chunk: bytes, sink: Folder[E, Any]) -> None:
@@ -87,7 +90,10 @@ class _EventReader(Generic[E]):
             if type(item) is OutputRun:
                 sink.add_run(item, self._run_events)
             else:
-                sink.add(self._event(item))  # type: ignore[arg-type]
+                event = self._event(item)  # type: ignore[arg-type]
+                if self._spec.final is not None and self._spec.final(event):
+                    self.ended = True
+                sink.add(event)
 
     def _event(self, obj: dict[str, Any]) -> E:
         if "type" not in obj and "code" in obj and set(obj) <= {"code", "message"}:
@@ -154,7 +160,8 @@ class Stream(Generic[E, R]):
             reader.finish(sink)
             yield
         except httpx2.HTTPError as exc:
-            raise self._client._map_error(exc, response.request) from exc
+            if not reader.ended:
+                raise self._client._map_error(exc, response.request, answered=True) from exc
         finally:
             self.close()
 
@@ -224,7 +231,8 @@ class AsyncStream(Generic[E, R]):
             reader.finish(sink)
             yield
         except httpx2.HTTPError as exc:
-            raise self._client._map_error(exc, response.request) from exc
+            if not reader.ended:
+                raise self._client._map_error(exc, response.request, answered=True) from exc
         finally:
             await self.aclose()
 

@@ -263,9 +263,20 @@ async def test_watch_metrics_run_returns_the_last_sample_seen(twin: Recorder) ->
 async def test_a_broken_connection_mid_stream_is_a_connection_error(twin: Recorder) -> None:
     body = ChunkStream([bare_json(OBJECTS[:2]), bare_json(OBJECTS[2:])], fail_after=1)
     twin.reply(stream=body)
-    with pytest.raises(APIConnectionError):
+    with pytest.raises(APIConnectionError, match="broke while the answer was arriving"):
         await run(execd(twin).run_command("x"))
     assert body.closed
+
+
+async def test_a_connection_broken_after_the_final_event_loses_nothing(twin: Recorder) -> None:
+    # The command completed; the connection broke before the body's end (a proxy cut it, say).
+    body = ChunkStream([bare_json(OBJECTS), b'{"type":"pi'], fail_after=1)
+    twin.reply(stream=body)
+    assert await run(execd(twin).run_command("x")) == EXPECTED
+    assert body.closed
+    twin.reply(stream=ChunkStream([bare_json(OBJECTS), b"more"], fail_after=1))
+    events = await collect(execd(twin).run_command("x"))
+    assert [event.type for event in events] == [obj["type"] for obj in OBJECTS]
 
 
 async def test_an_error_status_before_the_stream_is_a_status_error(twin: Recorder) -> None:
