@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LINT_PATHS := src tests setup.py $(wildcard benchmarks scripts)
 
-.PHONY: install system-deps demo test lint typecheck unit integration bench clean
+.PHONY: install system-deps demo test lint typecheck unit integration bench clean sanitize
 
 $(STAMP): pyproject.toml setup.py src/osbox/_speedups.c
 	$(PYTHON) -m venv $(VENV)
@@ -41,3 +41,7 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# The C output cutter under AddressSanitizer/UBSan, held to the pure-Python cutter (not part of `test`).
+sanitize: install
+	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 $(PY) scripts/sanitize_speedups.py
