@@ -31,7 +31,7 @@ _EXPORTS = {
         "UnprocessableEntityError",
     ),
     "._execd": ("AsyncExecdClient", "CommandLogs", "ExecdClient"),
-    "._files": ("DownloadResult", "FileUpload"),
+    "._files": ("DownloadResult", "FileUpload", "Progress"),
     "._lifecycle": ("AsyncLifecycleClient", "LifecycleClient"),
     "._streaming": ("STOP", "AsyncStream", "Stream"),
 }
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
         UnprocessableEntityError,
     )
     from ._execd import AsyncExecdClient, CommandLogs, ExecdClient
-    from ._files import DownloadResult, FileUpload
+    from ._files import DownloadResult, FileUpload, Progress
     from ._lifecycle import AsyncLifecycleClient, LifecycleClient
     from ._streaming import STOP, AsyncStream, Stream
 
@@ -87,6 +87,7 @@ __all__ = [
     "NotFoundError",
     "OsboxError",
     "PermissionDeniedError",
+    "Progress",
     "RateLimitError",
     "SandboxError",
     "Stream",

@@ -307,6 +307,7 @@ class SyncAPIClient(BaseClient):
             response = self._send(request)
             try:
                 if req.download_to is not None:
+                    req.download_to.begin(response)
                     write = req.download_to.write
                     for chunk in (
                         response.iter_raw() if _raw_is_body(response) else response.iter_bytes(_CHUNK)
@@ -386,6 +387,7 @@ class AsyncAPIClient(BaseClient):
             response = await self._send(request)
             try:
                 if req.download_to is not None:
+                    req.download_to.begin(response)
                     write = req.download_to.write
                     chunks = response.aiter_raw() if _raw_is_body(response) else response.aiter_bytes(_CHUNK)
                     async for chunk in chunks:

@@ -10,11 +10,12 @@ File modes are Python ints (``0o644``); on the wire execd writes them as octal d
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import posixpath
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -34,12 +35,17 @@ from .models.execd import (
     mode_to_wire,
 )
 
-__all__ = ["DownloadResult", "FileOperations", "FileUpload", "UploadData"]
+__all__ = ["DownloadResult", "FileOperations", "FileUpload", "Progress", "UploadData"]
 
 #: What can be uploaded: bytes, text (encoded as UTF-8), a local path (`os.PathLike`, streamed from disk)
 #: or a binary file object (streamed from its start: a seekable one is rewound first, also when the request
 #: is retried; the caller keeps ownership and closes it).
 UploadData = bytes | str | os.PathLike[str] | IO[bytes]
+
+#: Told how a transfer goes: `progress(done, total)` after each chunk, with the bytes moved so far and
+#: the size when known (None otherwise). A plain function, on the async clients too; it runs in the
+#: transfer's path, so keep it quick.
+Progress = Callable[[int, int | None], object]
 
 #: A download range: `(start, end)` (both inclusive, as in HTTP), `(start, None)` (to the end) or a
 #: negative int `-n` (the last n bytes).
@@ -52,7 +58,7 @@ _OCTET_STREAM = "application/octet-stream"
 class FileUpload:
     """One file of `upload_files`: where it goes in the sandbox, its content, and optional ownership.
 
-    `mode` is a Python int such as `0o644`.
+    `mode` is a Python int such as `0o644`; `progress` follows this file's upload (see `Progress`).
     """
 
     path: str
@@ -60,6 +66,7 @@ class FileUpload:
     mode: int | None = None
     owner: str | None = None
     group: str | None = None
+    progress: Progress | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,35 +112,65 @@ def _range_header(byte_range: ByteRange) -> str:
     return f"bytes={start}-{'' if end is None else end}"
 
 
-class _CountingWriter:
+def _body_length(response: httpx2.Response) -> int | None:
+    """How many bytes the body will bring, when the answer says so (and is not compressed)."""
+    if response.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
+        return None
+    try:
+        return int(response.headers["content-length"])
+    except (KeyError, ValueError):
+        return None
+
+
+class _Sink:
+    """Counts what a download writes and reports progress; subclasses say where the bytes go."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.written = 0
+        self._total: int | None = None
+        self._progress = progress
+
+    def begin(self, response: httpx2.Response) -> None:
+        """The answer has come (headers only): the size is known now, if it ever is."""
+        if self._progress is not None:
+            self._total = _body_length(response)
+            self._progress(0, self._total)
+
+    def _count(self, size: int) -> None:
+        self.written += size
+        if self._progress is not None:
+            self._progress(self.written, self._total)
+
+
+class _CountingWriter(_Sink):
     """Writes to the caller's binary file object, counting bytes; never closes it (the caller owns it)."""
 
-    def __init__(self, target: IO[bytes]) -> None:
+    def __init__(self, target: IO[bytes], progress: Progress | None) -> None:
+        super().__init__(progress)
         self._target = target
-        self.written = 0
 
     def write(self, data: bytes) -> int:
         self._target.write(data)
-        self.written += len(data)
+        self._count(len(data))
         return len(data)
 
     def commit(self) -> None:
         """Nothing to do: the caller's file object already holds the data."""
 
 
-class _AtomicFileWriter:
+class _AtomicFileWriter(_Sink):
     """Writes a temporary file next to `dest`; `commit()` renames it over `dest`, `close()` cleans up.
 
     The temporary file is created on the first write (or at commit, for an empty body), so an error
     answer creates nothing. It is created with mode 0o666 minus the umask, like `open(dest, "wb")`.
     """
 
-    def __init__(self, dest: Path) -> None:
+    def __init__(self, dest: Path, progress: Progress | None) -> None:
+        super().__init__(progress)
         self._dest = dest
         self._tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.part")
         self._file: IO[bytes] | None = None
         self._committed = False
-        self.written = 0
 
     def _opened(self) -> IO[bytes]:
         if self._file is None:
@@ -143,7 +180,7 @@ class _AtomicFileWriter:
 
     def write(self, data: bytes) -> int:
         self._opened().write(data)
-        self.written += len(data)
+        self._count(len(data))
         return len(data)
 
     def commit(self) -> None:
@@ -161,6 +198,54 @@ class _AtomicFileWriter:
 
 
 _Writer = _CountingWriter | _AtomicFileWriter
+
+
+class _ProgressReader:
+    """A binary file object that reports how much of it the request body has read (`Progress`).
+
+    The multipart encoder rewinds the file and measures it through `seek`/`tell`/`fileno`, which
+    pass through; only `read` counts.
+    """
+
+    def __init__(self, file: IO[bytes], progress: Progress) -> None:
+        self._file = file
+        self._progress = progress
+        self._done = 0
+        self._total = _file_size(file)
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._file.read(size)
+        if data:
+            self._done += len(data)
+            self._progress(self._done, self._total)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if not hasattr(self._file, "seek"):
+            raise io.UnsupportedOperation("seek")
+        self._done = self._file.seek(offset, whence)
+        return self._done
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+
+def _file_size(file: IO[bytes]) -> int | None:
+    """The whole size of a file object (uploads start at its beginning), None if it cannot be told."""
+    try:
+        return os.fstat(file.fileno()).st_size
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        pass
+    try:
+        here = file.tell()
+        size = file.seek(0, os.SEEK_END)
+        file.seek(here)
+        return size
+    except (AttributeError, OSError):
+        return None
 
 
 def _download_result(writer: _Writer, response: httpx2.Response) -> DownloadResult:
@@ -279,16 +364,19 @@ class FileOperations:
         mode: int | None = None,
         owner: str | None = None,
         group: str | None = None,
+        progress: Progress | None = None,
     ) -> APIRequest[None]:
         """Write one file in the sandbox (`POST /files/upload`); parent directories are created.
 
         `data` is bytes, text (UTF-8), a local path (`pathlib.Path`, streamed from disk) or a binary file
-        object (streamed). A plain `str` is content, never a local path. `mode` is a Python int:
+        object (streamed). A plain `str` is content, never a local path. `mode` is a Python int;
+        `progress(done, total)` hears how the upload goes:
 
             execd.upload_file("/app/run.sh", "#!/bin/sh\\necho hi\\n", mode=0o755)
-            execd.upload_file("/data/big.bin", Path("big.bin"))
+            execd.upload_file("/data/big.bin", Path("big.bin"), progress=lambda done, total: print(done))
         """
-        return _upload_request([FileUpload(path, data, mode=mode, owner=owner, group=group)])
+        upload = FileUpload(path, data, mode=mode, owner=owner, group=group, progress=progress)
+        return _upload_request([upload])
 
     @operation
     def upload_files(self, files: Iterable[FileUpload]) -> APIRequest[None]:
@@ -300,14 +388,20 @@ class FileOperations:
 
     @operation
     def download_file(
-        self, path: str, dest: str | os.PathLike[str] | IO[bytes], *, range: ByteRange | None = None
+        self,
+        path: str,
+        dest: str | os.PathLike[str] | IO[bytes],
+        *,
+        range: ByteRange | None = None,
+        progress: Progress | None = None,
     ) -> APIRequest[DownloadResult]:
         """Stream a sandbox file into `dest` (`GET /files/download`), chunk by chunk.
 
         `dest` is a local path (written atomically: a failed download leaves it untouched) or a binary file
         object (written from its current position, left open). `range` asks for part of the file:
         `(start, end)` inclusive, `(start, None)`, or `-n` for the last n bytes; the result says whether
-        the server answered with just that part (206).
+        the server answered with just that part (206). `progress(done, total)` hears how it goes (`total`:
+        the answer's length, None when the server does not say).
 
             execd.download_file("/app/out.tar", "out.tar")
             with open("tail.log", "ab") as f:
@@ -324,16 +418,16 @@ class FileOperations:
                 raise IsADirectoryError(f"download destination {str(target)!r} is a directory")
             if not target.parent.is_dir():
                 raise FileNotFoundError(f"download destination directory {str(target.parent)!r} missing")
-            writer = _AtomicFileWriter(target)
+            writer = _AtomicFileWriter(target, progress)
             closers.append(cast(IO[bytes], writer))  # the sender only calls close() on it
         else:
-            writer = _CountingWriter(dest)
+            writer = _CountingWriter(dest, progress)
         return APIRequest(
             "GET",
             "/files/download",
             params={"path": path},
             headers=headers,
-            download_to=cast(IO[bytes], writer),  # the sender only calls write() on it
+            download_to=writer,
             closers=closers,
             parse=lambda response: _download_result(writer, response),
         )
@@ -397,6 +491,9 @@ def _upload_request(files: list[FileUpload]) -> APIRequest[None]:
                 raise ValueError("every upload needs a target path")
             meta = FileMetadata(path=upload.path, **_ownership(upload.mode, upload.owner, upload.group))
             content = _upload_content(upload.data, opened)
+            if upload.progress is not None:
+                readable = io.BytesIO(content) if isinstance(content, bytes) else content
+                content = _ProgressReader(readable, upload.progress)  # read in chunks, even bytes
             filename = posixpath.basename(upload.path.rstrip("/")) or "file"
             parts.append(("metadata", ("metadata", json.dumps(meta.to_wire()).encode(), "application/json")))
             parts.append(("file", (filename, content, _OCTET_STREAM)))

@@ -32,6 +32,7 @@ from typing import (
     Concatenate,
     Generic,
     ParamSpec,
+    Protocol,
     TypeVar,
     overload,
 )
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "APIRequest",
+    "DownloadSink",
     "PageRequest",
     "StreamRequest",
     "given",
@@ -69,12 +71,20 @@ M = TypeVar("M", bound=pydantic.BaseModel)
 Parser = Callable[[httpx2.Response], T]
 
 
+class DownloadSink(Protocol):
+    """Where a download's body goes: `begin` gets the response (headers only), `write` each chunk."""
+
+    def begin(self, response: httpx2.Response) -> None: ...
+
+    def write(self, data: bytes, /) -> object: ...
+
+
 @dataclass(slots=True)
 class APIRequest(Generic[T]):
     """One HTTP exchange: what to send and how to read the answer.
 
-    `download_to`, when set, makes the sender stream the body into that binary file object in chunks
-    instead of reading it into memory; `parse` then gets the response with its body unread.
+    `download_to`, when set, makes the sender stream the body into that sink in chunks instead of
+    reading it into memory; `parse` then gets the response with its body unread.
     `closers` are file objects opened for the request, closed once it is done.
     """
 
@@ -86,7 +96,7 @@ class APIRequest(Generic[T]):
     content: bytes | None = None
     files: Sequence[tuple[str, tuple[str, Any, str]]] | None = None
     headers: Mapping[str, str] | None = None
-    download_to: IO[bytes] | None = None
+    download_to: DownloadSink | None = None
     closers: list[IO[bytes]] = field(default_factory=list)
 
 

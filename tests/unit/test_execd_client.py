@@ -504,6 +504,63 @@ async def test_upload_streams_file_objects_and_closes_what_it_opened(twin: Recor
     assert multipart_parts(twin.last)[1][3] == local.read_bytes()
 
 
+class _Unseekable(io.RawIOBase):
+    """A pipe-like binary stream: readable, not seekable, size unknown."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._data.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+@pytest.mark.parametrize("kind", ["bytes", "path", "file object", "unseekable"])
+async def test_upload_progress_counts_up_to_the_size(twin: Recorder, tmp_path: Path, kind: str) -> None:
+    data = os.urandom(200_000)
+    local = tmp_path / "f.bin"
+    local.write_bytes(data)
+    source: Any = {
+        "bytes": data,
+        "path": local,
+        "file object": io.BytesIO(data),
+        "unseekable": io.BufferedReader(_Unseekable(data)),
+    }[kind]
+    seen: list[tuple[int, int | None]] = []
+    twin.reply()
+    await run(
+        client(twin).upload_file("/w/f.bin", source, progress=lambda done, total: seen.append((done, total)))
+    )
+    total = None if kind == "unseekable" else len(data)
+    assert len(seen) > 1  # chunk by chunk, bytes included
+    assert seen[-1] == (len(data), total)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+    assert multipart_parts(twin.last)[1][3] == data
+
+
+async def test_download_progress_counts_up_to_the_announced_length(twin: Recorder, tmp_path: Path) -> None:
+    from tests.unit.conftest import ChunkStream
+
+    body = [b"x" * 1000] * 5
+    seen: list[tuple[int, int | None]] = []
+    twin.reply(stream=ChunkStream(body), headers={"Content-Length": "5000"})
+    result = await run(
+        client(twin).download_file(
+            "/f", tmp_path / "out", progress=lambda done, total: seen.append((done, total))
+        )
+    )
+    assert result == DownloadResult(5000)
+    assert seen[0] == (0, 5000) and seen[-1] == (5000, 5000) and len(seen) >= 2
+    seen.clear()
+    twin.reply(stream=ChunkStream(body))  # no length announced
+    await run(client(twin).download_file("/f", io.BytesIO(), progress=lambda d, t: seen.append((d, t))))
+    assert seen[0] == (0, None) and seen[-1] == (5000, None)
+
+
 async def test_upload_of_a_missing_local_file_sends_nothing_and_leaks_nothing(
     twin: Recorder, tmp_path: Path
 ) -> None:
