@@ -33,6 +33,7 @@ _EXPORTS = {
     "._execd": ("AsyncExecdClient", "CommandLogs", "ExecdClient"),
     "._files": ("DownloadResult", "FileUpload", "Progress"),
     "._lifecycle": ("AsyncLifecycleClient", "LifecycleClient"),
+    "._sandbox": ("AsyncSandbox", "Sandbox"),
     "._streaming": ("STOP", "AsyncStream", "Stream"),
 }
 
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from ._execd import AsyncExecdClient, CommandLogs, ExecdClient
     from ._files import DownloadResult, FileUpload, Progress
     from ._lifecycle import AsyncLifecycleClient, LifecycleClient
+    from ._sandbox import AsyncSandbox, Sandbox
     from ._streaming import STOP, AsyncStream, Stream
 
 __all__ = [
@@ -73,6 +75,7 @@ __all__ = [
     "AsyncEgressClient",
     "AsyncExecdClient",
     "AsyncLifecycleClient",
+    "AsyncSandbox",
     "AsyncStream",
     "AuthenticationError",
     "BadRequestError",
@@ -89,6 +92,7 @@ __all__ = [
     "PermissionDeniedError",
     "Progress",
     "RateLimitError",
+    "Sandbox",
     "SandboxError",
     "Stream",
     "StreamError",

@@ -1,0 +1,117 @@
+"""The steps of `Sandbox.create` on both twins, against a scripted server: what it waits for, what it
+says when a sandbox never becomes ready, and that it deletes such a sandbox again.
+
+The happy paths run against a real `osbox serve` in `tests/integration/test_sandbox.py`; the ways a
+remote server can fail (stuck Pending, Failed with a reason, execd never answering) are scripted here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx2
+import pytest
+
+from osbox import AsyncSandbox, Sandbox, SandboxError
+from tests.unit.conftest import Recorder
+
+BASE = "http://lifecycle.test/v1"
+CREATED_AT = "2026-11-26T12:00:00Z"
+
+
+class Server:
+    """A lifecycle + execd server whose sandbox goes through `states`, and whose execd answers a ping
+    only after `ping_failures` refusals (None: never)."""
+
+    def __init__(
+        self, states: list[str], *, reason: str | None = None, ping_failures: int | None = 0
+    ) -> None:
+        self.states = states
+        self.reason = reason
+        self.ping_failures = ping_failures
+        self.deleted = False
+
+    def sandbox(self, state: str) -> dict[str, Any]:
+        status: dict[str, Any] = {"state": state}
+        if self.reason:
+            status |= {"reason": self.reason, "message": "image pull failed"}
+        return {"id": "sb1", "status": status, "createdAt": CREATED_AT}
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        route = f"{request.method} {request.url.path}"
+        if route == "POST /v1/sandboxes":
+            return httpx2.Response(202, json=self.sandbox("Pending"))
+        if route == "GET /v1/sandboxes/sb1":
+            state = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+            return httpx2.Response(200, json=self.sandbox(state))
+        if route == "GET /v1/sandboxes/sb1/endpoints/44772":
+            return httpx2.Response(200, json={"endpoint": "execd.test:44772", "headers": {"X-Token": "t"}})
+        if route == "DELETE /v1/sandboxes/sb1":
+            self.deleted = True
+            return httpx2.Response(204)
+        if route == "GET /ping":
+            assert request.headers["X-Token"] == "t"  # the endpoint's headers reach execd
+            if self.ping_failures is None or self.ping_failures > 0:
+                if self.ping_failures:
+                    self.ping_failures -= 1
+                return httpx2.Response(502, json={"code": "UNAVAILABLE", "message": "starting"})
+            return httpx2.Response(200)
+        return httpx2.Response(404, json={"code": "NOT_FOUND", "message": route})
+
+
+async def create(twin: Recorder, ready_timeout: float = 5.0) -> Any:
+    cls = AsyncSandbox if twin.is_async else Sandbox
+    sandbox = await twin.call(
+        cls.create(
+            base_url=BASE,
+            api_key="k",
+            ready_timeout=ready_timeout,
+            max_retries=0,
+            http_client=twin.http_client(),
+        )
+    )
+    return sandbox
+
+
+async def test_create_waits_for_running_then_for_execd(twin: Recorder) -> None:
+    server = Server(["Pending", "Pending", "Running"], ping_failures=2)
+    twin.respond_with(server)
+    sandbox = await create(twin)
+    routes = [f"{r.method} {r.url.path}" for r in twin.requests]
+    assert routes == [
+        "POST /v1/sandboxes",
+        *["GET /v1/sandboxes/sb1"] * 3,
+        "GET /v1/sandboxes/sb1/endpoints/44772",
+        *["GET /ping"] * 3,
+    ]
+    assert twin.requests[0].headers["OPEN-SANDBOX-API-KEY"] == "k"
+    body = twin.requests[0].read()
+    assert b'"entrypoint":["tail","-f","/dev/null"]' in body.replace(b" ", b"") and b'"timeout":600' in body
+    assert sandbox.id == "sb1" and not server.deleted
+    await twin.call(sandbox.close())
+    assert server.deleted
+
+
+async def test_a_failed_sandbox_is_reported_with_its_reason_and_deleted(twin: Recorder) -> None:
+    server = Server(["Pending", "Failed"], reason="ImagePullBackOff")
+    twin.respond_with(server)
+    with pytest.raises(SandboxError, match=re.escape("sb1 is Failed (ImagePullBackOff: image pull failed)")):
+        await create(twin)
+    assert server.deleted
+
+
+async def test_a_sandbox_stuck_pending_times_out_and_is_deleted(twin: Recorder) -> None:
+    server = Server(["Pending"])
+    twin.respond_with(server)
+    with pytest.raises(SandboxError, match=re.escape("still Pending after 0.2 s; raise ready_timeout=")):
+        await create(twin, ready_timeout=0.2)
+    assert server.deleted
+
+
+async def test_execd_that_never_answers_times_out_and_the_sandbox_is_deleted(twin: Recorder) -> None:
+    server = Server(["Running"], ping_failures=None)
+    twin.respond_with(server)
+    with pytest.raises(SandboxError, match=re.escape("execd of sandbox sb1 did not answer within 0.2 s")):
+        await create(twin, ready_timeout=0.2)
+    assert server.deleted
