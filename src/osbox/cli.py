@@ -1,6 +1,7 @@
 """The `osbox` command line. Each subcommand is one `_add_<name>` function plus one handler.
 
 osbox serve [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--data-dir DIR] [--log-level info]
+osbox ls | create | exec | upload | download | rm ...    (a server's sandboxes: see `_cli_client.py`)
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from ._cli_client import CLIENT_SUBCOMMANDS
 
 __all__ = ["main"]
 
@@ -88,7 +91,10 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 #: Subcommand registrars; add one function per new subcommand.
-_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [_add_serve]
+_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _add_serve,
+    *CLIENT_SUBCOMMANDS,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `osbox` command; returns the exit status."""
     args = build_parser().parse_args(argv)
-    level = getattr(args, "log_level", "info").upper()
+    level = getattr(args, "log_level", "warning").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler: Callable[[argparse.Namespace], int] = args.handler
     return handler(args)

@@ -39,6 +39,7 @@ __all__ = [
     "StreamErrorBody",
     "StreamEvent",
     "fold",
+    "output_piece",
     "parse_stream_object",
 ]
 
@@ -215,6 +216,14 @@ class Execution(SnakeCaseWireModel):
     complete: bool = False
 
 
+def output_piece(text: str, *, chunks: bool = False) -> str:
+    """What one output event adds to the output: a line gets its newline back (see the module
+    docstring); a chunk (code execution) or a text that holds a newline is kept as it is."""
+    if chunks or "\n" in text:
+        return text
+    return text + "\n"
+
+
 def _exit_code_of(error: ExecutionError) -> int:
     """The exit code an error event stands for (see the module docstring)."""
     if error.ename == COMMAND_EXEC_ERROR:
@@ -305,10 +314,7 @@ class ExecutionBuilder:
         return self._stdout if kind == EventType.STDOUT else self._stderr
 
     def _piece(self, text: str) -> str:
-        """What an output text adds: a line gets its newline back (see the module docstring)."""
-        if self._chunks or text == "\n" or "\n" in text:
-            return text
-        return text + "\n"
+        return output_piece(text, chunks=self._chunks)
 
     def result(self) -> Execution:
         """The execution as folded so far (may be called repeatedly)."""
