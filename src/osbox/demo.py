@@ -1,7 +1,8 @@
 """`make demo`: a sandbox end to end on the embedded local runtime.
 
 Starts `osbox serve` in-process on a free port, creates a sandbox, streams a command's output,
-uploads and downloads a file, lists sandboxes, and deletes it. Run with `python -m osbox.demo`.
+uploads and downloads a file, lists sandboxes, and deletes it; then does the same in three lines with
+the high-level `Sandbox`. Run with `python -m osbox.demo`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from osbox import ExecdClient, LifecycleClient
-from osbox.models import Sandbox, StreamEvent
+from osbox import ExecdClient, LifecycleClient, Sandbox
+from osbox.models import Sandbox as SandboxInfo
+from osbox.models import StreamEvent
 from osbox.server import LocalServer
 
 console = Console()
@@ -26,7 +28,7 @@ def _elapsed(start: float) -> str:
     return f"[dim]{(time.perf_counter() - start) * 1000:.0f} ms[/dim]"
 
 
-def _sandbox_table(sandboxes: list[Sandbox]) -> Table:
+def _sandbox_table(sandboxes: list[SandboxInfo]) -> Table:
     table = Table(title="Sandboxes", title_justify="left")
     for column in ("id", "state", "image", "metadata", "expires"):
         table.add_column(column)
@@ -102,6 +104,13 @@ def main() -> None:
             lifecycle.delete_sandbox(sandbox.id)
             console.print(f"\nDeleted sandbox {sandbox.id} {_elapsed(start)}")
             console.print(_sandbox_table(list(lifecycle.iter_sandboxes())))
+
+            console.print("\n[bold]The same in three lines[/bold] with the high-level Sandbox")
+            start = time.perf_counter()
+            with Sandbox.create("python:3.11", lifecycle=lifecycle) as quick:  # ready on return
+                answer = quick.run("python3 -c 'print(6 * 7)'").stdout.strip()
+            # The block's end deleted it.
+            console.print(f"  created, ran, deleted: the answer is [cyan]{answer}[/cyan] {_elapsed(start)}")
     console.print(
         Panel.fit(
             "Every sandbox is a process tree in its own namespaces, as an unprivileged user.\n"
