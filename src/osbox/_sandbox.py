@@ -27,7 +27,13 @@ from types import TracebackType
 from typing import Any, Generic, Literal, Self, TypeVar, Unpack
 
 from ._base_client import ClientOptions
-from ._exceptions import APIError, NotFoundError, SandboxError
+from ._exceptions import (
+    APIError,
+    AuthenticationError,
+    NotFoundError,
+    PermissionDeniedError,
+    SandboxError,
+)
 from ._execd import AsyncExecdClient, ExecdClient
 from ._lifecycle import AsyncLifecycleClient, LifecycleClient
 from .models.events import Execution
@@ -115,6 +121,8 @@ def _until_ready(sandbox_id: str, ready_timeout: float, use_server_proxy: bool) 
         try:
             yield _Call("execd", "ping")
             return
+        except (AuthenticationError, PermissionDeniedError):
+            raise  # the endpoint's credentials are refused: waiting will not change that
         except APIError as exc:
             if time.monotonic() > deadline:
                 raise SandboxError(

@@ -13,7 +13,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from osbox import AsyncSandbox, Sandbox, SandboxError
+from osbox import AsyncSandbox, AuthenticationError, Sandbox, SandboxError
 from tests.unit.conftest import Recorder
 
 BASE = "http://lifecycle.test/v1"
@@ -25,11 +25,17 @@ class Server:
     only after `ping_failures` refusals (None: never)."""
 
     def __init__(
-        self, states: list[str], *, reason: str | None = None, ping_failures: int | None = 0
+        self,
+        states: list[str],
+        *,
+        reason: str | None = None,
+        ping_failures: int | None = 0,
+        ping_status: int = 502,
     ) -> None:
         self.states = states
         self.reason = reason
         self.ping_failures = ping_failures
+        self.ping_status = ping_status
         self.deleted = False
 
     def sandbox(self, state: str) -> dict[str, Any]:
@@ -55,7 +61,7 @@ class Server:
             if self.ping_failures is None or self.ping_failures > 0:
                 if self.ping_failures:
                     self.ping_failures -= 1
-                return httpx2.Response(502, json={"code": "UNAVAILABLE", "message": "starting"})
+                return httpx2.Response(self.ping_status, json={"code": "UNAVAILABLE", "message": "starting"})
             return httpx2.Response(200)
         return httpx2.Response(404, json={"code": "NOT_FOUND", "message": route})
 
@@ -115,3 +121,14 @@ async def test_execd_that_never_answers_times_out_and_the_sandbox_is_deleted(twi
     with pytest.raises(SandboxError, match=re.escape("execd of sandbox sb1 did not answer within 0.2 s")):
         await create(twin, ready_timeout=0.2)
     assert server.deleted
+
+
+async def test_execd_refusing_the_credentials_fails_at_once_and_the_sandbox_is_deleted(
+    twin: Recorder,
+) -> None:
+    server = Server(["Running"], ping_failures=None, ping_status=401)
+    twin.respond_with(server)
+    with pytest.raises(AuthenticationError):
+        await create(twin, ready_timeout=60)  # no waiting it out
+    assert server.deleted
+    assert sum(r.url.path == "/ping" for r in twin.requests) == 1
