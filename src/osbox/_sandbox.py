@@ -11,8 +11,8 @@ failed sandbox's reason is in the error). Everything else is on the two clients 
 `sandbox.lifecycle` and `sandbox.execd`.
 
 The steps between the clients (create, wait, connect, resume) are written once, as generators that
-yield the calls to make (`_Call`, `_Sleep`, `_OpenExecd`); `_drive` runs them on the sync clients and
-`_adrive` on the async ones, so the twins cannot drift.
+yield the calls to make (`_Call`, `_Sleep`, `_OpenExecd`); `Sandbox._drive` runs them on the sync
+clients and `AsyncSandbox._drive` on the async ones, so the twins cannot drift.
 """
 
 from __future__ import annotations
