@@ -156,9 +156,15 @@ async def test_command_errors(execd: Execd) -> None:
     check_spec(unknown)
     unknown_logs = await execd.client.get("/command/" + "0" * 32 + "/logs")
     assert unknown_logs.status_code == 404
-    for path in ("/code", "/code/context", "/code/contexts", "/code/contexts/abc"):
-        response = await execd.client.post(path, json={})
-        assert response.status_code == 501 and response.json()["code"] == "NOT_SUPPORTED"
+    # Code routes check their input before any kernel starts (kernels: test_code_contexts.py).
+    no_code = await execd.client.post("/code", json={})
+    assert no_code.status_code == 400 and no_code.json()["code"] == "INVALID_REQUEST_BODY"
+    java = await execd.client.post("/code/context", json={"language": "java"})
+    assert java.status_code == 501 and java.json()["code"] == "NOT_SUPPORTED"
+    unknown_context = await execd.client.get("/code/contexts/abc")
+    assert unknown_context.status_code == 404 and unknown_context.json()["code"] == "CONTEXT_NOT_FOUND"
+    no_language = await execd.client.delete("/code/contexts")
+    assert no_language.status_code == 400 and no_language.json()["code"] == "MISSING_QUERY"
     nowhere = await execd.client.get("/no/such/route")
     assert nowhere.status_code == 404 and set(nowhere.json()) == {"code", "message"}
 

@@ -168,9 +168,10 @@ def test_metrics_and_watch(execd: ExecdClient) -> None:
     assert first.mem_total_mib == metrics.mem_total_mib
 
 
-def test_code_contexts_answer_not_supported(execd: ExecdClient) -> None:
-    with pytest.raises(Exception) as caught:
-        execd.create_context("python")
+def test_code_contexts_in_other_languages_answer_not_supported(execd: ExecdClient) -> None:
+    # python contexts are real kernels: tests/integration/test_code_contexts.py
+    with pytest.raises(APIError, match="python") as caught:
+        execd.create_context("java")
     assert getattr(caught.value, "status_code", None) == 501
 
 

@@ -1,4 +1,4 @@
-"""The execd API of `osbox serve`: commands, sessions, files, directories, metrics.
+"""The execd API of `osbox serve`: commands, sessions, code contexts, files, directories, metrics.
 
 One `ExecdService` serves every sandbox. The lifecycle server authenticates a request, puts the
 target `SandboxHandle` in `scope["osbox.sandbox"]` and forwards it to `service.app` with `path`
@@ -19,6 +19,7 @@ from pathlib import Path
 from starlette.types import ASGIApp
 
 from .app import build_app
+from .code import CodeApi
 from .commands import CommandsApi
 from .metrics import MetricsApi
 from .sessions import SessionsApi
@@ -39,15 +40,17 @@ class ExecdService:
         self._sessions = SessionsApi(self._store)
         self._metrics = MetricsApi()
         commands = CommandsApi(self._store, self._sessions.delete)
-        self.app: ASGIApp = build_app(commands, self._sessions, self._metrics)
+        code = CodeApi(self._store, commands.start)
+        self.app: ASGIApp = build_app(commands, self._sessions, code, self._metrics)
 
     async def forget(self, sandbox_id: str) -> None:
-        """Kill the sandbox's running commands and session runs, and drop all its state."""
+        """Kill the sandbox's running commands, session runs and kernels, and drop all its state."""
         state = self._store.pop(sandbox_id)
         self._metrics.forget(sandbox_id)
         if state is None:
             return
-        await asyncio.gather(*(run.kill() for run in state.executions()), return_exceptions=True)
+        ends = [run.kill() for run in state.executions()] + [c.close() for c in state.contexts.values()]
+        await asyncio.gather(*ends, return_exceptions=True)
         self._store.discard(state)
 
     async def aclose(self) -> None:

@@ -3,7 +3,6 @@
 Every endpoint is wrapped by `_guarded`, which turns `ExecdError` into its `{code, message}`
 response and any other exception into a logged 500 `RUNTIME_ERROR`, so a request can never
 crash the server or leak a traceback. Unknown routes and methods answer 404/405 in the same shape.
-Code execution (`/code*`, Jupyter contexts) is not implemented yet: 501 `NOT_SUPPORTED`.
 """
 
 from __future__ import annotations
@@ -16,8 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .code import CodeApi
 from .commands import CommandsApi
-from .errors import NOT_SUPPORTED, RUNTIME_ERROR, ExecdError, error_body, error_response, log
+from .errors import RUNTIME_ERROR, ExecdError, error_body, error_response, log
 from .files import FILE_ROUTES
 from .metrics import MetricsApi
 from .sessions import SessionsApi
@@ -49,15 +49,6 @@ async def ping(request: Request) -> Response:
     return Response(status_code=200)
 
 
-async def code_not_supported(request: Request) -> Response:
-    """`/code*`: code contexts (Jupyter kernels) are not available in this runtime yet."""
-    raise ExecdError(
-        501,
-        NOT_SUPPORTED,
-        "code execution contexts (/code) are not supported by osbox serve yet; use /command or /session",
-    )
-
-
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "INVALID_REQUEST")
@@ -67,7 +58,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
 
 
-def build_app(commands: CommandsApi, sessions: SessionsApi, metrics: MetricsApi) -> Starlette:
+def build_app(commands: CommandsApi, sessions: SessionsApi, code: CodeApi, metrics: MetricsApi) -> Starlette:
     """The execd app over the given endpoint groups."""
     table: list[tuple[str, Endpoint, list[str]]] = [
         ("/ping", ping, ["GET"]),
@@ -83,10 +74,13 @@ def build_app(commands: CommandsApi, sessions: SessionsApi, metrics: MetricsApi)
         ("/files/download", download, ["GET"]),
         ("/metrics", metrics.get, ["GET"]),
         ("/metrics/watch", metrics.watch, ["GET"]),
-        ("/code", code_not_supported, ALL_METHODS),
-        ("/code/context", code_not_supported, ALL_METHODS),
-        ("/code/contexts", code_not_supported, ALL_METHODS),
-        ("/code/contexts/{id}", code_not_supported, ALL_METHODS),
+        ("/code", code.run, ["POST"]),
+        ("/code", code.interrupt, ["DELETE"]),
+        ("/code/context", code.create, ["POST"]),
+        ("/code/contexts", code.list, ["GET"]),
+        ("/code/contexts", code.delete_language, ["DELETE"]),
+        ("/code/contexts/{id}", code.get, ["GET"]),
+        ("/code/contexts/{id}", code.delete, ["DELETE"]),
     ]
     routes = [Route(path, _guarded(fn), methods=methods) for path, fn, methods in table]
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})

@@ -23,7 +23,7 @@ from osbox.server._backend.base import BackendError
 from .errors import CONTEXT_NOT_FOUND, RUNTIME_ERROR, ExecdError, bad_request, not_found, sandbox_call
 from .inputs import json_body, json_object, optional_int, optional_str, query_one, sandbox_of
 from .runner import Execution, RunSpec
-from .state import SandboxState, StateStore
+from .state import SandboxApi, StateStore
 from .streaming import event_response, frame
 
 __all__ = ["DEFAULT_CWD", "CommandsApi", "command_of", "resolve_cwd", "spawn_or_fail"]
@@ -80,21 +80,15 @@ async def spawn_or_fail(execution: Execution, request: Request) -> None:
         raise ExecdError(500, RUNTIME_ERROR, f"could not start the command: {exc.strerror}") from None
 
 
-class CommandsApi:
+class CommandsApi(SandboxApi):
     """The command endpoints, over the service's per-sandbox state."""
 
     def __init__(self, store: StateStore, sessions_delete: Any) -> None:
-        self._store = store
+        super().__init__(store)
         self._delete_session = sessions_delete
 
-    def _state(self, request: Request) -> SandboxState:
-        return self._store.get(sandbox_of(request).sandbox_id)
-
     def _command(self, request: Request, command_id: str) -> Execution:
-        found = self._state(request).commands.get(command_id)
-        if found is None:
-            raise not_found(f"command {command_id} not found", CONTEXT_NOT_FOUND)
-        return found
+        return self._find(self._state(request).commands, command_id, "command")
 
     async def run(self, request: Request) -> StreamingResponse:
         """`POST /command`: run `bash -c command` in the foreground (streamed) or background."""
@@ -111,16 +105,31 @@ class CommandsApi:
         envs = _envs(body.get("envs"))
         cwd_arg = optional_str(body.get("cwd"), "cwd")
         cwd = await resolve_cwd(request, cwd_arg, envs or None) if cwd_arg else DEFAULT_CWD
+        timeout_s = timeout_ms / 1000 if timeout_ms else None
+        return await self.start(request, command, cwd, envs, uid, gid, timeout_s, background=background)
 
+    async def start(
+        self,
+        request: Request,
+        command: str,
+        cwd: str = DEFAULT_CWD,
+        envs: dict[str, str] | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        timeout_s: float | None = None,
+        *,
+        background: bool = False,
+    ) -> StreamingResponse:
+        """Start `bash -c command` and answer with its stream (`init`, then output, for a foreground one)."""
         state = self._state(request)
         command_id = new_id()
         spec = RunSpec(
             argv=["bash", "-c", command],
             cwd=cwd,
-            env=envs,
+            env=envs or {},
             uid=uid,
             gid=gid,
-            timeout_s=timeout_ms / 1000 if timeout_ms else None,
+            timeout_s=timeout_s,
             streamed=not background,
             log_path=state.log_path(command_id),
         )

@@ -23,16 +23,14 @@ from osbox.server._agent.fs import SESSION_STATE_DIR
 
 from .commands import DEFAULT_CWD, command_of, new_id, resolve_cwd, spawn_or_fail
 from .errors import (
-    CONTEXT_NOT_FOUND,
     RUNTIME_ERROR,
     ExecdError,
     error_event,
-    not_found,
     sandbox_call,
 )
 from .inputs import json_body, json_object, optional_int, optional_str, sandbox_of
 from .runner import Execution, RunSpec
-from .state import SandboxState, Session, StateStore
+from .state import SandboxApi, Session
 from .streaming import event_response, frame
 
 __all__ = ["SESSION_SCRIPT", "SessionsApi"]
@@ -52,20 +50,11 @@ eval "$__osbox_cmd"
 """
 
 
-class SessionsApi:
+class SessionsApi(SandboxApi):
     """The session endpoints, over the service's per-sandbox state."""
 
-    def __init__(self, store: StateStore) -> None:
-        self._store = store
-
-    def _state(self, request: Request) -> SandboxState:
-        return self._store.get(sandbox_of(request).sandbox_id)
-
     def _session(self, request: Request, session_id: str) -> Session:
-        found = self._state(request).sessions.get(session_id)
-        if found is None:
-            raise not_found(f"session {session_id} not found", CONTEXT_NOT_FOUND)
-        return found
+        return self._find(self._state(request).sessions, session_id, "session")
 
     async def create(self, request: Request) -> Response:
         """`POST /session {cwd?}` → `{session_id}`; the cwd is created if missing."""

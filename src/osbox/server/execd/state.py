@@ -1,4 +1,4 @@
-"""Per-sandbox state of the execd service: commands (with their log files) and bash sessions."""
+"""Per-sandbox state of the execd service: commands (with their log files), bash sessions, code contexts."""
 
 from __future__ import annotations
 
@@ -7,15 +7,26 @@ import re
 import shutil
 import tempfile
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
+from starlette.requests import Request
+
+from .errors import CONTEXT_NOT_FOUND, not_found
+from .inputs import sandbox_of
 from .runner import Execution
 
-__all__ = ["SandboxState", "Session", "StateStore"]
+if TYPE_CHECKING:
+    from .code import CodeContext
+
+__all__ = ["SandboxApi", "SandboxState", "Session", "StateStore", "T"]
 
 #: Finished commands kept per sandbox (with their logs); older ones are dropped first.
 MAX_FINISHED_COMMANDS = 500
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -36,6 +47,10 @@ class SandboxState:
     log_dir: Path
     commands: OrderedDict[str, Execution] = field(default_factory=OrderedDict)
     sessions: dict[str, Session] = field(default_factory=dict)
+    contexts: dict[str, CodeContext] = field(default_factory=dict)
+    #: The context `/code` uses for a language when no context id is given.
+    default_contexts: dict[str, str] = field(default_factory=dict)
+    default_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def add_command(self, execution: Execution) -> None:
         """Remember a command; forget the oldest finished ones beyond the cap."""
@@ -98,3 +113,21 @@ class StateStore:
         if self._owns_root and self._root is not None:
             shutil.rmtree(self._root, ignore_errors=True)
             self._root = None
+
+
+class SandboxApi:
+    """What each group of endpoints starts from: the state of the sandbox a request targets."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    def _state(self, request: Request) -> SandboxState:
+        return self._store.get(sandbox_of(request).sandbox_id)
+
+    @staticmethod
+    def _find(items: Mapping[str, T], key: str, what: str) -> T:
+        """`items[key]`, or 404 `CONTEXT_NOT_FOUND` (execd's code for every unknown id)."""
+        found = items.get(key)
+        if found is None:
+            raise not_found(f"{what} {key} not found", CONTEXT_NOT_FOUND)
+        return found
