@@ -115,3 +115,8 @@ def test_a_kernel_that_dies_mid_cell_ends_the_cell_with_an_error(execd: ExecdCli
     result = execd.execute_code("import os\nos._exit(3)", context_id=context.id).run()
     assert result.complete and result.error is not None and result.error.ename == "KernelDied"
     execd.delete_context(context.id)
+    # A default context whose kernel died is replaced by a fresh one.
+    dead = execd.execute_code("import os\nos._exit(3)", language="python").run()
+    fresh = execd.execute_code("1 + 1", language="python").run()
+    assert fresh.id != dead.id and fresh.results == [{"text": "2"}]
+    assert dead.id not in {c.id for c in execd.list_contexts(language="python")}

@@ -197,7 +197,10 @@ class CodeApi(SandboxApi):
         state = self._state(request)
         async with state.default_lock:
             found = state.contexts.get(state.default_contexts.get(language, ""))
-            if found is None or not found.kernel.running:
+            if found is not None and not found.kernel.running:
+                await self._drop(state, found)  # its kernel died: start afresh
+                found = None
+            if found is None:
                 found = await self._start(request, language, DEFAULT_CWD)
                 state.default_contexts[language] = found.id
         return found
