@@ -1,8 +1,8 @@
 """`make demo`: a sandbox end to end on the embedded local runtime.
 
 Starts `osbox serve` in-process on a free port, creates a sandbox, streams a command's output,
-uploads and downloads a file, lists sandboxes, and deletes it; then does the same in three lines with
-the high-level `Sandbox`. Run with `python -m osbox.demo`.
+uploads and downloads a file, runs Python cells in a kernel, lists sandboxes, and deletes it; then does
+the same in three lines with the high-level `Sandbox`. Run with `python -m osbox.demo`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from osbox import ExecdClient, LifecycleClient, Sandbox
+from osbox import APIError, ExecdClient, LifecycleClient, Sandbox
 from osbox.models import Sandbox as SandboxInfo
 from osbox.models import StreamEvent
 from osbox.server import LocalServer
@@ -97,6 +97,24 @@ def main() -> None:
                 console.print(f"  downloaded it back: SHA-256 {verdict} {_elapsed(start)}")
                 wc = execd.run_command("wc -l /workspace/data.txt").run()
                 console.print(f"  inside the sandbox: [cyan]{wc.stdout.strip()}[/cyan]")
+
+                console.print("\n[bold]Code[/bold] (a Python kernel in the sandbox keeps its state)")
+                start = time.perf_counter()
+                try:
+                    context = execd.create_context(language="python")
+                except APIError as exc:  # the sandbox's python3 has no ipykernel: say so, go on
+                    console.print(f"  [yellow]no code contexts here: {exc}[/yellow]")
+                else:
+                    console.print(f"  context {context.id} started {_elapsed(start)}")
+                    execd.execute_code(
+                        "lines = open('/workspace/data.txt').readlines()", context_id=context.id
+                    ).run()
+                    start = time.perf_counter()
+                    cell = execd.execute_code("len(lines), lines[-1].strip()", context_id=context.id).run()
+                    console.print(
+                        f"  a later cell sees it: [cyan]{cell.results[0]['text']}[/cyan] {_elapsed(start)}"
+                    )
+                    execd.delete_context(str(context.id))
 
             console.print()
             console.print(_sandbox_table(list(lifecycle.iter_sandboxes())))
