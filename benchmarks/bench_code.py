@@ -18,7 +18,7 @@ import subprocess
 import time
 from typing import Any
 
-from _common import Report, median, ms, osbox_server, parse_args, percentile
+from _common import SANDBOX_ARGS, Report, median, ms, osbox_server, parse_args, percentile
 
 from osbox import ExecdClient, LifecycleClient
 
@@ -83,7 +83,7 @@ def main() -> None:
     starts, cells = (2, 20) if args.quick else (5, 200)
     report = Report.start("code", args.quick)
     with osbox_server() as server, LifecycleClient(server.lifecycle_url, timeout=60) as lifecycle:
-        sandbox = lifecycle.create_sandbox(image="python:3.11", entrypoint=["sleep", "infinity"], timeout=600)
+        sandbox = lifecycle.create_sandbox(**SANDBOX_ARGS)
         with ExecdClient.from_endpoint(lifecycle.get_endpoint(sandbox.id, 44772), timeout=60) as execd:
             through_osbox(execd, 1, 5)  # warm-up: imports, page cache (not counted)
             baseline(1, 5)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from . import LifecycleClient, Progress
+    from . import ExecdClient, LifecycleClient, Progress
 
 __all__ = ["CLIENT_SUBCOMMANDS"]
 
@@ -53,6 +53,16 @@ def _lifecycle(args: argparse.Namespace) -> LifecycleClient:
     from . import LifecycleClient
 
     return LifecycleClient(args.url, args.api_key)
+
+
+def _execd(args: argparse.Namespace) -> ExecdClient:
+    """An execd client for the sandbox `args.sandbox_id`, through its endpoint."""
+    from . import ExecdClient
+    from ._sandbox import EXECD_PORT
+
+    with _lifecycle(args) as lifecycle:
+        endpoint = lifecycle.get_endpoint(args.sandbox_id, EXECD_PORT)
+    return ExecdClient.from_endpoint(endpoint)
 
 
 def _print_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -135,7 +145,6 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _exec(args: argparse.Namespace) -> int:
-    from . import ExecdClient
     from .models.events import StreamEvent, output_piece
 
     def show(event: StreamEvent) -> None:
@@ -144,9 +153,7 @@ def _exec(args: argparse.Namespace) -> int:
             out.write(output_piece(event.text))
             out.flush()
 
-    with _lifecycle(args) as lifecycle:
-        endpoint = lifecycle.get_endpoint(args.sandbox_id, 44772)
-    with ExecdClient.from_endpoint(endpoint) as execd:
+    with _execd(args) as execd:
         result = execd.run_command(" ".join(args.command), cwd=args.cwd).run(on_event=show)
     if result.exit_code is None:
         print("osbox: the command did not complete", file=sys.stderr)
@@ -155,11 +162,7 @@ def _exec(args: argparse.Namespace) -> int:
 
 
 def _transfer(args: argparse.Namespace, move: Callable[[Any, Progress], object], label: str) -> int:
-    from . import ExecdClient
-
-    with _lifecycle(args) as lifecycle:
-        endpoint = lifecycle.get_endpoint(args.sandbox_id, 44772)
-    with ExecdClient.from_endpoint(endpoint) as execd, _progress_bar(label) as progress:
+    with _execd(args) as execd, _progress_bar(label) as progress:
         move(execd, progress)
     return 0
 

@@ -33,10 +33,13 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from osbox.server._backend.statedir import tail
 
 from .commands import DEFAULT_CWD, new_id, resolve_cwd, spawn_or_fail
 from .errors import (
@@ -269,7 +272,7 @@ def _language(value: Any) -> str:
 
 
 async def _connection_info(
-    handle: SandboxHandle, kernel: Execution, path: str, log_path: Any
+    handle: SandboxHandle, kernel: Execution, path: str, log_path: Path
 ) -> dict[str, Any]:
     """The connection file the kernel writes (ports, key), once it is whole; fails if the kernel dies."""
     deadline = time.monotonic() + KERNEL_START_TIMEOUT_S
@@ -291,29 +294,19 @@ async def _connection_info(
         delay = min(delay * 2, 0.2)
 
 
-def _log_tail(log_path: Any, limit: int = 2000) -> str:
-    try:
-        with open(log_path, "rb") as log:
-            log.seek(0, os.SEEK_END)
-            log.seek(max(0, log.tell() - limit))
-            return log.read().decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
-
-
-def _kernel_died(log_path: Any) -> str:
-    tail = _log_tail(log_path)
+def _kernel_died(log_path: Path) -> str:
+    log = tail(log_path)
     hint = ""
-    if "No module named" in tail and "ipykernel" in tail:
+    if "No module named" in log and "ipykernel" in log:
         hint = "; the sandbox's python3 needs ipykernel (Debian: apt-get install python3-ipykernel)"
-    return f"the python kernel exited while starting{hint}: {tail[-500:]}"
+    return f"the python kernel exited while starting{hint}: {log[-500:]}"
 
 
-def _start_failure(exc: Exception, log_path: Any) -> ExecdError:
+def _start_failure(exc: Exception, log_path: Path) -> ExecdError:
     return ExecdError(
         500,
         RUNTIME_ERROR,
-        f"could not connect to the kernel: {exc}; kernel log: {_log_tail(log_path)[-300:]}",
+        f"could not connect to the kernel: {exc}; kernel log: {tail(log_path, 300)}",
     )
 
 
