@@ -289,11 +289,7 @@ class Sandbox(_SandboxBase[LifecycleClient, ExecdClient]):
             options=options,
         )
         fields = _create_fields(image, entrypoint, lifetime, env, metadata, resource_limits)
-        try:
-            sandbox.id = sandbox._drive(_create(fields, ready_timeout, use_server_proxy))
-        except BaseException:
-            sandbox._close_clients()
-            raise
+        sandbox.id = sandbox._drive(_create(fields, ready_timeout, use_server_proxy), opening=True)
         return sandbox
 
     @classmethod
@@ -321,34 +317,35 @@ class Sandbox(_SandboxBase[LifecycleClient, ExecdClient]):
             use_server_proxy=use_server_proxy,
             options=options,
         )
-        try:
-            sandbox._drive(_until_ready(sandbox_id, ready_timeout, use_server_proxy))
-        except BaseException:
-            sandbox._close_clients()
-            raise
+        sandbox._drive(_until_ready(sandbox_id, ready_timeout, use_server_proxy), opening=True)
         return sandbox
 
-    def _drive(self, flow: _Flow[T]) -> T:
-        """Run a flow's steps on the sync clients."""
+    def _drive(self, flow: _Flow[T], *, opening: bool = False) -> T:
+        """Run a flow's steps on the sync clients; `opening`: close the clients if it fails."""
         result: Any = None
         error: BaseException | None = None
-        while True:
-            try:
-                step = flow.send(result) if error is None else flow.throw(error)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            result, error = None, None
-            try:
-                if isinstance(step, _Call):
-                    result = self._step_target(step)(*step.args, **step.kwargs)
-                elif isinstance(step, _Sleep):
-                    time.sleep(step.seconds)
-                else:
-                    if self._execd is not None:
-                        self._execd.close()
-                    self._execd = ExecdClient.from_endpoint(step.endpoint, **self._options)
-            except Exception as exc:
-                error = exc
+        try:
+            while True:
+                try:
+                    step = flow.send(result) if error is None else flow.throw(error)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                result, error = None, None
+                try:
+                    if isinstance(step, _Call):
+                        result = self._step_target(step)(*step.args, **step.kwargs)
+                    elif isinstance(step, _Sleep):
+                        time.sleep(step.seconds)
+                    else:
+                        if self._execd is not None:
+                            self._execd.close()
+                        self._execd = ExecdClient.from_endpoint(step.endpoint, **self._options)
+                except Exception as exc:
+                    error = exc  # the flow decides: thrown into it at its yield
+        except BaseException:
+            if opening:
+                self._close_clients()
+            raise
 
     def info(self) -> SandboxInfo:
         """The sandbox as the lifecycle API describes it now (state, expiry, metadata, ...)."""
@@ -444,11 +441,7 @@ class AsyncSandbox(_SandboxBase[AsyncLifecycleClient, AsyncExecdClient]):
             options=options,
         )
         fields = _create_fields(image, entrypoint, lifetime, env, metadata, resource_limits)
-        try:
-            sandbox.id = await sandbox._drive(_create(fields, ready_timeout, use_server_proxy))
-        except BaseException:
-            await sandbox._close_clients()
-            raise
+        sandbox.id = await sandbox._drive(_create(fields, ready_timeout, use_server_proxy), opening=True)
         return sandbox
 
     @classmethod
@@ -476,34 +469,35 @@ class AsyncSandbox(_SandboxBase[AsyncLifecycleClient, AsyncExecdClient]):
             use_server_proxy=use_server_proxy,
             options=options,
         )
-        try:
-            await sandbox._drive(_until_ready(sandbox_id, ready_timeout, use_server_proxy))
-        except BaseException:
-            await sandbox._close_clients()
-            raise
+        await sandbox._drive(_until_ready(sandbox_id, ready_timeout, use_server_proxy), opening=True)
         return sandbox
 
-    async def _drive(self, flow: _Flow[T]) -> T:
-        """Run a flow's steps on the async clients."""
+    async def _drive(self, flow: _Flow[T], *, opening: bool = False) -> T:
+        """Run a flow's steps on the async clients; `opening`: close the clients if it fails."""
         result: Any = None
         error: BaseException | None = None
-        while True:
-            try:
-                step = flow.send(result) if error is None else flow.throw(error)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            result, error = None, None
-            try:
-                if isinstance(step, _Call):
-                    result = await self._step_target(step)(*step.args, **step.kwargs)
-                elif isinstance(step, _Sleep):
-                    await asyncio.sleep(step.seconds)
-                else:
-                    if self._execd is not None:
-                        await self._execd.aclose()
-                    self._execd = AsyncExecdClient.from_endpoint(step.endpoint, **self._options)
-            except Exception as exc:
-                error = exc
+        try:
+            while True:
+                try:
+                    step = flow.send(result) if error is None else flow.throw(error)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                result, error = None, None
+                try:
+                    if isinstance(step, _Call):
+                        result = await self._step_target(step)(*step.args, **step.kwargs)
+                    elif isinstance(step, _Sleep):
+                        await asyncio.sleep(step.seconds)
+                    else:
+                        if self._execd is not None:
+                            await self._execd.aclose()
+                        self._execd = AsyncExecdClient.from_endpoint(step.endpoint, **self._options)
+                except Exception as exc:
+                    error = exc  # the flow decides: thrown into it at its yield
+        except BaseException:
+            if opening:
+                await self._close_clients()
+            raise
 
     async def info(self) -> SandboxInfo:
         """The sandbox as the lifecycle API describes it now."""
