@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import psutil
 import pytest
 
 from osbox import AsyncSandbox, LifecycleClient, NotFoundError, Sandbox, SandboxError
@@ -70,9 +71,17 @@ def test_pause_then_resume_returns_when_commands_run_again(lifecycle: LifecycleC
             sandbox.info()
 
 
+def _client_connections(server: LocalServer) -> int:
+    """This process's open connections to the server (its client ends only)."""
+    port = int(server.base_url.rsplit(":", 1)[1])
+    return sum(1 for c in psutil.Process().net_connections("tcp") if c.raddr and c.raddr.port == port)
+
+
 def test_connect_to_an_unknown_sandbox_raises_and_closes_what_it_opened(server: LocalServer) -> None:
+    before = _client_connections(server)
     with pytest.raises(NotFoundError):
         Sandbox.connect("no-such-sandbox", base_url=server.base_url + "/v1", api_key=API_KEY)
+    assert _client_connections(server) == before
 
 
 async def test_the_async_twin(server: LocalServer, lifecycle: LifecycleClient) -> None:
