@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy  # src, tests, benchmarks and scripts (pyproject.toml)
 
 test: install lint typecheck
 	$(VENV)/bin/pytest -q

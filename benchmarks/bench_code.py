@@ -65,6 +65,7 @@ def through_osbox(execd: ExecdClient, starts: int, cells: int) -> tuple[list[flo
     for n in range(starts):
         began = time.perf_counter()
         context = execd.create_context(language="python")
+        assert context.id
         start_times.append(time.perf_counter() - began)
         try:
             if n == 0:

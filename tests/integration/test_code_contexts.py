@@ -39,6 +39,7 @@ def kernels_running(sandbox: Sandbox) -> int:
 
 def test_a_context_keeps_state_and_reports_output_results_and_errors(execd: ExecdClient) -> None:
     context = execd.create_context(language="python")
+    assert context.id
     assert context.language == "python" and execd.get_context(context.id) == context
 
     first = execd.execute_code("x = 6 * 7\nprint('side', 'effect')\nx", context_id=context.id).run()
@@ -63,6 +64,7 @@ def test_a_context_keeps_state_and_reports_output_results_and_errors(execd: Exec
 
 def test_interrupt_ends_the_cell_and_a_second_cell_meanwhile_is_refused(execd: ExecdClient) -> None:
     context = execd.create_context(language="python")
+    assert context.id
     with execd.execute_code(
         "print('started', flush=True)\nimport time\ntime.sleep(120)", context_id=context.id
     ) as cell:
@@ -91,6 +93,7 @@ def test_contexts_are_listed_found_and_deleted_with_their_kernels(
     one, two = execd.create_context(language="python"), execd.create_context(language="python")
     assert {one.id, two.id} <= {c.id for c in execd.list_contexts(language="python")}
     assert kernels_running(sandbox) == before + 2
+    assert one.id
     execd.delete_context(one.id)
     with pytest.raises(NotFoundError):
         execd.get_context(one.id)
@@ -112,6 +115,7 @@ def test_language_alone_uses_a_default_context_and_no_context_runs_shell(execd: 
 
 def test_a_kernel_that_dies_mid_cell_ends_the_cell_with_an_error(execd: ExecdClient) -> None:
     context = execd.create_context(language="python")
+    assert context.id
     result = execd.execute_code("import os\nos._exit(3)", context_id=context.id).run()
     assert result.complete and result.error is not None and result.error.ename == "KernelDied"
     execd.delete_context(context.id)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import httpx2
-import psutil
+import psutil  # type: ignore[import-untyped]
 
 from osbox.server import LocalServer
 from tests.integration.server_fixtures import (

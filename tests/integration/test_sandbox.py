@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 import pytest
 
 from osbox import AsyncSandbox, LifecycleClient, NotFoundError, Sandbox, SandboxError

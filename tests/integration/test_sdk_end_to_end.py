@@ -11,14 +11,16 @@ import io
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 import pytest
 
 from osbox import (
     APIError,
     AsyncExecdClient,
     AsyncLifecycleClient,
+    CommandLogs,
     ConflictError,
     ExecdClient,
     FileUpload,
@@ -26,7 +28,7 @@ from osbox import (
     NotFoundError,
     StreamError,
 )
-from osbox.models import Sandbox
+from osbox.models import CreateSandboxResponse
 from osbox.server import LocalServer
 
 from .server_fixtures import API_KEY, requires_runtime, wait_until
@@ -46,25 +48,30 @@ def lifecycle(server: LocalServer) -> Iterator[LifecycleClient]:
         yield client
 
 
-def _create(lifecycle: LifecycleClient, **fields: object) -> Sandbox:
+def _create(
+    lifecycle: LifecycleClient,
+    *,
+    resource_limits: dict[str, str] | None = None,
+    **fields: Any,
+) -> CreateSandboxResponse:
     return lifecycle.create_sandbox(
         image="python:3.11",
         entrypoint=["tail", "-f", "/dev/null"],
         timeout=600,
-        resource_limits=fields.pop("resource_limits", {"cpu": "1", "memory": "512Mi"}),
-        **fields,  # type: ignore[arg-type]
+        resource_limits={"cpu": "1", "memory": "512Mi"} if resource_limits is None else resource_limits,
+        **fields,
     )
 
 
 @pytest.fixture
-def sandbox(lifecycle: LifecycleClient) -> Iterator[Sandbox]:
+def sandbox(lifecycle: LifecycleClient) -> Iterator[CreateSandboxResponse]:
     created = _create(lifecycle)
     yield created
     lifecycle.delete_sandbox(created.id)
 
 
 @pytest.fixture
-def execd(lifecycle: LifecycleClient, sandbox: Sandbox) -> Iterator[ExecdClient]:
+def execd(lifecycle: LifecycleClient, sandbox: CreateSandboxResponse) -> Iterator[ExecdClient]:
     with ExecdClient.from_endpoint(lifecycle.get_endpoint(sandbox.id, 44772)) as client:
         yield client
 
@@ -87,10 +94,12 @@ def test_commands_stream_fold_and_report_exit_codes(execd: ExecdClient) -> None:
 def test_background_command_status_logs_and_interrupt(execd: ExecdClient) -> None:
     started = execd.run_command("for i in 1 2 3; do echo line$i; done; exec sleep 300", background=True).run()
     assert started.id
-    logs = wait_until(
-        lambda: (got := execd.get_command_logs(started.id or "")) and "line3" in got.text and got,
-        what="background output",
-    )
+
+    def output_so_far() -> CommandLogs | None:
+        got = execd.get_command_logs(started.id or "")
+        return got if "line3" in got.text else None
+
+    logs = wait_until(output_so_far, what="background output")
     assert logs.text.splitlines()[:3] == ["line1", "line2", "line3"]
     more = execd.get_command_logs(started.id, cursor=logs.cursor)
     assert more.text == ""
@@ -242,7 +251,7 @@ def test_delete_kills_the_whole_tree(lifecycle: LifecycleClient) -> None:
 
 
 def test_pause_freezes_and_resume_thaws(
-    lifecycle: LifecycleClient, sandbox: Sandbox, execd: ExecdClient
+    lifecycle: LifecycleClient, sandbox: CreateSandboxResponse, execd: ExecdClient
 ) -> None:
     lifecycle.pause_sandbox(sandbox.id)
     assert wait_until(lambda: lifecycle.get_sandbox(sandbox.id).status.state == "Paused", what="Paused")
