@@ -229,7 +229,9 @@ class SandboxManager:
             # Unexpected: the details (and the traceback) go to the server log, not to the caller.
             _log.error("creating sandbox %s failed", record.id, exc_info=exc)
             reason = "runtime_error"
-            message = f"The sandbox could not start: internal error ({type(exc).__name__}; see the server log)."
+            message = (
+                f"The sandbox could not start: internal error ({type(exc).__name__}; see the server log)."
+            )
         else:
             reason, message = "cancelled", "The create was cancelled (server shutdown or client gone)."
         try:
