@@ -16,9 +16,9 @@ import httpx2
 import pytest
 
 from osbox.server import LocalServer
+from osbox.server._backend.base import SandboxSpec
 from osbox.server._backend.bwrap import BwrapBackend, BwrapSandbox
 from osbox.server._backend.cgroups import CgroupLayout
-from osbox.server._backend.base import SandboxSpec
 from osbox.server.lifecycle.manager import SandboxManager
 from tests.integration.server_fixtures import (
     API_KEY,
@@ -141,7 +141,9 @@ def test_a_graceful_stop_destroys_a_pool_sandbox_a_failed_create_took(
     monkeypatch.setattr(BwrapBackend, "_assign", broken_assign)
     monkeypatch.setattr(BwrapBackend, "_discard_failed", no_cleanup, raising=False)
     before = sandbox_process_ids()
-    with LocalServer(data_dir=data_dir, api_key=API_KEY, destroy_on_shutdown=False, warm_pool_size=1) as first:
+    with LocalServer(
+        data_dir=data_dir, api_key=API_KEY, destroy_on_shutdown=False, warm_pool_size=1
+    ) as first:
         wait_until(lambda: len(_pool_dirs(first)) == 1, what="a full warm pool")
         with lifecycle_client(first) as api:
             api.post("/sandboxes", json=_BODY)  # fails; what it took from the pool is still running
