@@ -143,6 +143,20 @@ async def test_io_uring_is_refused_with_eperm(sandbox: BwrapSandbox) -> None:
     assert json.loads(out) == {"setup": 1, "enter": 1, "register": 1}
 
 
+async def test_vsock_sockets_are_refused_with_eperm(sandbox: BwrapSandbox) -> None:
+    script = "\n".join(
+        [
+            "import socket",
+            "try:",
+            "    socket.socket(40, socket.SOCK_STREAM)",
+            "except OSError as e:",
+            "    print(e.errno)",
+        ]
+    )
+    assert await _ok(sandbox, f"python3 -c '{script}'") == "1\n"  # AF_VSOCK: EPERM
+    assert await _ok(sandbox, "python3 -c 'import socket; socket.socket(socket.AF_INET6)'") == ""
+
+
 async def test_the_agent_and_every_command_run_under_the_filter(sandbox: BwrapSandbox) -> None:
     out = await _ok(sandbox, "grep -h '^Seccomp:' /proc/1/status /proc/self/status")
     assert out == "Seccomp:\t2\nSeccomp:\t2\n"  # 2: filter mode, for PID 1 (the agent) and this shell
