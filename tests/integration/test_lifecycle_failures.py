@@ -19,7 +19,9 @@ from osbox.server import LocalServer
 from osbox.server._backend.base import SandboxSpec
 from osbox.server._backend.bwrap import BwrapBackend, BwrapSandbox
 from osbox.server._backend.cgroups import CgroupLayout
+from osbox.server._store import Store
 from osbox.server.lifecycle.manager import SandboxManager
+from osbox.server.lifecycle.records import SandboxRecord
 from tests.integration.server_fixtures import (
     API_KEY,
     assert_no_sandbox_processes,
@@ -28,6 +30,7 @@ from tests.integration.server_fixtures import (
     sandbox_process_ids,
     wait_until,
 )
+from tests.integration.test_lifecycle_restart import _uid, kill_tree, sandbox_processes
 
 pytestmark = [requires_runtime, pytest.mark.timeout(120)]
 
@@ -149,3 +152,33 @@ def test_a_graceful_stop_destroys_a_pool_sandbox_a_failed_create_took(
             api.post("/sandboxes", json=_BODY)  # fails; what it took from the pool is still running
     assert_no_sandbox_processes(ignore=before)
     assert not (data_dir / "pool").exists()
+
+
+def test_a_create_the_server_died_in_ends_failed_at_the_next_start(reachable_dir: Path) -> None:
+    """A record left `Pending` (the server was killed mid-create) is not re-adopted as if whole."""
+    data_dir = reachable_dir / "data"
+    with (
+        LocalServer(data_dir=data_dir, api_key=API_KEY, destroy_on_shutdown=False) as first,
+        lifecycle_client(first) as api,
+    ):
+        sandbox_id = api.post("/sandboxes", json=_BODY).json()["id"]
+    uid = _uid(data_dir, sandbox_id)
+    try:
+        # As the store looks when the server died between starting the sandbox and recording it.
+        store = Store(data_dir / "osbox.db")
+        try:
+            doc = store.get_sandbox(sandbox_id)
+            assert doc is not None
+            record = SandboxRecord.from_doc(doc)
+            record.set_status("Pending", "creating", "Starting the sandbox.")
+            store.put_sandbox(sandbox_id, created_at=record.created_at, state="Pending", doc=record.to_doc())
+        finally:
+            store.close()
+        assert sandbox_processes(data_dir, sandbox_id, uid)
+
+        with LocalServer(data_dir=data_dir, api_key=API_KEY) as second, lifecycle_client(second) as api:
+            status = api.get(f"/sandboxes/{sandbox_id}").json()["status"]
+            assert (status["state"], status["reason"]) == ("Failed", "server_restart"), status
+            assert sandbox_processes(data_dir, sandbox_id, uid) == []
+    finally:
+        kill_tree(sandbox_processes(data_dir, sandbox_id, uid))

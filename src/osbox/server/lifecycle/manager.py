@@ -78,6 +78,16 @@ class SandboxManager:
         except Exception as exc:  # a broken leftover must not stop the server from starting
             _log.warning("re-adopting sandbox %s failed: %s", record.id, exc)
             handle = None
+        if record.state == "Pending":
+            # The server ended in the middle of this create: whatever it had started is half made
+            # (no entrypoint, perhaps no limits), so it goes, and the record says why.
+            if handle is not None:
+                with contextlib.suppress(Exception):
+                    await self.backend.destroy(handle)
+            self._transition(
+                record, "Failed", "server_restart", "The server stopped while it was creating the sandbox."
+            )
+            return
         if handle is None:
             self._transition(
                 record,
