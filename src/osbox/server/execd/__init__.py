@@ -50,7 +50,7 @@ class ExecdService:
         if state is not None:
             ends = [run.kill() for run in state.executions()] + [c.close() for c in state.contexts.values()]
             await asyncio.gather(*ends, return_exceptions=True)
-        self._store.discard(sandbox_id)  # also the logs an earlier server process left for it
+        self._store.discard(sandbox_id)
 
     async def aclose(self) -> None:
         """Forget every sandbox and remove the service's temp files."""

@@ -148,10 +148,10 @@ class SandboxState:
 class StateStore:
     """Sandbox states keyed by sandbox id, with their log files under one private dir.
 
-    Each sandbox's logs are in `<root>/<sandbox id>`, a name that does not depend on this
-    process: after a restart, a re-adopted sandbox's old logs (of commands the new process does
-    not know) are found there, dropped when it is first used, and its dir goes when it is
-    forgotten, whichever process wrote it.
+    Each sandbox's logs are in `<root>/<sandbox id>`, removed when the sandbox is forgotten.
+    What an earlier server process left in `root` goes when the store is made: those logs belong
+    to commands a new process does not know, so nobody can ask for them any more (this is how a
+    re-adopted sandbox's logs, and those of a server killed mid-delete, do not outlive it).
     """
 
     def __init__(self, root: Path | None = None, limits: ExecdLimits | None = None) -> None:
@@ -159,6 +159,8 @@ class StateStore:
         self._owns_root = root is None
         self._limits = limits or ExecdLimits()
         self._states: dict[str, SandboxState] = {}
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
 
     def _root_dir(self) -> Path:
         if self._root is None:
@@ -176,8 +178,7 @@ class StateStore:
         state = self._states.get(sandbox_id)
         if state is None:
             log_dir = self._log_dir(sandbox_id)
-            shutil.rmtree(log_dir, ignore_errors=True)  # an earlier server process's logs
-            log_dir.mkdir(mode=0o700)
+            log_dir.mkdir(mode=0o700, exist_ok=True)
             state = self._states[sandbox_id] = SandboxState(sandbox_id, log_dir, self._limits)
         return state
 
@@ -186,7 +187,7 @@ class StateStore:
         return self._states.pop(sandbox_id, None)
 
     def discard(self, sandbox_id: str) -> None:
-        """Remove a sandbox's log files, whichever server process wrote them."""
+        """Remove a sandbox's log files."""
         if self._root is not None:
             shutil.rmtree(self._log_dir(sandbox_id), ignore_errors=True)
 
