@@ -121,6 +121,42 @@ async def test_kernel_attack_syscalls_get_eperm(sandbox: BwrapSandbox) -> None:
     assert errnos == {**dict.fromkeys(names, 1), "clone3": 38}  # EPERM, ENOSYS
 
 
+#: Sets up a real io_uring (1 entry, zeroed `io_uring_params`), then enters and registers on fd -1;
+#: prints {name: errno} (0: the call succeeded). Unfiltered, setup succeeds and the others say EBADF.
+_IO_URING = """
+import ctypes, json
+libc = ctypes.CDLL(None, use_errno=True)
+params = ctypes.create_string_buffer(120)
+result = {}
+calls = (("setup", 425, (1, params)), ("enter", 426, (-1, 0, 0, 0)), ("register", 427, (-1, 0, 0, 0)))
+for name, nr, args in calls:
+    ctypes.set_errno(0)
+    result[name] = 0 if libc.syscall(nr, *args) >= 0 else ctypes.get_errno()
+print(json.dumps(result))
+"""
+
+
+async def test_io_uring_is_refused_with_eperm(sandbox: BwrapSandbox) -> None:
+    code, out, err = await run(sandbox, ["python3", "-c", _IO_URING])
+    assert code == 0, err
+    # EPERM, the errno Docker's default profile returns for what it denies
+    assert json.loads(out) == {"setup": 1, "enter": 1, "register": 1}
+
+
+async def test_vsock_sockets_are_refused_with_eperm(sandbox: BwrapSandbox) -> None:
+    script = "\n".join(
+        [
+            "import socket",
+            "try:",
+            "    socket.socket(40, socket.SOCK_STREAM)",
+            "except OSError as e:",
+            "    print(e.errno)",
+        ]
+    )
+    assert await _ok(sandbox, f"python3 -c '{script}'") == "1\n"  # AF_VSOCK: EPERM
+    assert await _ok(sandbox, "python3 -c 'import socket; socket.socket(socket.AF_INET6)'") == ""
+
+
 async def test_the_agent_and_every_command_run_under_the_filter(sandbox: BwrapSandbox) -> None:
     out = await _ok(sandbox, "grep -h '^Seccomp:' /proc/1/status /proc/self/status")
     assert out == "Seccomp:\t2\nSeccomp:\t2\n"  # 2: filter mode, for PID 1 (the agent) and this shell

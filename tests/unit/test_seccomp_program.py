@@ -42,7 +42,7 @@ _NEEDED = {
 }
 _COLUMN = {"x86_64": 0, "aarch64": 1}
 _ARCHES = sorted(sc.ARCHES)
-_SPECIAL = {*sc.DENIED, *sc.NO_NEW_USER_NAMESPACE, *sc.NOT_IMPLEMENTED}
+_SPECIAL = {*sc.DENIED, *sc.NO_NEW_USER_NAMESPACE, *sc.NOT_IMPLEMENTED, "socket"}
 
 
 def run_filter(program: bytes, *, arch: int, nr: int, args: tuple[int, ...] = ()) -> int:
@@ -114,6 +114,15 @@ def test_a_new_user_namespace_is_refused_other_flags_pass(arch: str, call: str) 
     assert run_filter(program, arch=audit, nr=nr, args=(0x11,)) == _ALLOW  # fork(): SIGCHLD
     # Only the flags argument counts: CLONE_NEWUSER's bit in another argument is a pointer's.
     assert run_filter(program, arch=audit, nr=nr, args=(0x11, sc.CLONE_NEWUSER)) == _ALLOW
+
+
+@pytest.mark.parametrize("arch", _ARCHES)
+def test_vsock_sockets_are_refused_other_families_pass(arch: str) -> None:
+    program = sc.filter_program(arch)
+    nr, audit = _nr(arch, "socket"), sc.ARCHES[arch]
+    assert run_filter(program, arch=audit, nr=nr, args=(sc.AF_VSOCK, 1, 0)) == _EPERM
+    for family in (1, 2, 10, 16, 17):  # AF_UNIX, AF_INET, AF_INET6, AF_NETLINK, AF_PACKET
+        assert run_filter(program, arch=audit, nr=nr, args=(family, 1, 0)) == _ALLOW, family
 
 
 @pytest.mark.parametrize("arch", _ARCHES)

@@ -145,14 +145,28 @@ class BwrapBackend(Backend):
         """Remove what a crashed server's pool left, then start filling the warm pool."""
         if self._registry is not None:
             await asyncio.to_thread(self._registry.sweep)
-        if self._pool_dir.is_dir():
-            for entry in sorted(self._pool_dir.iterdir()):
-                spec = SandboxSpec(sandbox_id=f"pool-{entry.name}", entrypoint=[], state_dir=entry)
+        await self._sweep_pool_dir()
+        self._pool.start()
+
+    async def _sweep_pool_dir(self) -> None:
+        """Destroy every pre-started sandbox whose state dir is still under `pool/`, then the dir.
+
+        A pool sandbox lives in `pool/<token>` until a create renames it to its owner's state dir,
+        so what is left there belongs to nobody: the pool of a server that was killed, or one taken
+        by a create that failed before it was handed over. Run at start and at close, so no pool
+        sandbox outlives the server that made it, however that server ended.
+        """
+        if not self._pool_dir.is_dir():
+            return
+        for entry in sorted(self._pool_dir.iterdir()):
+            spec = SandboxSpec(sandbox_id=f"pool-{entry.name}", entrypoint=[], state_dir=entry)
+            try:
                 leftover = await self.adopt(spec)  # None: it was cleaned up already
                 if leftover is not None:
                     await self.destroy(leftover)
-                await asyncio.to_thread(shutil.rmtree, entry, True)
-        self._pool.start()
+            except Exception as exc:  # one broken leftover must not keep the others
+                _log.warning("removing the pre-started sandbox %s failed: %s", entry.name, exc)
+            await asyncio.to_thread(shutil.rmtree, entry, True)
 
     @property
     def pooled(self) -> int:
@@ -220,19 +234,37 @@ class BwrapBackend(Backend):
             return None, str(exc)
 
     async def create(self, spec: SandboxSpec) -> BwrapSandbox:
-        """Start the sandbox (or take a pre-started one from the warm pool) and its entrypoint."""
+        """Start the sandbox (or take a pre-started one from the warm pool) and its entrypoint.
+
+        Whatever fails, and however (a bug included), nothing started for it keeps running: the
+        pre-started sandbox it took and the one it launched are destroyed before the error goes on.
+        """
         pooled = self._pool.take() if _poolable(spec) else None
+        launched: BwrapSandbox | None = None
         try:
-            if pooled is not None:
-                handle = await self._assign(pooled, spec)
-                if handle is not None:
-                    return handle
-            handle = await self._launch(spec)
-            await self._start_entrypoint(handle, spec, base_env=None)
+            handle = await self._assign(pooled, spec) if pooled is not None else None
+            if handle is None:
+                handle = launched = await self._launch(spec)
+                await self._start_entrypoint(launched, spec, base_env=None)
             return handle
+        except BaseException:
+            for sandbox in (pooled, launched):
+                if sandbox is not None:
+                    await self._discard_failed(sandbox)
+            raise
         finally:
             if pooled is not None:
                 self._pool.refill()
+
+    async def _discard_failed(self, sandbox: BwrapSandbox) -> None:
+        """Destroy a sandbox whose create failed (again: `destroy` is idempotent); a pre-started one
+        still under `pool/` loses its dir too, while an owner's state dir is kept, as for any failure."""
+        try:
+            await self.destroy(sandbox)
+        except Exception as exc:
+            _log.warning("cleaning up after the failed start of %s: %s", sandbox.sandbox_id, exc)
+        if sandbox.layout.state_dir.parent == self._pool_dir:
+            await asyncio.to_thread(shutil.rmtree, sandbox.layout.state_dir, True)
 
     async def _start_entrypoint(
         self, handle: BwrapSandbox, spec: SandboxSpec, *, base_env: dict[str, str] | None
@@ -567,6 +599,7 @@ class BwrapBackend(Backend):
         The sandboxes handed out keep running (they are re-adopted after a restart).
         """
         await self._pool.close()
+        await self._sweep_pool_dir()  # also any taken by a create that never handed it over
         await asyncio.to_thread(shutil.rmtree, self._pool_dir, True)
         seccomp = [] if self._seccomp is None else [self._seccomp]
         close_fds([*self._memfds.values(), *self._etc.values(), *seccomp])

@@ -150,6 +150,9 @@ class CgroupLayout:
         except (OSError, CgroupError) as exc:
             group.remove_now()
             raise CgroupError(f"cannot create cgroup {name}: {exc}") from None
+        except BaseException:  # unexpected (a limit the kernel file cannot take): no group left either
+            group.remove_now()
+            raise
         return group
 
     def limit(self, group: SandboxCgroup, limits: Limits) -> None:

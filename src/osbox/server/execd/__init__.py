@@ -23,20 +23,20 @@ from .code import CodeApi
 from .commands import CommandsApi
 from .metrics import MetricsApi
 from .sessions import SessionsApi
-from .state import StateStore
+from .state import ExecdLimits, StateStore
 
-__all__ = ["ExecdService"]
+__all__ = ["ExecdLimits", "ExecdService"]
 
 
 class ExecdService:
     """Per-sandbox execd state plus the ASGI app that serves it.
 
     `log_dir`: where command logs go (one subdirectory per sandbox); a private temp dir when
-    omitted, removed by `aclose`.
+    omitted, removed by `aclose`. `limits`: what one sandbox may hold at once.
     """
 
-    def __init__(self, log_dir: Path | None = None) -> None:
-        self._store = StateStore(log_dir)
+    def __init__(self, log_dir: Path | None = None, limits: ExecdLimits | None = None) -> None:
+        self._store = StateStore(log_dir, limits)
         self._sessions = SessionsApi(self._store)
         self._metrics = MetricsApi()
         commands = CommandsApi(self._store, self._sessions.delete)
@@ -47,11 +47,10 @@ class ExecdService:
         """Kill the sandbox's running commands, session runs and kernels, and drop all its state."""
         state = self._store.pop(sandbox_id)
         self._metrics.forget(sandbox_id)
-        if state is None:
-            return
-        ends = [run.kill() for run in state.executions()] + [c.close() for c in state.contexts.values()]
-        await asyncio.gather(*ends, return_exceptions=True)
-        self._store.discard(state)
+        if state is not None:
+            ends = [run.kill() for run in state.executions()] + [c.close() for c in state.contexts.values()]
+            await asyncio.gather(*ends, return_exceptions=True)
+        self._store.discard(sandbox_id)
 
     async def aclose(self) -> None:
         """Forget every sandbox and remove the service's temp files."""

@@ -209,6 +209,11 @@ class CodeApi(SandboxApi):
         return found
 
     async def _start(self, request: Request, language: str, cwd: str) -> CodeContext:
+        state = self._state(request)
+        with state.context_budget.claim(len(state.contexts)):  # 429 beyond `max_code_contexts`
+            return await self._start_kernel(request, language, cwd)
+
+    async def _start_kernel(self, request: Request, language: str, cwd: str) -> CodeContext:
         from jupyter_client.asynchronous.client import AsyncKernelClient
 
         handle = sandbox_of(request)

@@ -1,8 +1,12 @@
 """`POST /command`, `DELETE /command?id=`, `GET /command/status/{id}`, `GET /command/{id}/logs`.
 
 Decisions: the log cursor is a byte offset (the reference implementation, wire-behaviour §4.6),
-opaque to clients. Foreground commands are logged too (their output is teed into the same kind
-of log file), so a client whose stream broke can fetch the rest with `/command/{id}/logs`.
+opaque to clients. A command's log on the host keeps only its newest output (`CommandLog`, 64 MiB
+by default): a cursor whose bytes were dropped reads on from the oldest byte kept, and the
+`EXECD-COMMANDS-LOG-DROPPED` header says how many bytes were skipped. At most
+`max_running_commands` commands run per sandbox; one more is a 429 `LIMIT_EXCEEDED`.
+Foreground commands are logged too (their output is teed into the same kind of log file), so a
+client whose stream broke can fetch the rest with `/command/{id}/logs`.
 `DELETE /command?id=` also accepts a session id and then deletes that session (§1.6).
 Unknown command ids → 404 `CONTEXT_NOT_FOUND` (the reference's code for "no such
 command/session/context"). A cursor past the end returns nothing and the end as next cursor.
@@ -10,8 +14,6 @@ command/session/context"). A cursor past the end returns nothing and the end as 
 
 from __future__ import annotations
 
-import asyncio
-import os
 import secrets
 from typing import Any
 
@@ -30,6 +32,8 @@ __all__ = ["DEFAULT_CWD", "CommandsApi", "command_of", "resolve_cwd", "spawn_or_
 
 DEFAULT_CWD = "/workspace"
 LOG_CURSOR_HEADER = "EXECD-COMMANDS-TAIL-CURSOR"
+#: Present when the cap had dropped output at the cursor asked for: how many bytes were skipped.
+LOG_DROPPED_HEADER = "EXECD-COMMANDS-LOG-DROPPED"
 #: At most this much log is returned per request; the cursor tells the client where to go on.
 MAX_LOG_RESPONSE = 8 * 1024 * 1024
 
@@ -132,10 +136,12 @@ class CommandsApi(SandboxApi):
             timeout_s=timeout_s,
             streamed=not background,
             log_path=state.log_path(command_id),
+            log_max_bytes=state.limits.command_log_max_bytes,
         )
         execution = Execution(command_id, command, spec)
-        await spawn_or_fail(execution, request)
-        state.add_command(execution)
+        with state.command_budget.claim(state.running_commands()):
+            await spawn_or_fail(execution, request)
+            state.add_command(execution)
         init = frame("init", text=command_id)
         if background:
             return event_response(init, None, frame("execution_complete", execution_time=0))
@@ -167,27 +173,16 @@ class CommandsApi(SandboxApi):
             if not raw_cursor.isdigit():
                 raise bad_request("'cursor' must be a non-negative integer")
             cursor = int(raw_cursor)
-        path = self._state(request).log_path(execution.id)
-        data, next_cursor = await asyncio.to_thread(_read_log, path, cursor)
-        headers = {LOG_CURSOR_HEADER: str(next_cursor)}
+        if execution.log is None:
+            return PlainTextResponse(b"", headers={LOG_CURSOR_HEADER: "0"})
+        chunk = await execution.log.read(cursor, MAX_LOG_RESPONSE)
+        data = chunk.data
+        if len(data) == MAX_LOG_RESPONSE:
+            # Cut after the last newline so no line (or UTF-8 character) is split across responses.
+            newline = data.rfind(b"\n")
+            if newline > 0:
+                data = data[: newline + 1]
+        headers = {LOG_CURSOR_HEADER: str(chunk.next_cursor - len(chunk.data) + len(data))}
+        if chunk.dropped:
+            headers[LOG_DROPPED_HEADER] = str(chunk.dropped)
         return PlainTextResponse(data, headers=headers)
-
-
-def _read_log(path: Any, cursor: int) -> tuple[bytes, int]:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return b"", 0
-    try:
-        size = os.fstat(fd).st_size
-        if cursor >= size:
-            return b"", size
-        data = os.pread(fd, min(size - cursor, MAX_LOG_RESPONSE), cursor)
-    finally:
-        os.close(fd)
-    if len(data) == MAX_LOG_RESPONSE:
-        # Cut after the last newline so no line (or UTF-8 character) is split across responses.
-        newline = data.rfind(b"\n")
-        if newline > 0:
-            data = data[: newline + 1]
-    return data, cursor + len(data)

@@ -6,8 +6,16 @@ It runs in its own task, so the HTTP client leaving never stops it:
 - streamed (foreground commands, session runs): stdout/stderr come through pipes, are split
   into lines and published as events on an `EventChannel`; the raw bytes are also appended to
   the log file when there is one, so a client that lost the stream can read the rest.
-- logged (background commands): the child writes straight into the log file (stdout and
-  stderr merged), so the server holds no output in memory at all.
+- logged (background commands): stdout and stderr, merged, come through one pipe into the log
+  file only, and keep coming after the command exits for as long as a process it left behind
+  (a daemon) holds the pipe open, as they would with the file itself as its output.
+
+The log is a `CommandLog`: capped at `RunSpec.log_max_bytes`, keeping the newest output. That is
+why output always passes through the server: a file handed to the child could grow without bound.
+
+Server descriptors per run (what the per-sandbox budgets in `state.py` multiply): the agent
+connection and the pidfd (2), the read ends of the output pipes (1 logged, 1-2 streamed) and the
+log's open segment (1): 4-5 while it runs or its output is open.
 
 Ends (reference behaviour, wire-behaviour §1.4): exit 0 → `execution_complete`; exit N →
 `error{ename: CommandExecError, evalue: "N"}`; killed by a signal (timeout, interrupt) →
@@ -29,6 +37,8 @@ from typing import Any
 
 from osbox.server._backend.base import SandboxHandle, SandboxProcess
 
+from .errors import log
+from .logfile import DEFAULT_LOG_MAX_BYTES, CommandLog
 from .streaming import EventChannel, LineSplitter, frame
 
 __all__ = ["Execution", "RunSpec", "rfc3339"]
@@ -59,6 +69,8 @@ class RunSpec:
     streamed: bool = True
     merge_stderr: bool = False
     log_path: Path | None = None
+    #: The log keeps the newest this many bytes (see `CommandLog`).
+    log_max_bytes: int = DEFAULT_LOG_MAX_BYTES
 
 
 class Execution:
@@ -78,12 +90,19 @@ class Execution:
         self._task: asyncio.Task[None] | None = None
         self._started = time.monotonic()
         self._timed_out = False
-        self._log_fd: int | None = None
+        #: The output log (None for runs without one: session runs).
+        self.log: CommandLog | None = None
 
     @property
     def running(self) -> bool:
         """True until the process has exited."""
         return not self.exited.is_set()
+
+    @property
+    def holds_output(self) -> bool:
+        """True while the run holds server descriptors: it runs, or something it started still
+        writes to its output."""
+        return self.running or (self._task is not None and not self._task.done())
 
     async def start(self, handle: SandboxHandle) -> None:
         """Spawn the process and start following it. Spawn failures propagate (nothing leaks)."""
@@ -94,21 +113,17 @@ class Execution:
         err_r: int | None = None
         try:
             if spec.log_path is not None:
-                self._log_fd = os.open(
-                    spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
-                )
-            if spec.streamed:
-                out_r, out_w = os.pipe2(os.O_CLOEXEC)
-                parent_fds.append(out_r)
-                child_fds.append(out_w)
-                err_w = out_w
-                if not spec.merge_stderr:
-                    err_r, err_w = os.pipe2(os.O_CLOEXEC)
-                    parent_fds.append(err_r)
-                    child_fds.append(err_w)
-            else:
-                assert self._log_fd is not None, "a background run needs a log file"
-                out_w = err_w = self._log_fd
+                self.log = CommandLog(spec.log_path, spec.log_max_bytes)
+            elif not spec.streamed:
+                raise ValueError("a background run needs a log file")
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            parent_fds.append(out_r)
+            child_fds.append(out_w)
+            err_w = out_w
+            if spec.streamed and not spec.merge_stderr:
+                err_r, err_w = os.pipe2(os.O_CLOEXEC)
+                parent_fds.append(err_r)
+                child_fds.append(err_w)
             self.process = await handle.spawn(
                 spec.argv,
                 env=spec.env,
@@ -145,7 +160,9 @@ class Execution:
                 self.process.signal_group(signal.SIGKILL)
             code = await waiter
             self._record_exit(code)
-            if pumps:
+            if pumps and self.channel is None:
+                await asyncio.wait(pumps)  # logged: until whatever it left behind closes its output
+            elif pumps:
                 _, late = await asyncio.wait(pumps, timeout=DRAIN_SECONDS)
                 for pump in late:
                     pump.cancel()
@@ -173,14 +190,23 @@ class Execution:
         splitter = LineSplitter()
         try:
             while chunk := await reader.read(READ_CHUNK):
-                if self._log_fd is not None:
-                    os.write(self._log_fd, chunk)
-                await self._publish_lines(kind, splitter.feed(chunk))
+                if self.log is not None:
+                    self._write_log(chunk)
+                if self.channel is not None:
+                    await self._publish_lines(kind, splitter.feed(chunk))
         except asyncio.CancelledError:
             pass  # stopped after exit: an orphan still holds the pipe; what it sent so far counts
         finally:
             transport.close()
         await self._publish_lines(kind, splitter.flush())
+
+    def _write_log(self, chunk: bytes) -> None:
+        assert self.log is not None
+        try:
+            self.log.write(chunk)
+        except OSError as exc:  # the host's disk is full: stop logging, not the command
+            log.warning("command %s: its log stops here: %s", self.id, exc)
+            self.log.close()
 
     async def _publish_lines(self, kind: str, lines: list[str]) -> None:
         if self.channel is None:
@@ -212,9 +238,8 @@ class Execution:
         )
 
     def _close_log(self) -> None:
-        if self._log_fd is not None:
-            os.close(self._log_fd)
-            self._log_fd = None
+        if self.log is not None:
+            self.log.close()
 
     async def interrupt(self, grace_s: float = INTERRUPT_GRACE_SECONDS) -> None:
         """SIGTERM the process group, SIGKILL it after `grace_s`; returns once it has exited."""

@@ -7,6 +7,9 @@ Functions, aliases and non-exported variables do not persist. The state files li
 sandbox, in its private `/tmp/.osbox/sessions/`, written by the sandbox user; the server keeps
 only the session id and the run in progress. stderr is merged into stdout.
 
+At most `max_sessions` sessions per sandbox (a 429 `LIMIT_EXCEEDED` beyond); each runs at most one
+command at a time, so sessions cannot get round the cap on running commands.
+
 Decision: one run at a time per session; a second concurrent run gets `init` and then a bare
 `{code: RUNTIME_ERROR, message: "session ... is busy"}` (§4.2), like the reference's busy context.
 A run killed by its timeout or by `DELETE` saves no state.
@@ -62,8 +65,10 @@ class SessionsApi(SandboxApi):
         cwd = optional_str(json_object(body).get("cwd"), "cwd") if body is not None else None
         session_id = new_id()
         state_path = f"{SESSION_STATE_DIR}/{session_id}"
-        await sandbox_call(sandbox_of(request), "session_init", state=state_path, cwd=cwd or None)
-        self._state(request).sessions[session_id] = Session(session_id, state_path)
+        state = self._state(request)
+        with state.session_budget.claim(len(state.sessions)):  # 429 beyond `max_sessions`
+            await sandbox_call(sandbox_of(request), "session_init", state=state_path, cwd=cwd or None)
+            state.sessions[session_id] = Session(session_id, state_path)
         return JSONResponse({"session_id": session_id})
 
     async def run(self, request: Request) -> Response:

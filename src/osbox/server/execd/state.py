@@ -1,32 +1,92 @@
-"""Per-sandbox state of the execd service: commands (with their log files), bash sessions, code contexts."""
+"""Per-sandbox state of the execd service: commands (with their log files), bash sessions, code
+contexts, and the budgets that cap how many of each one sandbox may hold.
+
+Budgets: every running command holds a few server descriptors (see `runner`), every session run
+one command's worth, every code context a kernel run plus its ZeroMQ sockets (~15). Without caps,
+one sandbox's flood of background commands used up the server's descriptors and made other
+sandboxes' requests and new creates fail; with the defaults a sandbox holds at most a few
+hundred, and the server raises its own descriptor limit to the hard limit at start.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
 import tempfile
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from starlette.requests import Request
 
-from .errors import CONTEXT_NOT_FOUND, not_found
+from .errors import CONTEXT_NOT_FOUND, ExecdError, not_found
 from .inputs import sandbox_of
+from .logfile import DEFAULT_LOG_MAX_BYTES
 from .runner import Execution
 
 if TYPE_CHECKING:
     from .code import CodeContext
 
-__all__ = ["SandboxApi", "SandboxState", "Session", "StateStore", "T"]
+__all__ = [
+    "LIMIT_EXCEEDED",
+    "Budget",
+    "ExecdLimits",
+    "SandboxApi",
+    "SandboxState",
+    "Session",
+    "StateStore",
+    "T",
+]
 
 #: Finished commands kept per sandbox (with their logs); older ones are dropped first.
 MAX_FINISHED_COMMANDS = 500
+#: The error code of a 429 for a full budget.
+LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ExecdLimits:
+    """What one sandbox may hold at once in the execd service (`ServerConfig` sets them)."""
+
+    #: Commands running, or whose output is still open (a daemon a background command left).
+    max_running_commands: int = 64
+    max_sessions: int = 32
+    max_code_contexts: int = 16
+    #: Each command's log on the host keeps its newest this many bytes.
+    command_log_max_bytes: int = DEFAULT_LOG_MAX_BYTES
+
+
+class Budget:
+    """A cap on how many of one kind of thing a sandbox holds, counting those still starting
+    (so that a burst of concurrent requests cannot all pass the check before any is counted)."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        self.what = what
+        self.limit = limit
+        self._starting = 0
+
+    @contextlib.contextmanager
+    def claim(self, held: int) -> Iterator[None]:
+        """Within the block one more is starting; 429 `LIMIT_EXCEEDED` when `held` (those the
+        caller counts as held now) and those starting already reach the limit."""
+        if held + self._starting >= self.limit:
+            raise ExecdError(
+                429,
+                LIMIT_EXCEEDED,
+                f"this sandbox already has {self.limit} {self.what}, the most it may have at once; "
+                "wait for one to end (or end one) and try again",
+            )
+        self._starting += 1
+        try:
+            yield
+        finally:
+            self._starting -= 1
 
 
 @dataclass
@@ -45,20 +105,34 @@ class SandboxState:
 
     sandbox_id: str
     log_dir: Path
+    limits: ExecdLimits = field(default_factory=ExecdLimits)
     commands: OrderedDict[str, Execution] = field(default_factory=OrderedDict)
     sessions: dict[str, Session] = field(default_factory=dict)
     contexts: dict[str, CodeContext] = field(default_factory=dict)
     #: The context `/code` uses for a language when no context id is given.
     default_contexts: dict[str, str] = field(default_factory=dict)
     default_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    command_budget: Budget = field(init=False)
+    session_budget: Budget = field(init=False)
+    context_budget: Budget = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.command_budget = Budget("running commands", self.limits.max_running_commands)
+        self.session_budget = Budget("sessions", self.limits.max_sessions)
+        self.context_budget = Budget("code contexts", self.limits.max_code_contexts)
+
+    def running_commands(self) -> int:
+        """Commands that hold server descriptors now (see `Execution.holds_output`)."""
+        return sum(1 for command in self.commands.values() if command.holds_output)
 
     def add_command(self, execution: Execution) -> None:
         """Remember a command; forget the oldest finished ones beyond the cap."""
         self.commands[execution.id] = execution
-        finished = [c for c in self.commands.values() if not c.running]
+        finished = [c for c in self.commands.values() if not c.holds_output]
         for old in finished[: max(0, len(finished) - MAX_FINISHED_COMMANDS)]:
             del self.commands[old.id]
-            self.log_path(old.id).unlink(missing_ok=True)
+            if old.log is not None:
+                old.log.remove()
 
     def log_path(self, command_id: str) -> Path:
         """Host path of a command's output log."""
@@ -72,12 +146,21 @@ class SandboxState:
 
 
 class StateStore:
-    """Sandbox states keyed by sandbox id, with their log files under one private temp dir."""
+    """Sandbox states keyed by sandbox id, with their log files under one private dir.
 
-    def __init__(self, root: Path | None = None) -> None:
+    Each sandbox's logs are in `<root>/<sandbox id>`, removed when the sandbox is forgotten.
+    What an earlier server process left in `root` goes when the store is made: those logs belong
+    to commands a new process does not know, so nobody can ask for them any more (this is how a
+    re-adopted sandbox's logs, and those of a server killed mid-delete, do not outlive it).
+    """
+
+    def __init__(self, root: Path | None = None, limits: ExecdLimits | None = None) -> None:
         self._root = root
         self._owns_root = root is None
+        self._limits = limits or ExecdLimits()
         self._states: dict[str, SandboxState] = {}
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
 
     def _root_dir(self) -> Path:
         if self._root is None:
@@ -86,23 +169,27 @@ class StateStore:
             self._root.mkdir(mode=0o700, parents=True, exist_ok=True)
         return self._root
 
+    def _log_dir(self, sandbox_id: str) -> Path:
+        # Sandbox ids are the server's UUIDs; anything else is made a safe name all the same.
+        return self._root_dir() / (re.sub(r"[^A-Za-z0-9_-]", "_", sandbox_id)[:100] or "_")
+
     def get(self, sandbox_id: str) -> SandboxState:
         """The state of a sandbox, created on first use."""
         state = self._states.get(sandbox_id)
         if state is None:
-            safe = re.sub(r"[^A-Za-z0-9_-]", "_", sandbox_id)[:100] or "_"
-            log_dir = Path(tempfile.mkdtemp(prefix=f"{safe}-", dir=self._root_dir()))
-            state = self._states[sandbox_id] = SandboxState(sandbox_id, log_dir)
+            log_dir = self._log_dir(sandbox_id)
+            log_dir.mkdir(mode=0o700, exist_ok=True)
+            state = self._states[sandbox_id] = SandboxState(sandbox_id, log_dir, self._limits)
         return state
 
     def pop(self, sandbox_id: str) -> SandboxState | None:
         """Drop a sandbox's state (its log files are removed by `discard`)."""
         return self._states.pop(sandbox_id, None)
 
-    @staticmethod
-    def discard(state: SandboxState) -> None:
-        """Remove a dropped sandbox's log files."""
-        shutil.rmtree(state.log_dir, ignore_errors=True)
+    def discard(self, sandbox_id: str) -> None:
+        """Remove a sandbox's log files."""
+        if self._root is not None:
+            shutil.rmtree(self._log_dir(sandbox_id), ignore_errors=True)
 
     def all(self) -> list[SandboxState]:
         """Every known sandbox state."""

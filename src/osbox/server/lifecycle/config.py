@@ -37,6 +37,14 @@ class ServerConfig:
     #: takes one instead of starting its own, and the pool refills in the background. 0 disables it.
     #: Each costs an idle sandbox's memory (~6 MiB PSS); they are destroyed on shutdown.
     warm_pool_size: int = 2
+    #: Per sandbox, at once: commands running (or whose output a process they left still holds),
+    #: bash sessions, code contexts. One more answers 429 `LIMIT_EXCEEDED`: one sandbox cannot use
+    #: up the server's descriptors (each running command holds 4-5) for the others.
+    max_running_commands: int = 64
+    max_sessions: int = 32
+    max_code_contexts: int = 16
+    #: Each command's output log on the host keeps its newest this many bytes.
+    command_log_max_bytes: int = 64 * 1024 * 1024
 
     @property
     def db_path(self) -> Path:

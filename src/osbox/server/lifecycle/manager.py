@@ -78,6 +78,16 @@ class SandboxManager:
         except Exception as exc:  # a broken leftover must not stop the server from starting
             _log.warning("re-adopting sandbox %s failed: %s", record.id, exc)
             handle = None
+        if record.state == "Pending":
+            # The server ended in the middle of this create: whatever it had started is half made
+            # (no entrypoint, perhaps no limits), so it goes, and the record says why.
+            if handle is not None:
+                with contextlib.suppress(Exception):
+                    await self.backend.destroy(handle)
+            self._transition(
+                record, "Failed", "server_restart", "The server stopped while it was creating the sandbox."
+            )
+            return
         if handle is None:
             self._transition(
                 record,
@@ -193,21 +203,53 @@ class SandboxManager:
             if record.expires_at is not None:
                 self._deadlines[sandbox_id] = parse_time(record.expires_at)
                 self._reaper.poke()
+            # Whatever fails from here on, the record ends Failed (never stuck Pending) and the
+            # backend has removed what it started (its `create` cleans up after itself).
             try:
                 state_dir = self._state_dir(sandbox_id)
                 await asyncio.to_thread(self._prepare_dirs, state_dir, params, seed)
                 handle = await self.backend.create(self._spec(record))
-            except BackendError as exc:
-                self._transition(record, "Failed", "backend_error", f"The sandbox could not start: {exc}")
+            except BaseException as exc:
+                self._fail_create(record, exc)
+                if not isinstance(exc, Exception):
+                    raise  # cancelled: the record says so, the cancellation goes on
                 return record
-            except OSError as exc:
-                self._transition(record, "Failed", "runtime_error", f"Preparing the sandbox failed: {exc}")
+            try:
+                self._handles[sandbox_id] = handle
+                record.log_path = str(handle.log_path)
+                self._transition(record, "Running", "created", self._running_message(record, handle))
+            except BaseException as exc:  # a bug or a failing store: the sandbox must not run unowned
+                self._handles.pop(sandbox_id, None)
+                with contextlib.suppress(Exception):
+                    await self.backend.destroy(handle)
+                self._fail_create(record, exc)
+                if not isinstance(exc, Exception):
+                    raise
                 return record
-            self._handles[sandbox_id] = handle
-            record.log_path = str(handle.log_path)
-            self._transition(record, "Running", "created", self._running_message(record, handle))
         _log.info("created sandbox %s", sandbox_id)
         return record
+
+    def _fail_create(self, record: SandboxRecord, exc: BaseException) -> None:
+        """Mark a sandbox whose create failed `Failed`, with a reason a person can act on."""
+        if isinstance(exc, BackendError):
+            reason, message = "backend_error", f"The sandbox could not start: {exc}"
+        elif isinstance(exc, OSError):
+            reason, message = "runtime_error", f"Preparing the sandbox failed: {exc}"
+        elif isinstance(exc, Exception):
+            # Unexpected: the details (and the traceback) go to the server log, not to the caller.
+            _log.error("creating sandbox %s failed", record.id, exc_info=exc)
+            reason = "runtime_error"
+            message = (
+                f"The sandbox could not start: internal error ({type(exc).__name__}; see the server log)."
+            )
+        else:
+            reason, message = "cancelled", "The create was cancelled (server shutdown or client gone)."
+        try:
+            self._transition(record, "Failed", reason, message)
+        except Exception:  # the store itself fails: at least no record may stay Pending
+            _log.exception("recording the failed create of sandbox %s failed", record.id)
+            with contextlib.suppress(Exception):
+                self.store.delete_sandbox(record.id)
 
     def _running_message(self, record: SandboxRecord, handle: SandboxHandle) -> str:
         parts = [f"Running under {self.backend.description}."]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import resource
+
 from starlette.types import ASGIApp
 
 from .._backend import default_backend
 from .._backend.base import Backend, SandboxHandle
 from .._store import Store
-from ..execd import ExecdService
+from ..execd import ExecdLimits, ExecdService
 from .config import ServerConfig
 from .forwarder import ForwarderPool
 from .manager import SandboxManager
@@ -20,6 +23,22 @@ def _default_backend(config: ServerConfig) -> Backend:
     return default_backend(
         config.data_dir, pool_size=config.warm_pool_size, die_with_server=config.sandboxes_die_with_server
     )
+
+
+def _raise_open_files_limit() -> None:
+    """Raise this process's soft descriptor limit to its hard limit (often 1024 of 500,000+).
+
+    The server holds a few descriptors per running command, session run and code context of
+    every sandbox (see `execd/state.py`); the per-sandbox budgets keep one sandbox from taking
+    them all, this keeps the sum of many sandboxes from hitting a default made for small tools.
+    Sandboxes inherit it, as containers inherit their engine's (Docker's is in the millions).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            logging.getLogger("osbox.server").warning("cannot raise the open-files limit: %s", exc)
 
 
 class Runtime:
@@ -37,6 +56,7 @@ class Runtime:
 
     async def start(self) -> None:
         """Open the store, start the backend, re-adopt surviving sandboxes, start the reaper."""
+        _raise_open_files_limit()
         for directory in (self.config.data_dir, self.config.sandboxes_dir, self.config.snapshots_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self.config.data_dir.chmod(0o711)  # sandbox users may traverse to their own state dirs only
@@ -46,7 +66,14 @@ class Runtime:
         self.snapshots = SnapshotManager(self.config, self.store, self.manager)
         self.forwarders = ForwarderPool(self.config.host, self.sandbox_handle)
         self.manager.add_forget_hook(self.forwarders.close_sandbox)
-        self._execd = ExecdService(log_dir=self.config.data_dir / "execd")
+        config = self.config
+        limits = ExecdLimits(
+            max_running_commands=config.max_running_commands,
+            max_sessions=config.max_sessions,
+            max_code_contexts=config.max_code_contexts,
+            command_log_max_bytes=config.command_log_max_bytes,
+        )
+        self._execd = ExecdService(log_dir=config.data_dir / "execd", limits=limits)
         self.manager.add_forget_hook(self._execd.forget)
         self.snapshots.start()
         await self.manager.start()
