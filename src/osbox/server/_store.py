@@ -1,4 +1,4 @@
-"""Durable records of the local runtime: one SQLite file (WAL) under the data directory.
+"""Durable records of the local runtime: one SQLite file (WAL, 0600) under the data directory.
 
 Sandbox and snapshot records are JSON documents keyed by id, with the state in its own column so
 that start-up can find live sandboxes. Events are append-only rows (state transitions with their

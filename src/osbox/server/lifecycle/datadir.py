@@ -31,9 +31,11 @@ class UnsafeDataDirError(Exception):
 def check_data_dir(data_dir: Path) -> None:
     """Raise `UnsafeDataDirError` if a user other than ours (or root) can write the data dir, or
     replace it by writing one of its parents. A dir that does not exist yet is judged by its parents."""
-    data_dir = data_dir.resolve()
+    given, data_dir = Path(os.path.abspath(data_dir)), data_dir.resolve()
     euid = os.geteuid()
-    for path in (data_dir, *data_dir.parents):
+    # Both the path as given and the real one: whoever can write a dir holding a symlink on the way
+    # can re-point it.
+    for path in dict.fromkeys((data_dir, *data_dir.parents, given, *given.parents)):
         try:
             info = os.stat(path)
         except FileNotFoundError:
@@ -45,7 +47,7 @@ def check_data_dir(data_dir: Path) -> None:
             )
         group_writable = info.st_mode & stat.S_IWGRP and info.st_gid != 0
         # A sticky parent (/tmp) lets others add entries but not replace ours: fine above the data dir.
-        sticky_parent = path != data_dir and info.st_mode & stat.S_ISVTX
+        sticky_parent = path not in (data_dir, given) and info.st_mode & stat.S_ISVTX
         others_writable = info.st_mode & stat.S_IWOTH and not sticky_parent
         if group_writable or others_writable:
             raise UnsafeDataDirError(
