@@ -1,6 +1,6 @@
 """The `osbox` command line. Each subcommand is one `_add_<name>` function plus one handler.
 
-osbox serve [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--data-dir DIR] [--log-level info]
+osbox serve [--host 127.0.0.1] [--port 8080] [--api-key-file PATH] [--data-dir DIR] [--log-level info]
 osbox ls | create | exec | upload | download | rm ...    (a server's sandboxes: see `_cli_client.py`)
 """
 
@@ -31,6 +31,30 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _api_key(args: argparse.Namespace) -> str | None:
+    """The server's API key: from `--api-key-file` or `--api-key` (warned about: every local user can
+    read a command line), else env OSBOX_API_KEY; None for none. Raises ValueError for a bad file."""
+    if args.api_key is not None:
+        _log.warning(
+            "--api-key is visible to every user of this machine (ps, /proc/<pid>/cmdline); "
+            "use --api-key-file or OSBOX_API_KEY instead"
+        )
+        return args.api_key or None
+    if args.api_key_file is not None:
+        try:
+            with open(args.api_key_file, encoding="utf-8") as file:
+                key = file.read().strip()
+                readable_by_others = os.fstat(file.fileno()).st_mode & 0o077
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read --api-key-file {args.api_key_file}: {exc}") from None
+        if not key:
+            raise ValueError(f"--api-key-file {args.api_key_file} is empty")
+        if readable_by_others:
+            _log.warning("the API key file %s is readable by other users: chmod 600 it", args.api_key_file)
+        return key
+    return os.environ.get("OSBOX_API_KEY") or None
+
+
 def _serve(args: argparse.Namespace) -> int:
     """Run the local runtime in the foreground until SIGINT/SIGTERM.
 
@@ -41,13 +65,19 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"osbox serve needs Linux (namespaces, cgroups); this is {sys.platform}.", file=sys.stderr)
         return 2
     from .server.lifecycle.config import ServerConfig
+    from .server.lifecycle.datadir import UnsafeDataDirError, check_data_dir
     from .server.lifecycle.serving import run_foreground
 
-    api_key = args.api_key or os.environ.get("OSBOX_API_KEY") or None
+    try:
+        api_key = _api_key(args)
+        check_data_dir(Path(args.data_dir))
+    except (ValueError, UnsafeDataDirError) as exc:
+        print(f"osbox serve: {exc}", file=sys.stderr)
+        return 2
     if api_key is None and not _is_loopback(args.host):
         _log.warning(
             "!!! osbox serve is listening on %s WITHOUT an API key: anyone who can reach this address "
-            "can run code on this machine. Set --api-key or OSBOX_API_KEY. !!!",
+            "can run code on this machine. Set --api-key-file or OSBOX_API_KEY. !!!",
             args.host,
         )
     pool_text = str(args.warm_pool) if args.warm_pool is not None else os.environ.get("OSBOX_WARM_POOL", "2")
@@ -76,7 +106,16 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
-    serve.add_argument("--api-key", default=None, help="required OPEN-SANDBOX-API-KEY (or env OSBOX_API_KEY)")
+    key = serve.add_mutually_exclusive_group()
+    key.add_argument(
+        "--api-key-file",
+        default=None,
+        metavar="PATH",
+        help="file holding the OPEN-SANDBOX-API-KEY clients must send (or env OSBOX_API_KEY)",
+    )
+    key.add_argument(
+        "--api-key", default=None, help="the API key itself (visible in ps: prefer --api-key-file)"
+    )
     serve.add_argument("--data-dir", default=str(_DEFAULT_DATA_DIR), help="state directory")
     serve.add_argument(
         "--warm-pool",

@@ -132,3 +132,44 @@ def test_cli_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli.main(["serve", "--port", "not-a-number"])
     assert "invalid int value" in capsys.readouterr().err
+
+
+@requires_runtime
+def test_serve_reads_the_api_key_from_a_file_and_warns_when_it_is_on_the_command_line(
+    serve: type[Serve], reachable_dir: Path
+) -> None:
+    key_file = reachable_dir / "api.key"
+    key_file.write_text("file-key\n")
+    key_file.chmod(0o600)
+    from_file = serve(
+        "--data-dir", str(reachable_dir / "a"), "--api-key-file", str(key_file), env={"OSBOX_API_KEY": ""}
+    )
+    from_file.wait_healthy()
+    assert httpx2.get(f"{from_file.url}/v1/sandboxes").status_code == 401
+    headers = {"OPEN-SANDBOX-API-KEY": "file-key"}
+    assert httpx2.get(f"{from_file.url}/v1/sandboxes", headers=headers).status_code == 200
+    code, stderr = from_file.stop(signal.SIGTERM)
+    assert code == 0 and "file-key" not in stderr and "visible" not in stderr
+
+    on_command_line = serve("--data-dir", str(reachable_dir / "b"), "--api-key", "argv-key")
+    on_command_line.wait_healthy()
+    headers = {"OPEN-SANDBOX-API-KEY": "argv-key"}
+    assert httpx2.get(f"{on_command_line.url}/v1/sandboxes", headers=headers).status_code == 200
+    code, stderr = on_command_line.stop(signal.SIGTERM)
+    assert code == 0 and "--api-key is visible to every user" in stderr and "argv-key" not in stderr
+
+
+def test_serve_refuses_a_data_dir_others_can_write_and_an_unreadable_key_file(
+    serve: type[Serve], reachable_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    open_dir = reachable_dir / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)
+    refused = serve("--data-dir", str(open_dir))
+    _, stderr = refused.process.communicate(timeout=60)
+    assert refused.process.returncode == 2 and f"{open_dir} is writable by other users" in stderr
+    assert not (open_dir / "osbox.db").exists()
+
+    missing = reachable_dir / "no-such-key"
+    assert cli.main(["serve", "--data-dir", str(reachable_dir / "ok"), "--api-key-file", str(missing)]) == 2
+    assert "cannot read --api-key-file" in capsys.readouterr().err

@@ -86,3 +86,18 @@ def test_records_survive_reopen_and_use_wal(tmp_path: Path) -> None:
         reopened.close()
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_the_database_is_private_and_scrub_leaves_no_old_row_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "osbox.db"
+    path.touch(mode=0o644)  # as an older version left it
+    store = Store(path)
+    store.put_sandbox(
+        "s", created_at="2026-01-01T00:00:00Z", state="Running", doc={"id": "s", "t": "SECRET-1"}
+    )
+    store.put_sandbox("s", created_at="2026-01-01T00:00:00Z", state="Running", doc={"id": "s"})
+    files = [path, tmp_path / "osbox.db-wal", tmp_path / "osbox.db-shm"]
+    assert [f.stat().st_mode & 0o777 for f in files] == [0o600] * 3
+    store.scrub()
+    assert all(b"SECRET-1" not in f.read_bytes() for f in files if f.exists())
+    store.close()

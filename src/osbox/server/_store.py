@@ -1,4 +1,4 @@
-"""Durable records of the local runtime: one SQLite file (WAL) under the data directory.
+"""Durable records of the local runtime: one SQLite file (WAL, 0600) under the data directory.
 
 Sandbox and snapshot records are JSON documents keyed by id, with the state in its own column so
 that start-up can find live sandboxes. Events are append-only rows (state transitions with their
@@ -12,6 +12,7 @@ reasons) read back by the diagnostics API. The store knows nothing about HTTP or
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -67,18 +68,28 @@ class Store:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _make_private(path)
         # One connection shared under a lock: writes are tiny and the server runs one event loop.
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         with self._locked() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            # Deleted and overwritten rows are zeroed, not left in free space for a later reader.
+            db.execute("PRAGMA secure_delete=ON")
             db.executescript(_SCHEMA)
 
     @contextmanager
     def _locked(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             yield self._db
+
+    def scrub(self) -> None:
+        """Rewrite the database and empty its WAL, so that no old version of any row is left on disk
+        (after removing something that must not stay readable)."""
+        with self._locked() as db:
+            db.execute("VACUUM")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         """Close the database; the store must not be used afterwards."""
@@ -172,6 +183,21 @@ class Store:
                 (sandbox_id,),
             ).fetchall()
         return [Event(*row) for row in rows]
+
+
+def _make_private(path: Path) -> None:
+    """Make the database file 0600 before SQLite opens it (its -wal and -shm files take the database's
+    mode), and tighten the files an older version left readable."""
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if name == path else 0)
+        try:
+            fd = os.open(name, flags, 0o600)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
 
 
 def _load(text: str) -> dict[str, Any]:

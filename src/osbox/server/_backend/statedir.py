@@ -61,9 +61,10 @@ def _require_searchable(path: Path, what: str) -> None:
 
 
 def _add_search_bit(directory: Path) -> None:
-    mode = os.stat(directory).st_mode
-    if not mode & stat.S_IXOTH:
-        os.chmod(directory, stat.S_IMODE(mode) | stat.S_IXOTH)  # search only: nobody can list it
+    mode = stat.S_IMODE(os.stat(directory).st_mode)
+    search_only = mode & ~0o066 | stat.S_IXOTH  # others may pass through, not list or write
+    if mode != search_only:
+        os.chmod(directory, search_only)
 
 
 #: (uid, gid) of an existing file -> the (uid, gid) it gets in this sandbox.

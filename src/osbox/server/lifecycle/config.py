@@ -52,6 +52,11 @@ class ServerConfig:
         return self.data_dir / "osbox.db"
 
     @property
+    def secret_key_path(self) -> Path:
+        """The server's key (0600) from which every sandbox's access tokens are derived."""
+        return self.data_dir / "secret.key"
+
+    @property
     def sandboxes_dir(self) -> Path:
         """Parent of every sandbox's private state directory."""
         return self.data_dir / "sandboxes"

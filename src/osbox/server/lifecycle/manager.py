@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,6 +23,7 @@ from .config import ServerConfig
 from .errors import ApiError, bad_request, conflict, not_found
 from .reaper import Reaper
 from .records import LIVE_STATES, SandboxRecord, format_time, page_of, parse_time, utcnow
+from .tokens import TokenMinter, new_salt
 from .validation import CreateParams, parse_metadata_patch
 
 __all__ = ["SandboxManager"]
@@ -46,10 +46,11 @@ def canonical_state(name: str) -> str:
 class SandboxManager:
     """Owns every sandbox of this server: its record, its backend handle and its deadline."""
 
-    def __init__(self, config: ServerConfig, store: Store, backend: Backend) -> None:
+    def __init__(self, config: ServerConfig, store: Store, backend: Backend, tokens: TokenMinter) -> None:
         self.config = config
         self.store = store
         self.backend = backend
+        self._tokens = tokens
         self._handles: dict[str, SandboxHandle] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._deadlines: dict[str, datetime] = {}
@@ -64,6 +65,7 @@ class SandboxManager:
 
     async def start(self) -> None:
         """Re-adopt the sandboxes a previous server left running, then start the reaper."""
+        self._replace_stored_tokens()
         for doc in self.store.list_sandboxes(list(LIVE_STATES)):
             await self._readopt(SandboxRecord.from_doc(doc))
         for doc in self.store.list_sandboxes():
@@ -71,6 +73,22 @@ class SandboxManager:
             if record.expires_at is not None:
                 self._deadlines[record.id] = parse_time(record.expires_at)
         self._reaper.start()
+
+    def _replace_stored_tokens(self) -> None:
+        """Records of older versions held their tokens in plaintext, in a file other users could read:
+        treat those tokens as known, give each sandbox new ones, and scrub the old ones from the disk."""
+        docs = self.store.list_sandboxes()
+        stored = [SandboxRecord.from_doc(doc) for doc in docs if not doc.get("token_salt")]
+        for record in stored:
+            record.token_salt = new_salt()
+            self._save(record)  # the document no longer has the plaintext fields
+        if stored:
+            self.store.scrub()
+            _log.warning(
+                "replaced the access tokens of %d sandboxes that an older version had stored in plaintext; "
+                "their clients must fetch the endpoints again",
+                len(stored),
+            )
 
     async def _readopt(self, record: SandboxRecord) -> None:
         try:
@@ -164,7 +182,10 @@ class SandboxManager:
     def tokens(self, sandbox_id: str) -> tuple[str, str]:
         """(execd access token, egress auth token) of a sandbox; 404 when unknown."""
         record = self._record(sandbox_id)
-        return record.execd_token, record.egress_token
+        return (
+            self._tokens.token("execd", sandbox_id, record.token_salt),
+            self._tokens.token("egress", sandbox_id, record.token_salt),
+        )
 
     # Create and delete.
 
@@ -195,8 +216,7 @@ class SandboxManager:
             mounts=[{k: m[k] for k in ("host_path", "sandbox_path", "read_only")} for m in params.mounts],
             extensions=params.extensions,
             extras=params.extras,
-            execd_token=secrets.token_urlsafe(32),
-            egress_token=secrets.token_urlsafe(32),
+            token_salt=new_salt(),
         )
         async with self._lock(sandbox_id):
             self._transition(record, "Pending", "creating", "Starting the sandbox.")

@@ -117,8 +117,9 @@ class SandboxRecord(_Record):
     extensions: dict[str, str] = field(default_factory=dict)
     #: Request fields kept verbatim (networkPolicy, secureAccess, credentialProxy, volumes).
     extras: dict[str, Any] = field(default_factory=dict)
-    execd_token: str = field(default="", repr=False)
-    egress_token: str = field(default="", repr=False)
+    #: Salt of the sandbox's execd and egress tokens, which are derived from it and the server's key
+    #: (`tokens.py`) and never stored. "" in a record of an older version, which stored the tokens.
+    token_salt: str = ""
     #: Host file with the entrypoint's output (kept after the sandbox fails, for diagnostics).
     log_path: str | None = None
 

@@ -144,15 +144,17 @@ async def get_endpoint(request: Request) -> Response:
             raise bad_request("'expires' cannot be combined with use_server_proxy=true")
         if not expires.isdigit() or len(expires) > 20:
             raise bad_request("expires must be Unix epoch seconds (a decimal integer)")
-    record = await runtime.manager.get(sandbox_id)
+    await runtime.manager.get(sandbox_id)  # 404 for an unknown sandbox
     host_header = request.headers.get("host") or f"{runtime.config.host}:{request.url.port}"
     proxied = f"{host_header}/sandboxes/{sandbox_id}/proxy/{port}"
-    if port == EXECD_PORT:
-        return JSONResponse({"endpoint": proxied, "headers": {"X-EXECD-ACCESS-TOKEN": record.execd_token}})
-    if port == EGRESS_PORT:
-        return JSONResponse(
-            {"endpoint": proxied, "headers": {"OPENSANDBOX-EGRESS-AUTH": record.egress_token}}
+    if port in (EXECD_PORT, EGRESS_PORT):
+        execd_token, egress_token = runtime.manager.tokens(sandbox_id)
+        header = (
+            {"X-EXECD-ACCESS-TOKEN": execd_token}
+            if port == EXECD_PORT
+            else {"OPENSANDBOX-EGRESS-AUTH": egress_token}
         )
+        return JSONResponse({"endpoint": proxied, "headers": header})
     if use_proxy:
         return JSONResponse({"endpoint": proxied})
     # The forwarder looks the handle up per connection: while paused or failed, connections are dropped.

@@ -12,9 +12,11 @@ from .._backend.base import Backend, SandboxHandle
 from .._store import Store
 from ..execd import ExecdLimits, ExecdService
 from .config import ServerConfig
+from .datadir import prepare_data_dir
 from .forwarder import ForwarderPool
 from .manager import SandboxManager
 from .snapshots import SnapshotManager
+from .tokens import TokenMinter, load_or_create_key
 
 __all__ = ["Runtime"]
 
@@ -55,14 +57,14 @@ class Runtime:
         self.forwarders: ForwarderPool
 
     async def start(self) -> None:
-        """Open the store, start the backend, re-adopt surviving sandboxes, start the reaper."""
+        """Check and prepare the data dir, open the store, start the backend, re-adopt surviving
+        sandboxes, start the reaper."""
         _raise_open_files_limit()
-        for directory in (self.config.data_dir, self.config.sandboxes_dir, self.config.snapshots_dir):
-            directory.mkdir(parents=True, exist_ok=True)
-        self.config.data_dir.chmod(0o711)  # sandbox users may traverse to their own state dirs only
+        prepare_data_dir(self.config)
+        tokens = TokenMinter(load_or_create_key(self.config.secret_key_path))
         self.store = Store(self.config.db_path)
         self.backend = self._given_backend or _default_backend(self.config)
-        self.manager = SandboxManager(self.config, self.store, self.backend)
+        self.manager = SandboxManager(self.config, self.store, self.backend, tokens)
         self.snapshots = SnapshotManager(self.config, self.store, self.manager)
         self.forwarders = ForwarderPool(self.config.host, self.sandbox_handle)
         self.manager.add_forget_hook(self.forwarders.close_sandbox)

@@ -7,6 +7,7 @@ changes a sandbox.
 from __future__ import annotations
 
 import math
+import os
 import platform as host_platform
 import re
 from dataclasses import dataclass, field
@@ -215,6 +216,12 @@ def _relative_subpath(value: Any, where: str) -> str | None:
     return value
 
 
+def _overlaps(path: Path, *, data_dir: Path) -> bool:
+    """Whether `path` contains the data dir (its keys, database, other sandboxes) or lies inside it."""
+    real, data = Path(os.path.realpath(path)), Path(os.path.realpath(data_dir))
+    return real == data or real in data.parents or data in real.parents
+
+
 def _parse_volume(index: int, value: Any, volumes_dir: Path) -> dict[str, Any]:
     where = f"volumes[{index}]"
     volume = _expect_dict(value, where)
@@ -258,6 +265,8 @@ def _parse_volume(index: int, value: Any, volumes_dir: Path) -> dict[str, Any]:
         source = source / sub_path
     if backend == "host" and not source.exists():
         raise bad_request(f"{where}: host path {str(source)!r} does not exist")
+    if backend == "host" and _overlaps(source, data_dir=volumes_dir.parent):
+        raise bad_request(f"{where}: host path {str(source)!r} holds or is inside the server's data dir")
     return {
         "name": name,
         "host_path": str(source),
