@@ -37,6 +37,11 @@ class ServerConfig:
     #: takes one instead of starting its own, and the pool refills in the background. 0 disables it.
     #: Each costs an idle sandbox's memory (~6 MiB PSS); they are destroyed on shutdown.
     warm_pool_size: int = 2
+    #: Request-head limits, enforced by the HTTP protocol before authentication (`headlimits.py`):
+    #: request line + headers at most this many bytes and headers (431), the URL at most this long (414).
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    max_url_bytes: int = 16 * 1024
 
     @property
     def db_path(self) -> Path:
