@@ -84,7 +84,7 @@ class _PeakRss:
 
     @property
     def growth(self) -> int:
-        return self.peak - self.baseline
+        return int(self.peak - self.baseline)
 
 
 @pytest.fixture(scope="module")
