@@ -40,9 +40,9 @@ DIAGNOSTIC = schemathesis.openapi.from_path(str(_SPECS / "diagnostic-api.yml"))
 # `/metrics/watch` streams a sample every second until the client leaves: no answer to check.
 EXECD = schemathesis.openapi.from_path(str(_SPECS / "execd-api.yaml")).exclude(path="/metrics/watch")
 EGRESS = schemathesis.openapi.from_path(str(_SPECS / "egress-api.yaml"))
-#: The budget: ~55 operations x this many examples stays within a few minutes on 2 cores.
+#: The budget: ~55 operations x 50 examples (and the coverage phase) take about a minute on 2 cores.
 FUZZ = settings(
-    max_examples=20,
+    max_examples=50,
     deadline=None,
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,

@@ -236,6 +236,17 @@ def test_bad_paging_is_a_400(server: LocalServer, listing: str, query: str, mess
     assert message in response.json()["message"]
 
 
+@pytest.mark.parametrize("moment", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
+def test_an_expiry_past_the_range_of_dates_is_a_400(server: LocalServer, moment: str) -> None:
+    response = httpx2.post(
+        f"{server.base_url}/v1/sandboxes/any-sandbox/renew-expiration",
+        json={"expiresAt": moment},
+        headers={"OPEN-SANDBOX-API-KEY": "input-limits-key"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "SANDBOX::INVALID_EXPIRATION"
+
+
 @pytest.fixture(scope="module")
 def execd(server: LocalServer) -> Iterator[httpx2.Client]:
     """An execd client for one sandbox, through the server's proxy, as clients reach it."""
