@@ -3,7 +3,7 @@
 All four OpenAPI documents are fuzzed against one live server, for a fixed budget (`FUZZ`):
 - lifecycle and diagnostics at `/v1` (creating real sandboxes, which the server removes on exit);
 - execd, every operation but the endless `/metrics/watch` stream, against a sandbox reached through
-  the proxy, as clients reach it — commands and code run for real, bounded by `_bounded`;
+  the proxy, as clients reach it — commands (timeouts capped by `_bounded`) and code cells run for real;
 - egress through the proxy's egress port.
 
 A 5xx or a crash fails; lifecycle and diagnostics answers must also match the spec's schemas.
@@ -88,7 +88,7 @@ def egress_endpoint(server: LocalServer) -> tuple[str, dict[str, str]]:
 def _bounded(case: Any) -> Any:
     """`case` with a generated command's or session run's valid timeout capped at COMMAND_TIMEOUT_MS."""
     body = case.body
-    if isinstance(body, dict) and ("command" in body or "code" in body):
+    if isinstance(body, dict) and "command" in body:
         timeout = body.get("timeout")
         unbounded = timeout is None or timeout == 0 or (type(timeout) is int and timeout > COMMAND_TIMEOUT_MS)
         if unbounded:
