@@ -60,8 +60,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.limits = limits
         self._in_head = True  # from the end of one request to the end of the next one's head
-        self._head_bytes = 0  # of the current head, received so far
-        self._header_count = self._header_bytes = 0  # of the current head, as parsed
+        self._received_head_bytes = 0  # of the current head, as they arrive
+        self._header_count = self._parsed_head_bytes = 0  # of the current head, as the parser hands it over
         self._refusal: bytes | None = None  # the answer a parser callback decided on
         self._refused = False
 
@@ -69,9 +69,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused:
             return  # lingering after a refusal: what the client still sends is dropped unread
         if self._in_head:
-            room = self.limits.max_header_bytes - self._head_bytes
+            room = self.limits.max_header_bytes - self._received_head_bytes
             if len(data) <= room:
-                self._head_bytes += len(data)
+                self._received_head_bytes += len(data)
             else:
                 # Parse only what fits: a head that is still not complete after it is too large.
                 if room > 0:
@@ -79,12 +79,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                     if self._refused or self.transport.get_protocol() is not self:  # refused, upgraded
                         return
                 if self._in_head:
-                    message = (
-                        f"the request line and headers are larger than {self.limits.max_header_bytes} bytes"
-                    )
-                    self._refuse(
-                        _answer(431, "Request Header Fields Too Large", "REQUEST_HEADERS_TOO_LARGE", message)
-                    )
+                    self._refuse(self._too_large())
                     return
                 data = data[room:]
         super().data_received(data)
@@ -93,11 +88,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._header_count = self._header_bytes = 0
+        self._header_count = self._parsed_head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
-        self._header_bytes += len(url)
+        self._parsed_head_bytes += len(url)
         if len(self.url) > self.limits.max_url_bytes:
             message = f"the request URL is longer than {self.limits.max_url_bytes} bytes"
             self._stop(_answer(414, "URI Too Long", "URI_TOO_LONG", message))
@@ -106,11 +101,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         # Counted here too (not only in data_received): a head that arrives in the same read as the
         # end of the previous request's body is parsed in one go, before data_received can count it.
         self._header_count += 1
-        self._header_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        self._parsed_head_bytes += len(name) + len(value) + 4  # ": " and CRLF
         if self._header_count > self.limits.max_headers:
             message = f"the request has more than {self.limits.max_headers} headers"
             self._stop(_answer(431, "Request Header Fields Too Large", "REQUEST_HEADERS_TOO_LARGE", message))
-        if self._header_bytes > self.limits.max_header_bytes:
+        if self._parsed_head_bytes > self.limits.max_header_bytes:
             self._stop(self._too_large())
         super().on_header(name, value)
 
@@ -120,7 +115,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._in_head, self._head_bytes = True, 0
+        self._in_head, self._received_head_bytes = True, 0
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn answers every parser error with a 400, the one our callbacks raise included.
