@@ -23,7 +23,17 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from osbox.server._backend.base import BackendError
 
 from .errors import CONTEXT_NOT_FOUND, RUNTIME_ERROR, ExecdError, bad_request, not_found, sandbox_call
-from .inputs import json_body, json_object, optional_int, optional_str, query_one, sandbox_of
+from .inputs import (
+    INT32_MAX,
+    MAX_TIMEOUT_MS,
+    check_exec_size,
+    json_body,
+    json_object,
+    optional_int,
+    optional_str,
+    query_one,
+    sandbox_of,
+)
 from .runner import Execution, RunSpec
 from .state import SandboxApi, StateStore
 from .streaming import event_response, frame
@@ -74,6 +84,7 @@ async def resolve_cwd(request: Request, path: str, env: dict[str, str] | None = 
 
 async def spawn_or_fail(execution: Execution, request: Request) -> None:
     """Start an execution; a spawn failure becomes a 500 before any event is sent."""
+    check_exec_size(execution.spec.argv, execution.spec.env)
     try:
         await execution.start(sandbox_of(request))
     except BackendError as exc:
@@ -101,9 +112,9 @@ class CommandsApi(SandboxApi):
         background = body.get("background", False)
         if not isinstance(background, bool):
             raise bad_request("'background' must be a boolean")
-        timeout_ms = optional_int(body.get("timeout"), "timeout", minimum=0)
-        uid = optional_int(body.get("uid"), "uid")
-        gid = optional_int(body.get("gid"), "gid")
+        timeout_ms = optional_int(body.get("timeout"), "timeout", maximum=MAX_TIMEOUT_MS)
+        uid = optional_int(body.get("uid"), "uid", maximum=INT32_MAX)
+        gid = optional_int(body.get("gid"), "gid", maximum=INT32_MAX)
         if gid is not None and uid is None:
             raise bad_request("'gid' requires 'uid'")
         envs = _envs(body.get("envs"))
@@ -167,12 +178,7 @@ class CommandsApi(SandboxApi):
     async def logs(self, request: Request) -> Response:
         """`GET /command/{id}/logs?cursor=N`: the log from byte N; the next cursor in a header."""
         execution = self._command(request, request.path_params["id"])
-        raw_cursor = request.query_params.get("cursor")
-        cursor = 0
-        if raw_cursor not in (None, ""):
-            if not raw_cursor.isdigit():
-                raise bad_request("'cursor' must be a non-negative integer")
-            cursor = int(raw_cursor)
+        cursor = optional_int(request.query_params.get("cursor") or None, "cursor") or 0
         if execution.log is None:
             return PlainTextResponse(b"", headers={LOG_CURSOR_HEADER: "0"})
         chunk = await execution.log.read(cursor, MAX_LOG_RESPONSE)

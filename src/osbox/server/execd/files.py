@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .errors import bad_request, sandbox_call
-from .inputs import json_body, json_object, optional_int, query_all, query_one, sandbox_of
+from .inputs import INT32_MAX, json_body, json_object, optional_int, query_all, query_one, sandbox_of
 
 __all__ = ["FILE_ROUTES"]
 
@@ -72,7 +72,7 @@ async def list_directory(request: Request) -> Response:
     raw_depth = request.query_params.get("depth")
     depth = 1
     if raw_depth not in (None, ""):
-        depth = optional_int(raw_depth, "depth") or 0
+        depth = optional_int(raw_depth, "depth", maximum=INT32_MAX) or 0
     return JSONResponse(await _call(request, "list_dir", path=query_one(request, "path"), depth=depth))
 
 

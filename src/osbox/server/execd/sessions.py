@@ -31,7 +31,7 @@ from .errors import (
     error_event,
     sandbox_call,
 )
-from .inputs import json_body, json_object, optional_int, optional_str, sandbox_of
+from .inputs import MAX_TIMEOUT_MS, json_body, json_object, optional_int, optional_str, sandbox_of
 from .runner import Execution, RunSpec
 from .state import SandboxApi, Session
 from .streaming import event_response, frame
@@ -76,7 +76,7 @@ class SessionsApi(SandboxApi):
         session = self._session(request, request.path_params["id"])
         body = json_object(await json_body(request))
         command = command_of(body)
-        timeout_ms = optional_int(body.get("timeout"), "timeout")
+        timeout_ms = optional_int(body.get("timeout"), "timeout", maximum=MAX_TIMEOUT_MS)
         cwd_arg = optional_str(body.get("cwd"), "cwd")
         cwd = await resolve_cwd(request, cwd_arg) if cwd_arg else ""
 

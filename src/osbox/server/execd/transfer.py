@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import os
 import posixpath
 import stat
@@ -33,6 +32,7 @@ from starlette.types import Receive, Scope, Send
 
 from osbox.server._backend.base import SandboxHandle
 
+from .._body import BadBody, parse_json
 from .errors import (
     INVALID_FILE,
     INVALID_FILE_METADATA,
@@ -318,9 +318,9 @@ class _Upload:
 
 def _parse_metadata(raw: bytes) -> dict[str, Any]:
     try:
-        meta = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise bad_request("metadata part is not valid JSON", INVALID_FILE_METADATA) from None
+        meta = parse_json(raw, "the metadata part")
+    except BadBody as exc:
+        raise bad_request(str(exc), INVALID_FILE_METADATA) from None
     if not isinstance(meta, dict) or not isinstance(meta.get("path"), str) or not meta["path"]:
         raise bad_request("metadata must be a JSON object with a 'path'", INVALID_FILE_METADATA)
     for key in ("owner", "group"):

@@ -45,6 +45,11 @@ class ServerConfig:
     max_code_contexts: int = 16
     #: Each command's output log on the host keeps its newest this many bytes.
     command_log_max_bytes: int = 64 * 1024 * 1024
+    #: Request-head limits, enforced by the HTTP protocol before authentication (`headlimits.py`):
+    #: request line + headers at most this many bytes and headers (431), the URL at most this long (414).
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    max_url_bytes: int = 16 * 1024
 
     @property
     def db_path(self) -> Path:

@@ -37,7 +37,10 @@ def format_time(moment: datetime) -> str:
 def parse_time(text: str) -> datetime:
     """Parse an RFC 3339 timestamp; naive times are taken as UTC. Raises ValueError."""
     moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-01:00 is past the last datetime in UTC
+        raise ValueError(f"{text!r} is out of the range of dates") from None
 
 
 def page_of(

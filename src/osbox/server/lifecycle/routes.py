@@ -16,7 +16,7 @@ from .diagnostics import events_descriptor, logs_descriptor
 from .errors import bad_request
 from .proxy import EGRESS_PORT, EXECD_PORT, SandboxProxy
 from .runtime import Runtime
-from .validation import parse_create_request, parse_metadata_filter
+from .validation import parse_create_request, parse_metadata_filter, parse_query_int
 
 __all__ = ["lifecycle_routes"]
 
@@ -38,13 +38,7 @@ async def _json_body(request: Request, *, required: bool = True) -> Any:
 
 
 def _int_query(request: Request, name: str, default: int) -> int:
-    text = request.query_params.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        raise bad_request(f"{name} must be an integer, not {text!r}") from None
+    return parse_query_int(request.query_params.get(name), name, default)
 
 
 def _bool_query(request: Request, name: str) -> bool:

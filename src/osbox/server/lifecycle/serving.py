@@ -28,6 +28,7 @@ from starlette.applications import Starlette
 from .._backend.base import Backend
 from ..app import create_app
 from .config import ServerConfig
+from .headlimits import http_protocol
 from .tempdirs import TempDataDir, sweep_abandoned
 
 __all__ = ["AsyncLocalServer", "LocalServer", "run_foreground"]
@@ -107,7 +108,14 @@ class _ServerBase:
         self.config = ServerConfig(data_dir=data_dir, api_key=self._api_key, host=self._host, **settings)
         self._app = app = create_app(self.config, backend=self._backend)
         server = uvicorn.Server(
-            uvicorn.Config(app, log_level=self._log_level, lifespan="on", access_log=False, log_config=None)
+            uvicorn.Config(
+                app,
+                log_level=self._log_level,
+                lifespan="on",
+                access_log=False,
+                log_config=None,
+                http=http_protocol(self.config),
+            )
         )
         self._sock = _bind(self._host, self._port)
         self._server = server
@@ -237,5 +245,13 @@ def run_foreground(config: ServerConfig, *, port: int, log_level: str) -> None:
     """Serve until SIGINT/SIGTERM, then shut down cleanly (sandboxes keep running if the config says)."""
     app = create_app(config)
     _ForegroundServer(
-        uvicorn.Config(app, host=config.host, port=port, log_level=log_level, lifespan="on", log_config=None)
+        uvicorn.Config(
+            app,
+            host=config.host,
+            port=port,
+            log_level=log_level,
+            lifespan="on",
+            log_config=None,
+            http=http_protocol(config),
+        )
     ).run()

@@ -11,6 +11,7 @@ import os
 import platform as host_platform
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "parse_memory",
     "parse_metadata_filter",
     "parse_metadata_patch",
+    "parse_query_int",
     "validate_metadata",
 ]
 
@@ -31,8 +33,17 @@ RESERVED_METADATA_PREFIX = "opensandbox.io/"
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_CPU = re.compile(r"^(\d+(?:\.\d+)?)(m?)$")
-_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E)?$")
+# ASCII digits only (`\d` would take any script's digits), at most 30 of them before the unit.
+_CPU = re.compile(r"^([0-9]{1,30}(?:\.[0-9]{1,30})?)(m?)$")
+_MEMORY = re.compile(r"^([0-9]{1,30}(?:\.[0-9]{1,30})?)(Ki|Mi|Gi|Ti|Pi|Ei|k|K|M|G|T|P|E)?$")
+#: Upper bounds, far above any host, that keep the values within what the kernel's cgroup files and
+#: the expiry timers take: a CPU quota of 65536 cores, 1 EiB of memory, a century of lifetime
+#: (past 2**31 - 1 seconds, which callers use for "forever"; null is the way to ask for no expiry).
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_QUERY_INT = re.compile(r"-?[0-9]{1,9}")
+MAX_CPU_CORES = 65536
+MAX_MEMORY_BYTES = 2**60
+MAX_SANDBOX_TIMEOUT_SECONDS = 100 * 365 * 24 * 3600
 _MEMORY_UNITS = {
     None: 1,
     "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
@@ -61,26 +72,46 @@ class CreateParams:
     extras: dict[str, Any]
 
 
+def _quoted(text: str) -> str:
+    """`text` for an error message, cut short: a 400-digit number need not come back whole."""
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
 def parse_cpu(text: str) -> float:
-    """`"500m"` → 0.5 cores, `"2"` → 2.0. Raises a 400 ApiError when malformed or not positive."""
+    """`"500m"` → 0.5 cores, `"2"` → 2.0. Raises a 400 ApiError when malformed or out of range."""
     match = _CPU.match(text.strip()) if isinstance(text, str) else None
     if match is None:
-        raise bad_request(f"resourceLimits.cpu {text!r} is not a CPU quantity such as '500m' or '2'")
-    cores = float(match.group(1)) / (1000 if match.group(2) else 1)
+        shown = _quoted(text) if isinstance(text, str) else repr(text)
+        raise bad_request(f"resourceLimits.cpu {shown} is not a CPU quantity such as '500m' or '2'")
+    cores = Decimal(match.group(1)) / (1000 if match.group(2) else 1)
     if cores <= 0:
         raise bad_request("resourceLimits.cpu must be greater than zero")
-    return cores
+    if cores > MAX_CPU_CORES:
+        raise bad_request(f"resourceLimits.cpu must be at most {MAX_CPU_CORES} cores")
+    return float(cores)
 
 
 def parse_memory(text: str) -> int:
-    """`"512Mi"` → 536870912 bytes, `"1G"` → 10**9. Raises a 400 ApiError when malformed."""
+    """`"512Mi"` → 536870912 bytes, `"1G"` → 10**9. Raises a 400 ApiError when malformed or out of range."""
     match = _MEMORY.match(text.strip()) if isinstance(text, str) else None
     if match is None:
-        raise bad_request(f"resourceLimits.memory {text!r} is not a memory quantity such as '512Mi' or '1Gi'")
-    amount = math.floor(float(match.group(1)) * _MEMORY_UNITS[match.group(2)])
+        shown = _quoted(text) if isinstance(text, str) else repr(text)
+        raise bad_request(f"resourceLimits.memory {shown} is not a memory quantity such as '512Mi' or '1Gi'")
+    amount = math.floor(Decimal(match.group(1)) * _MEMORY_UNITS[match.group(2)])
     if amount < 4 * 2**20:
         raise bad_request("resourceLimits.memory must be at least 4Mi")
+    if amount > MAX_MEMORY_BYTES:
+        raise bad_request("resourceLimits.memory must be at most 1Ei")
     return amount
+
+
+def parse_query_int(text: str | None, name: str, default: int) -> int:
+    """An integer query parameter such as `page` or `pageSize` (`default` when absent); 400 if malformed."""
+    if text is None or text == "":
+        return default
+    if not _QUERY_INT.fullmatch(text.strip()):
+        raise bad_request(f"{name} must be an integer of at most 9 digits, not {_quoted(text)}")
+    return int(text)
 
 
 def _expect_dict(value: Any, where: str) -> dict[str, Any]:
@@ -155,13 +186,19 @@ def parse_metadata_filter(text: str) -> dict[str, str]:
 def _parse_timeout(value: Any, min_seconds: int, max_seconds: int | None) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value != int(value)
+    ):
         raise bad_request("timeout must be an integer number of seconds, or null for no expiry")
     seconds = int(value)
     if seconds < min_seconds:
         raise bad_request(f"timeout must be at least {min_seconds} seconds (or null for no expiry)")
-    if max_seconds is not None and seconds > max_seconds:
-        raise bad_request(f"timeout must be at most {max_seconds} seconds")
+    ceiling = min(MAX_SANDBOX_TIMEOUT_SECONDS, max_seconds or MAX_SANDBOX_TIMEOUT_SECONDS)
+    if seconds > ceiling:
+        raise bad_request(f"timeout must be at most {ceiling} seconds (or null for no expiry)")
     return seconds
 
 
@@ -293,7 +330,7 @@ def _parse_volumes(value: Any, volumes_dir: Path) -> list[dict[str, Any]]:
 def _parse_extensions(value: Any) -> dict[str, str]:
     extensions = _string_map(value, "extensions")
     renew = extensions.get(_RENEW_EXTENSION)
-    if renew is not None and not (renew.isdigit() and 300 <= int(renew) <= 86400):
+    if renew is not None and not (_DIGITS.fullmatch(renew) and 300 <= int(renew) <= 86400):
         raise bad_request(f"extensions.{_RENEW_EXTENSION} must be an integer from 300 to 86400")
     return extensions
 
