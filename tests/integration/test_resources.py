@@ -1,0 +1,141 @@
+"""Resource limits of `osbox serve` sandboxes, end to end: the disk quota (a write past it gets
+ENOSPC inside, nothing else is affected, nothing is left after delete), the server's defaults
+for a create without limits, and tmpfs mounts sized within the memory limit."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from osbox import Sandbox
+from osbox.server import LocalServer
+
+from .server_fixtures import API_KEY, lifecycle_client, requires_runtime, wait_until
+
+pytestmark = [requires_runtime, pytest.mark.timeout(180)]
+
+_MiB = 2**20
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LocalServer]:
+    with LocalServer(api_key=API_KEY) as local:
+        yield local
+
+
+def _sandbox(server: LocalServer, **limits: str) -> Sandbox:
+    return Sandbox.create(
+        base_url=server.base_url + "/v1", api_key=API_KEY, resource_limits=limits or None, lifetime=300
+    )
+
+
+def _needs_disk_quota(server: LocalServer, sandbox: Sandbox) -> None:
+    with lifecycle_client(server) as api:
+        message = api.get(f"/sandboxes/{sandbox.id}").json()["status"]["message"]
+    if "disk quota (ephemeral-storage) is not enforced" in message:
+        pytest.skip(message)
+
+
+def _loop_devices_backed_by(directory: Path) -> list[str]:
+    """Loop devices whose backing file is (or was, before its deletion) under `directory`."""
+    found = []
+    for device in Path("/sys/block").glob("loop*"):
+        try:
+            backing = (device / "loop" / "backing_file").read_text().strip()
+        except OSError:
+            continue  # not set up
+        if backing.startswith(f"{directory}/"):
+            found.append(device.name)
+    return found
+
+
+def _mounts_under(directory: Path) -> list[str]:
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    return [line for line in lines if line.split()[4].startswith(f"{directory}/")]
+
+
+def test_a_write_past_the_disk_quota_gets_enospc_inside_and_nothing_else_is_affected(
+    server: LocalServer,
+) -> None:
+    quota = {"ephemeral-storage": "64Mi"}
+    with _sandbox(server, memory="512Mi", **quota) as small, _sandbox(server) as other:
+        _needs_disk_quota(server, small)
+        for path in ("/workspace/big", "/tmp/big", "/home/sandbox/big"):
+            filled = small.run(f"head -c 100M /dev/zero > {path}")
+            assert filled.exit_code != 0, f"writing 100 MiB to {path} past a 64 MiB quota succeeded"
+            assert "No space left on device" in filled.stderr
+            small.run(f"rm -f {path}")
+        # The other sandbox (the default quota) and the host are unaffected.
+        assert other.run("head -c 100M /dev/zero > /workspace/big && echo written").stdout == "written\n"
+        image = server.data_dir / "sandboxes" / small.id / "disk.img"
+        assert os.stat(image).st_blocks * 512 <= 64 * _MiB  # what it took from the host's disk
+        assert small.run("echo still running").stdout == "still running\n"
+        with lifecycle_client(server) as api:
+            sandbox = api.get(f"/sandboxes/{small.id}").json()
+        assert sandbox["resourceLimits"]["ephemeral-storage"] == "64Mi"
+        assert "ephemeral-storage 64Mi" in sandbox["status"]["message"]
+
+
+def test_no_mount_or_loop_device_is_left_after_delete(server: LocalServer) -> None:
+    with _sandbox(server, **{"ephemeral-storage": "32Mi"}) as sandbox:
+        _needs_disk_quota(server, sandbox)
+        state_dir = server.data_dir / "sandboxes" / sandbox.id
+        assert _mounts_under(state_dir), "the sandbox's disk is not mounted in its state dir"
+        assert _loop_devices_backed_by(state_dir)
+    # Leaving the block deleted it. The loop device is released asynchronously by the kernel.
+    wait_until(lambda: not _mounts_under(state_dir), what="the disk's mount to go")
+    wait_until(lambda: not _loop_devices_backed_by(state_dir), what="the loop device to go")
+    assert not state_dir.exists()
+
+
+def test_a_disk_quota_above_the_servers_maximum_is_a_400(server: LocalServer) -> None:
+    with lifecycle_client(server) as api:
+        body = {
+            "image": {"uri": "python:3.11"},
+            "entrypoint": ["tail", "-f", "/dev/null"],
+            "resourceLimits": {"ephemeral-storage": "1Pi"},
+        }
+        response = api.post("/sandboxes", json=body)
+        assert response.status_code == 400, response.text
+        assert "ephemeral-storage" in response.json()["message"]
+        body["resourceLimits"] = {"ephemeral-storage": "lots"}
+        response = api.post("/sandboxes", json=body)
+        assert response.status_code == 400
+        assert "resourceLimits.ephemeral-storage 'lots'" in response.json()["message"]
+
+
+def test_a_create_without_limits_gets_the_servers_defaults_applied_and_shown(server: LocalServer) -> None:
+    with _sandbox(server) as sandbox:
+        with lifecycle_client(server) as api:
+            body = api.get(f"/sandboxes/{sandbox.id}").json()
+        defaults = {"cpu": "1", "memory": "2Gi", "ephemeral-storage": "10Gi", "pids": "512"}
+        assert body["resourceLimits"] == defaults
+        assert "memory 2Gi" in body["status"]["message"]
+        if "Resource limits are not enforced" in body["status"]["message"]:
+            pytest.skip(body["status"]["message"])
+        limit = sandbox.run(
+            "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"
+        )
+        assert limit.stdout.strip() == str(2 * 2**30)
+
+
+def test_filling_a_tmpfs_in_a_small_sandbox_gets_enospc_and_the_sandbox_keeps_running(
+    server: LocalServer,
+) -> None:
+    with _sandbox(server, memory="256Mi") as sandbox:
+        filled = sandbox.run("head -c 300M /dev/zero > /dev/shm/fill")
+        assert "No space left on device" in filled.stderr
+        for directory in ("/run", "/home"):  # writable by the sandbox's root, if it has one
+            sandbox.run(f"head -c 300M /dev/zero > {directory}/fill", uid=0)
+        # /dev itself (a tmpfs bwrap cannot size) is read-only: its writable part is /dev/shm.
+        assert "Read-only file system" in sandbox.run("head -c 1M /dev/zero > /dev/fill", uid=0).stderr
+        assert sandbox.run("echo alive").stdout == "alive\n"
+        sizes = sandbox.run("df -k --output=target,size /dev/shm /run /home | tail -n +2").stdout
+        for line in sizes.splitlines():
+            target, kib = line.split()
+            assert int(kib) * 1024 <= 64 * _MiB, f"{target} is a {kib} KiB tmpfs in a 256 MiB sandbox"
+        with lifecycle_client(server) as api:
+            assert api.get(f"/sandboxes/{sandbox.id}").json()["status"]["state"] == "Running"
