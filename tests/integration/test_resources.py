@@ -4,7 +4,9 @@ for a create without limits, and tmpfs mounts sized within the memory limit."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,3 +141,23 @@ def test_filling_a_tmpfs_in_a_small_sandbox_gets_enospc_and_the_sandbox_keeps_ru
             assert int(kib) * 1024 <= 64 * _MiB, f"{target} is a {kib} KiB tmpfs in a 256 MiB sandbox"
         with lifecycle_client(server) as api:
             assert api.get(f"/sandboxes/{sandbox.id}").json()["status"]["state"] == "Running"
+
+
+def test_a_sandbox_that_dies_after_running_out_of_memory_is_reported_so(server: LocalServer) -> None:
+    with _sandbox(server, memory="128Mi") as sandbox:
+        hog = sandbox.run("python3 -S -c \"x = b'x' * (1 << 30)\"")
+        if hog.exit_code == 0:
+            pytest.skip("memory limits are not enforced here")
+        # Whatever ends its PID 1 next (here: a kill from outside), the status says what happened.
+        record = json.loads((server.data_dir / "sandboxes" / sandbox.id / "run" / "agent.json").read_text())
+        os.kill(record["agent_pid"], signal.SIGKILL)
+        with lifecycle_client(server) as api:
+
+            def failed() -> dict[str, str] | None:
+                status: dict[str, str] = api.get(f"/sandboxes/{sandbox.id}").json()["status"]
+                return status if status["state"] == "Failed" else None
+
+            status = wait_until(failed, what="the sandbox to be reported Failed")
+        assert status["reason"] == "oom_killed", status
+        assert "ran out of memory (128Mi)" in status["message"]
+        assert "OOM killer killed 1 of its processes" in status["message"]

@@ -93,6 +93,12 @@ class SandboxHandle(abc.ABC):
     #: Host path of the file that collects the entrypoint's stdout and stderr.
     log_path: Path
 
+    def oom_kills(self) -> int:
+        """How many of the sandbox's processes the kernel's OOM killer has killed (0: none, or unknown).
+
+        Read it before `Backend.destroy`, which forgets it."""
+        return 0
+
     @abc.abstractmethod
     async def spawn(
         self,

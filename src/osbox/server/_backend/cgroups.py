@@ -311,6 +311,19 @@ class SandboxCgroup:
             self._request_freeze(frozen)
             await asyncio.sleep(_POLL_S)
 
+    def oom_kills(self) -> int:
+        """How many processes the kernel's OOM killer has killed in this group (0 if unknown)."""
+        path = self._file("memory", "memory.oom_control" if self.version == "v1" else "memory.events")
+        try:
+            lines = path.read_text().splitlines() if path is not None else []
+        except OSError:
+            return 0
+        for line in lines:
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value)
+        return 0
+
     def is_frozen(self) -> bool:
         """Whether the group is frozen now (False when freezing is unavailable)."""
         try:

@@ -72,6 +72,7 @@ def provision(state_dir: Path, size_bytes: int) -> None:
     fs_dir, image, seed = state_dir / "fs", state_dir / IMAGE_NAME, state_dir / "fs.seed"
     if os.path.ismount(fs_dir):
         return
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     seeded = fs_dir.is_dir() and any(fs_dir.iterdir())
     if seeded:
         os.rename(fs_dir, seed)

@@ -131,6 +131,10 @@ class BwrapSandbox(SandboxHandle):
         self.layout = lay.StateLayout(spec.state_dir)
         self.log_path = self.layout.entrypoint_log
 
+    def oom_kills(self) -> int:
+        """The OOM kills its memory cgroup counted (0 without one)."""
+        return self.cgroup.oom_kills() if self.cgroup is not None and not self.destroyed else 0
+
     def __repr__(self) -> str:
         return f"<BwrapSandbox {self.sandbox_id} agent_pid={self.agent_pid}>"
 

@@ -131,9 +131,20 @@ class SandboxManager:
         async with self._lock(record.id):
             record = self._record(record.id)
             if self._handles.pop(record.id, None) is handle:
+                oom_kills = handle.oom_kills()  # before destroy removes the cgroup that counts them
                 with contextlib.suppress(Exception):
                     await self.backend.destroy(handle)
-                self._transition(record, "Failed", "process_exited", "The sandbox's entrypoint exited.")
+                if oom_kills:
+                    memory = format_quantity(record.memory_bytes) if record.memory_bytes else "its limit"
+                    self._transition(
+                        record,
+                        "Failed",
+                        "oom_killed",
+                        f"The sandbox's processes are gone after it ran out of memory ({memory}): "
+                        f"the kernel's OOM killer killed {oom_kills} of its processes.",
+                    )
+                else:
+                    self._transition(record, "Failed", "process_exited", "The sandbox's entrypoint exited.")
         return record
 
     async def list(
