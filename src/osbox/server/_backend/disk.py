@@ -97,11 +97,32 @@ def provision(state_dir: Path, size_bytes: int) -> None:
 
 
 def ensure_mounted(state_dir: Path) -> None:
-    """Mount the state dir's image again if it is not (after a reboot); nothing if it has none."""
+    """Mount the state dir's image again if it is not (after a reboot); nothing if it has none.
+
+    Should a loop device still hold the image (its sandbox's namespace still has it mounted),
+    that device is mounted: a second loop device would make a second, diverging file system on
+    the same blocks.
+    """
     fs_dir, image = state_dir / "fs", state_dir / IMAGE_NAME
-    if image.is_file() and not os.path.ismount(fs_dir):
-        fs_dir.mkdir(mode=0o700, exist_ok=True)
+    if not image.is_file() or os.path.ismount(fs_dir):
+        return
+    fs_dir.mkdir(mode=0o700, exist_ok=True)
+    device = _loop_device_of(image)
+    if device is not None:
+        options = _MOUNT_OPTIONS.removeprefix("loop,")
+        _run(["mount", "-t", "ext4", "-o", options, device, str(fs_dir)])
+    else:
         _run(["mount", "-t", "ext4", "-o", _MOUNT_OPTIONS, str(image), str(fs_dir)])
+
+
+def _loop_device_of(image: Path) -> str | None:
+    """The loop device set up on `image`, if there is one."""
+    wanted = str(image.resolve())
+    for device in Path("/sys/block").glob("loop*"):
+        with contextlib.suppress(OSError):
+            if (device / "loop" / "backing_file").read_text().strip() == wanted:
+                return f"/dev/{device.name}"
+    return None
 
 
 def remove_tree(root: Path) -> None:
