@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +15,10 @@ import pytest
 
 from osbox import Sandbox
 from osbox.server import LocalServer
+from osbox.server._backend import remove_tree
 
 from .server_fixtures import API_KEY, lifecycle_client, requires_runtime, wait_until
+from .test_lifecycle_restart import kill_tree, sandbox_processes
 
 pytestmark = [requires_runtime, pytest.mark.timeout(180)]
 
@@ -161,3 +164,38 @@ def test_a_sandbox_that_dies_after_running_out_of_memory_is_reported_so(server: 
         assert status["reason"] == "oom_killed", status
         assert "ran out of memory (128Mi)" in status["message"]
         assert "OOM killer killed 1 of its processes" in status["message"]
+
+
+def test_a_dead_sandboxs_disk_is_mounted_again_after_a_reboot_and_goes_with_it(reachable_dir: Path) -> None:
+    data_dir = reachable_dir / "data"
+    body = {
+        "image": {"uri": "python:3.11"},
+        "entrypoint": ["sleep", "1000"],
+        "resourceLimits": {"ephemeral-storage": "32Mi"},
+    }
+    with (
+        LocalServer(data_dir=data_dir, api_key="k", destroy_on_shutdown=False, warm_pool_size=0) as first,
+        lifecycle_client(first, api_key="k") as api,
+    ):
+        created = api.post("/sandboxes", json=body).json()
+    sandbox_id, state_dir = created["id"], data_dir / "sandboxes" / created["id"]
+    try:
+        if "disk quota (ephemeral-storage) is not enforced" in created["status"]["message"]:
+            pytest.skip(created["status"]["message"])
+        (state_dir / "fs" / "workspace" / "kept").write_text("written before the reboot")
+        # A reboot: the sandbox's processes end, its disk is unmounted, its loop device goes.
+        kill_tree(sandbox_processes(data_dir, sandbox_id))
+        subprocess.run(["umount", str(state_dir / "fs")], check=True)
+        wait_until(lambda: not _loop_devices_backed_by(state_dir), what="the loop device to go")
+
+        with (
+            LocalServer(data_dir=data_dir, api_key="k", warm_pool_size=0) as second,
+            lifecycle_client(second, api_key="k") as api,
+        ):
+            assert api.get(f"/sandboxes/{sandbox_id}").json()["status"]["state"] == "Failed"
+            assert (state_dir / "fs" / "workspace" / "kept").read_text() == "written before the reboot"
+            assert api.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+            assert not _mounts_under(state_dir)
+            wait_until(lambda: not _loop_devices_backed_by(state_dir), what="the loop device to go")
+    finally:
+        remove_tree(reachable_dir)
