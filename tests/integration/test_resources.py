@@ -199,3 +199,32 @@ def test_a_dead_sandboxs_disk_is_mounted_again_after_a_reboot_and_goes_with_it(r
             wait_until(lambda: not _loop_devices_backed_by(state_dir), what="the loop device to go")
     finally:
         remove_tree(reachable_dir)
+
+
+def test_a_snapshot_is_restored_onto_the_new_sandboxs_disk_or_refused_when_too_big(
+    server: LocalServer,
+) -> None:
+    with _sandbox(server, **{"ephemeral-storage": "64Mi"}) as source, lifecycle_client(server) as api:
+        _needs_disk_quota(server, source)
+        assert source.run("head -c 40M /dev/urandom > /workspace/data && echo ok").stdout == "ok\n"
+        snapshot_id = api.post(f"/sandboxes/{source.id}/snapshots", json={}).json()["id"]
+        wait_until(
+            lambda: api.get(f"/snapshots/{snapshot_id}").json()["status"]["state"] == "Ready",
+            what="the snapshot to be Ready",
+        )
+        try:
+            restored_ids = []
+            for quota, state in (("64Mi", "Running"), ("16Mi", "Failed")):
+                body = {"snapshotId": snapshot_id, "resourceLimits": {"ephemeral-storage": quota}}
+                restored = api.post("/sandboxes", json=body).json()
+                restored_ids.append(restored["id"])
+                assert restored["status"]["state"] == state, restored["status"]
+            state_dir = server.data_dir / "sandboxes" / restored_ids[0]
+            assert (state_dir / "fs" / "workspace" / "data").stat().st_size == 40 * _MiB
+            assert _mounts_under(state_dir)
+            refused = api.get(f"/sandboxes/{restored_ids[1]}").json()["status"]
+            assert "do not fit on its disk" in refused["message"]
+        finally:
+            for sandbox_id in restored_ids:
+                api.delete(f"/sandboxes/{sandbox_id}")
+            api.delete(f"/snapshots/{snapshot_id}")
