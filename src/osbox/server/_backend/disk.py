@@ -84,7 +84,9 @@ def provision(state_dir: Path, size_bytes: int) -> None:
             try:
                 _run(["cp", "-a", "--sparse=always", "--no-target-directory", str(seed), str(fs_dir)])
             except DiskError as exc:  # e.g. a snapshot larger than the quota: the create fails
-                raise BackendError(f"the sandbox's files do not fit on its disk: {exc}") from None
+                if "No space left on device" in str(exc):  # cp's message names host paths: not shown
+                    raise BackendError("the sandbox's files do not fit on its disk") from None
+                raise BackendError(f"copying the sandbox's files onto its disk failed: {exc}") from None
             shutil.rmtree(seed)
     except BaseException:
         _unmount(fs_dir)
