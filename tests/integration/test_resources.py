@@ -85,8 +85,10 @@ def test_a_write_past_the_disk_quota_gets_enospc_inside_and_nothing_else_is_affe
 
 
 def test_no_mount_or_loop_device_is_left_after_delete(server: LocalServer) -> None:
-    with _sandbox(server, **{"ephemeral-storage": "32Mi"}) as sandbox:
+    with _sandbox(server, disk="32Mi") as sandbox:  # the short alias of "ephemeral-storage"
         _needs_disk_quota(server, sandbox)
+        with lifecycle_client(server) as api:
+            assert api.get(f"/sandboxes/{sandbox.id}").json()["resourceLimits"]["ephemeral-storage"] == "32Mi"
         state_dir = server.data_dir / "sandboxes" / sandbox.id
         assert _mounts_under(state_dir), "the sandbox's disk is not mounted in its state dir"
         assert _loop_devices_backed_by(state_dir)
@@ -110,10 +112,16 @@ def test_a_disk_quota_above_the_servers_maximum_is_a_400(server: LocalServer) ->
         response = api.post("/sandboxes", json=body)
         assert response.status_code == 400
         assert "resourceLimits.ephemeral-storage 'lots'" in response.json()["message"]
+        body["resourceLimits"] = {"ephemeral-storage": "1Gi", "disk": "2Gi"}
+        assert api.post("/sandboxes", json=body).status_code == 400
 
 
 def test_a_create_without_limits_gets_the_servers_defaults_applied_and_shown(server: LocalServer) -> None:
     with _sandbox(server) as sandbox:
+        state_dir = server.data_dir / "sandboxes" / sandbox.id
+        if not _mounts_under(state_dir):  # a pre-started sandbox's disk moved here with its state dir
+            _needs_disk_quota(server, sandbox)
+            raise AssertionError("the sandbox's disk is not mounted in its state dir")
         with lifecycle_client(server) as api:
             body = api.get(f"/sandboxes/{sandbox.id}").json()
         defaults = {"cpu": "1", "memory": "2Gi", "ephemeral-storage": "10Gi", "pids": "512"}
@@ -125,6 +133,8 @@ def test_a_create_without_limits_gets_the_servers_defaults_applied_and_shown(ser
             "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"
         )
         assert limit.stdout.strip() == str(2 * 2**30)
+    wait_until(lambda: not _loop_devices_backed_by(state_dir), what="the loop device to go")
+    assert not _mounts_under(state_dir)
 
 
 def test_filling_a_tmpfs_in_a_small_sandbox_gets_enospc_and_the_sandbox_keeps_running(
