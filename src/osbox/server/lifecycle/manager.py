@@ -144,7 +144,9 @@ class SandboxManager:
                         f"the kernel's OOM killer killed {oom_kills} of its processes.",
                     )
                 else:
-                    self._transition(record, "Failed", "process_exited", "The sandbox's entrypoint exited.")
+                    # Not the entrypoint: the agent (PID 1) outlives it; its end ends the sandbox.
+                    message = "The sandbox's init process (PID 1) ended, and all its processes with it."
+                    self._transition(record, "Failed", "process_exited", message)
         return record
 
     async def list(
