@@ -44,7 +44,7 @@ def _needs_disk_quota(server: LocalServer, sandbox: Sandbox) -> None:
         pytest.skip(message)
 
 
-def _loop_devices_backed_by(directory: Path) -> list[str]:
+def loop_devices_backed_by(directory: Path) -> list[str]:
     """Loop devices whose backing file is (or was, before its deletion) under `directory`."""
     found = []
     for device in Path("/sys/block").glob("loop*"):
@@ -57,7 +57,7 @@ def _loop_devices_backed_by(directory: Path) -> list[str]:
     return found
 
 
-def _mounts_under(directory: Path) -> list[str]:
+def mounts_under(directory: Path) -> list[str]:
     lines = Path("/proc/self/mountinfo").read_text().splitlines()
     return [line for line in lines if line.split()[4].startswith(f"{directory}/")]
 
@@ -90,11 +90,11 @@ def test_no_mount_or_loop_device_is_left_after_delete(server: LocalServer) -> No
         with lifecycle_client(server) as api:
             assert api.get(f"/sandboxes/{sandbox.id}").json()["resourceLimits"]["ephemeral-storage"] == "32Mi"
         state_dir = server.data_dir / "sandboxes" / sandbox.id
-        assert _mounts_under(state_dir), "the sandbox's disk is not mounted in its state dir"
-        assert _loop_devices_backed_by(state_dir)
+        assert mounts_under(state_dir), "the sandbox's disk is not mounted in its state dir"
+        assert loop_devices_backed_by(state_dir)
     # Leaving the block deleted it. The loop device is released asynchronously by the kernel.
-    wait_until(lambda: not _mounts_under(state_dir), what="the disk's mount to go")
-    wait_until(lambda: not _loop_devices_backed_by(state_dir), what="the loop device to go")
+    wait_until(lambda: not mounts_under(state_dir), what="the disk's mount to go")
+    wait_until(lambda: not loop_devices_backed_by(state_dir), what="the loop device to go")
     assert not state_dir.exists()
 
 
@@ -119,7 +119,7 @@ def test_a_disk_quota_above_the_servers_maximum_is_a_400(server: LocalServer) ->
 def test_a_create_without_limits_gets_the_servers_defaults_applied_and_shown(server: LocalServer) -> None:
     with _sandbox(server) as sandbox:
         state_dir = server.data_dir / "sandboxes" / sandbox.id
-        if not _mounts_under(state_dir):  # a pre-started sandbox's disk moved here with its state dir
+        if not mounts_under(state_dir):  # a pre-started sandbox's disk moved here with its state dir
             _needs_disk_quota(server, sandbox)
             raise AssertionError("the sandbox's disk is not mounted in its state dir")
         with lifecycle_client(server) as api:
@@ -133,8 +133,8 @@ def test_a_create_without_limits_gets_the_servers_defaults_applied_and_shown(ser
             "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max"
         )
         assert limit.stdout.strip() == str(2 * 2**30)
-    wait_until(lambda: not _loop_devices_backed_by(state_dir), what="the loop device to go")
-    assert not _mounts_under(state_dir)
+    wait_until(lambda: not loop_devices_backed_by(state_dir), what="the loop device to go")
+    assert not mounts_under(state_dir)
 
 
 def test_filling_a_tmpfs_in_a_small_sandbox_gets_enospc_and_the_sandbox_keeps_running(
@@ -196,7 +196,7 @@ def test_a_dead_sandboxs_disk_is_mounted_again_after_a_reboot_and_goes_with_it(r
         # A reboot: the sandbox's processes end, its disk is unmounted, its loop device goes.
         kill_tree(sandbox_processes(data_dir, sandbox_id))
         subprocess.run(["umount", str(state_dir / "fs")], check=True)
-        wait_until(lambda: not _loop_devices_backed_by(state_dir), what="the loop device to go")
+        wait_until(lambda: not loop_devices_backed_by(state_dir), what="the loop device to go")
 
         with (
             LocalServer(data_dir=data_dir, api_key="k", warm_pool_size=0) as second,
@@ -205,8 +205,8 @@ def test_a_dead_sandboxs_disk_is_mounted_again_after_a_reboot_and_goes_with_it(r
             assert api.get(f"/sandboxes/{sandbox_id}").json()["status"]["state"] == "Failed"
             assert (state_dir / "fs" / "workspace" / "kept").read_text() == "written before the reboot"
             assert api.delete(f"/sandboxes/{sandbox_id}").status_code == 204
-            assert not _mounts_under(state_dir)
-            wait_until(lambda: not _loop_devices_backed_by(state_dir), what="the loop device to go")
+            assert not mounts_under(state_dir)
+            wait_until(lambda: not loop_devices_backed_by(state_dir), what="the loop device to go")
     finally:
         remove_tree(reachable_dir)
 
@@ -231,7 +231,7 @@ def test_a_snapshot_is_restored_onto_the_new_sandboxs_disk_or_refused_when_too_b
                 assert restored["status"]["state"] == state, restored["status"]
             state_dir = server.data_dir / "sandboxes" / restored_ids[0]
             assert (state_dir / "fs" / "workspace" / "data").stat().st_size == 40 * _MiB
-            assert _mounts_under(state_dir)
+            assert mounts_under(state_dir)
             refused = api.get(f"/sandboxes/{restored_ids[1]}").json()["status"]
             assert "do not fit on its disk" in refused["message"]
         finally:
