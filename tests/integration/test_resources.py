@@ -156,6 +156,24 @@ def test_filling_a_tmpfs_in_a_small_sandbox_gets_enospc_and_the_sandbox_keeps_ru
             assert api.get(f"/sandboxes/{sandbox.id}").json()["status"]["state"] == "Running"
 
 
+def test_many_small_processes_running_out_of_memory_do_not_take_the_agent_with_them(
+    server: LocalServer,
+) -> None:
+    with _sandbox(server, memory="128Mi") as sandbox:
+        # 40 shells of ~8 MiB each, every one smaller than the agent: without a raised score for
+        # the workload (or a protected agent), the OOM killer would pick the agent, ending the sandbox.
+        hold = "x=$(head -c 4000000 /dev/zero | tr '\\0' a); sleep 3"
+        with lifecycle_client(server) as api:
+            if (
+                "Resource limits are not enforced"
+                in api.get(f"/sandboxes/{sandbox.id}").json()["status"]["message"]
+            ):
+                pytest.skip("memory limits are not enforced here")
+            sandbox.run(f"for i in $(seq 40); do ( {hold} ) & done; wait", timeout=60)
+            assert api.get(f"/sandboxes/{sandbox.id}").json()["status"]["state"] == "Running"
+        assert sandbox.run("echo alive").stdout == "alive\n"
+
+
 def test_a_sandbox_that_dies_after_running_out_of_memory_is_reported_so(server: LocalServer) -> None:
     with _sandbox(server, memory="128Mi") as sandbox:
         hog = sandbox.run("python3 -S -c \"x = b'x' * (1 << 30)\"")
