@@ -9,8 +9,9 @@ the sandbox while the host's disk and the other sandboxes are untouched.
 
 Why an image: the host's file system need not have project quotas (ext4 here does not), and a
 tmpfs `size=` would take the quota from memory. Made without a journal and with lazy inode tables,
-an image is ready in ~6 ms and mounted in ~5 ms; `discard` hands deleted files' blocks back to the
-host. `mount -o loop` marks the loop device autoclear: it goes by itself once the file system is
+a fresh image is ~0.2 MiB of blocks: mkfs runs once per size and each sandbox's image is a copy
+(~0.3 ms), mounted in ~5 ms; `discard` hands deleted files' blocks back to the host.
+`mount -o loop` marks the loop device autoclear: it goes by itself once the file system is
 unmounted from the host and the sandbox's own mount namespace is gone.
 
 The mount outlives the sandbox's processes (a failed sandbox's files stay readable, e.g. for a
@@ -22,9 +23,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from .base import BackendError
@@ -136,12 +139,43 @@ def remove_tree(root: Path) -> None:
 
 
 def _make_image(image: Path, size_bytes: int) -> None:
+    """A fresh file system of `size_bytes` at `image`: a sparse file holding a fresh image's blocks."""
+    extents = _fresh_image(size_bytes)
     fd = os.open(image, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        os.ftruncate(fd, size_bytes)  # sparse: nothing is written yet
+        os.ftruncate(fd, size_bytes)  # sparse: only the blocks written below take space
+        for offset, data in extents:
+            os.pwrite(fd, data, offset)
     finally:
         os.close(fd)
-    _run([*_MKFS, "-N", str(max(_MIN_INODES, size_bytes // 65536)), str(image)])
+
+
+@functools.lru_cache(maxsize=4)
+def _fresh_image(size_bytes: int) -> tuple[tuple[int, bytes], ...]:
+    """The written extents (offset, bytes) of a fresh image of `size_bytes`: mkfs runs once per size
+    (~5 ms, a process), copying its ~0.2 MiB of blocks is ~10x faster. The images share a UUID,
+    which ext4 does not mind."""
+    with tempfile.TemporaryDirectory(prefix="osbox-disk-") as directory:
+        template = Path(directory) / IMAGE_NAME
+        with open(template, "wb") as file:
+            file.truncate(size_bytes)
+        _run([*_MKFS, "-N", str(max(_MIN_INODES, size_bytes // 65536)), str(template)])
+        extents = []
+        fd = os.open(template, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            offset = 0
+            while True:
+                try:
+                    start = os.lseek(fd, offset, os.SEEK_DATA)
+                except OSError as exc:  # ENXIO: no data past `offset`
+                    if exc.errno == errno.ENXIO:
+                        break
+                    raise
+                offset = os.lseek(fd, start, os.SEEK_HOLE)
+                extents.append((start, os.pread(fd, offset - start, start)))
+        finally:
+            os.close(fd)
+    return tuple(extents)
 
 
 def _run(argv: list[str]) -> None:
