@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from ._cli_client import CLIENT_SUBCOMMANDS
 
@@ -88,7 +89,11 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     pool = int(pool_text)
     config = ServerConfig(
-        data_dir=Path(args.data_dir).resolve(), api_key=api_key, host=args.host, warm_pool_size=pool
+        data_dir=Path(args.data_dir).resolve(),
+        api_key=api_key,
+        host=args.host,
+        warm_pool_size=pool,
+        **_limit_settings(args),
     )
     _log.info("osbox serve on %s:%d, data in %s", args.host, args.port, config.data_dir)
     run_foreground(config, port=args.port, log_level=args.log_level)
@@ -123,10 +128,51 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="sandboxes kept pre-started for fast creates (default 2, or env OSBOX_WARM_POOL; 0 disables)",
     )
+    limits = serve.add_argument_group("sandbox limits (the defaults apply where a request gives none)")
+    limits.add_argument("--default-cpu", type=_cores, metavar="CORES", help="e.g. 500m or 2 (default 1)")
+    limits.add_argument("--default-memory", type=_bytes, metavar="BYTES", help="e.g. 512Mi (default 2Gi)")
+    limits.add_argument(
+        "--default-disk",
+        type=_bytes,
+        metavar="BYTES",
+        help="what a sandbox may write outside its volumes (default 10Gi)",
+    )
+    limits.add_argument("--max-disk", type=_bytes, metavar="BYTES", help="the most a request may ask (100Gi)")
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     serve.set_defaults(handler=_serve)
+
+
+def _cores(text: str) -> float:
+    from .server.lifecycle.errors import ApiError
+    from .server.lifecycle.validation import parse_cpu
+
+    try:
+        return parse_cpu(text)
+    except ApiError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def _bytes(text: str) -> int:
+    from .server.lifecycle.errors import ApiError
+    from .server.lifecycle.validation import parse_memory
+
+    try:
+        return parse_memory(text)
+    except ApiError as exc:
+        raise argparse.ArgumentTypeError(exc.message.replace("resourceLimits.memory ", "")) from None
+
+
+def _limit_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The `ServerConfig` fields the limit flags that were given set."""
+    fields = {
+        "default_cpu_cores": args.default_cpu,
+        "default_memory_bytes": args.default_memory,
+        "default_disk_bytes": args.default_disk,
+        "max_disk_bytes": args.max_disk,
+    }
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 #: Subcommand registrars; add one function per new subcommand.

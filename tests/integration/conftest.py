@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from osbox.server._backend import Backend, SandboxSpec, default_backend
+from osbox.server._backend import Backend, SandboxSpec, default_backend, remove_tree
 from osbox.server._backend.bwrap import BwrapSandbox
 
 MakeSandbox = Callable[..., Awaitable[BwrapSandbox]]
@@ -49,7 +49,7 @@ def backend_data_dir() -> Iterator[Path]:
         parent.chmod(0o711)
         yield parent / "data"
     finally:
-        shutil.rmtree(parent, ignore_errors=True)
+        remove_tree(parent)  # unmounting what sandboxes' disks left mounted first
 
 
 @pytest.fixture

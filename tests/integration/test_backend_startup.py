@@ -67,7 +67,8 @@ async def test_a_pooled_sandbox_gets_its_owners_settings(
     pooled_backend: BwrapBackend, create: MakeSandbox
 ) -> None:
     entrypoint = ["sh", "-c", 'echo "$OWNER started"; exec sleep 60']
-    sandbox = await create(entrypoint, env={"OWNER": "alice"}, memory_bytes=96 << 20, pids_max=64)
+    # 256 MiB: the smallest limit whose tmpfs sizes are a pre-started sandbox's (see `tmpfs_sizes`).
+    sandbox = await create(entrypoint, env={"OWNER": "alice"}, memory_bytes=256 << 20, pids_max=64)
     assert sandbox.from_pool
     await wait_until(lambda: sandbox.log_path.read_text() == "alice started\n")
     assert sandbox.log_path == sandbox.spec.state_dir / "run" / "entrypoint.log"
@@ -85,7 +86,7 @@ async def test_a_pooled_sandbox_gets_its_owners_settings(
         code, out, _ = await run(
             sandbox, ["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/pids/pids.max"]
         )
-        assert out.split() == [str(96 << 20), "64"]
+        assert out.split() == [str(256 << 20), "64"]
     await wait_until(lambda: pooled_backend.pooled == 2, within_s=30)  # refilled
 
 

@@ -27,6 +27,7 @@ from osbox.server._backend.cgroups import CgroupLayout, SandboxCgroup
 from osbox.server._backend.idranges import IdRangeRegistry
 from osbox.server._backend.procs import pidfd_exited, pidfd_if_same
 from tests.integration.server_fixtures import requires_runtime, wait_until
+from tests.integration.test_resources import loop_devices_backed_by, mounts_under
 
 pytestmark = [requires_runtime, pytest.mark.timeout(120)]
 
@@ -104,6 +105,8 @@ def test_sandboxes_of_a_killed_local_server_end_with_it() -> None:
             assert next_server.data_dir != data_dir
         assert not data_dir.exists()
         assert not [path for path in cgroup_dirs if path.exists()]
+        assert not mounts_under(data_dir)  # the sandboxes' disks, unmounted; their loop devices go
+        wait_until(lambda: not loop_devices_backed_by(data_dir), what="the loop devices to go")
     finally:
         if server.poll() is None:
             server.kill()

@@ -124,12 +124,23 @@ def _executables(program: str, env: dict[str, str]) -> list[str]:
     return [os.path.join(d or ".", program) for d in env.get("PATH", os.defpath).split(os.pathsep)]
 
 
+#: A command's `oom_score_adj` where the server could not protect the agent: any process may raise its
+#: own, and this ranks every command of the sandbox before the agent, whatever their sizes.
+_WORKLOAD_OOM_SCORE_ADJ = b"500"
+
+
 def _reset_oom_score() -> None:
-    """In a child: undo the agent's OOM protection, which fork inherits, so the workload is killable."""
+    """In a child: make the workload, never the agent, what the OOM killer picks.
+
+    The server lowers the agent's score to -1000 where it may (root with CAP_SYS_RESOURCE); fork
+    inherits it, so the child goes back to 0. Where the server may not, the agent stays at 0 and
+    the child raises its own score instead (else many small commands would lose to the larger agent).
+    """
     try:
-        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+        fd = os.open("/proc/self/oom_score_adj", os.O_RDWR)
         try:
-            os.write(fd, b"0")
+            protected = os.read(fd, 16).strip() == b"-1000"
+            os.write(fd, b"0" if protected else _WORKLOAD_OOM_SCORE_ADJ)
         finally:
             os.close(fd)
     except OSError:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .base import Backend, BackendError, Mount, SandboxHandle, SandboxProcess, SandboxSpec
+from .disk import remove_tree
 
 __all__ = [
     "Backend",
@@ -16,13 +17,16 @@ __all__ = [
     "SandboxProcess",
     "SandboxSpec",
     "default_backend",
+    "remove_tree",
 ]
 
 
-def default_backend(data_dir: Path, *, pool_size: int = 0, die_with_server: bool = False) -> Backend:
-    """The backend for this machine (`pool_size` sandboxes kept pre-started; with `die_with_server`,
-    sandboxes end when this process does); raises `BackendError` saying what to install when there
-    is none."""
+def default_backend(
+    data_dir: Path, *, pool_size: int = 0, die_with_server: bool = False, pool_disk_bytes: int | None = None
+) -> Backend:
+    """The backend for this machine (`pool_size` sandboxes kept pre-started, each with a disk quota
+    of `pool_disk_bytes`; with `die_with_server`, sandboxes end when this process does); raises
+    `BackendError` saying what to install when there is none."""
     if not sys.platform.startswith("linux"):
         raise BackendError(
             f"osbox serve isolates sandboxes with Linux namespaces and cgroups; this is {sys.platform}. "
@@ -35,4 +39,6 @@ def default_backend(data_dir: Path, *, pool_size: int = 0, die_with_server: bool
         )
     from .bwrap import BwrapBackend
 
-    return BwrapBackend(data_dir, pool_size=pool_size, die_with_server=die_with_server)
+    return BwrapBackend(
+        data_dir, pool_size=pool_size, die_with_server=die_with_server, pool_disk_bytes=pool_disk_bytes
+    )

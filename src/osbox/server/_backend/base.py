@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import shutil
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +61,8 @@ class SandboxSpec:
     cpu_cores: float | None = None  # e.g. 0.5 for "500m"
     memory_bytes: int | None = None
     pids_max: int | None = None
+    #: Cap on everything the sandbox can write except its mounts (None: no cap).
+    disk_bytes: int | None = None
     mounts: Sequence[Mount] = ()
     hostname: str = "sandbox"
 
@@ -85,8 +88,16 @@ class SandboxHandle(abc.ABC):
     #: Whether cpu/memory/pids limits are really enforced (cgroups available), and why not if not.
     limits_enforced: bool
     limits_message: str
+    #: A sentence for the sandbox's status about its disk quota ("" when there is none to tell).
+    disk_message: str = ""
     #: Host path of the file that collects the entrypoint's stdout and stderr.
     log_path: Path
+
+    def oom_kills(self) -> int:
+        """How many of the sandbox's processes the kernel's OOM killer has killed (0: none, or unknown).
+
+        Read it before `Backend.destroy`, which forgets it."""
+        return 0
 
     @abc.abstractmethod
     async def spawn(
@@ -161,6 +172,10 @@ class Backend(abc.ABC):
 
         When it returns None, everything the old tree left (processes, cgroups) has been removed.
         """
+
+    async def remove_state(self, state_dir: Path) -> None:
+        """Remove a sandbox's state dir for good (after `destroy`, or for a sandbox never adopted)."""
+        await asyncio.to_thread(shutil.rmtree, state_dir, True)
 
     @abc.abstractmethod
     def is_alive(self, handle: SandboxHandle) -> bool:

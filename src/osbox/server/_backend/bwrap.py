@@ -41,6 +41,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from . import disk
 from . import layout as lay
 from .agent_client import close_fds, request
 from .agent_code import agent_files
@@ -99,6 +100,7 @@ class BwrapBackend(Backend):
         pool_size: int = 0,
         die_with_server: bool = False,
         id_registry: IdRangeRegistry | None = None,
+        pool_disk_bytes: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -109,6 +111,8 @@ class BwrapBackend(Backend):
         self._python = python or sandbox_python(self._as_root)
         self._setpriv = shutil.which("setpriv") if self._as_root else None
         self._cgroups = CgroupLayout.detect()
+        #: Why disk quotas cannot be enforced here ("" when they can).
+        self._disk_problem = disk.unavailable_reason()
         self._entries = lay.root_entries()
         self._lifeline = lifeline_fd() if die_with_server else None
         self._registry = (id_registry or IdRangeRegistry()) if self._as_root else None
@@ -127,6 +131,8 @@ class BwrapBackend(Backend):
             "/etc/group": memfd("group", group.encode()),
         }
         self._pool_dir = self.data_dir / "pool"
+        #: The disk quota of pre-started sandboxes (the server's default): other sizes start their own.
+        self._pool_disk_bytes = pool_disk_bytes
         self._pool: WarmPool[BwrapSandbox] = WarmPool(
             pool_size, launch=self._launch_blank, discard=self._discard_blank, usable=self.is_alive
         )
@@ -166,7 +172,7 @@ class BwrapBackend(Backend):
                     await self.destroy(leftover)
             except Exception as exc:  # one broken leftover must not keep the others
                 _log.warning("removing the pre-started sandbox %s failed: %s", entry.name, exc)
-            await asyncio.to_thread(shutil.rmtree, entry, True)
+            await self.remove_state(entry)
 
     @property
     def pooled(self) -> int:
@@ -176,14 +182,19 @@ class BwrapBackend(Backend):
     async def _launch_blank(self) -> BwrapSandbox:
         """A sandbox for the pool: its own uid, state dir and cgroup; no limits, no entrypoint."""
         token = secrets.token_hex(8)
-        spec = SandboxSpec(sandbox_id=f"pool-{token}", entrypoint=[], state_dir=self._pool_dir / token)
+        spec = SandboxSpec(
+            sandbox_id=f"pool-{token}",
+            entrypoint=[],
+            state_dir=self._pool_dir / token,
+            disk_bytes=self._pool_disk_bytes,
+        )
         handle = await self._launch(spec)
         handle.from_pool = True
         return handle
 
     async def _discard_blank(self, handle: BwrapSandbox) -> None:
         await self.destroy(handle)
-        await asyncio.to_thread(shutil.rmtree, handle.layout.state_dir, True)
+        await self.remove_state(handle.layout.state_dir)
 
     async def _assign(self, pooled: BwrapSandbox, spec: SandboxSpec) -> BwrapSandbox | None:
         """Give a pre-started sandbox to `spec`: limits, state dir, environment, entrypoint.
@@ -239,7 +250,7 @@ class BwrapBackend(Backend):
         Whatever fails, and however (a bug included), nothing started for it keeps running: the
         pre-started sandbox it took and the one it launched are destroyed before the error goes on.
         """
-        pooled = self._pool.take() if _poolable(spec) else None
+        pooled = self._pool.take() if self._poolable(spec) else None
         launched: BwrapSandbox | None = None
         try:
             handle = await self._assign(pooled, spec) if pooled is not None else None
@@ -264,7 +275,21 @@ class BwrapBackend(Backend):
         except Exception as exc:
             _log.warning("cleaning up after the failed start of %s: %s", sandbox.sandbox_id, exc)
         if sandbox.layout.state_dir.parent == self._pool_dir:
-            await asyncio.to_thread(shutil.rmtree, sandbox.layout.state_dir, True)
+            await self.remove_state(sandbox.layout.state_dir)
+
+    def _poolable(self, spec: SandboxSpec) -> bool:
+        """Whether a pre-started sandbox can serve `spec`: no mounts, the default hostname, disk
+        and tmpfs sizes, nothing seeded (limits are applied to a pre-started one on assignment)."""
+        if spec.mounts or spec.hostname != _POOL_HOSTNAME or spec.disk_bytes != self._pool_disk_bytes:
+            return False
+        if lay.tmpfs_sizes(spec.memory_bytes) != lay.tmpfs_sizes(None):
+            return False
+        try:
+            return not os.listdir(spec.state_dir)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
 
     async def _start_entrypoint(
         self, handle: BwrapSandbox, spec: SandboxSpec, *, base_env: dict[str, str] | None
@@ -291,6 +316,7 @@ class BwrapBackend(Backend):
         ids, uid, gid = self._reserve_ids()
         mapped = ids is not None and not self._single_id_reason
         try:
+            disk_message = await self._provision_disk(spec)
             owners = owners_into(ids, mapped, lay.SANDBOX_UID) if ids is not None else None
             root = (ids.host_id(0), ids.host_id(0)) if ids is not None and mapped else None
             prepare_state_dir(
@@ -343,6 +369,7 @@ class BwrapBackend(Backend):
             limits_message=message,
             ids=ids,
             ids_mapped=mapped,
+            disk_message=disk_message,
         )
         handle.cgroup_problem = cgroup_problem
         try:
@@ -351,6 +378,21 @@ class BwrapBackend(Backend):
             await self.destroy(handle)
             raise _start_failure(spec, layout, exc) from None
         return handle
+
+    async def _provision_disk(self, spec: SandboxSpec) -> str:
+        """Put the sandbox's writable dirs on a file system of its quota (see `disk`); returns
+        what its status must say ("" when the quota is enforced or there is none)."""
+        if spec.disk_bytes is None:
+            return ""
+        problem = self._disk_problem
+        if not problem:
+            try:
+                await asyncio.to_thread(disk.provision, spec.state_dir, spec.disk_bytes)
+                return ""
+            except disk.DiskError as exc:
+                problem = str(exc)
+                _log.warning("sandbox %s runs without its disk quota: %s", spec.sandbox_id, problem)
+        return f"The disk quota (ephemeral-storage) is not enforced: {problem}."
 
     async def _wait_ready(
         self, layout: lay.StateLayout, child_pid: int, cgroup: SandboxCgroup | None
@@ -441,6 +483,7 @@ class BwrapBackend(Backend):
                 entries=self._entries,
                 hidden=hidden,
                 cgroup_dirs=list(cgroup.paths.values()) if cgroup is not None else [],
+                tmpfs=lay.tmpfs_sizes(spec.memory_bytes),
             )
             agent_log = keep(os.open(layout.agent_log, log_flags, 0o600))
             identity: dict[str, Any] = {}
@@ -545,6 +588,10 @@ class BwrapBackend(Backend):
     async def adopt(self, spec: SandboxSpec) -> BwrapSandbox | None:
         """Re-attach to the sandbox recorded in `state_dir/run/agent.json`, or clean up after it."""
         layout = lay.StateLayout(spec.state_dir)
+        try:
+            await asyncio.to_thread(disk.ensure_mounted, spec.state_dir)  # its files, also if it is dead
+        except disk.DiskError as exc:
+            _log.warning("the disk of sandbox %s could not be mounted again: %s", spec.sandbox_id, exc)
         record = read_record(layout)
         cgroup = SandboxCgroup.from_json(record.get("cgroup")) if record else None
         if cgroup is None:
@@ -583,6 +630,7 @@ class BwrapBackend(Backend):
                 limits_message=str(record.get("limits_message", "")),
                 ids=ids,
                 ids_mapped=bool(record.get("ids_mapped")),
+                disk_message=str(record.get("disk_message", "")),
             )
             return handle
         except (BackendError, OSError, ValueError, KeyError, TypeError, TimeoutError):
@@ -593,6 +641,10 @@ class BwrapBackend(Backend):
                 forget_run_files(layout)
                 self._release_ids(ids, int(record.get("agent_pid", 0)) if record else 0)
 
+    async def remove_state(self, state_dir: Path) -> None:
+        """Unmount the sandbox's disk (its loop device goes with it) and delete its state dir."""
+        await asyncio.to_thread(disk.remove_tree, state_dir)
+
     async def close(self) -> None:
         """Destroy the warm pool's sandboxes and release backend-wide resources.
 
@@ -600,7 +652,7 @@ class BwrapBackend(Backend):
         """
         await self._pool.close()
         await self._sweep_pool_dir()  # also any taken by a create that never handed it over
-        await asyncio.to_thread(shutil.rmtree, self._pool_dir, True)
+        await self.remove_state(self._pool_dir)
         seccomp = [] if self._seccomp is None else [self._seccomp]
         close_fds([*self._memfds.values(), *self._etc.values(), *seccomp])
         self._seccomp = None
@@ -615,18 +667,6 @@ def _own(handle: SandboxHandle) -> BwrapSandbox:
     if not isinstance(handle, BwrapSandbox):
         raise BackendError(f"not a bubblewrap sandbox: {handle!r}")
     return handle
-
-
-def _poolable(spec: SandboxSpec) -> bool:
-    """Whether a pre-started sandbox can serve `spec`: no mounts, default hostname, nothing seeded."""
-    if spec.mounts or spec.hostname != _POOL_HOSTNAME:
-        return False
-    try:
-        return not os.listdir(spec.state_dir)
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
 
 
 def _limits(spec: SandboxSpec) -> Limits:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CgroupError", "CgroupLayout", "Limits", "SandboxCgroup"]
+__all__ = ["CgroupError", "CgroupLayout", "Limits", "SandboxCgroup", "unescape_mountinfo"]
 
 V1_CONTROLLERS = ("memory", "cpu", "pids", "freezer")
 V2_CONTROLLERS = ("memory", "cpu", "pids")
@@ -70,7 +70,7 @@ def _cgroup_mounts(mountinfo: str) -> tuple[dict[str, tuple[str, str]], tuple[st
             continue
         separator = fields.index("-")
         fstype, super_options = fields[separator + 1], fields[separator + 3]
-        root, mount_point = _unescape(fields[3]), _unescape(fields[4])
+        root, mount_point = unescape_mountinfo(fields[3]), unescape_mountinfo(fields[4])
         if fstype == "cgroup2" and v2 is None:
             v2 = (root, mount_point)
         elif fstype == "cgroup":
@@ -80,7 +80,8 @@ def _cgroup_mounts(mountinfo: str) -> tuple[dict[str, tuple[str, str]], tuple[st
     return v1, v2
 
 
-def _unescape(text: str) -> str:
+def unescape_mountinfo(text: str) -> str:
+    """A path field of /proc/self/mountinfo as the path (`\\040` → space)."""
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
 
 
@@ -312,6 +313,19 @@ class SandboxCgroup:
             # v1 FREEZING -> FROZEN has no notification; re-writing nudges stragglers along.
             self._request_freeze(frozen)
             await asyncio.sleep(_POLL_S)
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel's OOM killer has killed in this group (0 if unknown)."""
+        path = self._file("memory", "memory.oom_control" if self.version == "v1" else "memory.events")
+        try:
+            lines = path.read_text().splitlines() if path is not None else []
+        except OSError:
+            return 0
+        for line in lines:
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value)
+        return 0
 
     def is_frozen(self) -> bool:
         """Whether the group is frozen now (False when freezing is unavailable)."""

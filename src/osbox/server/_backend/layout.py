@@ -2,6 +2,7 @@
 
 Host side, per sandbox (`state_dir`, owned by the server):
 
+    disk.img                          the sandbox's disk, mounted at fs/ (see `disk`; with a quota)
     fs/workspace  fs/tmp  fs/home     the sandbox's private writable dirs (owned by its host uid)
     run/agent.sock                    the agent's listening socket (only the host can reach it)
     run/agent.json                    pids, uid and cgroups, to re-adopt after a server restart
@@ -35,12 +36,14 @@ __all__ = [
     "WORKSPACE",
     "BwrapFds",
     "StateLayout",
+    "TmpfsSizes",
     "base_env",
     "bwrap_argv",
     "hidden_paths",
     "root_entries",
     "sandbox_passwd",
     "shadow_dirs",
+    "tmpfs_sizes",
 ]
 
 SANDBOX_UID = 1000
@@ -53,6 +56,32 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 #: Top-level host entries the sandbox does not get (replaced by its own, or useless).
 _NOT_SHARED = frozenset({"proc", "dev", "tmp", "home", "run", "workspace", "lost+found"})
+
+
+_MiB = 2**20
+
+
+@dataclass(frozen=True)
+class TmpfsSizes:
+    """Byte sizes of the sandbox's tmpfs mounts (see `tmpfs_sizes`)."""
+
+    shm: int  # /dev/shm
+    run: int  # /run
+    cover: int  # /home (around the bound /home/sandbox) and every read-only cover
+
+
+def tmpfs_sizes(memory_bytes: int | None) -> TmpfsSizes:
+    """Sizes that keep the sandbox's tmpfs mounts, together, well within its memory limit.
+
+    tmpfs pages are charged to the sandbox's memory cgroup and cannot be reclaimed, so a full
+    tmpfs the size of the limit would leave the OOM killer nothing but the sandbox's processes.
+    Sized at most a quarter (/dev/shm, 64 MiB at most, Docker's default) plus a sixteenth (/run)
+    of the limit, filling them gets ENOSPC instead. Unlimited sandboxes get the maximum sizes.
+    """
+    shm, run = 64 * _MiB, 8 * _MiB
+    if memory_bytes is not None:
+        shm, run = min(shm, memory_bytes // 4), min(run, memory_bytes // 16)
+    return TmpfsSizes(shm=shm, run=run, cover=_MiB)
 
 
 @dataclass(frozen=True)
@@ -165,8 +194,8 @@ def shadow_dirs(sandbox_paths: Sequence[str], entries: Sequence[tuple[str, str |
     return sorted(shadows, key=lambda p: p.count("/"))
 
 
-def _shadow_argv(directory: str) -> list[str]:
-    argv = ["--tmpfs", directory]
+def _shadow_argv(directory: str, size: int) -> list[str]:
+    argv = ["--size", str(size), "--tmpfs", directory]
     try:
         names = sorted(os.listdir(directory))
     except OSError:
@@ -183,11 +212,11 @@ def _shadow_argv(directory: str) -> list[str]:
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def _cgroup_view_argv(cgroup_dirs: Sequence[Path]) -> list[str]:
+def _cgroup_view_argv(cgroup_dirs: Sequence[Path], size: int) -> list[str]:
     """Cover /sys/fs/cgroup; bind each of the sandbox's groups where its hierarchy is mounted."""
     if not _CGROUP_ROOT.is_dir():
         return []
-    argv = ["--tmpfs", str(_CGROUP_ROOT)]
+    argv = ["--size", str(size), "--tmpfs", str(_CGROUP_ROOT)]
     for directory in cgroup_dirs:
         if _CGROUP_ROOT not in directory.parents:
             continue
@@ -267,12 +296,16 @@ def bwrap_argv(
     entries: Sequence[tuple[str, str | None]],
     hidden: Sequence[str],
     cgroup_dirs: Sequence[Path] = (),
+    tmpfs: TmpfsSizes | None = None,
 ) -> list[str]:
     """The full bwrap command line that starts the agent as PID 1 (no secrets in it).
 
     `cgroup_dirs` are the sandbox's own cgroups: they replace the host's tree under
     /sys/fs/cgroup, so the sandbox sees its own limits and not its neighbours' groups.
+    Every tmpfs gets a size from `tmpfs` (default: `tmpfs_sizes(None)`); `/dev` itself is made
+    read-only (bwrap cannot size it), its writable part being the sized `/dev/shm` over it.
     """
+    sizes = tmpfs or tmpfs_sizes(None)
     argv = [
         bwrap,
         "--unshare-all",  # user, pid, mount, net (loopback only), uts, ipc, cgroup
@@ -296,7 +329,14 @@ def bwrap_argv(
             argv += ["--symlink", target, "/" + name]
         else:
             argv += ["--ro-bind", "/" + name, "/" + name]
-    argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/run", "--dir", AGENT_DIR]
+    argv += [
+        "--dev", "/dev",
+        "--size", str(sizes.shm), "--perms", "1777", "--tmpfs", "/dev/shm",  # noqa: S108 (the sandbox's own)
+        "--remount-ro", "/dev",
+        "--proc", "/proc",
+        "--size", str(sizes.run), "--tmpfs", "/run",
+        "--dir", AGENT_DIR,
+    ]  # fmt: skip
     for name, fd in sorted(fds.agent_files.items()):
         argv += ["--ro-bind-data", str(fd), f"{AGENT_DIR}/{name}"]
     for path, fd in sorted(fds.etc_files.items()):
@@ -304,19 +344,19 @@ def bwrap_argv(
     argv += [
         "--bind-fd", str(fds.workspace), WORKSPACE,
         "--bind-fd", str(fds.tmp), "/tmp",  # noqa: S108 (the sandbox's own private /tmp)
-        "--tmpfs", "/home",
+        "--size", str(sizes.cover), "--tmpfs", "/home",
         "--bind-fd", str(fds.home), SANDBOX_HOME,
     ]  # fmt: skip
     shadows = shadow_dirs([sandbox_path for _fd, sandbox_path, _ro in fds.mounts], entries)
     for directory in shadows:
-        argv += _shadow_argv(directory)
+        argv += _shadow_argv(directory, sizes.cover)
     for fd, sandbox_path, read_only in fds.mounts:
         argv += ["--ro-bind-fd" if read_only else "--bind-fd", str(fd), sandbox_path]
     for directory in shadows:
         argv += ["--remount-ro", directory]
     for path in hidden:
-        argv += ["--tmpfs", path, "--remount-ro", path]
-    argv += _cgroup_view_argv(cgroup_dirs)
+        argv += ["--size", str(sizes.cover), "--tmpfs", path, "--remount-ro", path]
+    argv += _cgroup_view_argv(cgroup_dirs, sizes.cover)
     argv += [
         "--remount-ro", "/",  # bwrap's own root tmpfs: nothing may be created next to /usr
         "--chdir", WORKSPACE,

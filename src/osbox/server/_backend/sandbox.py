@@ -97,6 +97,7 @@ class BwrapSandbox(SandboxHandle):
         limits_message: str,
         ids: IdRange | None = None,
         ids_mapped: bool = False,
+        disk_message: str = "",
     ) -> None:
         self.sandbox_id = spec.sandbox_id
         self.spec = spec
@@ -104,6 +105,7 @@ class BwrapSandbox(SandboxHandle):
         self.log_path = self.layout.entrypoint_log
         self.limits_enforced = limits_enforced
         self.limits_message = limits_message
+        self.disk_message = disk_message
         self.host_uid = uid  # the host uid/gid of the sandbox user (1000 inside)
         self.host_gid = gid
         #: The host ids reserved for this sandbox (server is root), and whether all of them are
@@ -128,6 +130,10 @@ class BwrapSandbox(SandboxHandle):
         self.spec = spec
         self.layout = lay.StateLayout(spec.state_dir)
         self.log_path = self.layout.entrypoint_log
+
+    def oom_kills(self) -> int:
+        """The OOM kills its memory cgroup counted (0 without one)."""
+        return self.cgroup.oom_kills() if self.cgroup is not None and not self.destroyed else 0
 
     def __repr__(self) -> str:
         return f"<BwrapSandbox {self.sandbox_id} agent_pid={self.agent_pid}>"

@@ -147,6 +147,7 @@ def write_record(handle: BwrapSandbox, bwrap_pid: int) -> None:
         "cgroup": handle.cgroup.to_json() if handle.cgroup else None,
         "limits_enforced": handle.limits_enforced,
         "limits_message": handle.limits_message,
+        "disk_message": handle.disk_message,
     }
     temporary = handle.layout.record.with_suffix(".tmp")
     temporary.write_text(json.dumps(record))

@@ -7,6 +7,8 @@ from pathlib import Path
 
 __all__ = ["ServerConfig"]
 
+_GiB = 2**30
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -24,7 +26,15 @@ class ServerConfig:
     host: str = "127.0.0.1"
     min_timeout_seconds: int = 60
     max_timeout_seconds: int | None = None
+    #: What a create gets when its `resourceLimits` leaves cpu or memory out (None: no limit).
+    default_cpu_cores: float | None = 1.0
+    default_memory_bytes: int | None = 2 * _GiB
     default_pids_limit: int = 512
+    #: Cap on what a sandbox can write (/workspace, /tmp, its home; not volumes) when the request
+    #: gives no `resourceLimits["ephemeral-storage"]`; a request may ask for up to `max_disk_bytes`.
+    #: Kernel-enforced (a sparse image per sandbox) where the server is root with loop devices.
+    default_disk_bytes: int = 10 * _GiB
+    max_disk_bytes: int = 100 * _GiB
     #: Largest log/event text returned inline by the diagnostics API.
     diagnostics_max_bytes: int = 256 * 1024
     #: Destroy every sandbox on shutdown (LocalServer) or keep them for re-adoption (`osbox serve`).

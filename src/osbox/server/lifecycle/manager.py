@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
@@ -22,7 +21,15 @@ from .._store import Store
 from .config import ServerConfig
 from .errors import ApiError, bad_request, conflict, not_found
 from .reaper import Reaper
-from .records import LIVE_STATES, SandboxRecord, format_time, page_of, parse_time, utcnow
+from .records import (
+    LIVE_STATES,
+    SandboxRecord,
+    format_quantity,
+    format_time,
+    page_of,
+    parse_time,
+    utcnow,
+)
 from .tokens import TokenMinter, new_salt
 from .validation import CreateParams, parse_metadata_patch
 
@@ -152,9 +159,22 @@ class SandboxManager:
         async with self._lock(record.id):
             record = self._record(record.id)
             if self._handles.pop(record.id, None) is handle:
+                oom_kills = handle.oom_kills()  # before destroy removes the cgroup that counts them
                 with contextlib.suppress(Exception):
                     await self.backend.destroy(handle)
-                self._transition(record, "Failed", "process_exited", "The sandbox's entrypoint exited.")
+                if oom_kills:
+                    memory = format_quantity(record.memory_bytes) if record.memory_bytes else "its limit"
+                    self._transition(
+                        record,
+                        "Failed",
+                        "oom_killed",
+                        f"The sandbox's processes are gone after it ran out of memory ({memory}): "
+                        f"the kernel's OOM killer killed {oom_kills} of its processes.",
+                    )
+                else:
+                    # Not the entrypoint: the agent (PID 1) outlives it; its end ends the sandbox.
+                    message = "The sandbox's init process (PID 1) ended, and all its processes with it."
+                    self._transition(record, "Failed", "process_exited", message)
         return record
 
     async def list(
@@ -191,6 +211,7 @@ class SandboxManager:
 
     async def create(self, params: CreateParams, *, seed: SeedFn | None = None) -> SandboxRecord:
         """Start a sandbox and return its record: Running, or Failed with the reason."""
+        disk_bytes = self._disk_bytes(params)
         now = utcnow()
         sandbox_id = str(uuid.uuid4())
         assert params.entrypoint is not None
@@ -210,9 +231,12 @@ class SandboxManager:
             expires_at=None
             if params.timeout_seconds is None
             else format_time(now + timedelta(seconds=params.timeout_seconds)),
-            cpu_cores=params.cpu_cores,
-            memory_bytes=params.memory_bytes,
+            cpu_cores=params.cpu_cores if params.cpu_cores is not None else self.config.default_cpu_cores,
+            memory_bytes=params.memory_bytes
+            if params.memory_bytes is not None
+            else self.config.default_memory_bytes,
             pids_max=self.config.default_pids_limit,
+            disk_bytes=disk_bytes,
             mounts=[{k: m[k] for k in ("host_path", "sandbox_path", "read_only")} for m in params.mounts],
             extensions=params.extensions,
             extras=params.extras,
@@ -271,6 +295,15 @@ class SandboxManager:
             with contextlib.suppress(Exception):
                 self.store.delete_sandbox(record.id)
 
+    def _disk_bytes(self, params: CreateParams) -> int:
+        """The request's disk quota, or the server's default; 400 above the server's maximum."""
+        if params.disk_bytes is None:
+            return self.config.default_disk_bytes
+        if params.disk_bytes > self.config.max_disk_bytes:
+            most = format_quantity(self.config.max_disk_bytes)
+            raise bad_request(f"resourceLimits.ephemeral-storage must be at most {most} on this server")
+        return params.disk_bytes
+
     def _running_message(self, record: SandboxRecord, handle: SandboxHandle) -> str:
         parts = [f"Running under {self.backend.description}."]
         if record.image is not None:
@@ -278,8 +311,13 @@ class SandboxManager:
                 f"Image {record.image['uri']!r} is recorded but not pulled: the local runtime uses the "
                 "host's filesystem, read-only."
             )
+        limits = ", ".join(f"{key} {value}" for key, value in record.resource_limits().items())
+        if limits:
+            parts.append(f"Limits: {limits}.")
         if not handle.limits_enforced:
             parts.append(f"Resource limits are not enforced: {handle.limits_message}")
+        if handle.disk_message:
+            parts.append(handle.disk_message)
         return " ".join(parts)
 
     @staticmethod
@@ -304,7 +342,7 @@ class SandboxManager:
                     await self.backend.destroy(handle)
             finally:
                 self.store.delete_sandbox(sandbox_id)
-                await asyncio.to_thread(shutil.rmtree, self._state_dir(sandbox_id), True)
+                await self.backend.remove_state(self._state_dir(sandbox_id))
         self._locks.pop(sandbox_id, None)
         for hook in self._forget_hooks:
             try:
@@ -428,6 +466,7 @@ class SandboxManager:
             cpu_cores=record.cpu_cores,
             memory_bytes=record.memory_bytes,
             pids_max=record.pids_max,
+            disk_bytes=record.disk_bytes,
             mounts=[
                 Mount(Path(m["host_path"]), m["sandbox_path"], bool(m["read_only"])) for m in record.mounts
             ],

@@ -14,6 +14,7 @@ __all__ = [
     "LIVE_STATES",
     "SandboxRecord",
     "SnapshotRecord",
+    "format_quantity",
     "format_time",
     "page_of",
     "parse_time",
@@ -63,6 +64,14 @@ def page_of(
             "hasNextPage": page < total_pages,
         },
     }
+
+
+def format_quantity(amount: int) -> str:
+    """Bytes as the largest exact binary quantity: 2147483648 → "2Gi", 1000 → "1000"."""
+    for unit, size in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if amount >= size and amount % size == 0:
+            return f"{amount // size}{unit}"
+    return str(amount)
 
 
 @dataclass
@@ -116,6 +125,8 @@ class SandboxRecord(_Record):
     cpu_cores: float | None = None
     memory_bytes: int | None = None
     pids_max: int | None = None
+    #: Cap on the sandbox's writable files (`resourceLimits["ephemeral-storage"]`).
+    disk_bytes: int | None = None
     mounts: list[dict[str, Any]] = field(default_factory=list)
     extensions: dict[str, str] = field(default_factory=dict)
     #: Request fields kept verbatim (networkPolicy, secureAccess, credentialProxy, volumes).
@@ -133,7 +144,23 @@ class SandboxRecord(_Record):
             body["image"] = dict(self.image)
         if self.snapshot_id is not None:
             body["snapshotId"] = self.snapshot_id
+        limits = self.resource_limits()
+        if limits:
+            body["resourceLimits"] = limits
         return body
+
+    def resource_limits(self) -> dict[str, str]:
+        """The limits applied (the request's or the server's defaults), as wire `ResourceLimits`."""
+        limits: dict[str, str] = {}
+        if self.cpu_cores is not None:
+            millicores = round(self.cpu_cores * 1000)
+            limits["cpu"] = str(millicores // 1000) if millicores % 1000 == 0 else f"{millicores}m"
+        for key, amount in (("memory", self.memory_bytes), ("ephemeral-storage", self.disk_bytes)):
+            if amount is not None:
+                limits[key] = format_quantity(amount)
+        if self.pids_max is not None:
+            limits["pids"] = str(self.pids_max)
+        return limits
 
     def to_create_response(self) -> dict[str, Any]:
         """The wire `CreateSandboxResponse`: no startup source."""

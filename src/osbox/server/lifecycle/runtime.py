@@ -23,7 +23,10 @@ __all__ = ["Runtime"]
 
 def _default_backend(config: ServerConfig) -> Backend:
     return default_backend(
-        config.data_dir, pool_size=config.warm_pool_size, die_with_server=config.sandboxes_die_with_server
+        config.data_dir,
+        pool_size=config.warm_pool_size,
+        die_with_server=config.sandboxes_die_with_server,
+        pool_disk_bytes=config.default_disk_bytes,
     )
 
 

@@ -21,11 +21,11 @@ import contextlib
 import fcntl
 import logging
 import os
-import shutil
 import tempfile
 import threading
 from pathlib import Path
 
+from .._backend import remove_tree
 from .config import ServerConfig
 from .runtime import Runtime
 
@@ -50,7 +50,7 @@ class TempDataDir:
         """Delete the dir, then give up the lock. Idempotent."""
         if self._lock_fd < 0:
             return
-        shutil.rmtree(self.path, ignore_errors=True)
+        remove_tree(self.path)  # unmounting what a sandbox's disk left mounted in it first
         os.close(self._lock_fd)
         self._lock_fd = -1
 
@@ -91,7 +91,7 @@ def _sweep() -> list[Path]:
         except Exception as exc:  # best effort: the dir goes all the same
             _log.warning("cleaning up the abandoned data dir %s: %s", directory, exc)
         finally:
-            shutil.rmtree(directory, ignore_errors=True)
+            remove_tree(directory)
             os.close(fd)
         swept.append(directory)
     return swept

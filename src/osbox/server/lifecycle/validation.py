@@ -15,7 +15,7 @@ from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .errors import bad_request
+from .errors import ApiError, bad_request
 
 __all__ = [
     "RESERVED_METADATA_PREFIX",
@@ -70,6 +70,8 @@ class CreateParams:
     mounts: list[dict[str, Any]]
     extensions: dict[str, str]
     extras: dict[str, Any]
+    #: `resourceLimits["ephemeral-storage"]` (alias `disk`); None: the server's default.
+    disk_bytes: int | None = None
 
 
 def _quoted(text: str) -> str:
@@ -227,14 +229,32 @@ def _parse_platform(value: Any) -> dict[str, str] | None:
     return {"os": os_name, "arch": arch}
 
 
-def _parse_resources(value: Any) -> tuple[float | None, int | None]:
+#: Kubernetes' name for a container's writable-layer limit, and the short alias osbox accepts.
+DISK_KEYS = ("ephemeral-storage", "disk")
+
+
+def _parse_resources(value: Any) -> tuple[float | None, int | None, int | None]:
+    """(cpu cores, memory bytes, disk bytes), each None when not given: the server's defaults
+    apply later (in `SandboxManager.create`, after a snapshot restore has filled in its own)."""
     limits = _string_map(value, "resourceLimits")
     gpu = limits.get("gpu", "").strip()
     if gpu not in ("", "0"):
         raise bad_request("resourceLimits.gpu: the local runtime has no GPU support")
     cpu = parse_cpu(limits["cpu"]) if "cpu" in limits else None
     memory = parse_memory(limits["memory"]) if "memory" in limits else None
-    return cpu, memory
+    given = [key for key in DISK_KEYS if key in limits]
+    if len(given) > 1:
+        raise bad_request("resourceLimits: give 'ephemeral-storage' or its alias 'disk', not both")
+    disk = _parse_quantity(limits[given[0]], given[0]) if given else None
+    return cpu, memory, disk
+
+
+def _parse_quantity(text: str, key: str) -> int:
+    """A byte quantity under `resourceLimits[key]`, parsed (and bounded) like memory."""
+    try:
+        return parse_memory(text)
+    except ApiError as exc:  # the same rules, but the message must name the key that was given
+        raise bad_request(exc.message.replace("resourceLimits.memory", f"resourceLimits.{key}")) from None
 
 
 def _parse_env(value: Any) -> dict[str, str]:
@@ -354,7 +374,7 @@ def parse_create_request(
     entrypoint = _parse_entrypoint(request.get("entrypoint"))
     if image is not None and entrypoint is None:
         raise bad_request("entrypoint is required when creating from an image")
-    cpu, memory = _parse_resources(request.get("resourceLimits"))
+    cpu, memory, disk = _parse_resources(request.get("resourceLimits"))
     extras = {
         key: request[key]
         for key in ("networkPolicy", "credentialProxy", "secureAccess", "volumes")
@@ -376,4 +396,5 @@ def parse_create_request(
         mounts=_parse_volumes(request.get("volumes"), volumes_dir),
         extensions=_parse_extensions(request.get("extensions")),
         extras=extras,
+        disk_bytes=disk,
     )
