@@ -38,11 +38,17 @@ class BackendError(Exception):
 
 @dataclass(frozen=True)
 class Mount:
-    """A host directory made visible inside the sandbox."""
+    """A host directory made visible inside the sandbox.
+
+    With `beneath`, `host_path` lies inside that directory and is reached from it without
+    following any symlink: the tree below `beneath` is writable by sandboxes (a named volume's
+    `subPath`), so only `beneath` itself is trusted as a path.
+    """
 
     host_path: Path
     sandbox_path: str
     read_only: bool = False
+    beneath: Path | None = None
 
 
 @dataclass(frozen=True)
