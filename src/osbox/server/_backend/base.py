@@ -93,6 +93,9 @@ class SandboxHandle(abc.ABC):
     limits_message: str
     #: Host path of the file that collects the entrypoint's stdout and stderr.
     log_path: Path
+    #: The host uids the sandbox's processes may run as. A file in a sandbox-writable tree owned
+    #: by any other uid (host root, say) was not made by the sandbox, and the server must not trust it.
+    host_uids: range
 
     @abc.abstractmethod
     async def spawn(
