@@ -37,6 +37,9 @@ class ServerConfig:
     #: takes one instead of starting its own, and the pool refills in the background. 0 disables it.
     #: Each costs an idle sandbox's memory (~6 MiB PSS); they are destroyed on shutdown.
     warm_pool_size: int = 2
+    #: Disk space all snapshots together may take (their files' data; holes are free). A snapshot
+    #: that would take more ends `Failed`, saying so.
+    snapshots_max_bytes: int = 10 * 2**30
 
     @property
     def db_path(self) -> Path:
