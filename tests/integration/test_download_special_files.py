@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from starlette.types import Message
 
 from osbox.server.execd import transfer
 from osbox.server.execd.transfer import FdResponse
@@ -61,7 +62,7 @@ def stuck_pread(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
         release.wait(timeout=60)
         return b"x" * length
 
-    monkeypatch.setattr(transfer.os, "pread", pread)
+    monkeypatch.setattr(os, "pread", pread)  # transfer reads through os.pread
     monkeypatch.setattr(transfer, "READ_TIMEOUT_S", 0.2)
     yield release
     release.set()
@@ -72,12 +73,12 @@ async def test_a_stuck_read_ends_the_response_and_the_fd_is_closed_later(
 ) -> None:
     read_end, write_end = os.pipe()
     os.close(write_end)
-    sent: list[dict[str, object]] = []
+    sent: list[Message] = []
 
-    async def send(message: dict[str, object]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
-    async def receive() -> dict[str, object]:
+    async def receive() -> Message:
         return {"type": "http.disconnect"}
 
     response = FdResponse(read_end, 0, 10, 200, {})

@@ -10,12 +10,8 @@ following symlinks, and refuses the context.
 from __future__ import annotations
 
 import contextlib
-import os
-import select
 import shutil
-import socket
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +20,7 @@ import pytest
 from osbox import APIStatusError, Sandbox
 from osbox.server import LocalServer
 from osbox.server.execd import code
+from tests.adversarial.canary import CountingListener
 
 from .server_fixtures import API_KEY, requires_runtime
 
@@ -46,46 +43,17 @@ time.sleep(300)
 """
 
 
-class CountingListener:
-    """A unix socket in a root-only (0700) host directory that counts the connections it accepts."""
-
-    def __init__(self) -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix="osbox-root-only-"))
-        self.directory.chmod(0o700)
-        self.path = self.directory / "host.sock"
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(self.path))
-        self.sock.listen(64)
-        self.accepted = 0
-        self._stop_read, self._stop_write = os.pipe()
-        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
-        self._thread.start()
-
-    def _accept_loop(self) -> None:
-        while True:
-            ready, _, _ = select.select([self.sock, self._stop_read], [], [])
-            if self._stop_read in ready:
-                return
-            conn, _ = self.sock.accept()
-            self.accepted += 1
-            conn.close()
-
-    def close(self) -> None:
-        os.write(self._stop_write, b"x")
-        self._thread.join(timeout=10)
-        self.sock.close()
-        os.close(self._stop_read)
-        os.close(self._stop_write)
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
 @pytest.fixture
 def host_socket() -> Iterator[CountingListener]:
-    listener = CountingListener()
+    """A listening unix socket in a root-only (0700) host directory, counting accepts."""
+    directory = Path(tempfile.mkdtemp(prefix="osbox-root-only-"))
+    directory.chmod(0o700)
+    listener = CountingListener(directory / "host.sock")
     try:
         yield listener
     finally:
         listener.close()
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_kernel_socket_symlinks_to_a_host_socket_are_never_connected(

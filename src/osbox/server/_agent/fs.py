@@ -262,7 +262,10 @@ def op_move(items: list[dict[str, Any]]) -> None:
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         if os.path.lexists(dest):
             raise FileExistsError(errno.EEXIST, "destination already exists", dest)
-        shutil.move(src, dest)
+        try:
+            shutil.move(src, dest)
+        except shutil.Error as exc:  # e.g. a directory into itself: the caller's mistake
+            raise ValueError(str(exc)) from None
 
 
 def _brace_expand(pattern: str) -> list[str]:
