@@ -48,7 +48,7 @@ def copy_parts(source_dir: Path, target_dir: Path, copy: TreeCopy) -> None:
                 continue
             try:
                 target = target_dir / part
-                target.parent.mkdir(parents=True, exist_ok=True)
+                target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 target.mkdir(mode=0o700)
                 target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
                 try:
