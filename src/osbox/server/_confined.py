@@ -97,7 +97,7 @@ def _openat2(dir_fd: int, path: str, flags: int, mode: int, resolve: int) -> int
     for _attempt in range(16):  # EAGAIN: a concurrent rename made the kernel unsure; try again
         fd = _libc.syscall(
             ctypes.c_long(_SYS_OPENAT2),
-            ctypes.c_int(dir_fd),
+            ctypes.c_long(dir_fd),  # the wrapper passes longs; the kernel takes the int
             ctypes.c_char_p(encoded),
             ctypes.byref(how),
             ctypes.c_size_t(ctypes.sizeof(how)),
