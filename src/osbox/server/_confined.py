@@ -12,8 +12,8 @@ fd opened is the thing used (chmod through it, bind-mount it, connect through it
     fd = make_dirs_beneath(root, "claim/sub", mode=0o777)   # refuses a symlink anywhere on the way
     ...                                                     # e.g. bind-mount /proc/self/fd/<fd>
 
-Paths are relative to the directory fd; `..` is refused outright (ELOOP-like errors are
-`OSError`s with errno ELOOP for a symlink, EXDEV for leaving the directory or crossing a mount).
+Paths are relative to the directory fd. Refusals are `OSError`s: ELOOP for a symlink on the way,
+EXDEV for `..`, an absolute path or (with `same_mount`) a mount crossing.
 """
 
 from __future__ import annotations
