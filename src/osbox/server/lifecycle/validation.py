@@ -278,10 +278,9 @@ def _check_beneath(where: str, root: Path, relative: str, backend: str, *, must_
         os.close(open_under(root, relative, flags))
     except FileNotFoundError:
         if must_exist and backend == "pvc":
-            claim = relative.partition("/")[0]
-            raise bad_request(
-                f"{where}.pvc: volume {claim!r} does not exist and createIfNotExists is false"
-            ) from None
+            claim, _, sub_path = relative.partition("/")
+            missing = f"subPath {sub_path!r} of volume {claim!r}" if sub_path else f"volume {claim!r}"
+            raise bad_request(f"{where}.pvc: {missing} does not exist (createIfNotExists is false)") from None
         if must_exist:
             raise bad_request(f"{where}: host path {str(root / relative)!r} does not exist") from None
     except OSError as exc:
