@@ -262,7 +262,10 @@ def op_move(items: list[dict[str, Any]]) -> None:
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         if os.path.lexists(dest):
             raise FileExistsError(errno.EEXIST, "destination already exists", dest)
-        shutil.move(src, dest)
+        try:
+            shutil.move(src, dest)
+        except shutil.Error as exc:  # e.g. a directory into itself: the caller's mistake
+            raise ValueError(str(exc)) from None
 
 
 def _brace_expand(pattern: str) -> list[str]:
@@ -319,7 +322,12 @@ def op_replace(items: dict[str, Any]) -> dict[str, dict[str, int]]:
         plan.append((p, full, spec["old"].encode(), new.encode()))
     counts: dict[str, dict[str, int]] = {}
     for key, full, old, new in plan:
-        with open(full, "r+b") as f:
+        # O_NONBLOCK: a FIFO swapped in since the check above must not hang this thread.
+        fd = os.open(full, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ValueError(f"not a regular file: {full}")
+        with os.fdopen(fd, "r+b") as f:
             data = f.read()
             count = data.count(old)
             if count:

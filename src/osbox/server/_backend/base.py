@@ -39,11 +39,17 @@ class BackendError(Exception):
 
 @dataclass(frozen=True)
 class Mount:
-    """A host directory made visible inside the sandbox."""
+    """A host directory made visible inside the sandbox.
+
+    With `beneath`, `host_path` lies inside that directory and is reached from it without
+    following any symlink: the tree below `beneath` is writable by sandboxes (a named volume's
+    `subPath`), so only `beneath` itself is trusted as a path.
+    """
 
     host_path: Path
     sandbox_path: str
     read_only: bool = False
+    beneath: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,9 @@ class SandboxHandle(abc.ABC):
     disk_message: str = ""
     #: Host path of the file that collects the entrypoint's stdout and stderr.
     log_path: Path
+    #: The host uids the sandbox's processes may run as. A file in a sandbox-writable tree owned
+    #: by any other uid (host root, say) was not made by the sandbox, and the server must not trust it.
+    host_uids: range
 
     def oom_kills(self) -> int:
         """How many of the sandbox's processes the kernel's OOM killer has killed (0: none, or unknown).

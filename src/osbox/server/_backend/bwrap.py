@@ -47,7 +47,7 @@ from .agent_client import close_fds, request
 from .agent_code import agent_files
 from .base import Backend, BackendError, SandboxHandle, SandboxSpec
 from .cgroups import CgroupError, CgroupLayout, Limits, SandboxCgroup
-from .host import id_ranges_unavailable, memfd, reopen, sandbox_python, which
+from .host import id_ranges_unavailable, memfd, open_mount_source, reopen, sandbox_python, which
 from .idranges import (
     UID_BASE,
     IdMapsRefused,
@@ -447,7 +447,7 @@ class BwrapBackend(Backend):
                 try:
                     mounts.append(
                         (
-                            keep(os.open(mount.host_path, os.O_PATH | os.O_CLOEXEC)),
+                            keep(open_mount_source(mount)),
                             mount.sandbox_path,
                             mount.read_only,
                         )

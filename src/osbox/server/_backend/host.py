@@ -9,9 +9,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .base import BackendError
+from .._confined import open_under
+from .base import BackendError, Mount
 
-__all__ = ["id_ranges_unavailable", "memfd", "read_text", "reopen", "sandbox_python", "which"]
+__all__ = [
+    "id_ranges_unavailable",
+    "memfd",
+    "open_mount_source",
+    "read_text",
+    "reopen",
+    "sandbox_python",
+    "which",
+]
 
 
 def which(program: str) -> str:
@@ -79,6 +88,17 @@ def memfd(name: str, data: bytes) -> int:
 def reopen(fd: int) -> int:
     """A fresh open file description (offset 0) of a memfd, for bwrap to read."""
     return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+
+
+def open_mount_source(mount: Mount) -> int:
+    """An `O_PATH` fd of the mount's host directory, for bwrap's `--bind-fd`.
+
+    Below `mount.beneath` no symlink is followed (ELOOP), and the fd is what gets mounted: a
+    symlink a sandbox plants after the create was checked changes nothing.
+    """
+    if mount.beneath is None:
+        return os.open(mount.host_path, os.O_PATH | os.O_CLOEXEC)
+    return open_under(mount.beneath, str(mount.host_path.relative_to(mount.beneath)), os.O_PATH)
 
 
 def id_ranges_unavailable(bwrap: str, python: str) -> str:

@@ -112,6 +112,7 @@ class BwrapSandbox(SandboxHandle):
         #: mapped inside (sandbox ids 0..65535) or only the sandbox user (single-id set-up).
         self.ids = ids
         self.ids_mapped = ids_mapped
+        self.host_uids = range(ids.base, ids.base + ids.size) if ids is not None else range(uid, uid + 1)
         self.agent_pid = agent_pid  # host pid of the agent (PID 1 inside)
         self._agent_pidfd = agent_pidfd
         self._bwrap = bwrap  # None when adopted (it is no longer our child)

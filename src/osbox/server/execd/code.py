@@ -7,9 +7,10 @@ user, in the sandbox's own view:
              -f /tmp/.osbox/kernels/<id>.json --IPKernelApp.transport=ipc --ip=/tmp/.osbox/kernels/<id>'
 
 It talks ZMQ over unix sockets (`transport=ipc`) in that directory, so it needs no network: the
-server opens the directory inside the sandbox (`open_file`, an fd) and connects `jupyter_client` to
-`/proc/self/fd/<fd>/<id>-N`, a short path that works however long the sandbox's host path is. The
-connection file (ports and HMAC key, written by the kernel itself) is read the same way.
+server opens the directory inside the sandbox (`open_file`, an fd), then the connection file
+(ports and HMAC key, written by the kernel itself) and each socket beneath that fd, refusing
+symlinks and anything the sandbox's own uids did not make (`kernel_files`), and connects
+`jupyter_client` to `/proc/self/fd/<socket fd>`.
 
 Cells (`POST /code`) follow the reference (wire-behaviour §1.8): `init{text=context id}`, the
 kernel's stdout/stderr chunks as they come, `execution_count` and `result` for an `execute_result`,
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import time
@@ -51,6 +51,7 @@ from .errors import (
     error_event,
 )
 from .inputs import json_body, json_object, optional_str, query_one, sandbox_of
+from .kernel_files import KernelFiles, confined_client
 from .runner import Execution, RunSpec
 from .state import SandboxApi
 from .streaming import EventChannel, event_response, frame
@@ -82,7 +83,7 @@ class CodeContext:
     language: str
     kernel: Execution
     client: Any  # jupyter_client.asynchronous.AsyncKernelClient
-    dir_fd: int  # the kernel directory, open in the sandbox's view
+    files: KernelFiles  # the kernel directory and sockets, opened by the server itself
     cell: asyncio.Task[None] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -100,9 +101,7 @@ class CodeContext:
         with contextlib.suppress(Exception):
             self.client.stop_channels()
         await self.kernel.kill()
-        if self.dir_fd >= 0:
-            os.close(self.dir_fd)
-            self.dir_fd = -1
+        self.files.close()
 
 
 class CodeApi(SandboxApi):
@@ -214,8 +213,6 @@ class CodeApi(SandboxApi):
             return await self._start_kernel(request, language, cwd)
 
     async def _start_kernel(self, request: Request, language: str, cwd: str) -> CodeContext:
-        from jupyter_client.asynchronous.client import AsyncKernelClient
-
         handle = sandbox_of(request)
         state = self._state(request)
         context_id = new_id()
@@ -228,28 +225,25 @@ class CodeApi(SandboxApi):
         )
         kernel = Execution(context_id, f"{language} kernel", spec)
         await spawn_or_fail(kernel, request)
-        dir_fd = -1
+        files: KernelFiles | None = None
         client: Any = None
         try:
-            info = await _connection_info(handle, kernel, f"{KERNEL_DIR}/{context_id}.json", log_path)
-            dir_fd = await handle.open_file(KERNEL_DIR, os.O_RDONLY | os.O_DIRECTORY)
-            info["ip"] = f"/proc/self/fd/{dir_fd}/{context_id}"
-            client = AsyncKernelClient()
-            client.load_connection_info(info)
+            files = await _kernel_files(handle, kernel, context_id, log_path)
+            client = confined_client(files)
             client.start_channels()
             await client.wait_for_ready(timeout=KERNEL_START_TIMEOUT_S)
         except BaseException as exc:
             if client is not None:
                 client.stop_channels()
             await kernel.kill()
-            if dir_fd >= 0:
-                os.close(dir_fd)
+            if files is not None:
+                files.close()
             if isinstance(exc, ExecdError):
                 raise
             if isinstance(exc, Exception):
                 raise _start_failure(exc, log_path) from None
             raise
-        context = CodeContext(context_id, language, kernel, client, dir_fd)
+        context = CodeContext(context_id, language, kernel, client, files)
         state.contexts[context_id] = context
         return context
 
@@ -276,27 +270,34 @@ def _language(value: Any) -> str:
     return language
 
 
-async def _connection_info(
-    handle: SandboxHandle, kernel: Execution, path: str, log_path: Path
-) -> dict[str, Any]:
-    """The connection file the kernel writes (ports, key), once it is whole; fails if the kernel dies."""
+async def _kernel_files(
+    handle: SandboxHandle, kernel: Execution, context_id: str, log_path: Path
+) -> KernelFiles:
+    """The kernel's directory, connection file and sockets, once it has made them all (each
+    opened confined: see `kernel_files`); fails if the kernel dies or plants something else."""
     deadline = time.monotonic() + KERNEL_START_TIMEOUT_S
     delay = 0.01
-    while True:
-        if not kernel.running:
-            raise ExecdError(500, RUNTIME_ERROR, _kernel_died(log_path))
-        with contextlib.suppress(OSError, ValueError):  # not written yet, or half-written
-            fd = await handle.open_file(path, os.O_RDONLY)
-            with os.fdopen(fd, "rb") as file:
-                info = json.loads(file.read())
-            if isinstance(info, dict) and info.get("key") is not None:
-                return info
-        if time.monotonic() > deadline:
-            raise ExecdError(
-                500, RUNTIME_ERROR, f"the kernel did not start within {KERNEL_START_TIMEOUT_S:g} s"
-            )
-        await asyncio.sleep(delay)  # the kernel tells nobody when its file is there: poll, backing off
-        delay = min(delay * 2, 0.2)
+    files: KernelFiles | None = None
+    try:
+        while True:
+            if not kernel.running:
+                raise ExecdError(500, RUNTIME_ERROR, _kernel_died(log_path))
+            if files is None:
+                with contextlib.suppress(OSError, ValueError):  # not made yet
+                    dir_fd = await handle.open_file(KERNEL_DIR, os.O_RDONLY | os.O_DIRECTORY)
+                    files = KernelFiles(dir_fd, handle.host_uids)
+            if files is not None and files.ready(context_id):
+                return files
+            if time.monotonic() > deadline:
+                raise ExecdError(
+                    500, RUNTIME_ERROR, f"the kernel did not start within {KERNEL_START_TIMEOUT_S:g} s"
+                )
+            await asyncio.sleep(delay)  # the kernel tells nobody when its files are there: poll, backing off
+            delay = min(delay * 2, 0.2)
+    except BaseException:
+        if files is not None:
+            files.close()
+        raise
 
 
 def _kernel_died(log_path: Path) -> str:

@@ -11,7 +11,10 @@ a `file` part must come after its metadata. Each file is written to a temp file 
 target and renamed over it only when complete, so a failed upload leaves the old file intact.
 
 Download: `Range: bytes=a-b | a- | -n` (one range) → 206 with `Content-Range`; a malformed,
-multiple or unsatisfiable range → 416 with `Content-Range: bytes */size`.
+multiple or unsatisfiable range → 416 with `Content-Range: bytes */size`. Only regular files are
+sent: the file is opened non-blocking (a FIFO the sandbox planted would otherwise block the open
+for ever) and anything else is a 400. A read that takes longer than `READ_TIMEOUT_S` (a stuck
+network file system under a host volume) ends the response.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
+import functools
 import os
 import posixpath
 import stat
@@ -52,6 +57,9 @@ DOWNLOAD_CHUNK = 1 << 20
 #: Upload bytes are written in batches this large, one batch writing while the next is parsed.
 WRITE_BATCH = 4 << 20
 MAX_METADATA_BYTES = 64 * 1024
+#: Longest one read of a download may take before the response is abandoned (the reading thread
+#: cannot be interrupted; it closes the fd whenever it ends).
+READ_TIMEOUT_S = 60.0
 
 
 # --- download --------------------------------------------------------------------------------
@@ -109,7 +117,11 @@ class FdResponse(Response):
             while remaining > 0:
                 if reading is None:
                     reading = self._read(position, remaining)
-                data = await reading
+                try:
+                    data = await asyncio.wait_for(asyncio.shield(reading), READ_TIMEOUT_S)
+                except TimeoutError:
+                    log.warning("a download read took over %g s: response abandoned", READ_TIMEOUT_S)
+                    break  # the client sees a body shorter than its Content-Length
                 reading = None
                 if not data:
                     break  # the file shrank while we sent it; the client sees a short body
@@ -121,10 +133,10 @@ class FdResponse(Response):
             if remaining > 0 or self.length == 0:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            if reading is not None:  # never close the fd under a reading thread
-                with contextlib.suppress(BaseException):
-                    await asyncio.shield(reading)
-            os.close(self.fd)
+            if reading is None or reading.done():
+                os.close(self.fd)
+            else:  # never close the fd under a reading thread: its end closes it
+                reading.add_done_callback(functools.partial(_close_after, self.fd))
 
     def _read(self, position: int, remaining: int) -> asyncio.Future[bytes]:
         return asyncio.ensure_future(
@@ -132,22 +144,36 @@ class FdResponse(Response):
         )
 
 
+def _close_after(fd: int, reading: asyncio.Future[bytes]) -> None:
+    if not reading.cancelled():
+        reading.exception()  # retrieved: the response has already ended
+    os.close(fd)
+
+
 async def _open(handle: SandboxHandle, path: str, flags: int, mode: int = 0o644) -> int:
     try:
         return await handle.open_file(path, flags, mode)
     except (OSError, ValueError) as exc:
+        if getattr(exc, "errno", None) == errno.ENXIO:  # a socket, or a device with nothing behind it
+            raise bad_request(f"not a regular file (a socket or a device): {path}", INVALID_FILE) from None
         raise from_sandbox_error(exc) from None
+
+
+def _kind(mode: int) -> str:
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a character device"}
+    kinds |= {stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
+    return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
 
 
 async def download(request: Request) -> Response:
     """`GET /files/download?path=` with an optional `Range` header."""
     handle = sandbox_of(request)
     path = await sandbox_call(handle, "expand", path=query_one(request, "path"))
-    fd = await _open(handle, path, os.O_RDONLY)
+    fd = await _open(handle, path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once, and is refused
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise bad_request(f"not a regular file: {path}", INVALID_FILE)
+            raise bad_request(f"not a regular file ({_kind(st.st_mode)}): {path}", INVALID_FILE)
         size = st.st_size
         headers = {"Content-Disposition": content_disposition(path), "Accept-Ranges": "bytes"}
         offset, length, status = 0, size, 200

@@ -60,6 +60,9 @@ class ServerConfig:
     max_header_bytes: int = 64 * 1024
     max_headers: int = 100
     max_url_bytes: int = 16 * 1024
+    #: Disk space all snapshots together may take (their files' data; holes are free). A snapshot
+    #: that would take more ends `Failed`, saying so.
+    snapshots_max_bytes: int = 10 * 2**30
 
     @property
     def db_path(self) -> Path:

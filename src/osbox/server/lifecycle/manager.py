@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .._backend.base import Backend, BackendError, Mount, SandboxHandle, SandboxSpec
+from .._confined import make_dirs_beneath
 from .._store import Store
 from .config import ServerConfig
 from .errors import ApiError, bad_request, conflict, not_found
@@ -34,6 +36,9 @@ from .tokens import TokenMinter, new_salt
 from .validation import CreateParams, parse_metadata_patch
 
 __all__ = ["SandboxManager"]
+
+#: What a sandbox record keeps of each checked volume (`beneath`: see `Mount`).
+_MOUNT_KEYS = ("host_path", "sandbox_path", "read_only", "beneath")
 
 _log = logging.getLogger("osbox.server.lifecycle")
 
@@ -237,7 +242,7 @@ class SandboxManager:
             else self.config.default_memory_bytes,
             pids_max=self.config.default_pids_limit,
             disk_bytes=disk_bytes,
-            mounts=[{k: m[k] for k in ("host_path", "sandbox_path", "read_only")} for m in params.mounts],
+            mounts=[{k: m[k] for k in _MOUNT_KEYS} for m in params.mounts],
             extensions=params.extensions,
             extras=params.extras,
             token_salt=new_salt(),
@@ -325,9 +330,17 @@ class SandboxManager:
         state_dir.mkdir(parents=True, exist_ok=False)
         for mount in params.mounts:
             if mount["create"]:
-                path = Path(mount["host_path"])
-                path.mkdir(parents=True, exist_ok=True)
-                path.chmod(0o777)  # shared named volume: every sandbox user may write to it
+                # A named volume is sandbox-writable: its dirs are made (and chmod'ed through their
+                # own fds) beneath the volumes dir without following any symlink a sandbox planted.
+                volumes = Path(mount["beneath"])
+                volumes.mkdir(parents=True, exist_ok=True)
+                root = os.open(volumes, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    relative = str(Path(mount["host_path"]).relative_to(volumes))
+                    # 0777: a shared named volume, every sandbox user may write to it.
+                    os.close(make_dirs_beneath(root, relative, mode=0o777))
+                finally:
+                    os.close(root)
         if seed is not None:
             seed(state_dir)
 
@@ -468,7 +481,13 @@ class SandboxManager:
             pids_max=record.pids_max,
             disk_bytes=record.disk_bytes,
             mounts=[
-                Mount(Path(m["host_path"]), m["sandbox_path"], bool(m["read_only"])) for m in record.mounts
+                Mount(
+                    Path(m["host_path"]),
+                    m["sandbox_path"],
+                    bool(m["read_only"]),
+                    Path(m["beneath"]) if m.get("beneath") else None,
+                )
+                for m in record.mounts
             ],
         )
 

@@ -2,13 +2,14 @@
 
 Creating one answers at once (`Creating`); a background task freezes the sandbox, copies
 `state_dir/fs/{workspace,home}` to `data_dir/snapshots/<id>/`, thaws it, and marks the snapshot
-`Ready` (or `Failed`). Restoring seeds a new sandbox's state directory with those copies.
+`Ready` (or `Failed`). Restoring seeds a new sandbox's state directory with those copies. Both
+copies walk with directory fds and never follow a symlink the sandbox planted (`treecopy`); sparse
+files stay sparse, and all snapshots together take at most `snapshots_max_bytes` of disk.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
@@ -16,14 +17,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from .._confined import open_beneath
 from .._store import Store
 from .config import ServerConfig
 from .errors import bad_request, conflict, snapshot_not_found
 from .manager import SandboxManager, SeedFn
 from .records import SnapshotRecord, format_time, page_of, utcnow
+from .treecopy import BudgetExceeded, TreeCopy
 from .validation import CreateParams
 
-__all__ = ["DEFAULT_RESTORE_ENTRYPOINT", "SnapshotManager", "copy_tree"]
+__all__ = ["DEFAULT_RESTORE_ENTRYPOINT", "SnapshotManager", "copy_parts", "disk_usage"]
 
 _log = logging.getLogger("osbox.server.snapshots")
 
@@ -32,15 +35,50 @@ DEFAULT_RESTORE_ENTRYPOINT = ["tail", "-f", "/dev/null"]
 _CAPTURED = ("fs/workspace", "fs/home")
 
 
-def copy_tree(source: Path, target: Path) -> None:
-    """Copy a directory tree keeping modes, times, symlinks and ownership (the sandbox user's)."""
-    shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
-    for root, dirs, files in os.walk(source):
-        relative = Path(root).relative_to(source)
-        for name in [".", *dirs, *files]:
-            st = os.lstat(Path(root) / name)
-            with contextlib.suppress(FileNotFoundError):
-                os.lchown(target / relative / name, st.st_uid, st.st_gid)
+def copy_parts(source_dir: Path, target_dir: Path, copy: TreeCopy) -> None:
+    """Copy each captured part of `source_dir` that exists into `target_dir` (which the parts must
+    not exist in yet). `source_dir` is trusted as a path; the parts are opened beneath it
+    without following symlinks, and copied without following any either."""
+    root = os.open(source_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in _CAPTURED:
+            try:
+                source = open_beneath(root, part, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
+                continue
+            try:
+                target = target_dir / part
+                target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                target.mkdir(mode=0o700)
+                target_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    copy.copy(source, target_fd)
+                finally:
+                    os.close(target_fd)
+            finally:
+                os.close(source)
+    finally:
+        os.close(root)
+
+
+def disk_usage(directory: Path) -> int:
+    """Bytes the files under `directory` (a server-owned tree) take on disk, hard links once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for root, dirs, files in os.walk(directory):  # never descends into symlinks
+        for name in [*dirs, *files]:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except FileNotFoundError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total
+
+
+def _gib(count: int) -> str:
+    return f"{count / 2**30:.3g} GiB"
 
 
 class SnapshotManager:
@@ -51,6 +89,8 @@ class SnapshotManager:
         self.store = store
         self.sandboxes = sandboxes
         self._tasks: set[asyncio.Task[None]] = set()
+        #: One copy at a time, so that each sees what the others took of `snapshots_max_bytes`.
+        self._copying = asyncio.Lock()
 
     def start(self) -> None:
         """Snapshots still `Creating` belong to a previous server that died mid-copy: fail them."""
@@ -116,24 +156,39 @@ class SnapshotManager:
     async def _capture(self, record: SnapshotRecord) -> None:
         target = self._dir(record.id)
         try:
-            async with self.sandboxes.frozen(record.sandbox_id):
-                await asyncio.to_thread(self._copy_out, self.config.sandboxes_dir / record.sandbox_id, target)
+            async with self._copying:
+                budget = self.config.snapshots_max_bytes - await asyncio.to_thread(
+                    disk_usage, self.config.snapshots_dir
+                )
+                async with self.sandboxes.frozen(record.sandbox_id):
+                    await asyncio.to_thread(
+                        self._copy_out, self.config.sandboxes_dir / record.sandbox_id, target, budget
+                    )
         except Exception as exc:
             _log.warning("snapshot %s of %s failed: %s", record.id, record.sandbox_id, exc)
             await asyncio.to_thread(shutil.rmtree, target, True)
-            if self.store.get_snapshot(record.id) is not None:
+            if self.store.get_snapshot(record.id) is None:
+                return
+            if isinstance(exc, BudgetExceeded):
+                limit = _gib(self.config.snapshots_max_bytes)
+                message = (
+                    f"Snapshot storage is full: all snapshots together may take {limit} of disk "
+                    "(the server's snapshots_max_bytes) and this one does not fit; delete snapshots "
+                    "to make room."
+                )
+                self._set_state(record, "Failed", "snapshot_storage_full", message)
+            else:
                 self._set_state(record, "Failed", "snapshot_capture_failed", f"Copying failed: {exc}")
             return
         if self.store.get_snapshot(record.id) is not None:
             self._set_state(record, "Ready", "snapshot_ready", "Ready to restore.")
 
     @staticmethod
-    def _copy_out(state_dir: Path, target: Path) -> None:
-        target.mkdir(parents=True)
-        for part in _CAPTURED:
-            source = state_dir / part
-            if source.is_dir():
-                copy_tree(source, target / part)
+    def _copy_out(state_dir: Path, target: Path, budget: int) -> None:
+        if budget <= 0:
+            raise BudgetExceeded("no room left")
+        target.mkdir(parents=True, mode=0o700)
+        copy_parts(state_dir, target, TreeCopy(budget=budget))
 
     def get(self, snapshot_id: str) -> SnapshotRecord:
         """The snapshot record; 404 when unknown."""
@@ -177,9 +232,6 @@ class SnapshotManager:
         source = self._dir(record.id)
 
         def seed(state_dir: Path) -> None:
-            for part in _CAPTURED:
-                if (source / part).is_dir():
-                    (state_dir / part).parent.mkdir(parents=True, exist_ok=True)
-                    copy_tree(source / part, state_dir / part)
+            copy_parts(source, state_dir, TreeCopy())  # the new sandbox's disk, not snapshot storage
 
         return params, seed

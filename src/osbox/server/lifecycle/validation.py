@@ -1,7 +1,8 @@
 """Turn JSON request bodies into checked values, or a 400 naming exactly what is wrong.
 
-Pure functions (apart from looking at host paths for `host` volumes): nothing here starts or
-changes a sandbox.
+Pure functions (apart from looking at host paths for `host` volumes and at named volumes):
+nothing here starts or changes a sandbox. A volume's `subPath` is looked at without following
+symlinks, since sandboxes can write below it (see `osbox.server._confined`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .._confined import is_symlink_refusal, open_under
 from .errors import ApiError, bad_request
 
 __all__ = [
@@ -308,20 +310,18 @@ def _parse_volume(index: int, value: Any, volumes_dir: Path) -> dict[str, Any]:
         path = host.get("path")
         if not isinstance(path, str) or not path.startswith("/"):
             raise bad_request(f"{where}.host.path must be an absolute host path")
-        source = Path(path)
+        root, relative = Path(path), sub_path or ""
+        if not root.exists():
+            raise bad_request(f"{where}: host path {path!r} does not exist")
     else:
         pvc = _expect_dict(volume["pvc"], f"{where}.pvc")
         claim = pvc.get("claimName")
         if not isinstance(claim, str) or len(claim) > 253 or not _DNS_LABEL.match(claim):
             raise bad_request(f"{where}.pvc.claimName must be a DNS label")
-        source = volumes_dir / claim
+        root, relative = volumes_dir, claim if sub_path is None else f"{claim}/{sub_path}"
         create = pvc.get("createIfNotExists", True) is not False
-        if not create and not source.is_dir():
-            raise bad_request(f"{where}.pvc: volume {claim!r} does not exist and createIfNotExists is false")
-    if sub_path is not None:
-        source = source / sub_path
-    if backend == "host" and not source.exists():
-        raise bad_request(f"{where}: host path {str(source)!r} does not exist")
+    _check_beneath(where, root, relative, backend, must_exist=not create)
+    source = root / relative if relative else root
     if backend == "host" and _overlaps(source, data_dir=volumes_dir.parent):
         raise bad_request(f"{where}: host path {str(source)!r} holds or is inside the server's data dir")
     return {
@@ -330,7 +330,32 @@ def _parse_volume(index: int, value: Any, volumes_dir: Path) -> dict[str, Any]:
         "sandbox_path": mount_path.rstrip("/"),
         "read_only": read_only,
         "create": create,
+        # The trusted directory `host_path` is reached from without following symlinks: the tree
+        # below it is writable by sandboxes (checked here, and again by the mount itself).
+        "beneath": str(root) if relative else None,
     }
+
+
+def _check_beneath(where: str, root: Path, relative: str, backend: str, *, must_exist: bool) -> None:
+    """400 when `relative` below `root` passes through a symlink or a non-directory, or (with
+    `must_exist`) is missing. Only a friendly early answer: the mount is confined again."""
+    flags = os.O_PATH | (os.O_DIRECTORY if backend == "pvc" else 0)  # a host volume may be a file
+    try:
+        os.close(open_under(root, relative, flags))
+    except FileNotFoundError:
+        if must_exist and backend == "pvc":
+            claim, _, sub_path = relative.partition("/")
+            missing = f"subPath {sub_path!r} of volume {claim!r}" if sub_path else f"volume {claim!r}"
+            raise bad_request(f"{where}.pvc: {missing} does not exist (createIfNotExists is false)") from None
+        if must_exist:
+            raise bad_request(f"{where}: host path {str(root / relative)!r} does not exist") from None
+    except OSError as exc:
+        if is_symlink_refusal(exc):
+            raise bad_request(
+                f"{where}: {relative!r} passes through a symlink, which is refused: subPath is "
+                "resolved inside its volume without following symlinks"
+            ) from None
+        raise bad_request(f"{where}: cannot use {relative!r}: {os.strerror(exc.errno or 0)}") from None
 
 
 def _parse_volumes(value: Any, volumes_dir: Path) -> list[dict[str, Any]]:
