@@ -1,0 +1,175 @@
+"""nftables enforcement for one sandbox network namespace: apply, replace, admit, remove, and probe.
+
+The ruleset comes from `nft.render_ruleset`; it is applied with `nsenter --net=<netns> nft -f -`, so the
+namespace can be a named one (`/run/netns/NAME`) or a process's (`/proc/PID/ns/net`). Every change is one
+nft transaction. The enforcer remembers which addresses each allowed name admitted and until when, so a
+policy replacement keeps the admissions of names that are still allowed (and drops the others at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .nft import DOH_RESOLVERS, Admission, render_admissions, render_removal, render_ruleset
+from .policy import IPAddress, IPNetwork, Policy
+from .resolver import ResolvedAddress
+
+__all__ = ["Enforcement", "EnforcementMode", "NftEnforcer", "NftError", "probe_enforcement", "run_nft"]
+
+EnforcementMode = Literal["dns+nft", "dns", "none"]
+
+
+class NftError(RuntimeError):
+    """nft refused a script or could not run; the message carries nft's own words."""
+
+
+@dataclass(frozen=True, slots=True)
+class Enforcement:
+    """How a policy is enforced, truthfully: `dns+nft`, `dns` (names only) or `none`, and why not more."""
+
+    mode: EnforcementMode
+    reason: str | None = None
+
+
+# nft answers in milliseconds; a hung one must not hold a policy change (or a DNS answer) forever.
+_NFT_TIMEOUT = 10.0
+
+
+async def run_nft(netns: str | None, script: str, *, check_only: bool = False) -> None:
+    """Run an `nft -f -` script inside the network namespace at path `netns` (None: this one)."""
+    argv = ["nft", "-c", "-f", "-"] if check_only else ["nft", "-f", "-"]
+    if netns is not None:
+        argv = ["nsenter", f"--net={netns}", "--", *argv]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as exc:
+        raise NftError(f"cannot run {argv[0]}: {exc.strerror}") from None
+    try:
+        async with asyncio.timeout(_NFT_TIMEOUT):
+            _, stderr = await proc.communicate(script.encode())
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise NftError(f"nft did not finish within {_NFT_TIMEOUT:g} s") from None
+    if proc.returncode != 0:
+        raise NftError(stderr.decode(errors="replace").strip() or f"nft exited with {proc.returncode}")
+
+
+async def probe_enforcement(netns: str | None) -> Enforcement:
+    """What this machine can enforce in `netns`: tries the real ruleset in nft's check mode.
+
+    `dns` when nftables is missing or refused (names are still filtered by the resolver, literal IPs
+    are not); `none` when not even a network namespace is there to put a resolver in front of.
+    """
+    if netns is not None and not _netns_exists(netns):
+        return Enforcement("none", f"no network namespace at {netns}")
+    if shutil.which("nft") is None:
+        return Enforcement("dns", "nftables is not installed (apt-get install nftables)")
+    if netns is not None and shutil.which("nsenter") is None:
+        return Enforcement("dns", "nsenter is not installed (util-linux)")
+    if os.geteuid() != 0:
+        return Enforcement("dns", "nftables rules need root (CAP_NET_ADMIN); the server is not root")
+    try:
+        await run_nft(netns, render_ruleset(Policy.deny_all(), ("127.0.0.1", 53)), check_only=True)
+    except NftError as exc:
+        return Enforcement("dns", f"nft refused the ruleset: {exc}")
+    return Enforcement("dns+nft")
+
+
+@dataclass
+class _Admitted:
+    expires: float  # on the monotonic clock
+    names: set[str] = field(default_factory=set)
+
+
+class NftEnforcer:
+    """The nftables side of one sandbox's policy.
+
+    Usage::
+
+        enforcer = NftEnforcer("/run/netns/sbx-1", resolver_address)
+        await enforcer.apply(policy)            # at create, and on every policy change
+        resolver = PolicyResolver(lambda: enforcer.policy, upstream, on_allowed=enforcer.admit)
+        ...
+        await enforcer.remove()
+    """
+
+    def __init__(
+        self,
+        netns: str | None,
+        resolver: tuple[str, int],
+        *,
+        doh_resolvers: Sequence[IPNetwork] = DOH_RESOLVERS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`netns` is the namespace's path (None: the caller's own); `resolver` where DNS is sent."""
+        self.netns = netns
+        self.resolver = resolver
+        self._doh = doh_resolvers
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._admitted: dict[IPAddress, _Admitted] = {}
+        self.policy: Policy = Policy.allow_all()
+
+    async def apply(self, policy: Policy) -> None:
+        """Install `policy` (replacing any previous one, atomically). Addresses admitted for names the new
+        policy still allows stay admitted for the rest of their time; the others are out at once."""
+        async with self._lock:
+            now = self._clock()
+            kept: list[Admission] = []
+            for address, entry in list(self._admitted.items()):
+                entry.names = {n for n in entry.names if policy.decide(n) == "allow"}
+                remaining = int(entry.expires - now)
+                if not entry.names or remaining < 1:
+                    del self._admitted[address]
+                    continue
+                kept.append(Admission(address, remaining))
+            script = render_ruleset(policy, self.resolver, admitted=kept, doh_resolvers=self._doh)
+            await run_nft(self.netns, script)
+            self.policy = policy
+
+    async def admit(self, name: str, addresses: Sequence[ResolvedAddress]) -> None:
+        """Admit an allowed name's addresses for their TTL (the resolver's `on_allowed` hook).
+
+        Never shortens an admission: an address keeps the latest expiry any answer gave it. A name the
+        policy denies by now (changed while its query was upstream) admits nothing.
+        """
+        async with self._lock:
+            if self.policy.decide(name) != "allow":
+                return
+            now = self._clock()
+            changes: list[Admission] = []
+            for item in addresses:
+                entry = self._admitted.get(item.address)
+                if entry is None or now + item.ttl > entry.expires:
+                    changes.append(Admission(item.address, item.ttl))
+            if changes:
+                await run_nft(self.netns, render_admissions(changes))
+            # Recorded once nft has them, so the bookkeeping never claims more than the kernel holds.
+            for item in addresses:
+                entry = self._admitted.setdefault(item.address, _Admitted(expires=now + item.ttl))
+                entry.names.add(name)
+                entry.expires = max(entry.expires, now + item.ttl)
+
+    async def remove(self) -> None:
+        """Remove osbox's table from the namespace (no-op when it is gone already)."""
+        async with self._lock:
+            self._admitted.clear()
+            if self.netns is None or _netns_exists(self.netns):
+                await run_nft(self.netns, render_removal())
+
+
+def _netns_exists(path: str) -> bool:
+    # A stat of a nsfs/procfs file: no disk I/O, fine on the event loop.
+    return os.path.exists(path)

@@ -1,0 +1,66 @@
+"""The rendered rulesets against the real nft, in a throw-away network namespace."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from osbox.server.egress.enforcer import NftEnforcer, NftError, run_nft
+from osbox.server.egress.nft import Admission, render_ruleset
+from osbox.server.egress.policy import Policy, policy_from_body
+from osbox.server.egress.resolver import ResolvedAddress
+
+from .netns import netns_path, network_namespaces, requires_netns, run_in
+
+pytestmark = requires_netns
+
+POLICIES = {
+    "allow-all": Policy.allow_all(),
+    "deny-all": Policy.deny_all(),
+    "mixed": policy_from_body(
+        {
+            "defaultAction": "deny",
+            "egress": [
+                {"action": "allow", "target": "*.allowed.test"},
+                {"action": "allow", "target": "198.18.0.0/24"},
+                {"action": "allow", "target": "198.18.0.0/28"},
+                {"action": "deny", "target": "198.18.0.11"},
+                {"action": "allow", "target": "2001:db8::/32"},
+                {"action": "deny", "target": "2001:db8::bad"},
+            ],
+        }
+    ),
+}
+
+
+@pytest.mark.parametrize("resolver", [("100.64.0.1", 53), ("fd00::1", 5353)], ids=["v4", "v6"])
+@pytest.mark.parametrize("name", POLICIES)
+async def test_nft_accepts_every_rendered_ruleset_twice(name: str, resolver: tuple[str, int]) -> None:
+    seeds = [Admission(ipaddress.ip_address("198.18.0.10"), 60), Admission(ipaddress.ip_address("::10"), 61)]
+    script = render_ruleset(POLICIES[name], resolver, admitted=seeds)
+    async with network_namespaces(["nft"]) as names:
+        path = netns_path(names["nft"])
+        await run_nft(path, script)
+        await run_nft(path, script)  # a replacement of an existing table
+        listed = (await run_in(names["nft"], "nft", "list", "table", "inet", "osbox")).stdout
+        assert "198.18.0.10 timeout 1m" in listed
+
+
+async def test_admissions_are_never_shortened_and_denied_names_admit_nothing() -> None:
+    async with network_namespaces(["nft"]) as names:
+        enforcer = NftEnforcer(netns_path(names["nft"]), ("100.64.0.1", 53))
+        await enforcer.apply(policy_from_body({"egress": [{"action": "allow", "target": "a.test"}]}))
+        addr = ipaddress.ip_address("198.18.0.10")
+        await enforcer.admit("a.test", [ResolvedAddress(addr, 300)])
+        await enforcer.admit("a.test", [ResolvedAddress(addr, 60)])
+        await enforcer.admit("b.test", [ResolvedAddress(ipaddress.ip_address("198.18.0.11"), 300)])
+        listed = (await run_in(names["nft"], "nft", "list", "set", "inet", "osbox", "allow_v4")).stdout
+        assert "198.18.0.10 timeout 5m" in listed
+        assert "198.18.0.11" not in listed
+
+
+async def test_nft_errors_carry_nfts_words() -> None:
+    async with network_namespaces(["nft"]) as names:
+        with pytest.raises(NftError, match="syntax error"):
+            await run_nft(netns_path(names["nft"]), "this is not nft\n")
