@@ -22,15 +22,15 @@ import os
 import socket
 import struct
 import subprocess
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import dns.message
 import dns.rcode
 
-from osbox.server.egress.enforcer import NftEnforcer
+from osbox.server.egress.engine import Denial, SandboxEgress
 from osbox.server.egress.policy import Policy
-from osbox.server.egress.resolver import PolicyResolver, ResolvedAddress, SocketFactory
+from osbox.server.egress.resolver import SocketFactory
 
 from .fake_dns import FakeAuthority
 from .netns import netns_path, netns_socket_factory, network_namespaces, run, run_in
@@ -54,10 +54,8 @@ class FakeInternet:
 
     names: dict[str, str]
     authority: FakeAuthority
-    resolver: PolicyResolver
-    enforcer: NftEnforcer
-    denied: list[tuple[str, str]] = field(default_factory=list)
-    admitted: list[tuple[str, list[ResolvedAddress]]] = field(default_factory=list)
+    egress: SandboxEgress
+    denied: list[Denial] = field(default_factory=list)
 
     @property
     def sandbox(self) -> str:
@@ -65,11 +63,16 @@ class FakeInternet:
 
     @property
     def policy(self) -> Policy:
-        return self.enforcer.policy
+        return self.egress.policy
 
     async def set_policy(self, policy: Policy) -> None:
         """Replace the policy (resolver and nftables), as a `POST /policy` would."""
-        await self.enforcer.apply(policy)
+        await self.egress.replace(policy)
+
+    async def allow_set(self) -> str:
+        """The DNS-filled IPv4 allow set of the sandbox, as nft lists it."""
+        listed = await run_in(self.sandbox, "nft", "list", "set", "inet", "osbox", "allow_v4")
+        return listed.stdout
 
     async def fetch(self, host: str) -> subprocess.CompletedProcess[str]:
         """curl http://host/ from the sandbox (system resolver, so DNS goes through the policy)."""
@@ -131,36 +134,24 @@ async def fake_internet(policy: Policy | None = None) -> AsyncIterator[FakeInter
         host, public, sandbox = names["host"], names["public"], names["sandbox"]
         _wire_links(host, public, sandbox)
         servers: list[asyncio.Server] = []
-        authority = FakeAuthority(
-            {n: [a] for n, a in HOSTS.items()},
-            ttl=120,
-            socket_factory=netns_socket_factory(netns_path(public)),
-        )
-        enforcer = NftEnforcer(netns_path(sandbox), RESOLVER_ADDRESS)
-        denied: list[tuple[str, str]] = []
-        admitted: list[tuple[str, list[ResolvedAddress]]] = []
-
-        async def admit(name: str, addresses: Sequence[ResolvedAddress]) -> None:
-            admitted.append((name, list(addresses)))
-            await enforcer.admit(name, addresses)
-
-        resolver = PolicyResolver(
-            lambda: enforcer.policy,
-            DNS_ADDRESS,
-            on_allowed=admit,
-            on_denied=lambda name, qtype: denied.append((name, qtype)),
+        records = {name: [address] for name, address in HOSTS.items()}
+        authority = FakeAuthority(records, ttl=120, socket_factory=netns_socket_factory(netns_path(public)))
+        denied: list[Denial] = []
+        egress = SandboxEgress(
+            netns_path(sandbox),
+            listen=RESOLVER_ADDRESS,
+            upstream=DNS_ADDRESS,
+            on_denied=denied.append,
             socket_factory=netns_socket_factory(netns_path(host)),
         )
         try:
             await authority.start(*DNS_ADDRESS)
             for name, address in HOSTS.items():
                 servers.append(await _http_server(public, address, name))
-            await resolver.start(*RESOLVER_ADDRESS)
-            await enforcer.apply(policy or Policy.allow_all())
-            yield FakeInternet(names, authority, resolver, enforcer, denied, admitted)
+            await egress.start(policy or Policy.allow_all())
+            yield FakeInternet(names, authority, egress, denied)
         finally:
-            await resolver.close()
-            await enforcer.remove()
+            await egress.close()
             for server in servers:
                 server.close()
                 await server.wait_closed()

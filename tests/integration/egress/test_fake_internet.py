@@ -60,14 +60,16 @@ async def test_deny_default_admits_the_allowed_name_only(internet: FakeInternet)
     await internet.set_policy(deny_except(("allow", "allowed.test")))
 
     assert (await internet.fetch("allowed.test")).stdout == "allowed.test"
-    # Its address was admitted, with the answer's TTL, before curl got it.
-    assert internet.admitted == [("allowed.test", [answer for answer in internet.admitted[0][1]])]
-    assert [str(a.address) for a in internet.admitted[0][1]] == [HOSTS["allowed.test"]]
+    # Its address was admitted, with the answer's TTL (120 s), before curl got it.
+    assert f"{HOSTS['allowed.test']} timeout 2m" in await internet.allow_set()
 
     denied = await internet.fetch("denied.test")
     assert denied.returncode == CURL_COULDNT_RESOLVE
     assert (await internet.query("denied.test")).rcode() == dns.rcode.NXDOMAIN
-    assert ("denied.test", "A") in internet.denied
+    # Recorded for diagnostics: when, and which name (curl asks for A and AAAA).
+    assert {d.target for d in internet.denied} == {"denied.test"}
+    assert "A" in {d.query_type for d in internet.denied}
+    assert all(d.at.tzinfo is not None for d in internet.denied)
 
     # Literal IPs that no allowed name resolved to are refused at the network layer.
     assert failed(await internet.fetch(HOSTS["denied.test"]))
@@ -160,10 +162,10 @@ async def test_enforcement_is_probed_truthfully(internet: FakeInternet) -> None:
 
 async def test_remove_takes_the_table_away_and_apply_brings_it_back(internet: FakeInternet) -> None:
     await internet.set_policy(Policy.deny_all())
-    await internet.enforcer.remove()
+    await internet.egress.enforcer.remove()
     tables = await run_in(internet.sandbox, "nft", "list", "tables")
     assert "osbox" not in tables.stdout
-    await internet.enforcer.apply(Policy.deny_all())
+    await internet.egress.enforcer.apply(Policy.deny_all())
     assert "inet osbox" in (await run_in(internet.sandbox, "nft", "list", "tables")).stdout
 
 
@@ -173,7 +175,7 @@ async def test_everything_is_removed_after_use_even_after_a_failure() -> None:
     try:
         async with fake_internet(deny_except(("allow", "allowed.test"))) as internet:
             names = dict(internet.names)
-            resolver_address = internet.resolver.address
+            resolver_address = internet.egress.resolver.address
             assert (await internet.fetch("allowed.test")).stdout == "allowed.test"
             raise RuntimeError("the test body failed")
     except RuntimeError as exc:

@@ -1,0 +1,105 @@
+"""One sandbox's egress, assembled: its policy, the policy resolver and the nftables enforcer.
+
+This is the object a sandbox will own once the backend wires networking in (not yet): start it with the
+create request's policy, hand it to the egress app as its policy store, close it with the sandbox.
+
+A policy that filters anything needs `dns+nft`: where the probe finds less (no nft, not root), `start`
+and `replace` refuse it with `EgressUnavailable` and the reason, rather than run unfiltered.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from .enforcer import Enforcement, NftEnforcer, probe_enforcement
+from .nft import DOH_RESOLVERS
+from .policy import IPNetwork, Policy
+from .resolver import PolicyResolver, SocketFactory
+
+__all__ = ["Denial", "EgressUnavailable", "SandboxEgress"]
+
+
+class EgressUnavailable(RuntimeError):
+    """This machine cannot enforce the requested policy; the message says why (safe to show users)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """A denied name, for the sandbox's diagnostics events."""
+
+    at: datetime
+    target: str
+    query_type: str
+
+
+class SandboxEgress:
+    """Policy + resolver + enforcer of one sandbox network namespace.
+
+    Example::
+
+        egress = SandboxEgress("/run/netns/sbx-1", listen=("100.64.0.1", 53), upstream=("10.0.0.2", 53))
+        await egress.start(policy_from_create(request.get("networkPolicy")))
+        ...
+        await egress.close()
+    """
+
+    def __init__(
+        self,
+        netns: str | None,
+        *,
+        listen: tuple[str, int],
+        upstream: tuple[str, int],
+        on_denied: Callable[[Denial], None] | None = None,
+        socket_factory: SocketFactory = socket.socket,
+        doh_resolvers: Sequence[IPNetwork] = DOH_RESOLVERS,
+    ) -> None:
+        """`listen` is where the resolver answers (the DNS DNAT target); `upstream` where it asks."""
+        self.netns = netns
+        self._listen = listen
+        self._on_denied = on_denied
+        self._policy = Policy.allow_all()
+        self.enforcement = Enforcement("none", "not started")
+        # Public for inspection and tests; change the policy through `replace` only.
+        self.enforcer = NftEnforcer(netns, listen, doh_resolvers=doh_resolvers)
+        self.resolver = PolicyResolver(
+            lambda: self._policy,
+            upstream,
+            on_allowed=self.enforcer.admit,
+            on_denied=self._record_denial,
+            socket_factory=socket_factory,
+        )
+
+    @property
+    def policy(self) -> Policy:
+        """The policy in force."""
+        return self._policy
+
+    async def start(self, policy: Policy) -> None:
+        """Probe what can be enforced, install `policy` and start the resolver.
+
+        Raises `EgressUnavailable` for a filtering policy the machine cannot enforce with nftables.
+        """
+        self.enforcement = await probe_enforcement(self.netns)
+        await self.replace(policy)
+        await self.resolver.start(*self._listen)
+
+    async def replace(self, policy: Policy) -> None:
+        """Put `policy` in force at once (new connections and the next DNS query see it)."""
+        if self.enforcement.mode == "dns+nft":
+            await self.enforcer.apply(policy)
+        elif policy != Policy.allow_all():
+            raise EgressUnavailable(f"cannot enforce an egress policy here: {self.enforcement.reason}")
+        self._policy = policy
+
+    async def close(self) -> None:
+        """Stop the resolver and remove the nftables table."""
+        await self.resolver.close()
+        if self.enforcement.mode == "dns+nft":
+            await self.enforcer.remove()
+
+    def _record_denial(self, name: str, query_type: str) -> None:
+        if self._on_denied is not None:
+            self._on_denied(Denial(datetime.now(UTC), name, query_type))
