@@ -20,7 +20,15 @@ from .nft import DOH_RESOLVERS, Admission, render_admissions, render_removal, re
 from .policy import IPAddress, IPNetwork, Policy
 from .resolver import ResolvedAddress
 
-__all__ = ["Enforcement", "EnforcementMode", "NftEnforcer", "NftError", "probe_enforcement", "run_nft"]
+__all__ = [
+    "ADMISSION_SLACK",
+    "Enforcement",
+    "EnforcementMode",
+    "NftEnforcer",
+    "NftError",
+    "probe_enforcement",
+    "run_nft",
+]
 
 EnforcementMode = Literal["dns+nft", "dns", "none"]
 
@@ -87,6 +95,10 @@ async def probe_enforcement(netns: str | None) -> Enforcement:
     return Enforcement("dns+nft")
 
 
+ADMISSION_SLACK = 60
+"""Seconds an address stays admitted beyond its (clamped) TTL; see `NftEnforcer.admit`."""
+
+
 @dataclass
 class _Admitted:
     expires: float  # on the monotonic clock
@@ -142,8 +154,10 @@ class NftEnforcer:
     async def admit(self, name: str, addresses: Sequence[ResolvedAddress]) -> None:
         """Admit an allowed name's addresses for their TTL (the resolver's `on_allowed` hook).
 
-        Never shortens an admission: an address keeps the latest expiry any answer gave it. A name the
-        policy denies by now (changed while its query was upstream) admits nothing.
+        An address is admitted for its TTL plus `ADMISSION_SLACK`, and nft is only called when an
+        answer's TTL would outlast the current admission: a name looked up again and again costs one nft
+        call per `ADMISSION_SLACK` seconds, not one per lookup. An admission is never shortened. A name
+        the policy denies by now (changed while its query was upstream) admits nothing.
         """
         async with self._lock:
             if self.policy.decide(name) != "allow":
@@ -153,14 +167,15 @@ class NftEnforcer:
             for item in addresses:
                 entry = self._admitted.get(item.address)
                 if entry is None or now + item.ttl > entry.expires:
-                    changes.append(Admission(item.address, item.ttl))
+                    changes.append(Admission(item.address, item.ttl + ADMISSION_SLACK))
             if changes:
                 await run_nft(self.netns, render_admissions(changes))
             # Recorded once nft has them, so the bookkeeping never claims more than the kernel holds.
             for item in addresses:
-                entry = self._admitted.setdefault(item.address, _Admitted(expires=now + item.ttl))
+                entry = self._admitted.setdefault(item.address, _Admitted(expires=0.0))
                 entry.names.add(name)
-                entry.expires = max(entry.expires, now + item.ttl)
+            for change in changes:
+                self._admitted[change.address].expires = now + change.timeout
 
     async def remove(self) -> None:
         """Remove osbox's table from the namespace (no-op when it is gone already)."""
