@@ -42,7 +42,8 @@ def netns_missing() -> str | None:
     """Why these tests cannot run here, or None when they can."""
     if os.geteuid() != 0:
         return "network namespaces, veths and nftables need root"
-    for tool, package in (("ip", "iproute2"), ("nft", "nftables"), ("nsenter", "util-linux")):
+    tools = (("ip", "iproute2"), ("nft", "nftables"), ("nsenter", "util-linux"), ("curl", "curl"))
+    for tool, package in tools:
         if shutil.which(tool) is None:
             return f"{tool} is not installed: apt-get install {package}"
     return None
