@@ -110,3 +110,16 @@ def test_admissions_reset_the_timeout_whether_or_not_the_element_exists() -> Non
         "add element inet osbox allow_v4 { 198.18.0.10 timeout 120s }",
     ]
     assert render_admissions([]) == ""
+
+
+def test_protected_networks_and_the_resolver_are_refused_unless_an_ip_rule_allows_them() -> None:
+    protected = [ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8")]
+    script = render_ruleset(Policy.allow_all(), RESOLVER, protected=protected)
+    assert set_elements(script, "protected_v4") == "elements = { 10.0.0.0/8, 100.64.0.1 }"
+    assert set_elements(script, "protected_v6") == "elements = { fd00::/8 }"
+    chain = output_chain(script)
+    guard = chain.index("ip daddr @protected_v4 ip daddr != @static_allow_v4 reject")
+    # After the resolver's DNS port and the static denies, before every allow set.
+    assert chain.index("ip daddr 100.64.0.1 meta l4proto { tcp, udp } th dport 53 accept") < guard
+    assert chain.index("ip daddr @static_deny_v4 reject") < guard < chain.index("ip daddr @allow_v4 accept")
+    assert "ip6 daddr @protected_v6 ip6 daddr != @static_allow_v6 reject" in chain

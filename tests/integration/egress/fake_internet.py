@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import socket
 import struct
@@ -35,7 +36,15 @@ from osbox.server.egress.resolver import SocketFactory
 from .fake_dns import FakeAuthority
 from .netns import netns_path, netns_socket_factory, network_namespaces, run, run_in
 
-__all__ = ["DNS_ADDRESS", "HOSTS", "RESOLVER_ADDRESS", "FakeInternet", "fake_internet"]
+__all__ = [
+    "DNS_ADDRESS",
+    "HOSTS",
+    "HOST_PUBLIC_SIDE",
+    "RESOLVER_ADDRESS",
+    "FakeInternet",
+    "fake_internet",
+    "http_server",
+]
 
 HOSTS = {
     "allowed.test": "198.18.0.10",
@@ -45,6 +54,8 @@ HOSTS = {
 }
 DNS_ADDRESS = ("198.18.0.2", 53)
 RESOLVER_ADDRESS = ("100.64.0.1", 53)
+HOST_PUBLIC_SIDE = "198.18.0.1"
+"""The host's own address on the public side: protected, as the runtime will protect the host's."""
 SANDBOX_NAMESERVER = "192.0.2.53"
 
 
@@ -142,12 +153,13 @@ async def fake_internet(policy: Policy | None = None) -> AsyncIterator[FakeInter
             listen=RESOLVER_ADDRESS,
             upstream=DNS_ADDRESS,
             on_denied=denied.append,
+            protected=[ipaddress.ip_network(HOST_PUBLIC_SIDE)],
             socket_factory=netns_socket_factory(netns_path(host)),
         )
         try:
             await authority.start(*DNS_ADDRESS)
             for name, address in HOSTS.items():
-                servers.append(await _http_server(public, address, name))
+                servers.append(await http_server(public, address, name))
             await egress.start(policy or Policy.allow_all())
             yield FakeInternet(names, authority, egress, denied)
         finally:
@@ -188,8 +200,8 @@ def _wire_links(host: str, public: str, sandbox: str) -> None:
         conf.write(f"nameserver {SANDBOX_NAMESERVER}\noptions timeout:2 attempts:1\n")
 
 
-async def _http_server(netns: str, address: str, name: str) -> asyncio.Server:
-    """A one-page HTTP server on `address`:80 inside `netns`, answering with `name`."""
+async def http_server(netns: str, address: str, name: str, port: int = 80) -> asyncio.Server:
+    """A one-page HTTP server on `address`:`port` inside `netns`, answering with `name`."""
     page = name.encode()
     reply = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(page), page)
 
@@ -202,7 +214,7 @@ async def _http_server(netns: str, address: str, name: str) -> asyncio.Server:
 
     sock = netns_socket_factory(netns_path(netns))(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((address, 80))
+    sock.bind((address, port))
     sock.listen(64)
     sock.setblocking(False)
     return await asyncio.start_server(serve, sock=sock)

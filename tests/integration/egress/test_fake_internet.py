@@ -22,7 +22,15 @@ from osbox.server.egress.policy import (
     policy_from_create,
 )
 
-from .fake_internet import HOSTS, RESOLVER_ADDRESS, FakeInternet, answer_addresses, fake_internet
+from .fake_internet import (
+    HOST_PUBLIC_SIDE,
+    HOSTS,
+    RESOLVER_ADDRESS,
+    FakeInternet,
+    answer_addresses,
+    fake_internet,
+    http_server,
+)
 from .netns import NETNS_PREFIX, netns_path, netns_socket_factory, requires_netns, run_in
 
 pytestmark = requires_netns
@@ -46,7 +54,7 @@ async def delete(internet: FakeInternet, *targets: str) -> None:
 
 
 def failed(done: subprocess.CompletedProcess[str]) -> bool:
-    return done.returncode != 0 and done.stdout not in HOSTS
+    return done.returncode != 0 and not done.stdout
 
 
 async def test_with_no_policy_every_host_is_reachable(internet: FakeInternet) -> None:
@@ -151,6 +159,26 @@ async def test_the_sandbox_loopback_stays_usable_and_private_under_deny_all(inte
     # Not reachable from the host side: that loopback belongs to the sandbox's namespace.
     probe_from_host = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5)"
     assert (await run_in(internet.names["host"], "python3", "-c", probe_from_host)).returncode != 0
+
+
+async def test_the_host_stays_out_of_reach_unless_an_ip_rule_allows_it(internet: FakeInternet) -> None:
+    host = internet.names["host"]
+    servers = [
+        await http_server(host, RESOLVER_ADDRESS[0], "host-gateway", port=8080),
+        await http_server(host, HOST_PUBLIC_SIDE, "host-public-side", port=8080),
+    ]
+    try:
+        # Even with no policy: the resolver's address serves DNS only, and protected addresses nothing.
+        assert failed(await internet.fetch(f"{RESOLVER_ADDRESS[0]}:8080"))
+        assert failed(await internet.fetch(f"{HOST_PUBLIC_SIDE}:8080"))
+        assert (await internet.fetch("allowed.test")).stdout == "allowed.test"
+
+        await patch(internet, ("allow", f"{HOST_PUBLIC_SIDE}/32"))
+        assert (await internet.fetch(f"{HOST_PUBLIC_SIDE}:8080")).stdout == "host-public-side"
+    finally:
+        for server in servers:
+            server.close()
+            await server.wait_closed()
 
 
 async def test_enforcement_is_probed_truthfully(internet: FakeInternet) -> None:

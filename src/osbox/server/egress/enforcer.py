@@ -123,12 +123,15 @@ class NftEnforcer:
         resolver: tuple[str, int],
         *,
         doh_resolvers: Sequence[IPNetwork] = DOH_RESOLVERS,
+        protected: Sequence[IPNetwork] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`netns` is the namespace's path (None: the caller's own); `resolver` where DNS is sent."""
+        """`netns` is the namespace's path (None: the caller's own); `resolver` where DNS is sent;
+        `protected` networks are refused unless the policy allows them by IP/CIDR (see `render_ruleset`)."""
         self.netns = netns
         self.resolver = resolver
         self._doh = doh_resolvers
+        self._protected = protected
         self._clock = clock
         self._lock = asyncio.Lock()
         self._admitted: dict[IPAddress, _Admitted] = {}
@@ -147,7 +150,9 @@ class NftEnforcer:
                     del self._admitted[address]
                     continue
                 kept.append(Admission(address, remaining))
-            script = render_ruleset(policy, self.resolver, admitted=kept, doh_resolvers=self._doh)
+            script = render_ruleset(
+                policy, self.resolver, admitted=kept, doh_resolvers=self._doh, protected=self._protected
+            )
             await run_nft(self.netns, script)
             self.policy = policy
 

@@ -55,15 +55,18 @@ class SandboxEgress:
         on_denied: Callable[[Denial], None] | None = None,
         socket_factory: SocketFactory = socket.socket,
         doh_resolvers: Sequence[IPNetwork] = DOH_RESOLVERS,
+        protected: Sequence[IPNetwork] = (),
     ) -> None:
-        """`listen` is where the resolver answers (the DNS DNAT target); `upstream` where it asks."""
+        """`listen` is where the resolver answers (the DNS DNAT target); `upstream` where it asks;
+        `protected` networks (the host's addresses, other sandboxes) stay out of reach unless the policy
+        allows them by IP/CIDR."""
         self.netns = netns
         self._listen = listen
         self._on_denied = on_denied
         self._policy = Policy.allow_all()
         self.enforcement = Enforcement("none", "not started")
         # Public for inspection and tests; change the policy through `replace` only.
-        self.enforcer = NftEnforcer(netns, listen, doh_resolvers=doh_resolvers)
+        self.enforcer = NftEnforcer(netns, listen, doh_resolvers=doh_resolvers, protected=protected)
         self.resolver = PolicyResolver(
             lambda: self._policy,
             upstream,

@@ -8,10 +8,11 @@ deletes and redefines the table) and removing enforcement is `delete table inet 
   loopback accepted (the namespace's own `lo`: private to the sandbox); established/related accepted (a
   policy change never cuts a flow already admitted, it applies to new connections); the resolver
   accepted; any other DNS (port 53, e.g. over an address family the resolver doesn't serve) refused;
-  static deny IPs/CIDRs refused (deny wins over allow); under deny: DNS-over-TLS (853) and DNS-over-HTTPS
-  to known public resolvers refused; static allow IPs/CIDRs and the DNS-filled `allow_v4`/`allow_v6` sets
-  accepted; under deny the rest refused (a reject, not a silent drop, so clients fail at once), with a
-  `drop` chain policy behind it.
+  static deny IPs/CIDRs refused (deny wins over allow); protected networks (the host, other sandboxes,
+  the resolver's address but for DNS) refused unless an IP/CIDR rule allows them; under deny:
+  DNS-over-TLS (853) and DNS-over-HTTPS to known public resolvers refused; static allow IPs/CIDRs and
+  the DNS-filled `allow_v4`/`allow_v6` sets accepted; under deny the rest refused (a reject, not a
+  silent drop, so clients fail at once), with a `drop` chain policy behind it.
 
 The `allow_*` sets have `flags timeout`: the resolver admits each answer's addresses for their TTL.
 """
@@ -66,17 +67,21 @@ def render_ruleset(
     *,
     admitted: Iterable[Admission] = (),
     doh_resolvers: Sequence[IPNetwork] = DOH_RESOLVERS,
+    protected: Sequence[IPNetwork] = (),
 ) -> str:
     """The whole `nft -f` script that (re)defines table `inet osbox` for `policy`, atomically.
 
     `resolver` is the (address, port) DNS is redirected to; `admitted` re-seeds the DNS-filled allow sets
-    (e.g. the still-allowed addresses when the policy is replaced).
+    (e.g. the still-allowed addresses when the policy is replaced). `protected` networks (the host's own
+    addresses, other sandboxes) are refused whatever the default, unless an IP/CIDR rule allows them;
+    the resolver's address is always protected but for its DNS port.
     """
     host, port = resolver
     resolver_ip = ipaddress.ip_address(host)
     ip_kw = _family_keyword(resolver_ip.version)
     deny = policy.default_action == "deny"
     seeds = list(admitted)
+    guarded = [*protected, ipaddress.ip_network(resolver_ip)]
     lines = [
         # Creating the table first makes the delete valid when it does not exist yet.
         f"table inet {TABLE}",
@@ -85,18 +90,14 @@ def render_ruleset(
     ]
     for version in (4, 6):
         lines += _set(f"allow_v{version}", version, ["timeout"], _seed_elements(seeds, version))
-        lines += _set(
-            f"static_allow_v{version}", version, ["interval"], _networks(policy.networks("allow", version))
-        )
-        lines += _set(
-            f"static_deny_v{version}", version, ["interval"], _networks(policy.networks("deny", version))
-        )
-        lines += _set(
-            f"doh_v{version}",
-            version,
-            ["interval"],
-            _networks(n for n in doh_resolvers if n.version == version),
-        )
+        for name, networks in (
+            ("static_allow", policy.networks("allow", version)),
+            ("static_deny", policy.networks("deny", version)),
+            ("protected", guarded),
+            ("doh", doh_resolvers),
+        ):
+            elements = _networks(n for n in networks if n.version == version)
+            lines += _set(f"{name}_v{version}", version, ["interval"], elements)
     lines += [
         "  chain dns {",
         "    type nat hook output priority -100; policy accept;",
@@ -111,6 +112,10 @@ def render_ruleset(
         "    meta l4proto { tcp, udp } th dport 53 reject",
         "    ip daddr @static_deny_v4 reject",
         "    ip6 daddr @static_deny_v6 reject",
+        # Before the DNS-filled sets too: a public name resolving to a protected address (DNS rebinding)
+        # gets nowhere.
+        "    ip daddr @protected_v4 ip daddr != @static_allow_v4 reject",
+        "    ip6 daddr @protected_v6 ip6 daddr != @static_allow_v6 reject",
     ]
     if deny:
         lines += [
