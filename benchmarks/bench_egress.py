@@ -9,7 +9,8 @@ Measured, interleaved in rounds:
 - resolver: client -> resolver -> upstream, the admission hook a no-op (the resolver's own cost);
 - resolver + nft, warm: the same with the real `NftEnforcer` in a throw-away network namespace, the
   name's address already admitted (the steady state: no nft call, see ADMISSION_SLACK) -- root only;
-- resolver + nft, cold: first lookups of distinct names, each admission one `nft` call -- root only.
+- resolver + nft, cold: first lookups of distinct names, each admission one nft transaction (libnftables
+  in the session thread, or an `nft` process where it is missing) -- root only.
 Goal: median resolver lookup <= 3x direct (the resolver adds a second hop and a second parse).
 
     python benchmarks/bench_egress.py [--quick]

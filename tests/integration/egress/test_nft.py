@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import threading
 
 import pytest
 
 from osbox.server.egress.enforcer import NftEnforcer, NftError, run_nft
 from osbox.server.egress.nft import Admission, render_ruleset
+from osbox.server.egress.nft_runner import NftSession
 from osbox.server.egress.policy import Policy, policy_from_body
 from osbox.server.egress.resolver import ResolvedAddress
 
@@ -50,17 +53,46 @@ async def test_nft_accepts_every_rendered_ruleset_twice(name: str, resolver: tup
 async def test_admissions_are_never_shortened_and_denied_names_admit_nothing() -> None:
     async with network_namespaces(["nft"]) as names:
         enforcer = NftEnforcer(netns_path(names["nft"]), ("100.64.0.1", 53))
-        await enforcer.apply(policy_from_body({"egress": [{"action": "allow", "target": "a.test"}]}))
-        addr = ipaddress.ip_address("198.18.0.10")
-        await enforcer.admit("a.test", [ResolvedAddress(addr, 300)])
-        await enforcer.admit("a.test", [ResolvedAddress(addr, 60)])
-        await enforcer.admit("b.test", [ResolvedAddress(ipaddress.ip_address("198.18.0.11"), 300)])
-        listed = (await run_in(names["nft"], "nft", "list", "set", "inet", "osbox", "allow_v4")).stdout
-        assert "198.18.0.10 timeout 6m" in listed  # 300 s + ADMISSION_SLACK, not shortened to 60 s
-        assert "198.18.0.11" not in listed
+        try:
+            await enforcer.apply(policy_from_body({"egress": [{"action": "allow", "target": "a.test"}]}))
+            addr = ipaddress.ip_address("198.18.0.10")
+            await enforcer.admit("a.test", [ResolvedAddress(addr, 300)])
+            await enforcer.admit("a.test", [ResolvedAddress(addr, 60)])
+            await enforcer.admit("b.test", [ResolvedAddress(ipaddress.ip_address("198.18.0.11"), 300)])
+            listed = (await run_in(names["nft"], "nft", "list", "set", "inet", "osbox", "allow_v4")).stdout
+            assert "198.18.0.10 timeout 6m" in listed  # 300 s + ADMISSION_SLACK, not shortened to 60 s
+            assert "198.18.0.11" not in listed
+        finally:
+            await enforcer.remove()
 
 
-async def test_nft_errors_carry_nfts_words() -> None:
+async def test_nft_errors_carry_nfts_words_in_process_and_in_a_subprocess() -> None:
     async with network_namespaces(["nft"]) as names:
         with pytest.raises(NftError, match="syntax error"):
             await run_nft(netns_path(names["nft"]), "this is not nft\n")
+        session = NftSession(netns_path(names["nft"]))
+        try:
+            with pytest.raises(NftError, match="syntax error"):
+                await session.run("this is not nft\n")
+            await session.run(render_ruleset(Policy.deny_all(), ("100.64.0.1", 53)))  # still usable
+        finally:
+            await session.close()
+
+
+async def test_a_session_works_inside_its_namespace_and_its_thread_ends_with_it() -> None:
+    async with network_namespaces(["nft"]) as names:
+        session = NftSession(netns_path(names["nft"]))
+        await session.run(render_ruleset(Policy.deny_all(), ("100.64.0.1", 53)))
+        assert session.active
+        # The table is in that namespace, not in the test's own.
+        assert "inet osbox" in (await run_in(names["nft"], "nft", "list", "tables")).stdout
+        assert "table inet osbox" not in await _own_tables()
+        await session.close()
+        assert not session.active
+        assert not [t for t in threading.enumerate() if t.name == "nft"]
+
+
+async def _own_tables() -> str:
+    proc = await asyncio.create_subprocess_exec("nft", "list", "tables", stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    return out.decode()

@@ -1,9 +1,10 @@
 """nftables enforcement for one sandbox network namespace: apply, replace, admit, remove, and probe.
 
-The ruleset comes from `nft.render_ruleset`; it is applied with `nsenter --net=<netns> nft -f -`, so the
-namespace can be a named one (`/run/netns/NAME`) or a process's (`/proc/PID/ns/net`). Every change is one
-nft transaction. The enforcer remembers which addresses each allowed name admitted and until when, so a
-policy replacement keeps the admissions of names that are still allowed (and drops the others at once).
+The ruleset comes from `nft.render_ruleset`; it is applied through an `NftSession` (libnftables in a
+thread inside the namespace, or `nsenter --net=<netns> nft -f -`), so the namespace can be a named one
+(`/run/netns/NAME`) or a process's (`/proc/PID/ns/net`). Every change is one nft transaction. The enforcer
+remembers which addresses each allowed name admitted and until when, so a policy replacement keeps the
+admissions of names that are still allowed (and drops the others at once).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .nft import DOH_RESOLVERS, Admission, render_admissions, render_removal, render_ruleset
+from .nft_runner import NftError, NftSession, run_nft
 from .policy import IPAddress, IPNetwork, Policy
 from .resolver import ResolvedAddress
 
@@ -33,45 +35,12 @@ __all__ = [
 EnforcementMode = Literal["dns+nft", "dns", "none"]
 
 
-class NftError(RuntimeError):
-    """nft refused a script or could not run; the message carries nft's own words."""
-
-
 @dataclass(frozen=True, slots=True)
 class Enforcement:
     """How a policy is enforced, truthfully: `dns+nft`, `dns` (names only) or `none`, and why not more."""
 
     mode: EnforcementMode
     reason: str | None = None
-
-
-# nft answers in milliseconds; a hung one must not hold a policy change (or a DNS answer) forever.
-_NFT_TIMEOUT = 10.0
-
-
-async def run_nft(netns: str | None, script: str, *, check_only: bool = False) -> None:
-    """Run an `nft -f -` script inside the network namespace at path `netns` (None: this one)."""
-    argv = ["nft", "-c", "-f", "-"] if check_only else ["nft", "-f", "-"]
-    if netns is not None:
-        argv = ["nsenter", f"--net={netns}", "--", *argv]
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-    except OSError as exc:
-        raise NftError(f"cannot run {argv[0]}: {exc.strerror}") from None
-    try:
-        async with asyncio.timeout(_NFT_TIMEOUT):
-            _, stderr = await proc.communicate(script.encode())
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise NftError(f"nft did not finish within {_NFT_TIMEOUT:g} s") from None
-    if proc.returncode != 0:
-        raise NftError(stderr.decode(errors="replace").strip() or f"nft exited with {proc.returncode}")
 
 
 async def probe_enforcement(netns: str | None) -> Enforcement:
@@ -135,6 +104,7 @@ class NftEnforcer:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._admitted: dict[IPAddress, _Admitted] = {}
+        self._nft = NftSession(netns)
         self.policy: Policy = Policy.allow_all()
 
     async def apply(self, policy: Policy) -> None:
@@ -153,7 +123,7 @@ class NftEnforcer:
             script = render_ruleset(
                 policy, self.resolver, admitted=kept, doh_resolvers=self._doh, protected=self._protected
             )
-            await run_nft(self.netns, script)
+            await self._nft.run(script)
             self.policy = policy
 
     async def admit(self, name: str, addresses: Sequence[ResolvedAddress]) -> None:
@@ -174,7 +144,7 @@ class NftEnforcer:
                 if entry is None or now + item.ttl > entry.expires:
                     changes.append(Admission(item.address, item.ttl + ADMISSION_SLACK))
             if changes:
-                await run_nft(self.netns, render_admissions(changes))
+                await self._nft.run(render_admissions(changes))
             # Recorded once nft has them, so the bookkeeping never claims more than the kernel holds.
             for item in addresses:
                 entry = self._admitted.setdefault(item.address, _Admitted(expires=0.0))
@@ -183,11 +153,15 @@ class NftEnforcer:
                 self._admitted[change.address].expires = now + change.timeout
 
     async def remove(self) -> None:
-        """Remove osbox's table from the namespace (no-op when it is gone already)."""
+        """Remove osbox's table from the namespace (no-op when it is gone already) and end the nft
+        session, whose thread would otherwise keep the namespace alive. `apply` starts over."""
         async with self._lock:
             self._admitted.clear()
-            if self.netns is None or _netns_exists(self.netns):
-                await run_nft(self.netns, render_removal())
+            try:
+                if self._nft.active or self.netns is None or _netns_exists(self.netns):
+                    await self._nft.run(render_removal())
+            finally:
+                await self._nft.close()
 
 
 def _netns_exists(path: str) -> bool:
