@@ -159,6 +159,7 @@ def test_default_action_defaults_to_deny_and_actions_are_case_insensitive() -> N
         ({"egress": [{"action": "allow", "target": "a.*.test"}]}, "is not a domain"),
         ({"egress": [{"action": "allow", "target": "exa mple.test"}]}, "is not a domain"),
         ({"egress": [{"action": "allow", "target": "10.0.0.0/33"}]}, "not a valid CIDR"),
+        ({"egress": [{"action": "allow", "target": "fe80::1%eth0"}]}, "scoped IPv6 addresses"),
         ({"egress": [{"action": "allow", "target": "a.test", "ports": [443]}]}, "unknown field(s) 'ports'"),
         ({"default_action": "allow"}, "unknown field(s) 'default_action'"),
     ],

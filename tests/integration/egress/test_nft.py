@@ -7,6 +7,8 @@ import ipaddress
 import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from osbox.server.egress.enforcer import NftEnforcer, NftError, run_nft
 from osbox.server.egress.nft import Admission, render_ruleset
@@ -96,3 +98,51 @@ async def _own_tables() -> str:
     proc = await asyncio.create_subprocess_exec("nft", "list", "tables", stdout=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
     return out.decode()
+
+
+v4_targets = st.builds(
+    lambda addr, prefix: f"{addr}/{prefix}",
+    st.ip_addresses(v=4),
+    st.integers(min_value=0, max_value=32),
+)
+v6_targets = st.builds(
+    lambda addr, prefix: f"{addr}/{prefix}",
+    st.ip_addresses(v=6),
+    st.integers(min_value=0, max_value=128),
+)
+random_policies = st.builds(
+    lambda default, rules: policy_from_body({"defaultAction": default, "egress": rules}),
+    st.sampled_from(["allow", "deny"]),
+    st.lists(
+        st.fixed_dictionaries(
+            {"action": st.sampled_from(["allow", "deny"]), "target": st.one_of(v4_targets, v6_targets)}
+        ),
+        max_size=8,
+    ),
+)
+
+
+async def test_nft_accepts_the_ruleset_of_any_ip_policy() -> None:
+    """Random IP/CIDR policies (overlaps, /0, host bits, v4-mapped v6) all render to rulesets nft takes."""
+    async with network_namespaces(["nft"]) as names:
+        session = NftSession(netns_path(names["nft"]))
+        failures: list[str] = []
+
+        @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @given(random_policies)
+        def check(policy: Policy) -> None:
+            script = render_ruleset(
+                policy, ("100.64.0.1", 53), protected=[ipaddress.ip_network("10.0.0.0/8")]
+            )
+            future = asyncio.run_coroutine_threadsafe(session.run(script), loop)
+            try:
+                future.result(timeout=30)
+            except NftError as exc:
+                failures.append(f"{policy}: {exc}")
+
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.to_thread(check)
+        finally:
+            await session.close()
+        assert failures == []

@@ -248,6 +248,8 @@ def _parse_action(value: object, where: str) -> Action:
 
 def _parse_network(target: str) -> IPNetwork | None:
     """The network of an IP or CIDR target (host bits tolerated, masked off), None for anything else."""
+    if "%" in target:
+        raise PolicyError(f"target {target!r}: scoped IPv6 addresses are not supported")
     if "/" not in target:
         try:
             return ipaddress.ip_network(target)
