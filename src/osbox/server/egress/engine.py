@@ -10,10 +10,12 @@ and `replace` refuse it with `EgressUnavailable` and the reason, rather than run
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from .denials import DenialThrottle
 from .enforcer import Enforcement, NftEnforcer, probe_enforcement
 from .nft import DOH_RESOLVERS
 from .policy import IPNetwork, Policy
@@ -53,16 +55,19 @@ class SandboxEgress:
         listen: tuple[str, int],
         upstream: tuple[str, int],
         on_denied: Callable[[Denial], None] | None = None,
+        denial_throttle: DenialThrottle | None = None,
         socket_factory: SocketFactory = socket.socket,
         doh_resolvers: Sequence[IPNetwork] = DOH_RESOLVERS,
         protected: Sequence[IPNetwork] = (),
     ) -> None:
         """`listen` is where the resolver answers (the DNS DNAT target); `upstream` where it asks;
         `protected` networks (the host's addresses, other sandboxes) stay out of reach unless the policy
-        allows them by IP/CIDR."""
+        allows them by IP/CIDR. `on_denied` gets the denials `denial_throttle` lets through (default: a
+        name at most once per 10 s, 120 a minute)."""
         self.netns = netns
         self._listen = listen
         self._on_denied = on_denied
+        self._throttle = denial_throttle or DenialThrottle()
         self._policy = Policy.allow_all()
         self.enforcement = Enforcement("none", "not started")
         # Public for inspection and tests; change the policy through `replace` only.
@@ -104,5 +109,5 @@ class SandboxEgress:
             await self.enforcer.remove()
 
     def _record_denial(self, name: str, query_type: str) -> None:
-        if self._on_denied is not None:
+        if self._on_denied is not None and self._throttle.admit(name, time.monotonic()):
             self._on_denied(Denial(datetime.now(UTC), name, query_type))
