@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import ipaddress
 
-from osbox.server.egress.nft import Admission, render_admissions, render_removal, render_ruleset
+from osbox.server.egress.nflog import NFLOG_GROUP
+from osbox.server.egress.nft import (
+    REFUSAL_LOG_RATE,
+    Admission,
+    render_admissions,
+    render_removal,
+    render_ruleset,
+)
 from osbox.server.egress.policy import Policy, policy_from_body
 
 RESOLVER = ("100.64.0.1", 53)
 
 
-def output_chain(script: str) -> list[str]:
+def output_chain(script: str, name: str = "output") -> list[str]:
     lines = script.splitlines()
-    start = lines.index("  chain output {")
+    start = lines.index(f"  chain {name} {{")
     return [line.strip() for line in lines[start + 1 : lines.index("  }", start)]]
 
 
@@ -42,17 +49,20 @@ def test_deny_default_drops_and_refuses_what_no_rule_admits() -> None:
     chain = output_chain(render_ruleset(Policy.deny_all(), RESOLVER))
     assert chain[0] == "type filter hook output priority 0; policy drop;"
     assert chain[1:4] == ['oif "lo" accept', "ct state established,related accept", "ct state invalid drop"]
-    assert chain[-2:] == ["meta l4proto tcp reject with tcp reset", "reject with icmpx type admin-prohibited"]
+    # IPv6 neighbour/router discovery and MLD stay possible on the link (hop limits 255 and 1 only).
+    assert chain[4].startswith("icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit,")
+    assert chain[4].endswith("ip6 hoplimit { 1, 255 } accept")
+    assert chain[-1] == "goto refuse"
     # DoT anywhere and DoH to the known resolvers are refused, before any allow set.
-    doh = chain.index("ip daddr @doh_v4 meta l4proto { tcp, udp } th dport 443 reject")
-    assert "meta l4proto { tcp, udp } th dport 853 reject" in chain
+    doh = chain.index("ip daddr @doh_v4 meta l4proto { tcp, udp } th dport 443 goto refuse")
+    assert "meta l4proto { tcp, udp } th dport 853 goto refuse" in chain
     assert doh < chain.index("ip daddr @static_allow_v4 accept") < chain.index("ip daddr @allow_v4 accept")
 
 
 def test_allow_default_accepts_and_blocks_no_doh() -> None:
     chain = output_chain(render_ruleset(Policy.allow_all(), RESOLVER))
     assert chain[0] == "type filter hook output priority 0; policy accept;"
-    assert not [rule for rule in chain if "doh" in rule or "853" in rule or rule.startswith("reject")]
+    assert not [rule for rule in chain if "doh" in rule or "853" in rule or rule == "goto refuse"]
 
 
 def test_static_deny_is_checked_before_any_allow() -> None:
@@ -69,7 +79,9 @@ def test_static_deny_is_checked_before_any_allow() -> None:
     )
     script = render_ruleset(policy, RESOLVER)
     chain = output_chain(script)
-    assert chain.index("ip daddr @static_deny_v4 reject") < chain.index("ip daddr @static_allow_v4 accept")
+    assert chain.index("ip daddr @static_deny_v4 goto refuse") < chain.index(
+        "ip daddr @static_allow_v4 accept"
+    )
     assert set_elements(script, "static_allow_v4") == "elements = { 198.18.0.0/24 }"
     assert set_elements(script, "static_deny_v4") == "elements = { 198.18.0.11 }"
     assert set_elements(script, "static_allow_v6") == "elements = { 2001:db8::/32 }"
@@ -118,8 +130,21 @@ def test_protected_networks_and_the_resolver_are_refused_unless_an_ip_rule_allow
     assert set_elements(script, "protected_v4") == "elements = { 10.0.0.0/8, 100.64.0.1 }"
     assert set_elements(script, "protected_v6") == "elements = { fd00::/8 }"
     chain = output_chain(script)
-    guard = chain.index("ip daddr @protected_v4 ip daddr != @static_allow_v4 reject")
+    guard = chain.index("ip daddr @protected_v4 ip daddr != @static_allow_v4 goto refuse")
     # After the resolver's DNS port and the static denies, before every allow set.
     assert chain.index("ip daddr 100.64.0.1 meta l4proto { tcp, udp } th dport 53 accept") < guard
-    assert chain.index("ip daddr @static_deny_v4 reject") < guard < chain.index("ip daddr @allow_v4 accept")
-    assert "ip6 daddr @protected_v6 ip6 daddr != @static_allow_v6 reject" in chain
+    assert (
+        chain.index("ip daddr @static_deny_v4 goto refuse") < guard < chain.index("ip daddr @allow_v4 accept")
+    )
+    assert "ip6 daddr @protected_v6 ip6 daddr != @static_allow_v6 goto refuse" in chain
+
+
+def test_every_refusal_is_logged_to_nflog_rate_limited_then_rejected_at_once() -> None:
+    refuse = output_chain(render_ruleset(Policy.allow_all(), RESOLVER), "refuse")
+    assert refuse == [
+        f"limit rate {REFUSAL_LOG_RATE}/second burst {REFUSAL_LOG_RATE} packets log group {NFLOG_GROUP}",
+        "meta l4proto tcp reject with tcp reset",
+        "reject with icmpx type admin-prohibited",
+    ]
+    chain = output_chain(render_ruleset(Policy.deny_all(), RESOLVER))
+    assert not [rule for rule in chain if "reject" in rule]  # no refusal skips the log

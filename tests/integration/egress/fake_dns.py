@@ -19,7 +19,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from osbox.server.egress.resolver import SocketFactory
+from osbox.server.egress.netns import SocketFactory
 
 __all__ = ["FakeAuthority"]
 

@@ -30,8 +30,8 @@ import dns.message
 import dns.rcode
 
 from osbox.server.egress.engine import Denial, SandboxEgress
+from osbox.server.egress.netns import SocketFactory
 from osbox.server.egress.policy import Policy
-from osbox.server.egress.resolver import SocketFactory
 
 from .fake_dns import FakeAuthority
 from .netns import netns_path, netns_socket_factory, network_namespaces, run, run_in
@@ -79,6 +79,20 @@ class FakeInternet:
     async def set_policy(self, policy: Policy) -> None:
         """Replace the policy (resolver and nftables), as a `POST /policy` would."""
         await self.egress.replace(policy)
+
+    async def denials(
+        self, kind: str, detail: str | None = None, *, at_least: int = 1, within: float = 10.0
+    ) -> list[Denial]:
+        """The recorded denials of `kind` (and `detail`, e.g. "tcp") once there are `at_least` of them
+        (NFLOG delivers asynchronously)."""
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            found = [d for d in self.denied if d.kind == kind and detail in (None, d.detail)]
+            if len(found) >= at_least:
+                return found
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"no {kind} denial recorded within {within:g} s: {self.denied}")
+            await asyncio.sleep(0.02)
 
     async def allow_set(self) -> str:
         """The DNS-filled IPv4 allow set of the sandbox, as nft lists it."""

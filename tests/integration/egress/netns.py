@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import secrets
 import shutil
-import socket
 import subprocess
-import threading
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
-from osbox.server.egress.resolver import SocketFactory
+from osbox.server.egress.netns import netns_socket_factory
 
 __all__ = [
     "NETNS_PREFIX",
@@ -33,9 +30,6 @@ __all__ = [
 
 NETNS_PREFIX = "osbxt-"
 """Every namespace the tests make is named osbxt-<random>-<role>; a leak check looks for the prefix."""
-
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def netns_missing() -> str | None:
@@ -100,42 +94,3 @@ async def network_namespaces(roles: Sequence[str]) -> AsyncIterator[dict[str, st
             shutil.rmtree(f"/etc/netns/{name}", ignore_errors=True)
             with contextlib.suppress(RuntimeError):
                 run("ip", "netns", "del", name)
-
-
-def netns_socket_factory(path: str) -> SocketFactory:
-    """A socket factory whose sockets belong to the namespace at `path`.
-
-    A socket stays in the namespace it was created in, so a short-lived thread enters the namespace
-    (setns affects only the calling thread), creates the socket and ends; the event loop's thread never
-    changes namespace.
-    """
-
-    def make(family: int, type_: int) -> socket.socket:
-        made: list[socket.socket] = []
-        failed: list[BaseException] = []
-
-        def create() -> None:
-            try:
-                with open(path, "rb") as target, open("/proc/thread-self/ns/net", "rb") as home:
-                    _setns(target.fileno())
-                    try:
-                        made.append(socket.socket(family, type_))
-                    finally:
-                        _setns(home.fileno())
-            except BaseException as exc:
-                failed.append(exc)
-
-        thread = threading.Thread(target=create, name="netns-socket")
-        thread.start()
-        thread.join()
-        if failed:
-            raise failed[0]
-        return made[0]
-
-    return make
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))

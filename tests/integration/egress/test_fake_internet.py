@@ -75,13 +75,19 @@ async def test_deny_default_admits_the_allowed_name_only(internet: FakeInternet)
     assert denied.returncode == CURL_COULDNT_RESOLVE
     assert (await internet.query("denied.test")).rcode() == dns.rcode.NXDOMAIN
     # Recorded for diagnostics: when, and which name (curl asks for A and AAAA).
-    assert {d.target for d in internet.denied} == {"denied.test"}
-    assert "A" in {d.query_type for d in internet.denied}
-    assert all(d.at.tzinfo is not None for d in internet.denied)
+    names = await internet.denials("dns")
+    assert {d.target for d in names} == {"denied.test"}
+    assert "A" in {d.detail for d in names}
+    assert all(d.at.tzinfo is not None for d in names)
 
-    # Literal IPs that no allowed name resolved to are refused at the network layer.
+    # Literal IPs that no allowed name resolved to are refused at the network layer, and recorded.
     assert failed(await internet.fetch(HOSTS["denied.test"]))
     assert failed(await internet.fetch(HOSTS["other.test"]))
+    refused = await internet.denials("connection", "tcp", at_least=2)
+    assert {(d.target, d.detail) for d in refused} == {
+        (f"{HOSTS['denied.test']}:80", "tcp"),
+        (f"{HOSTS['other.test']}:80", "tcp"),
+    }
     # The admitted one works by address too (the allow set holds it).
     assert (await internet.fetch(HOSTS["allowed.test"])).stdout == "allowed.test"
 

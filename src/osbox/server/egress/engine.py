@@ -9,19 +9,25 @@ and `replace` refuse it with `EgressUnavailable` and the reason, rather than run
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 from .denials import DenialThrottle
 from .enforcer import Enforcement, NftEnforcer, probe_enforcement
+from .netns import SocketFactory, netns_socket_factory
+from .nflog import NflogListener, RefusedPacket
 from .nft import DOH_RESOLVERS
 from .policy import IPNetwork, Policy
-from .resolver import PolicyResolver, SocketFactory
+from .resolver import PolicyResolver
 
 __all__ = ["Denial", "EgressUnavailable", "SandboxEgress"]
+
+_log = logging.getLogger(__name__)
 
 
 class EgressUnavailable(RuntimeError):
@@ -30,11 +36,16 @@ class EgressUnavailable(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class Denial:
-    """A denied name, for the sandbox's diagnostics events."""
+    """A denied name or a refused connection, for the sandbox's diagnostics events.
+
+    `kind` "dns": `target` is the name, `detail` the query type ("A"); "connection": `target` is
+    `address:port` (or the address), `detail` the protocol ("tcp").
+    """
 
     at: datetime
     target: str
-    query_type: str
+    kind: Literal["dns", "connection"]
+    detail: str
 
 
 class SandboxEgress:
@@ -68,6 +79,7 @@ class SandboxEgress:
         self._listen = listen
         self._on_denied = on_denied
         self._throttle = denial_throttle or DenialThrottle()
+        self._refusals: NflogListener | None = None
         self._policy = Policy.allow_all()
         self.enforcement = Enforcement("none", "not started")
         # Public for inspection and tests; change the policy through `replace` only.
@@ -93,6 +105,8 @@ class SandboxEgress:
         self.enforcement = await probe_enforcement(self.netns)
         await self.replace(policy)
         await self.resolver.start(*self._listen)
+        if self.enforcement.mode == "dns+nft":
+            self._start_refusal_log()
 
     async def replace(self, policy: Policy) -> None:
         """Put `policy` in force at once (new connections and the next DNS query see it)."""
@@ -103,11 +117,31 @@ class SandboxEgress:
         self._policy = policy
 
     async def close(self) -> None:
-        """Stop the resolver and remove the nftables table."""
+        """Stop the resolver and the refusal log, and remove the nftables table."""
+        if self._refusals is not None:
+            self._refusals.close()
+            self._refusals = None
         await self.resolver.close()
         if self.enforcement.mode == "dns+nft":
             await self.enforcer.remove()
 
+    def _start_refusal_log(self) -> None:
+        factory = netns_socket_factory(self.netns) if self.netns is not None else socket.socket
+        listener = NflogListener(factory, self._record_refusal)
+        try:
+            listener.start()
+        except OSError as exc:
+            # Refusals still happen; only their events are missing, and the log says why.
+            _log.warning("refused connections will not be recorded: NFLOG unavailable: %s", exc)
+            return
+        self._refusals = listener
+
     def _record_denial(self, name: str, query_type: str) -> None:
-        if self._on_denied is not None and self._throttle.admit(name, time.monotonic()):
-            self._on_denied(Denial(datetime.now(UTC), name, query_type))
+        self._record(name, "dns", query_type)
+
+    def _record_refusal(self, packet: RefusedPacket) -> None:
+        self._record(packet.target, "connection", packet.protocol)
+
+    def _record(self, target: str, kind: Literal["dns", "connection"], detail: str) -> None:
+        if self._on_denied is not None and self._throttle.admit(target, time.monotonic()):
+            self._on_denied(Denial(datetime.now(UTC), target, kind, detail))

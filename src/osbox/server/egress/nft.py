@@ -6,13 +6,15 @@ deletes and redefines the table) and removing enforcement is `delete table inet 
 * chain `dns` (nat, output): DNS to any address, UDP or TCP port 53, is DNAT'ed to the policy resolver.
 * chain `output` (filter, output), in this order:
   loopback accepted (the namespace's own `lo`: private to the sandbox); established/related accepted (a
-  policy change never cuts a flow already admitted, it applies to new connections); the resolver
+  policy change never cuts a flow already admitted, it applies to new connections); IPv6 neighbour
+  discovery and multicast listener reports accepted on the link (hop limit 255 or 1); the resolver
   accepted; any other DNS (port 53, e.g. over an address family the resolver doesn't serve) refused;
   static deny IPs/CIDRs refused (deny wins over allow); protected networks (the host, other sandboxes,
   the resolver's address but for DNS) refused unless an IP/CIDR rule allows them; under deny:
   DNS-over-TLS (853) and DNS-over-HTTPS to known public resolvers refused; static allow IPs/CIDRs and
-  the DNS-filled `allow_v4`/`allow_v6` sets accepted; under deny the rest refused (a reject, not a
-  silent drop, so clients fail at once), with a `drop` chain policy behind it.
+  the DNS-filled `allow_v4`/`allow_v6` sets accepted; under deny the rest refused, with a `drop` chain
+  policy behind it. Every refusal goes to chain `refuse`: logged to NFLOG (see `nflog.py`), then
+  rejected (not silently dropped, so clients fail at once).
 
 The `allow_*` sets have `flags timeout`: the resolver admits each answer's addresses for their TTL.
 """
@@ -24,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from .nflog import NFLOG_GROUP
 from .policy import IPAddress, IPNetwork, Policy
 
 __all__ = [
@@ -37,6 +40,8 @@ __all__ = [
 
 TABLE = "osbox"
 """The `inet` table osbox owns in each sandbox network namespace."""
+REFUSAL_LOG_RATE = 20
+"""Refused packets reported to NFLOG per second (and burst); the refusal itself is never limited."""
 
 DOH_RESOLVERS: tuple[IPNetwork, ...] = tuple(
     ipaddress.ip_network(n)
@@ -103,25 +108,36 @@ def render_ruleset(
         "    type nat hook output priority -100; policy accept;",
         f"    meta l4proto {{ tcp, udp }} th dport 53 dnat {ip_kw} to {_host_port(resolver_ip, port)}",
         "  }",
+        # Every refusal goes through here: reported to NFLOG (rate-limited, so a flood costs nothing),
+        # then refused at once (a reset or an ICMP error, not a silent drop that clients wait out).
+        "  chain refuse {",
+        f"    limit rate {REFUSAL_LOG_RATE}/second burst {REFUSAL_LOG_RATE} packets log group {NFLOG_GROUP}",
+        "    meta l4proto tcp reject with tcp reset",
+        "    reject with icmpx type admin-prohibited",
+        "  }",
         "  chain output {",
         f"    type filter hook output priority 0; policy {'drop' if deny else 'accept'};",
         '    oif "lo" accept',
         "    ct state established,related accept",
         "    ct state invalid drop",
+        # IPv6 needs these on the link itself (neighbour and router discovery, multicast listener
+        # reports): never a way out of the namespace.
+        "    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, "
+        "mld-listener-report, mld2-listener-report } ip6 hoplimit { 1, 255 } accept",
         f"    {ip_kw} daddr {resolver_ip} meta l4proto {{ tcp, udp }} th dport {port} accept",
-        "    meta l4proto { tcp, udp } th dport 53 reject",
-        "    ip daddr @static_deny_v4 reject",
-        "    ip6 daddr @static_deny_v6 reject",
+        "    meta l4proto { tcp, udp } th dport 53 goto refuse",
+        "    ip daddr @static_deny_v4 goto refuse",
+        "    ip6 daddr @static_deny_v6 goto refuse",
         # Before the DNS-filled sets too: a public name resolving to a protected address (DNS rebinding)
         # gets nowhere.
-        "    ip daddr @protected_v4 ip daddr != @static_allow_v4 reject",
-        "    ip6 daddr @protected_v6 ip6 daddr != @static_allow_v6 reject",
+        "    ip daddr @protected_v4 ip daddr != @static_allow_v4 goto refuse",
+        "    ip6 daddr @protected_v6 ip6 daddr != @static_allow_v6 goto refuse",
     ]
     if deny:
         lines += [
-            "    meta l4proto { tcp, udp } th dport 853 reject",
-            "    ip daddr @doh_v4 meta l4proto { tcp, udp } th dport 443 reject",
-            "    ip6 daddr @doh_v6 meta l4proto { tcp, udp } th dport 443 reject",
+            "    meta l4proto { tcp, udp } th dport 853 goto refuse",
+            "    ip daddr @doh_v4 meta l4proto { tcp, udp } th dport 443 goto refuse",
+            "    ip6 daddr @doh_v6 meta l4proto { tcp, udp } th dport 443 goto refuse",
         ]
     lines += [
         "    ip daddr @static_allow_v4 accept",
@@ -130,10 +146,7 @@ def render_ruleset(
         "    ip6 daddr @allow_v6 accept",
     ]
     if deny:
-        lines += [
-            "    meta l4proto tcp reject with tcp reset",
-            "    reject with icmpx type admin-prohibited",
-        ]
+        lines.append("    goto refuse")
     lines += ["  }", "}"]
     return "\n".join(lines) + "\n"
 

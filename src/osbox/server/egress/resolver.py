@@ -30,6 +30,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
+from .netns import SocketFactory
 from .policy import IPAddress, Policy
 
 __all__ = [
@@ -49,9 +50,6 @@ MIN_TTL = 60
 """Shortest time an allowed address stays admitted (seconds)."""
 MAX_TTL = 360
 """Longest time an allowed address stays admitted, and the highest TTL a client is told (seconds)."""
-
-SocketFactory = Callable[[int, int], socket.socket]
-"""Makes a socket of (family, type); e.g. one created inside another network namespace."""
 
 
 @dataclass(frozen=True, slots=True)
