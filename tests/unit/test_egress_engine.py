@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from osbox.server.egress.engine import EgressUnavailable, SandboxEgress
@@ -34,3 +36,12 @@ async def test_allow_all_runs_unfiltered_and_says_so_and_a_later_filter_is_refus
         assert egress.policy == Policy.allow_all()
     finally:
         await egress.close()
+
+
+async def test_a_start_that_cannot_listen_leaves_nothing_behind() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        egress = SandboxEgress(MISSING, listen=taken.getsockname(), upstream=("127.0.0.1", 9))
+        with pytest.raises(OSError):
+            await egress.start(Policy.allow_all())
+    assert egress.resolver.address is None

@@ -100,11 +100,16 @@ class SandboxEgress:
     async def start(self, policy: Policy) -> None:
         """Probe what can be enforced, install `policy` and start the resolver.
 
-        Raises `EgressUnavailable` for a filtering policy the machine cannot enforce with nftables.
+        Raises `EgressUnavailable` for a filtering policy the machine cannot enforce with nftables, and
+        `OSError` when the resolver cannot listen; either way nothing is left behind.
         """
         self.enforcement = await probe_enforcement(self.netns)
-        await self.replace(policy)
-        await self.resolver.start(*self._listen)
+        try:
+            await self.replace(policy)
+            await self.resolver.start(*self._listen)
+        except BaseException:
+            await self.close()  # nothing half-started stays behind (an nft table, a bound port)
+            raise
         if self.enforcement.mode == "dns+nft":
             self._start_refusal_log()
 
