@@ -148,15 +148,18 @@ class PolicyResolver:
         if self._udp is not None:
             self._udp.close()
             self._udp = None
-        if self._tcp is not None:
-            self._tcp.close()
-            with contextlib.suppress(Exception):
-                await self._tcp.wait_closed()
-            self._tcp = None
+        server, self._tcp = self._tcp, None
+        if server is not None:
+            server.close()
+        # Cancelled before waiting for the TCP server: an idle client must not hold the close.
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if server is not None:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        self.address = None
 
     async def __aenter__(self) -> PolicyResolver:
         return self
