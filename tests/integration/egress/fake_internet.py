@@ -1,7 +1,7 @@
 """The fake internet: three network namespaces the test makes, and nothing outside them.
 
-    public  (198.18.0.0/24)  authoritative DNS on 198.18.0.2:53 for the HOSTS below, an HTTP server on
-                             each host's address answering with the host's name
+    public  (198.18.0.0/24, 2001:2::/64)  authoritative DNS on 198.18.0.2:53 for the HOSTS below (A and
+                             AAAA), an HTTP server on each host's addresses answering with its name
        | veth
     host    ("router": 198.18.0.1 and 100.64.0.1) forwards and masquerades the sandbox to the public side;
        |                 the policy resolver listens on 100.64.0.1:53 here
@@ -10,7 +10,8 @@
             nobody behind it: the nft DNAT sends DNS to the resolver whatever address is tried
 
 The host side is a namespace too (not the machine's own), so the tests change nothing of the machine:
-198.18.0.0/15 (benchmarking) and 100.64.0.0/10 (shared address space) exist only inside these namespaces.
+198.18.0.0/15 and 2001:2::/48 (benchmarking) and 100.64.0.0/10 (shared address space) exist only inside
+these namespaces. IPv6 runs alongside (sandbox 2001:2:0:64::2, via the host's 2001:2:0:64::1).
 The resolver and the servers run in the test's event loop, on sockets created inside the namespaces.
 """
 
@@ -39,6 +40,7 @@ from .netns import netns_path, netns_socket_factory, network_namespaces, run, ru
 __all__ = [
     "DNS_ADDRESS",
     "HOSTS",
+    "HOSTS_V6",
     "HOST_PUBLIC_SIDE",
     "RESOLVER_ADDRESS",
     "FakeInternet",
@@ -46,6 +48,13 @@ __all__ = [
     "http_server",
 ]
 
+HOSTS_V6 = {
+    "allowed.test": "2001:2::10",
+    "denied.test": "2001:2::11",
+    "cdn.allowed.test": "2001:2::12",
+    "other.test": "2001:2::13",
+}
+"""IPv6 addresses of the same hosts, in 2001:2::/48 (IPv6 benchmarking: like 198.18/15, nobody's)."""
 HOSTS = {
     "allowed.test": "198.18.0.10",
     "denied.test": "198.18.0.11",
@@ -99,9 +108,13 @@ class FakeInternet:
         listed = await run_in(self.sandbox, "nft", "list", "set", "inet", "osbox", "allow_v4")
         return listed.stdout
 
-    async def fetch(self, host: str) -> subprocess.CompletedProcess[str]:
-        """curl http://host/ from the sandbox (system resolver, so DNS goes through the policy)."""
-        return await run_in(self.sandbox, "curl", "-sS", "--max-time", "5", f"http://{host}/")
+    async def fetch(self, host: str, *curl_options: str) -> subprocess.CompletedProcess[str]:
+        """curl http://host/ from the sandbox (system resolver, so DNS goes through the policy); a
+        literal IPv6 `host` is bracketed."""
+        with contextlib.suppress(ValueError):
+            host = f"[{ipaddress.IPv6Address(host)}]"
+        url = f"http://{host}/"
+        return await run_in(self.sandbox, "curl", "-sS", "-g", "--max-time", "5", *curl_options, url)
 
     async def reachable(self, host: str) -> bool:
         """Whether an HTTP GET from the sandbox to `host` gets the host's page."""
@@ -159,7 +172,7 @@ async def fake_internet(policy: Policy | None = None) -> AsyncIterator[FakeInter
         host, public, sandbox = names["host"], names["public"], names["sandbox"]
         _wire_links(host, public, sandbox)
         servers: list[asyncio.Server] = []
-        records = {name: [address] for name, address in HOSTS.items()}
+        records = {name: [address, HOSTS_V6[name]] for name, address in HOSTS.items()}
         authority = FakeAuthority(records, ttl=120, socket_factory=netns_socket_factory(netns_path(public)))
         denied: list[Denial] = []
         egress = SandboxEgress(
@@ -172,7 +185,7 @@ async def fake_internet(policy: Policy | None = None) -> AsyncIterator[FakeInter
         )
         try:
             await authority.start(*DNS_ADDRESS)
-            for name, address in HOSTS.items():
+            for name, address in [*HOSTS.items(), *HOSTS_V6.items()]:
                 servers.append(await http_server(public, address, name))
             await egress.start(policy or Policy.allow_all())
             yield FakeInternet(names, authority, egress, denied)
@@ -200,9 +213,18 @@ def _wire_links(host: str, public: str, sandbox: str) -> None:
         run("ip", "-n", public, "addr", "add", f"{address}/24", "dev", "eth0")
     run("ip", "-n", public, "link", "set", "eth0", "up")
 
+    # IPv6 alongside, in 2001:2::/48; `nodad`: usable at once, no duplicate address detection to wait out.
+    run("ip", "-n", host, "addr", "add", "2001:2:0:64::1/64", "dev", "to-sbx", "nodad")
+    run("ip", "-n", sandbox, "addr", "add", "2001:2:0:64::2/64", "dev", "eth0", "nodad")
+    run("ip", "-n", sandbox, "-6", "route", "add", "default", "via", "2001:2:0:64::1")
+    run("ip", "-n", host, "addr", "add", "2001:2::1/64", "dev", "to-pub", "nodad")
+    for address in HOSTS_V6.values():
+        run("ip", "-n", public, "addr", "add", f"{address}/64", "dev", "eth0", "nodad")
+
     run("ip", "netns", "exec", host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    run("ip", "netns", "exec", host, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
     masquerade = (
-        "table ip osbox_test_nat {\n"
+        "table inet osbox_test_nat {\n"
         "  chain postrouting { type nat hook postrouting priority 100; oifname to-pub masquerade; }\n"
         "}\n"
     )
@@ -226,7 +248,8 @@ async def http_server(netns: str, address: str, name: str, port: int = 80) -> as
             await writer.drain()
         writer.close()
 
-    sock = netns_socket_factory(netns_path(netns))(socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = netns_socket_factory(netns_path(netns))(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((address, port))
     sock.listen(64)

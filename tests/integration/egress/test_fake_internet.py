@@ -25,6 +25,7 @@ from osbox.server.egress.policy import (
 from .fake_internet import (
     HOST_PUBLIC_SIDE,
     HOSTS,
+    HOSTS_V6,
     RESOLVER_ADDRESS,
     FakeInternet,
     answer_addresses,
@@ -149,8 +150,34 @@ async def test_cidr_and_ip_rules_with_deny_winning(internet: FakeInternet) -> No
         )
     )
     assert answer_addresses(await internet.query("allowed.test")) == [HOSTS["allowed.test"]]
-    assert failed(await internet.fetch("allowed.test"))
+    assert failed(await internet.fetch("allowed.test", "-4"))
+    # (its IPv6 address is not denied: curl without -4 would get through that way)
+    assert (await internet.fetch("allowed.test", "-6")).stdout == "allowed.test"
     assert (await internet.fetch("denied.test")).stdout == "denied.test"
+
+
+async def test_ipv6_names_admit_their_aaaa_and_literal_v6_is_refused(internet: FakeInternet) -> None:
+    await internet.set_policy(deny_except(("allow", "allowed.test")))
+    assert (await internet.fetch("allowed.test", "-6")).stdout == "allowed.test"
+    assert (
+        f"{HOSTS_V6['allowed.test']} timeout"
+        in (await run_in(internet.sandbox, "nft", "list", "set", "inet", "osbox", "allow_v6")).stdout
+    )
+    assert (await internet.fetch("denied.test", "-6")).returncode == CURL_COULDNT_RESOLVE
+    assert failed(await internet.fetch(HOSTS_V6["denied.test"]))
+    refused = await internet.denials("connection", "tcp")
+    assert [d.target for d in refused] == [f"[{HOSTS_V6['denied.test']}]:80"]
+
+
+async def test_ipv6_cidr_rules_with_deny_winning(internet: FakeInternet) -> None:
+    await internet.set_policy(deny_except(("allow", "2001:2::10/127"), ("deny", HOSTS_V6["denied.test"])))
+    assert (await internet.fetch(HOSTS_V6["allowed.test"])).stdout == "allowed.test"
+    assert failed(await internet.fetch(HOSTS_V6["denied.test"]))
+    assert failed(await internet.fetch(HOSTS_V6["other.test"]))
+    # With no policy every host is reachable over IPv6 too.
+    await internet.set_policy(Policy.allow_all())
+    for name, address in HOSTS_V6.items():
+        assert (await internet.fetch(address)).stdout == name
 
 
 async def test_the_sandbox_loopback_stays_usable_and_private_under_deny_all(internet: FakeInternet) -> None:
