@@ -44,21 +44,33 @@ class Enforcement:
 
 
 async def probe_enforcement(netns: str | None) -> Enforcement:
-    """What this machine can enforce in `netns`: tries the real ruleset in nft's check mode.
+    """What this machine can enforce in `netns`.
 
-    `dns` when nftables is missing or refused (names are still filtered by the resolver, literal IPs
-    are not); `none` when not even a network namespace is there to put a resolver in front of.
+    `dns` when nftables is missing, not permitted or refuses osbox's ruleset (names are still filtered
+    by the resolver, literal IPs are not); `none` when there is no network namespace to enforce in. The
+    machine's side (tools, root, the ruleset in nft's check mode) is probed once per process: it does not
+    change from one sandbox to the next, and a sandbox create should not pay an nft run for it.
     """
     if netns is not None and not _netns_exists(netns):
         return Enforcement("none", f"no network namespace at {netns}")
+    global _machine_enforcement
+    if _machine_enforcement is None:
+        _machine_enforcement = await _probe_machine()
+    return _machine_enforcement
+
+
+_machine_enforcement: Enforcement | None = None
+
+
+async def _probe_machine() -> Enforcement:
     if shutil.which("nft") is None:
         return Enforcement("dns", "nftables is not installed (apt-get install nftables)")
-    if netns is not None and shutil.which("nsenter") is None:
+    if shutil.which("nsenter") is None:
         return Enforcement("dns", "nsenter is not installed (util-linux)")
     if os.geteuid() != 0:
         return Enforcement("dns", "nftables rules need root (CAP_NET_ADMIN); the server is not root")
     try:
-        await run_nft(netns, render_ruleset(Policy.deny_all(), ("127.0.0.1", 53)), check_only=True)
+        await run_nft(None, render_ruleset(Policy.deny_all(), ("127.0.0.1", 53)), check_only=True)
     except NftError as exc:
         return Enforcement("dns", f"nft refused the ruleset: {exc}")
     return Enforcement("dns+nft")
