@@ -15,14 +15,14 @@ $(STAMP): pyproject.toml setup.py src/osbox/_speedups.c
 
 install: $(STAMP) system-deps
 
-DEBIAN_PACKAGES := bubblewrap nftables iproute2 python3-ipykernel
+DEBIAN_PACKAGES := bubblewrap nftables iproute2 python3-ipykernel curl
 
 # Debian packages the local runtime uses: isolation, and ipykernel for the sandboxes' python3 (code
-# contexts). Installed only when root and missing (waiting for another package manager's lock);
-# tests that need them skip with a message otherwise.
+# contexts); curl is the egress tests' client inside their network namespaces. Installed only when
+# root and missing (waiting for another package manager's lock); tests that need them skip otherwise.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	   ! (command -v bwrap && command -v nft && command -v ip && /usr/bin/python3 -c "import ipykernel") >/dev/null 2>&1; then \
+	   ! (command -v bwrap && command -v nft && command -v ip && command -v curl && /usr/bin/python3 -c "import ipykernel") >/dev/null 2>&1; then \
 		scripts/apt-install $(DEBIAN_PACKAGES); \
 	fi
 

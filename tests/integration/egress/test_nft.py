@@ -1,0 +1,148 @@
+"""The rendered rulesets against the real nft, in a throw-away network namespace."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import threading
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from osbox.server.egress.enforcer import NftEnforcer, NftError, run_nft
+from osbox.server.egress.nft import Admission, render_ruleset
+from osbox.server.egress.nft_runner import NftSession
+from osbox.server.egress.policy import Policy, policy_from_body
+from osbox.server.egress.resolver import ResolvedAddress
+
+from .netns import netns_path, network_namespaces, requires_netns, run_in
+
+pytestmark = requires_netns
+
+POLICIES = {
+    "allow-all": Policy.allow_all(),
+    "deny-all": Policy.deny_all(),
+    "mixed": policy_from_body(
+        {
+            "defaultAction": "deny",
+            "egress": [
+                {"action": "allow", "target": "*.allowed.test"},
+                {"action": "allow", "target": "198.18.0.0/24"},
+                {"action": "allow", "target": "198.18.0.0/28"},
+                {"action": "deny", "target": "198.18.0.11"},
+                {"action": "allow", "target": "2001:db8::/32"},
+                {"action": "deny", "target": "2001:db8::bad"},
+            ],
+        }
+    ),
+}
+
+
+@pytest.mark.parametrize("resolver", [("100.64.0.1", 53), ("fd00::1", 5353)], ids=["v4", "v6"])
+@pytest.mark.parametrize("name", POLICIES)
+async def test_nft_accepts_every_rendered_ruleset_twice(name: str, resolver: tuple[str, int]) -> None:
+    seeds = [Admission(ipaddress.ip_address("198.18.0.10"), 60), Admission(ipaddress.ip_address("::10"), 61)]
+    script = render_ruleset(POLICIES[name], resolver, admitted=seeds)
+    async with network_namespaces(["nft"]) as names:
+        path = netns_path(names["nft"])
+        await run_nft(path, script)
+        await run_nft(path, script)  # a replacement of an existing table
+        listed = (await run_in(names["nft"], "nft", "list", "table", "inet", "osbox")).stdout
+        assert "198.18.0.10 timeout 1m" in listed
+
+
+async def test_admissions_are_never_shortened_and_denied_names_admit_nothing() -> None:
+    async with network_namespaces(["nft"]) as names:
+        enforcer = NftEnforcer(netns_path(names["nft"]), ("100.64.0.1", 53))
+        try:
+            await enforcer.apply(policy_from_body({"egress": [{"action": "allow", "target": "a.test"}]}))
+            addr = ipaddress.ip_address("198.18.0.10")
+            await enforcer.admit("a.test", [ResolvedAddress(addr, 300)])
+            await enforcer.admit("a.test", [ResolvedAddress(addr, 60)])
+            await enforcer.admit("b.test", [ResolvedAddress(ipaddress.ip_address("198.18.0.11"), 300)])
+            listed = (await run_in(names["nft"], "nft", "list", "set", "inet", "osbox", "allow_v4")).stdout
+            assert "198.18.0.10 timeout 6m" in listed  # 300 s + ADMISSION_SLACK, not shortened to 60 s
+            assert "198.18.0.11" not in listed
+        finally:
+            await enforcer.remove()
+
+
+async def test_nft_errors_carry_nfts_words_in_process_and_in_a_subprocess() -> None:
+    async with network_namespaces(["nft"]) as names:
+        with pytest.raises(NftError, match="syntax error"):
+            await run_nft(netns_path(names["nft"]), "this is not nft\n")
+        session = NftSession(netns_path(names["nft"]))
+        try:
+            with pytest.raises(NftError, match="syntax error"):
+                await session.run("this is not nft\n")
+            await session.run(render_ruleset(Policy.deny_all(), ("100.64.0.1", 53)))  # still usable
+        finally:
+            await session.close()
+
+
+async def test_a_session_works_inside_its_namespace_and_its_thread_ends_with_it() -> None:
+    async with network_namespaces(["nft"]) as names:
+        session = NftSession(netns_path(names["nft"]))
+        await session.run(render_ruleset(Policy.deny_all(), ("100.64.0.1", 53)))
+        assert session.active
+        # The table is in that namespace, not in the test's own.
+        assert "inet osbox" in (await run_in(names["nft"], "nft", "list", "tables")).stdout
+        assert "table inet osbox" not in await _own_tables()
+        await session.close()
+        assert not session.active
+        assert not [t for t in threading.enumerate() if t.name == "nft"]
+
+
+async def _own_tables() -> str:
+    proc = await asyncio.create_subprocess_exec("nft", "list", "tables", stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    return out.decode()
+
+
+v4_targets = st.builds(
+    lambda addr, prefix: f"{addr}/{prefix}",
+    st.ip_addresses(v=4),
+    st.integers(min_value=0, max_value=32),
+)
+v6_targets = st.builds(
+    lambda addr, prefix: f"{addr}/{prefix}",
+    st.ip_addresses(v=6),
+    st.integers(min_value=0, max_value=128),
+)
+random_policies = st.builds(
+    lambda default, rules: policy_from_body({"defaultAction": default, "egress": rules}),
+    st.sampled_from(["allow", "deny"]),
+    st.lists(
+        st.fixed_dictionaries(
+            {"action": st.sampled_from(["allow", "deny"]), "target": st.one_of(v4_targets, v6_targets)}
+        ),
+        max_size=8,
+    ),
+)
+
+
+async def test_nft_accepts_the_ruleset_of_any_ip_policy() -> None:
+    """Random IP/CIDR policies (overlaps, /0, host bits, v4-mapped v6) all render to rulesets nft takes."""
+    async with network_namespaces(["nft"]) as names:
+        session = NftSession(netns_path(names["nft"]))
+        failures: list[str] = []
+
+        @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @given(random_policies)
+        def check(policy: Policy) -> None:
+            script = render_ruleset(
+                policy, ("100.64.0.1", 53), protected=[ipaddress.ip_network("10.0.0.0/8")]
+            )
+            future = asyncio.run_coroutine_threadsafe(session.run(script), loop)
+            try:
+                future.result(timeout=30)
+            except NftError as exc:
+                failures.append(f"{policy}: {exc}")
+
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.to_thread(check)
+        finally:
+            await session.close()
+        assert failures == []
