@@ -15,14 +15,16 @@ $(STAMP): pyproject.toml setup.py src/osbox/_speedups.c
 
 install: $(STAMP) system-deps
 
-DEBIAN_PACKAGES := bubblewrap nftables iproute2 python3-ipykernel
+DEBIAN_PACKAGES := bubblewrap nftables iproute2 python3-ipykernel skopeo zstd docker-registry busybox-static apache2-utils
 
-# Debian packages the local runtime uses: isolation, and ipykernel for the sandboxes' python3 (code
-# contexts). Installed only when root and missing (waiting for another package manager's lock);
+# Debian packages the local runtime uses: isolation, ipykernel for the sandboxes' python3 (code
+# contexts), skopeo + zstd for the image store; the image tests' registry, busybox and htpasswd. Installed only when root and missing (waiting for another package manager's lock);
 # tests that need them skip with a message otherwise.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	   ! (command -v bwrap && command -v nft && command -v ip && /usr/bin/python3 -c "import ipykernel") >/dev/null 2>&1; then \
+	   ! (command -v bwrap && command -v nft && command -v ip && command -v skopeo && command -v zstd && \
+	      command -v docker-registry && command -v busybox && command -v htpasswd && \
+	      /usr/bin/python3 -c "import ipykernel") >/dev/null 2>&1; then \
 		scripts/apt-install $(DEBIAN_PACKAGES); \
 	fi
 
