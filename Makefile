@@ -18,8 +18,9 @@ install: $(STAMP) system-deps
 DEBIAN_PACKAGES := bubblewrap nftables iproute2 python3-ipykernel skopeo zstd docker-registry busybox-static apache2-utils
 
 # Debian packages the local runtime uses: isolation, ipykernel for the sandboxes' python3 (code
-# contexts), skopeo + zstd for the image store; the image tests' registry, busybox and htpasswd. Installed only when root and missing (waiting for another package manager's lock);
-# tests that need them skip with a message otherwise.
+# contexts), skopeo + zstd for the image store; docker-registry, busybox-static and apache2-utils
+# (htpasswd) for the image tests. Installed only when root and missing (waiting for another package
+# manager's lock); tests that need them skip with a message otherwise.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	   ! (command -v bwrap && command -v nft && command -v ip && command -v skopeo && command -v zstd && \
