@@ -68,12 +68,20 @@ class Entry:
     gid: int = 0
     devmajor: int = 0
     devminor: int = 0
+    xattrs: dict[str, str] = field(default_factory=dict)
 
 
-def file(name: str, data: bytes | str = b"", mode: int = 0o644, uid: int = 0, gid: int = 0) -> Entry:
+def file(
+    name: str,
+    data: bytes | str = b"",
+    mode: int = 0o644,
+    uid: int = 0,
+    gid: int = 0,
+    xattrs: dict[str, str] | None = None,
+) -> Entry:
     """A regular file entry."""
     content = data.encode() if isinstance(data, str) else data
-    return Entry(name, tarfile.REGTYPE, content, mode, uid=uid, gid=gid)
+    return Entry(name, tarfile.REGTYPE, content, mode, uid=uid, gid=gid, xattrs=xattrs or {})
 
 
 def directory(name: str, mode: int = 0o755) -> Entry:
@@ -104,6 +112,7 @@ def tar_bytes(entries: Sequence[Entry]) -> bytes:
             info.linkname = entry.linkname
             info.devmajor, info.devminor = entry.devmajor, entry.devminor
             info.size = len(entry.data) if entry.kind == tarfile.REGTYPE else 0
+            info.pax_headers = {f"SCHILY.xattr.{key}": value for key, value in entry.xattrs.items()}
             tar.addfile(info, io.BytesIO(entry.data) if info.size else None)
     return buffer.getvalue()
 

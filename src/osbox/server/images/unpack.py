@@ -155,7 +155,9 @@ class _Extractor:
                     next_fd = os.open(part, _DIR_OPEN, dir_fd=fd)
                 except FileNotFoundError:
                     if not create:
-                        raise UnsafeLayer(f"layer entry {name!r} names a missing path") from None
+                        raise UnsafeLayer(
+                            f"layer entry {name!r} refers to {'/'.join(parts)!r}, which is not in this layer"
+                        ) from None
                     os.mkdir(part, 0o755, dir_fd=fd)  # tars may omit parents: Docker makes them 0755
                     next_fd = os.open(part, _DIR_OPEN, dir_fd=fd)
                 except OSError as error:
