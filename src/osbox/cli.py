@@ -2,6 +2,7 @@
 
 osbox serve [--host 127.0.0.1] [--port 8080] [--api-key KEY] [--data-dir DIR] [--log-level info]
 osbox ls | create | exec | upload | download | rm ...    (a server's sandboxes: see `_cli_client.py`)
+osbox image pull | load | ls | rm | prune ...          (the local image store: see `_cli_images.py`)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ._cli_client import CLIENT_SUBCOMMANDS
+from ._cli_images import IMAGE_SUBCOMMANDS
 
 __all__ = ["main"]
 
@@ -94,6 +96,7 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_serve,
     *CLIENT_SUBCOMMANDS,
+    *IMAGE_SUBCOMMANDS,
 ]
 
 
