@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ __all__ = ["ImageRecord", "ImageStore", "ImageStoreConfig", "PruneResult", "Pull
 
 _log = logging.getLogger("osbox.images")
 GIB = 1 << 30
+_UNPACK_WORKERS = min(4, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -202,9 +204,15 @@ class ImageStore:
         digest = self.oci.take(ref_name)
         manifest = self.oci.manifest(digest)
         state = self._state()
-        for blob_digest, diff_id in zip(manifest.layer_digests, manifest.diff_ids, strict=True):
-            if diff_id not in state.layers or not self._layer_dir(diff_id).is_dir():
-                state.layers[diff_id] = self._unpack(blob_digest, diff_id)
+        missing = {
+            diff_id: blob_digest
+            for blob_digest, diff_id in zip(manifest.layer_digests, manifest.diff_ids, strict=True)
+            if diff_id not in state.layers or not self._layer_dir(diff_id).is_dir()
+        }
+        # Layers unpack in parallel: zlib, sha256 and writes release the GIL.
+        with ThreadPoolExecutor(max_workers=_UNPACK_WORKERS) as pool:
+            sizes = pool.map(lambda item: (item[0], self._unpack(item[1], item[0])), missing.items())
+            state.layers.update(dict(sizes))
         now = time.time()
         for name in names:
             state.images[name] = {
