@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from osbox.server.images import (
     AuthenticationFailed,
     ImageNotFound,
     PlatformNotFound,
+    PullTimeout,
     RegistryUnreachable,
     StoreFull,
     UnsafeLayer,
@@ -22,6 +25,7 @@ from osbox.server.images.platform import Platform, host_platform
 from osbox.server.images.skopeo import Credentials
 from osbox.server.images.store import ImageStore, ImageStoreConfig, PullProgress
 
+from ..server_fixtures import wait_until
 from .conftest import (
     ESCAPE_NAME,
     PRIVATE_PASSWORD,
@@ -218,3 +222,65 @@ def test_size_cap_evicts_the_least_recently_used(store_root: Path, registries: R
     with pytest.raises(StoreFull, match="cap is 1000 bytes"):
         tiny.ensure(registries.public.ref("busybox:1"))
     assert tiny.list() == [] and tiny.usage() == 0
+
+
+@pytest.fixture
+def silent_registry() -> Iterator[str]:
+    """A `host:port` that accepts TCP connections and never answers (a hung registry)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"127.0.0.1:{listener.getsockname()[1]}"
+
+
+def test_a_registry_that_never_answers_times_out(store_root: Path, silent_registry: str) -> None:
+    store = ImageStore(ImageStoreConfig(root=store_root, pull_timeout_seconds=2))
+    with pytest.raises(PullTimeout):
+        store.pull(f"{silent_registry}/busybox:1")
+    assert store.list() == []
+
+
+def _skopeo_pulling_from(host: str) -> bool:
+    """Whether a skopeo process pulling from `host` runs now (so the store's writer lock is held)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            arguments = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # the process ended
+        if arguments[0].endswith(b"skopeo") and any(host.encode() in a for a in arguments):
+            return True
+    return False
+
+
+def test_a_stored_image_is_not_held_up_by_another_pull(
+    store_root: Path, registries: Registries, silent_registry: str
+) -> None:
+    store = ImageStore(ImageStoreConfig(root=store_root, pull_timeout_seconds=20))
+    store.ensure(registries.public.ref("busybox:1"))
+    outcome: list[BaseException] = []
+
+    def hung_pull() -> None:
+        try:
+            store.pull(f"{silent_registry}/x:1")
+        except PullTimeout as error:
+            outcome.append(error)
+
+    puller = threading.Thread(target=hung_pull)
+    puller.start()
+    try:
+        wait_until(lambda: _skopeo_pulling_from(silent_registry), timeout=10, what="the hung pull to start")
+        done = threading.Event()
+
+        def use_stored_image() -> None:
+            store.ensure(registries.public.ref("busybox:1"))
+            done.set()
+
+        reader = threading.Thread(target=use_stored_image)
+        reader.start()
+        # Generous, yet well under the hung pull's 20 s: the stored image needs no writer lock.
+        assert done.wait(timeout=10)
+        assert puller.is_alive()
+        reader.join()
+    finally:
+        puller.join(timeout=60)
+    assert len(outcome) == 1

@@ -57,8 +57,7 @@ class Manifest:
     layer_sizes: tuple[int, ...]
     diff_ids: tuple[str, ...]
     config: ImageConfig
-    os: str
-    architecture: str
+    platform: str  # os/architecture[/variant], from the config
     size: int  # manifest + config + compressed layers, as stored
 
 
@@ -136,7 +135,6 @@ class OciLayout:
             layer_sizes=sizes,
             diff_ids=diff_ids,
             config=ImageConfig.from_json(config),
-            os=str(config.get("os", "")),
-            architecture=str(config.get("architecture", "")),
+            platform="/".join(str(config[k]) for k in ("os", "architecture", "variant") if config.get(k)),
             size=self.blob_path(digest).stat().st_size + int(document["config"]["size"]) + sum(sizes),
         )

@@ -158,6 +158,8 @@ def _error_from(stderr: str, what: str, registry: str | None, had_credentials: b
     """The store's exception for one of skopeo's failure messages."""
     message = _fatal_message(stderr)
     lowered = message.lower()
+    if registry is None:  # a local archive: whatever failed is about the file
+        return ArchiveError(f"{what}: {message}")
     if "context deadline exceeded" in lowered or "timeout" in lowered:
         return PullTimeout(f"{what}: the registry {registry} did not answer in time ({message})")
     if "no image found in" in lowered and "for architecture" in lowered:
@@ -175,6 +177,4 @@ def _error_from(stderr: str, what: str, registry: str | None, had_credentials: b
     if any(marker in lowered for marker in unreachable_markers) or "tls" in lowered or "x509" in lowered:
         reason = message.rsplit(": ", 1)[-1]
         return RegistryUnreachable(f"{what}: the registry {registry} can't be reached ({reason})")
-    if registry is None:
-        return ArchiveError(f"{what}: {message}")
     return ImageError(f"{what}: {message}")

@@ -4,17 +4,20 @@
                              layer blob once, whichever images share it (skopeo's destination)
     <root>/layers/<hex>/     one unpacked layer per diff_id (its uncompressed digest): an overlayfs
                              lowerdir, shared by every image that has the layer
-    <root>/state.json        the store's truth: image names -> manifest, last use; unpacked layer sizes
+    <root>/state.json        the store's truth: image names -> manifest; unpacked layer sizes
+    <root>/used/<hash>       one empty file per image name: its mtime is the image's last use
     <root>/lock              flock: one writer at a time (pull, load, rm, prune), across processes
 
-All methods block (skopeo, unpacking): a server calls them from a worker thread. Reads of
-state.json need no lock (it is replaced atomically).
+All methods block (skopeo, unpacking): a server calls them from a worker thread. Readers take no
+lock (state.json is replaced atomically, a last use is a utime), so `rootfs()` of a stored image
+never waits behind another image's pull.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -22,7 +25,6 @@ import shutil
 import tarfile
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -111,7 +113,8 @@ class ImageStore:
         self.oci = OciLayout(self.root / "oci")
         self._layers_dir = self.root / "layers"
         self._staging = self.root / "staging"
-        for directory in (self.root, self.oci.blobs, self._layers_dir, self._staging):
+        self._used = self.root / "used"
+        for directory in (self.root, self.oci.blobs, self._layers_dir, self._staging, self._used):
             directory.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o711)  # sandbox users will traverse to layers/, never list the store
 
@@ -130,7 +133,7 @@ class ImageStore:
         Concurrent calls for the same image pull it once: the second waits for the lock, then finds it.
         """
         ref = parse_reference(reference)
-        wanted = str(platform or host_platform())
+        wanted = str(platform or host_platform())  # as records name it: os/architecture[/variant]
         record = self._state().images.get(str(ref))
         if record is None or record["platform"] != wanted:
             with self._locked():
@@ -213,14 +216,13 @@ class ImageStore:
         with ThreadPoolExecutor(max_workers=_UNPACK_WORKERS) as pool:
             sizes = pool.map(lambda item: (item[0], self._unpack(item[1], item[0])), missing.items())
             state.layers.update(dict(sizes))
-        now = time.time()
         for name in names:
             state.images[name] = {
                 "digest": manifest.digest,
-                "platform": f"{manifest.os}/{manifest.architecture}",
+                "platform": manifest.platform,
                 "size": manifest.size,
-                "last_used": now,
             }
+            self._touch(name)
         self._save(state)
         self._enforce_cap(protect=set(names))
         return [self._record(name, state.images[name]) for name in names]
@@ -246,13 +248,10 @@ class ImageStore:
     def rootfs(self, reference: str) -> RootFS:
         """The layer dirs (lowest first) and config of a stored image; marks it used now."""
         name = str(parse_reference(reference))
-        with self._locked():
-            state = self._state()
-            record = state.images.get(name)
-            if record is None:
-                raise ImageNotFound(f"no image {name} in the store (pull or load it first)")
-            record["last_used"] = time.time()
-            self._save(state)
+        record = self._state().images.get(name)
+        if record is None:
+            raise ImageNotFound(f"no image {name} in the store (pull or load it first)")
+        self._touch(name)
         manifest = self.oci.manifest(record["digest"])
         layers = tuple(self._layer_dir(diff_id) for diff_id in manifest.diff_ids)
         return RootFS(name=name, digest=manifest.digest, layers=layers, config=manifest.config)
@@ -269,6 +268,7 @@ class ImageStore:
             if state.images.pop(name, None) is None:
                 raise ImageNotFound(f"no image {name} in the store")
             self._save(state)
+            self._used_file(name).unlink(missing_ok=True)
 
     def prune(self) -> PruneResult:
         """Remove blobs and unpacked layers no named image references, and leftovers of crashes."""
@@ -315,7 +315,7 @@ class ImageStore:
             return
         keep = set(protect) | set(self._in_use())
         state = self._state()
-        for name in sorted(state.images, key=lambda n: state.images[n]["last_used"]):
+        for name in sorted(state.images, key=self._last_used):
             if self.usage() <= self.config.max_bytes:
                 return
             if name in keep:
@@ -323,10 +323,12 @@ class ImageStore:
             _log.info("image store over its cap (%d bytes): evicting %s", self.config.max_bytes, name)
             del state.images[name]
             self._save(state)
+            self._used_file(name).unlink(missing_ok=True)
             self._prune_locked()
         if self.usage() > self.config.max_bytes:
             for name in protect:
                 state.images.pop(name, None)
+                self._used_file(name).unlink(missing_ok=True)
             self._save(state)
             self._prune_locked()
             raise StoreFull(
@@ -353,9 +355,23 @@ class ImageStore:
         temporary.write_text(json.dumps(asdict(state), indent=1, sort_keys=True))
         os.replace(temporary, self.root / "state.json")
 
-    @staticmethod
-    def _record(name: str, record: dict[str, Any]) -> ImageRecord:
-        return ImageRecord(name, record["digest"], record["size"], record["platform"], record["last_used"])
+    def _record(self, name: str, record: dict[str, Any]) -> ImageRecord:
+        return ImageRecord(name, record["digest"], record["size"], record["platform"], self._last_used(name))
+
+    def _used_file(self, name: str) -> Path:
+        return self._used / hashlib.sha256(name.encode()).hexdigest()
+
+    def _touch(self, name: str) -> None:
+        """Mark `name` used now: a utime, atomic and lock-free (the LRU order of the size cap)."""
+        path = self._used_file(name)
+        path.touch()
+        os.utime(path)
+
+    def _last_used(self, name: str) -> float:
+        try:
+            return self._used_file(name).stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
 
     @contextlib.contextmanager
     def _watching(
