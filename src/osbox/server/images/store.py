@@ -23,27 +23,24 @@ import logging
 import os
 import shutil
 import tarfile
-import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Collection, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ArchiveError, ImageError, ImageNotFound, InvalidReference, StoreFull, UnsafeLayer
+from .layers import LayerUnpacker, unpacking
 from .layout import ImageConfig, Manifest, OciLayout
 from .platform import Platform, host_platform
 from .reference import ImageReference, parse_reference
 from .skopeo import Credentials, copy_image
-from .unpack import unpack_layer
 
 __all__ = ["ImageRecord", "ImageStore", "ImageStoreConfig", "PruneResult", "PullProgress", "RootFS"]
 
 _log = logging.getLogger("osbox.images")
 GIB = 1 << 30
-_UNPACK_WORKERS = min(4, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -164,18 +161,19 @@ class ImageStore:
     ) -> ImageRecord:
         chosen = platform or host_platform()
         ref_name = f"pull-{uuid.uuid4().hex}"
-        with self._watching(on_progress) as on_line:
-            copy_image(
-                ref.transport,
-                f"oci:{self.oci.root}:{ref_name}",
-                registry=ref.registry,
-                credentials=credentials,
-                platform=chosen,
-                timeout_seconds=self.config.pull_timeout_seconds,
-                what=f"pulling {ref}",
-                on_progress=on_line,
-            )
-        return self._adopt(ref_name, [str(ref)])[0]
+        with unpacking(self.oci, self._staging, watch=True) as unpacker:
+            with self._watching(on_progress) as on_line:
+                copy_image(
+                    ref.transport,
+                    f"oci:{self.oci.root}:{ref_name}",
+                    registry=ref.registry,
+                    credentials=credentials,
+                    platform=chosen,
+                    timeout_seconds=self.config.pull_timeout_seconds,
+                    what=f"pulling {ref}",
+                    on_progress=on_line,
+                )
+            return self._adopt(ref_name, [str(ref)], unpacker)[0]
 
     def load(
         self,
@@ -190,20 +188,21 @@ class ImageStore:
         with self._locked():
             for source, names in sources:
                 ref_name = f"load-{uuid.uuid4().hex}"
-                with self._watching(on_progress) as on_line:
-                    copy_image(
-                        source,
-                        f"oci:{self.oci.root}:{ref_name}",
-                        platform=host_platform(),
-                        timeout_seconds=self.config.pull_timeout_seconds,
-                        what=f"loading {archive.name}",
-                        on_progress=on_line,
-                    )
-                records += self._adopt(ref_name, names)
+                with unpacking(self.oci, self._staging, watch=True) as unpacker:
+                    with self._watching(on_progress) as on_line:
+                        copy_image(
+                            source,
+                            f"oci:{self.oci.root}:{ref_name}",
+                            platform=host_platform(),
+                            timeout_seconds=self.config.pull_timeout_seconds,
+                            what=f"loading {archive.name}",
+                            on_progress=on_line,
+                        )
+                    records += self._adopt(ref_name, names, unpacker)
         return records
 
-    def _adopt(self, ref_name: str, names: list[str]) -> list[ImageRecord]:
-        """Name the manifest skopeo just wrote, unpack its layers, enforce the size cap."""
+    def _adopt(self, ref_name: str, names: list[str], unpacker: LayerUnpacker) -> list[ImageRecord]:
+        """Name the manifest skopeo just wrote, install its unpacked layers, enforce the size cap."""
         digest = self.oci.take(ref_name)
         manifest = self.oci.manifest(digest)
         state = self._state()
@@ -212,10 +211,10 @@ class ImageStore:
             for blob_digest, diff_id in zip(manifest.layer_digests, manifest.diff_ids, strict=True)
             if diff_id not in state.layers or not self._layer_dir(diff_id).is_dir()
         }
-        # Layers unpack in parallel: zlib, sha256 and writes release the GIL.
-        with ThreadPoolExecutor(max_workers=_UNPACK_WORKERS) as pool:
-            sizes = pool.map(lambda item: (item[0], self._unpack(item[1], item[0])), missing.items())
-            state.layers.update(dict(sizes))
+        for blob_digest in missing.values():
+            unpacker.start(blob_digest)  # all at once: those the watcher did not start yet
+        for diff_id, blob_digest in missing.items():
+            state.layers[diff_id] = unpacker.install(blob_digest, diff_id, self._layer_dir(diff_id))
         for name in names:
             state.images[name] = {
                 "digest": manifest.digest,
@@ -226,19 +225,6 @@ class ImageStore:
         self._save(state)
         self._enforce_cap(protect=set(names))
         return [self._record(name, state.images[name]) for name in names]
-
-    def _unpack(self, blob_digest: str, diff_id: str) -> int:
-        """Unpack one layer into layers/<hex> via a staging dir (a crash leaves no half layer)."""
-        staging = Path(tempfile.mkdtemp(dir=self._staging))
-        try:
-            size = unpack_layer(self.oci.blob_path(blob_digest), staging, diff_id)
-            target = self._layer_dir(diff_id)
-            if target.exists():
-                shutil.rmtree(target)
-            staging.rename(target)
-            return size
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
     def _layer_dir(self, diff_id: str) -> Path:
         return self._layers_dir / self.oci.blob_path(diff_id).name

@@ -35,7 +35,7 @@ from typing import IO
 
 from .errors import UnsafeLayer
 
-__all__ = ["unpack_layer"]
+__all__ = ["check_diff_id", "looks_like_layer", "unpack_layer"]
 
 _WHITEOUT_PREFIX = ".wh."
 _OPAQUE_MARKER = ".wh..wh..opq"
@@ -92,18 +92,27 @@ def _decompressed(blob: Path) -> Iterator[IO[bytes]]:
         yield raw
 
 
-def unpack_layer(blob: Path, destination: Path, diff_id: str) -> int:
-    """Unpack the layer `blob` into the empty directory `destination`; the bytes of its files.
+def looks_like_layer(blob: Path) -> bool:
+    """Whether a blob is a layer (gzip, zstd or tar) rather than a JSON manifest or config."""
+    with blob.open("rb") as handle:
+        head = handle.read(512)
+    return head.startswith((_GZIP_MAGIC, _ZSTD_MAGIC)) or head[257:262] == b"ustar"
+
+
+def unpack_layer(blob: Path, destination: Path, diff_id: str | None) -> tuple[int, str]:
+    """Unpack the layer `blob` into the empty directory `destination`: (bytes of its files, diff_id).
 
     Raises UnsafeLayer (leaving a partial `destination` for the caller to remove) when an entry would
-    write outside `destination`, or when the uncompressed content does not hash to `diff_id`.
+    write outside `destination`, or when the uncompressed content does not hash to `diff_id` (when
+    given; a caller that unpacks before it has the config checks the returned digest itself).
     """
     with _decompressed(blob) as stream:
         reader = _HashingReader(stream)
         root_fd = os.open(destination, _DIR_OPEN)
         try:
             extractor = _Extractor(root_fd)
-            with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+            # bufsize: the stream reader's default (10 KiB) means many small reads and joins.
+            with tarfile.open(fileobj=reader, mode="r|", bufsize=_CHUNK) as tar:  # type: ignore[call-overload]
                 for member in tar:
                     extractor.add(tar, member)
             reader.drain()
@@ -112,9 +121,15 @@ def unpack_layer(blob: Path, destination: Path, diff_id: str) -> int:
         finally:
             os.close(root_fd)
     actual = "sha256:" + reader.sha256.hexdigest()
-    if actual != diff_id:
-        raise UnsafeLayer(f"the layer's content is {actual}, not {diff_id} as the image config says")
-    return extractor.file_bytes
+    if diff_id is not None:
+        check_diff_id(actual, diff_id)
+    return extractor.file_bytes, actual
+
+
+def check_diff_id(actual: str, expected: str) -> None:
+    """Raise UnsafeLayer unless a layer's uncompressed digest is the one its image config names."""
+    if actual != expected:
+        raise UnsafeLayer(f"the layer's content is {actual}, not {expected} as the image config says")
 
 
 def _components(name: str, what: str) -> list[str]:
