@@ -62,6 +62,9 @@ def test_pull_by_tag_unpacks_layers_and_reads_the_config(store: ImageStore, regi
     assert (rootfs.config.working_dir, rootfs.config.user) == ("/tmp", "1000:1000")
     assert (rootfs.config.entrypoint, rootfs.config.cmd) == (None, ("sh",))
     assert [image.name for image in store.list()] == [reference]
+    assert stat.S_IMODE(rootfs.layers[0].stat().st_mode) == 0o755  # the image's "/" for every user
+    # Layers hold the images' setuid binaries and device nodes: no host user but root reaches them.
+    assert stat.S_IMODE(rootfs.layers[0].parent.parent.stat().st_mode) == 0o700
 
 
 def test_pull_by_digest(store: ImageStore, registries: Registries) -> None:

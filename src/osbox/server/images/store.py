@@ -113,7 +113,9 @@ class ImageStore:
         self._used = self.root / "used"
         for directory in (self.root, self.oci.blobs, self._layers_dir, self._staging, self._used):
             directory.mkdir(parents=True, exist_ok=True)
-        self.root.chmod(0o711)  # sandbox users will traverse to layers/, never list the store
+        # Root only: layers hold images' setuid binaries and device nodes, which no host user may reach.
+        # (An overlay mounted by root looks its lowerdirs up with the mounter's credentials.)
+        self.root.chmod(0o700)
 
     # --- getting images in ---------------------------------------------------------------------
 

@@ -110,6 +110,7 @@ def unpack_layer(blob: Path, destination: Path, diff_id: str | None) -> tuple[in
         reader = _HashingReader(stream)
         root_fd = os.open(destination, _DIR_OPEN)
         try:
+            os.fchmod(root_fd, 0o755)  # a root directory as Docker makes it, unless the tar has "./"
             extractor = _Extractor(root_fd)
             # bufsize: the stream reader's default (10 KiB) means many small reads and joins.
             with tarfile.open(fileobj=reader, mode="r|", bufsize=_CHUNK) as tar:  # type: ignore[call-overload]
