@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from osbox.server.images import UnsafeLayer
+from osbox.server.images import StoreFull, UnsafeLayer
 from osbox.server.images.unpack import unpack_layer
 
 from .registry import Entry, directory, file, gzip_bytes, hardlink, sha256, symlink, tar_bytes, zstd_bytes
@@ -35,13 +35,13 @@ def workdir() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def unpack(workdir: Path, entries: Sequence[Entry], compress: str = "gzip") -> Path:
+def unpack(workdir: Path, entries: Sequence[Entry], compress: str = "gzip", max_bytes: int = 1 << 30) -> Path:
     raw = tar_bytes(entries)
     blob = workdir / "blob"
     blob.write_bytes(
         zstd_bytes(raw) if compress == "zstd" else gzip_bytes(raw) if compress == "gzip" else raw
     )
-    unpack_layer(blob, workdir / "layer", sha256(raw))
+    unpack_layer(blob, workdir / "layer", sha256(raw), max_bytes=max_bytes)
     return workdir / "layer"
 
 
@@ -113,11 +113,18 @@ def test_content_must_match_the_diff_id(workdir: Path) -> None:
     blob = workdir / "blob"
     blob.write_bytes(gzip_bytes(tar_bytes([file("a", "x")])))
     with pytest.raises(UnsafeLayer, match="not sha256:"):
-        unpack_layer(blob, workdir / "layer", sha256(b"something else"))
+        unpack_layer(blob, workdir / "layer", sha256(b"something else"), max_bytes=1 << 20)
 
 
 def test_not_a_tar_is_refused(workdir: Path) -> None:
     blob = workdir / "blob"
     blob.write_bytes(gzip_bytes(b"no tar here" * 100))
     with pytest.raises(UnsafeLayer, match="not a readable tar"):
-        unpack_layer(blob, workdir / "layer", sha256(b""))
+        unpack_layer(blob, workdir / "layer", sha256(b""), max_bytes=1 << 20)
+
+
+def test_a_layer_expanding_beyond_the_limit_is_refused(workdir: Path) -> None:
+    entries = [file("small", b"x" * 1000), file("zeros", bytes(100_000))]  # gzip: a few hundred bytes
+    with pytest.raises(StoreFull, match="expands to more than 50000 bytes"):
+        unpack(workdir, entries, max_bytes=50_000)
+    assert not (workdir / "layer/zeros").exists()

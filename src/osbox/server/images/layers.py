@@ -39,8 +39,9 @@ class _Unpacked:
 class LayerUnpacker:
     """Unpacks layer blobs of one copy into staging dirs; `install` moves verified ones into place."""
 
-    def __init__(self, layout: OciLayout, staging: Path, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, layout: OciLayout, staging: Path, pool: ThreadPoolExecutor, max_bytes: int) -> None:
         self._layout = layout
+        self._max_bytes = max_bytes
         self._staging = staging
         self._pool = pool
         self._lock = threading.Lock()
@@ -86,7 +87,8 @@ class LayerUnpacker:
     def _unpack(self, blob_digest: str) -> _Unpacked:
         directory = Path(tempfile.mkdtemp(dir=self._staging))
         try:
-            file_bytes, diff_id = unpack_layer(self._layout.blob_path(blob_digest), directory, None)
+            blob = self._layout.blob_path(blob_digest)
+            file_bytes, diff_id = unpack_layer(blob, directory, None, max_bytes=self._max_bytes)
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)
             raise
@@ -94,11 +96,14 @@ class LayerUnpacker:
 
 
 @contextmanager
-def unpacking(layout: OciLayout, staging: Path, *, watch: bool) -> Iterator[LayerUnpacker]:
-    """A LayerUnpacker for one copy; with `watch`, new layer blobs start unpacking as they land."""
+def unpacking(layout: OciLayout, staging: Path, *, max_bytes: int, watch: bool) -> Iterator[LayerUnpacker]:
+    """A LayerUnpacker for one copy; with `watch`, new layer blobs start unpacking as they land.
+
+    `max_bytes` bounds each layer's unpacked files.
+    """
     stop = threading.Event()
     with ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="unpack") as pool:
-        unpacker = LayerUnpacker(layout, staging, pool)
+        unpacker = LayerUnpacker(layout, staging, pool, max_bytes)
 
         def watch_blobs() -> None:
             while not stop.wait(_WATCH_INTERVAL_SECONDS):

@@ -161,21 +161,15 @@ class ImageStore:
         platform: Platform | None,
         on_progress: Callable[[PullProgress], None] | None,
     ) -> ImageRecord:
-        chosen = platform or host_platform()
-        ref_name = f"pull-{uuid.uuid4().hex}"
-        with unpacking(self.oci, self._staging, watch=True) as unpacker:
-            with self._watching(on_progress) as on_line:
-                copy_image(
-                    ref.transport,
-                    f"oci:{self.oci.root}:{ref_name}",
-                    registry=ref.registry,
-                    credentials=credentials,
-                    platform=chosen,
-                    timeout_seconds=self.config.pull_timeout_seconds,
-                    what=f"pulling {ref}",
-                    on_progress=on_line,
-                )
-            return self._adopt(ref_name, [str(ref)], unpacker)[0]
+        return self._copy_in(
+            ref.transport,
+            [str(ref)],
+            what=f"pulling {ref}",
+            on_progress=on_progress,
+            registry=ref.registry,
+            credentials=credentials,
+            platform=platform,
+        )[0]
 
     def load(
         self,
@@ -189,19 +183,44 @@ class ImageStore:
         records = []
         with self._locked():
             for source, names in sources:
-                ref_name = f"load-{uuid.uuid4().hex}"
-                with unpacking(self.oci, self._staging, watch=True) as unpacker:
-                    with self._watching(on_progress) as on_line:
-                        copy_image(
-                            source,
-                            f"oci:{self.oci.root}:{ref_name}",
-                            platform=host_platform(),
-                            timeout_seconds=self.config.pull_timeout_seconds,
-                            what=f"loading {archive.name}",
-                            on_progress=on_line,
-                        )
-                    records += self._adopt(ref_name, names, unpacker)
+                records += self._copy_in(
+                    source, names, what=f"loading {archive.name}", on_progress=on_progress
+                )
         return records
+
+    def _copy_in(
+        self,
+        source: str,
+        names: list[str],
+        *,
+        what: str,
+        on_progress: Callable[[PullProgress], None] | None,
+        registry: str | None = None,
+        credentials: Credentials | None = None,
+        platform: Platform | None = None,
+    ) -> list[ImageRecord]:
+        """Copy `source` into the layout and name it `names`; a failure leaves nothing behind.
+
+        Called with the writer lock held.
+        """
+        ref_name = f"copy-{uuid.uuid4().hex}"
+        try:
+            with self._unpacking() as unpacker:
+                with self._watching(on_progress) as on_line:
+                    copy_image(
+                        source,
+                        f"oci:{self.oci.root}:{ref_name}",
+                        registry=registry,
+                        credentials=credentials,
+                        platform=platform or host_platform(),
+                        timeout_seconds=self.config.pull_timeout_seconds,
+                        what=what,
+                        on_progress=on_line,
+                    )
+                return self._adopt(ref_name, names, unpacker)
+        except ImageError:
+            self._prune_locked()  # the failed copy's blobs and index entry, its staging dirs
+            raise
 
     def _adopt(self, ref_name: str, names: list[str], unpacker: LayerUnpacker) -> list[ImageRecord]:
         """Name the manifest skopeo just wrote, install its unpacked layers, enforce the size cap."""
@@ -227,6 +246,10 @@ class ImageStore:
         self._save(state)
         self._enforce_cap(protect=set(names))
         return [self._record(name, state.images[name]) for name in names]
+
+    def _unpacking(self) -> contextlib.AbstractContextManager[LayerUnpacker]:
+        # No single layer may expand beyond the whole store's cap.
+        return unpacking(self.oci, self._staging, max_bytes=self.config.max_bytes, watch=True)
 
     def _layer_dir(self, diff_id: str) -> Path:
         return self._layers_dir / self.oci.blob_path(diff_id).name

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from .errors import UnsafeLayer
+from .errors import StoreFull, UnsafeLayer
 
 __all__ = ["check_diff_id", "looks_like_layer", "unpack_layer"]
 
@@ -99,8 +99,11 @@ def looks_like_layer(blob: Path) -> bool:
     return head.startswith((_GZIP_MAGIC, _ZSTD_MAGIC)) or head[257:262] == b"ustar"
 
 
-def unpack_layer(blob: Path, destination: Path, diff_id: str | None) -> tuple[int, str]:
+def unpack_layer(blob: Path, destination: Path, diff_id: str | None, *, max_bytes: int) -> tuple[int, str]:
     """Unpack the layer `blob` into the empty directory `destination`: (bytes of its files, diff_id).
+
+    A layer whose files add up to more than `max_bytes` is refused as soon as the tar says so (a
+    small compressed blob can expand to fill the disk).
 
     Raises UnsafeLayer (leaving a partial `destination` for the caller to remove) when an entry would
     write outside `destination`, or when the uncompressed content does not hash to `diff_id` (when
@@ -111,7 +114,7 @@ def unpack_layer(blob: Path, destination: Path, diff_id: str | None) -> tuple[in
         root_fd = os.open(destination, _DIR_OPEN)
         try:
             os.fchmod(root_fd, 0o755)  # a root directory as Docker makes it, unless the tar has "./"
-            extractor = _Extractor(root_fd)
+            extractor = _Extractor(root_fd, max_bytes)
             # bufsize: the stream reader's default (10 KiB) means many small reads and joins.
             with tarfile.open(fileobj=reader, mode="r|", bufsize=_CHUNK) as tar:  # type: ignore[call-overload]
                 for member in tar:
@@ -146,8 +149,9 @@ def _components(name: str, what: str) -> list[str]:
 class _Extractor:
     """Applies tar entries under one root directory fd, never following a symlink."""
 
-    def __init__(self, root_fd: int) -> None:
+    def __init__(self, root_fd: int, max_bytes: int) -> None:
         self._root_fd = root_fd
+        self._max_bytes = max_bytes
         self.file_bytes = 0
 
     def add(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
@@ -239,6 +243,11 @@ class _Extractor:
             os.unlink(base, dir_fd=parent_fd)
 
     def _write_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parent_fd: int, base: str) -> None:
+        if self.file_bytes + member.size > self._max_bytes:
+            raise StoreFull(
+                f"a layer expands to more than {self._max_bytes} bytes (at {member.name!r}), the "
+                "image store's cap"
+            )
         source = tar.extractfile(member)
         assert source is not None  # regular files always have a stream
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
