@@ -103,6 +103,7 @@ def registries() -> Iterator[Registries]:
             for name in ("busybox", "app", "zstd", "multi", "whiteout", "evil-dotdot", "evil-symlink"):
                 public.push(layout, name, f"{name}:1")
             public.push(layout, "evil-hardlink", "evil-hardlink:1")
+            public.push(layout, "app", "app-docker-schema2:1", docker_schema2=True)
             private.push(layout, "busybox", "private/busybox:1")
             yield Registries(public, private, layout)
     finally:

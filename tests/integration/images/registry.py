@@ -244,9 +244,15 @@ class LocalRegistry:
         """A reference to an image in this registry, e.g. `ref("busybox:1")`."""
         return f"{self.host}/{repository_and_tag}"
 
-    def push(self, layout: Path, ref_name: str, repository_and_tag: str) -> None:
-        """Push `layout:ref_name` (an image or an index: all of it) to this registry."""
-        command = ["skopeo", "copy", "-q", "--all", "--dest-tls-verify=false", "--preserve-digests"]
+    def push(
+        self, layout: Path, ref_name: str, repository_and_tag: str, docker_schema2: bool = False
+    ) -> None:
+        """Push `layout:ref_name` (an image or an index: all of it) to this registry.
+
+        As built (OCI manifests), or converted to Docker schema 2 manifests with `docker_schema2`.
+        """
+        command = ["skopeo", "copy", "-q", "--all", "--dest-tls-verify=false"]
+        command += ["--format", "v2s2"] if docker_schema2 else ["--preserve-digests"]
         if self.username is not None:
             command += ["--dest-authfile", str(self._authfile())]
         command += [f"oci:{layout}:{ref_name}", f"docker://{self.ref(repository_and_tag)}"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,6 +75,20 @@ def test_pull_by_digest(store: ImageStore, registries: Registries) -> None:
     record = store.pull(reference)
     assert record.digest == digest
     assert store.rootfs(reference).digest == digest
+
+
+def test_docker_schema2_manifests(store: ImageStore, registries: Registries) -> None:
+    reference = registries.public.ref("app-docker-schema2:1")
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{reference}"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert json.loads(raw)["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+    rootfs = store.ensure(reference)
+    assert _find(rootfs.layers, "app/hello").read_text() == "hello\n"
+    assert rootfs.config.working_dir == "/tmp"
 
 
 def test_zstd_layers_are_unpacked(store: ImageStore, registries: Registries) -> None:
