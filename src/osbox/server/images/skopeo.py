@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -122,27 +123,42 @@ class _Output:
 def _run(
     command: Sequence[str], timeout: float, what: str, on_progress: Callable[[str], None] | None
 ) -> _Output:
-    process = subprocess.Popen(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE if on_progress else subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    """Run skopeo, its stdout lines to `on_progress` from a thread, killed after `timeout` seconds.
+
+    stderr goes to a temp file, so a chatty skopeo can never block on a full pipe.
+    """
+    with tempfile.TemporaryFile() as stderr_file:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if on_progress else subprocess.DEVNULL,
+            stderr=stderr_file,
+            text=True,
+        )
+        reader = None
         if on_progress is not None and process.stdout is not None:
-            for line in process.stdout:
-                on_progress(line.rstrip("\n"))
-        _, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-        raise PullTimeout(f"{what}: no answer within {timeout:.0f} s") from None
-    except BaseException:
-        process.kill()
-        process.communicate()
-        raise
-    return _Output(process.returncode, stderr)
+            stdout = process.stdout
+
+            def forward() -> None:
+                for line in stdout:
+                    on_progress(line.rstrip("\n"))
+
+            reader = threading.Thread(target=forward, name="skopeo-progress", daemon=True)
+            reader.start()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise PullTimeout(f"{what}: no answer within {timeout:.0f} s") from None
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            if reader is not None:
+                reader.join()
+            if process.stdout is not None:
+                process.stdout.close()
+        stderr_file.seek(0)
+        return _Output(process.returncode, stderr_file.read().decode(errors="replace"))
 
 
 def _fatal_message(stderr: str) -> str:
