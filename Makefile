@@ -15,14 +15,18 @@ $(STAMP): pyproject.toml setup.py src/osbox/_speedups.c
 
 install: $(STAMP) system-deps
 
-DEBIAN_PACKAGES := bubblewrap nftables iproute2 python3-ipykernel curl
+DEBIAN_PACKAGES := bubblewrap nftables iproute2 python3-ipykernel curl \
+	skopeo zstd docker-registry busybox-static apache2-utils
 
-# Debian packages the local runtime uses: isolation, and ipykernel for the sandboxes' python3 (code
-# contexts); curl is the egress tests' client inside their network namespaces. Installed only when
-# root and missing (waiting for another package manager's lock); tests that need them skip otherwise.
+# Debian packages the local runtime uses: isolation, ipykernel for the sandboxes' python3 (code
+# contexts), skopeo + zstd for the image store; curl is the egress tests' client inside their network
+# namespaces, docker-registry, busybox-static and apache2-utils (htpasswd) serve and build the image
+# tests' images. Installed only when root and one is missing (waiting for another package manager's
+# lock); tests that need them skip with a message otherwise.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	   ! (command -v bwrap && command -v nft && command -v ip && command -v curl && /usr/bin/python3 -c "import ipykernel") >/dev/null 2>&1; then \
+	   [ "$$(dpkg-query -W -f='$${db:Status-Status}\n' $(DEBIAN_PACKAGES) 2>/dev/null | grep -c '^installed$$')" \
+	     != "$(words $(DEBIAN_PACKAGES))" ]; then \
 		scripts/apt-install $(DEBIAN_PACKAGES); \
 	fi
 

@@ -2,6 +2,7 @@
 
 osbox serve [--host 127.0.0.1] [--port 8080] [--api-key-file PATH] [--data-dir DIR] [--log-level info]
 osbox ls | create | exec | upload | download | rm ...    (a server's sandboxes: see `_cli_client.py`)
+osbox image pull | load | ls | rm | prune ...          (the local image store: see `_cli_images.py`)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ._cli_client import CLIENT_SUBCOMMANDS
+from ._cli_images import IMAGE_SUBCOMMANDS
 
 __all__ = ["main"]
 
@@ -179,6 +181,7 @@ def _limit_settings(args: argparse.Namespace) -> dict[str, Any]:
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_serve,
     *CLIENT_SUBCOMMANDS,
+    *IMAGE_SUBCOMMANDS,
 ]
 
 
