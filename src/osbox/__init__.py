@@ -34,12 +34,15 @@ _EXPORTS = {
     "._files": ("DownloadResult", "FileUpload", "Progress"),
     "._lifecycle": ("AsyncLifecycleClient", "LifecycleClient"),
     "._sandbox": ("AsyncSandbox", "Sandbox"),
-    "._streaming": ("STOP", "AsyncStream", "Stream"),
+    "._streaming": ("STOP",),
+    "._sync.streaming": ("Stream",),
+    "._async.streaming": ("AsyncStream",),
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
+    from ._async.streaming import AsyncStream
     from ._egress import AsyncEgressClient, EgressClient
     from ._exceptions import (
         APIConnectionError,
@@ -63,7 +66,8 @@ if TYPE_CHECKING:
     from ._files import DownloadResult, FileUpload, Progress
     from ._lifecycle import AsyncLifecycleClient, LifecycleClient
     from ._sandbox import AsyncSandbox, Sandbox
-    from ._streaming import STOP, AsyncStream, Stream
+    from ._streaming import STOP
+    from ._sync.streaming import Stream
 
 __all__ = [
     "STOP",

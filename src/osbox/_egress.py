@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Unpack
 
-from ._base_client import AsyncAPIClient, BaseClient, ClientOptions, SyncAPIClient
+from ._async.client import AsyncAPIClient
+from ._base_client import BaseClient, ClientOptions
 from ._operation import APIRequest, given, model, no_content, operation, path
+from ._sync.client import SyncAPIClient
 from .models.egress import (
     Credential,
     CredentialBinding,

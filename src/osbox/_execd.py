@@ -28,13 +28,13 @@ from typing import Any, ClassVar, Unpack
 import httpx2
 import pydantic
 
-from ._base_client import AsyncAPIClient, BaseClient, ClientOptions, SyncAPIClient
+from ._async.client import AsyncAPIClient
+from ._base_client import BaseClient, ClientOptions
 from ._decoder import OutputRun
 from ._exceptions import StreamError
 from ._files import FileOperations
 from ._operation import (
     APIRequest,
-    Folder,
     StreamRequest,
     adapter,
     given,
@@ -44,6 +44,8 @@ from ._operation import (
     path,
     stream_operation,
 )
+from ._streaming import StreamFolder
+from ._sync.client import SyncAPIClient
 from .models.events import EventType, Execution, ExecutionBuilder, StreamEvent
 from .models.execd import (
     CodeContext,
@@ -94,7 +96,7 @@ def _metrics_event(data: dict[str, Any]) -> Metrics:
     return result
 
 
-class _ExecutionFolder(Folder[StreamEvent, Execution]):
+class _ExecutionFolder(StreamFolder[StreamEvent, Execution]):
     """Folds command, session or code events into an `Execution` (see `ExecutionBuilder`)."""
 
     def __init__(self, chunks: bool) -> None:
@@ -116,7 +118,7 @@ def _output_events(run: OutputRun) -> list[StreamEvent]:
     return list(map(StreamEvent, run.kinds, run.texts, repeat(None), repeat(None), run.timestamps))
 
 
-class _LastMetrics(Folder[Metrics, "Metrics | None"]):
+class _LastMetrics(StreamFolder[Metrics, "Metrics | None"]):
     """The result of a metrics stream: its last sample (None if it carried none)."""
 
     def __init__(self) -> None:

@@ -12,8 +12,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Unpack
 from urllib.parse import quote, urlencode
 
-from ._base_client import NOT_GIVEN, AsyncAPIClient, BaseClient, ClientOptions, SyncAPIClient
+from ._async.client import AsyncAPIClient
+from ._base_client import NOT_GIVEN, BaseClient, ClientOptions
 from ._operation import APIRequest, PageRequest, given, model, no_content, operation, paginated, path
+from ._sync.client import SyncAPIClient
 from .models import (
     CreateSandboxRequest,
     CreateSandboxResponse,

@@ -44,9 +44,12 @@ import pydantic
 from ._exceptions import APIResponseValidationError
 
 if TYPE_CHECKING:
-    from ._base_client import AsyncAPIClient, SyncAPIClient
+    from ._async.client import AsyncAPIClient
+    from ._async.streaming import AsyncStream
     from ._decoder import OutputRun
-    from ._streaming import AsyncStream, Stream
+    from ._streaming import StreamFolder
+    from ._sync.client import SyncAPIClient
+    from ._sync.streaming import Stream
 
 __all__ = [
     "APIRequest",
@@ -104,37 +107,21 @@ class APIRequest(Generic[T]):
 class StreamRequest(Generic[E, R]):
     """A request whose answer is a stream of events.
 
-    `event` turns each decoded JSON object into an event; `new_folder` makes what builds the result of
-    `Stream.run` (e.g. an `Execution` from command events). `run_events`, when set, builds the events of
-    an `OutputRun` (stdout/stderr lines the decoder cut out without JSON decoding) directly; without it
-    each goes through `event` as the dict it stands for.
+    `event` turns each decoded JSON object into an event; `new_folder` makes the `StreamFolder` that
+    builds the result of `Stream.run` (e.g. an `Execution` from command events). `run_events`, when
+    set, builds the events of an `OutputRun` (stdout/stderr lines the decoder cut out without JSON
+    decoding) directly; without it each goes through `event` as the dict it stands for.
     """
 
     request: APIRequest[None]
     event: Callable[[dict[str, Any]], E]
-    new_folder: Callable[[], Folder[E, R]]
+    new_folder: Callable[[], StreamFolder[E, R]]
     #: Whether an empty stream is an error (true for command and code streams).
     require_events: bool = True
     run_events: Callable[[OutputRun], list[E]] | None = None
     #: Whether an event is the stream's last word (`execution_complete`): once it has come, a
     #: connection that breaks loses nothing, and the stream ends normally instead of raising.
     final: Callable[[E], bool] | None = None
-
-
-class Folder(Generic[E, R]):
-    """Accumulates the events of a stream into a result."""
-
-    def add(self, event: E) -> None:
-        """Take one event."""
-
-    def add_run(self, run: OutputRun, events: Callable[[OutputRun], list[E]]) -> None:
-        """Take a run of output events; `events(run)` builds them. Override to fold the run at once."""
-        for event in events(run):
-            self.add(event)
-
-    def result(self) -> R:
-        """The result so far."""
-        raise NotImplementedError
 
 
 @dataclass(slots=True)

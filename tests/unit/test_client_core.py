@@ -23,8 +23,11 @@ import pytest
 
 import osbox
 from osbox import STOP, AsyncLifecycleClient, ExecdClient, LifecycleClient
-from osbox._base_client import AsyncAPIClient, BaseClient, SyncAPIClient, shared_ssl_context
-from osbox._operation import APIRequest, Folder, StreamRequest, adapter, operation, stream_operation
+from osbox._async.client import AsyncAPIClient
+from osbox._base_client import BaseClient, shared_ssl_context
+from osbox._operation import APIRequest, StreamRequest, adapter, operation, stream_operation
+from osbox._streaming import StreamFolder
+from osbox._sync.client import SyncAPIClient
 
 from .conftest import BASE_URL, ChunkStream, Recorder
 
@@ -44,7 +47,7 @@ class FileSink:
         pass
 
 
-class EventList(Folder[dict[str, Any], list[dict[str, Any]]]):
+class EventList(StreamFolder[dict[str, Any], list[dict[str, Any]]]):
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
 

@@ -8,8 +8,9 @@ import json
 import httpx2
 import pytest
 
-from osbox._base_client import AsyncAPIClient, SyncAPIClient
+from osbox._async.client import AsyncAPIClient
 from osbox._operation import APIRequest, PageRequest, model, operation, paginated, path
+from osbox._sync.client import SyncAPIClient
 from osbox.models import PaginationInfo
 
 
