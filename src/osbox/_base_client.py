@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import time
@@ -81,7 +80,6 @@ class ClientOptions(TypedDict, total=False):
 class BaseClient:
     """Options and request building shared by every client (no I/O here)."""
 
-    _is_async: ClassVar[bool]
     #: The header that carries this API's credential, e.g. `OPEN-SANDBOX-API-KEY`.
     _auth_header: ClassVar[str]
 
@@ -111,10 +109,6 @@ class BaseClient:
         # A pool osbox creates carries these headers itself, so requests need not merge them each time.
         self._pool_has_headers = http_client is None
         self._http = http_client if http_client is not None else self._new_http_client()
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls._is_async = inspect.iscoroutinefunction(getattr(cls, "_send", None))
 
     def _new_http_client(self) -> Any:
         raise NotImplementedError

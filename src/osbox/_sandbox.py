@@ -26,6 +26,8 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, Generic, Literal, Self, TypeVar, Unpack
 
+from ._async.execd import AsyncExecdClient
+from ._async.lifecycle import AsyncLifecycleClient
 from ._base_client import ClientOptions
 from ._exceptions import (
     APIError,
@@ -34,8 +36,8 @@ from ._exceptions import (
     PermissionDeniedError,
     SandboxError,
 )
-from ._execd import AsyncExecdClient, ExecdClient
-from ._lifecycle import AsyncLifecycleClient, LifecycleClient
+from ._sync.execd import ExecdClient
+from ._sync.lifecycle import LifecycleClient
 from .models.events import Execution
 from .models.lifecycle import Sandbox as SandboxInfo
 from .models.lifecycle import SandboxState

@@ -277,12 +277,11 @@ CASES: dict[str, Case] = {
 
 
 def test_every_operation_has_a_case() -> None:
-    from osbox._execd import ExecdOperations
+    from osbox import AsyncExecdClient
+    from osbox._async.client import AsyncAPIClient
 
     operations = {
-        n
-        for n in dir(ExecdOperations)
-        if not n.startswith("_") and hasattr(getattr(ExecdOperations, n), "build")
+        n for n in dir(AsyncExecdClient) if not n.startswith("_") and not hasattr(AsyncAPIClient, n)
     }
     assert operations == set(CASES)
 
