@@ -37,7 +37,8 @@ _EXPORTS = {
     "._files": ("DownloadResult", "FileUpload", "Progress"),
     "._sync.lifecycle": ("LifecycleClient",),
     "._async.lifecycle": ("AsyncLifecycleClient",),
-    "._sandbox": ("AsyncSandbox", "Sandbox"),
+    "._sync.sandbox": ("Sandbox",),
+    "._async.sandbox": ("AsyncSandbox",),
     "._streaming": ("STOP",),
     "._sync.streaming": ("Stream",),
     "._async.streaming": ("AsyncStream",),
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from ._async.egress import AsyncEgressClient
     from ._async.execd import AsyncExecdClient
     from ._async.lifecycle import AsyncLifecycleClient
+    from ._async.sandbox import AsyncSandbox
     from ._async.streaming import AsyncStream
     from ._exceptions import (
         APIConnectionError,
@@ -70,11 +72,11 @@ if TYPE_CHECKING:
     )
     from ._execd import CommandLogs
     from ._files import DownloadResult, FileUpload, Progress
-    from ._sandbox import AsyncSandbox, Sandbox
     from ._streaming import STOP
     from ._sync.egress import EgressClient
     from ._sync.execd import ExecdClient
     from ._sync.lifecycle import LifecycleClient
+    from ._sync.sandbox import Sandbox
     from ._sync.streaming import Stream
 
 __all__ = [
