@@ -1,7 +1,7 @@
-"""`AsyncAPIClient`: the I/O shell every async client stands on (send with retries, read or stream a body).
+"""`AsyncAPIClient`: the I/O shell every client stands on: send with retries, read or stream a body.
 
 Everything that does no I/O (options, request building, retry decisions, error mapping) is in
-`BaseClient` (`osbox._base_client`), shared with the sync twin generated from this module.
+`BaseClient` (`osbox._base_client`), shared by both twins.
 """
 
 from __future__ import annotations

@@ -5,8 +5,6 @@ resolves, whose headers carry the `OPENSANDBOX-EGRESS-AUTH` token:
 
     endpoint = lifecycle.get_endpoint(sandbox.id, 18080)
     egress = AsyncEgressClient.from_endpoint(endpoint)
-
-`EgressClient` is generated from this module by `scripts/unasync.py`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`AsyncLifecycleClient`: the Sandbox Lifecycle API (`sandbox-lifecycle.yml`, `diagnostic-api.yml`).
 
 Each method builds its request as data (`APIRequest`: method, path, query, body, how to read the answer)
-and sends it with `_call`; `LifecycleClient` is generated from this module by `scripts/unasync.py`.
+and sends it with `_call`.
 """
 
 from __future__ import annotations

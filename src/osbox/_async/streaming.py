@@ -6,7 +6,7 @@
 
     result = await execd.run_command("ls").run(on_event=print)   # handler form; the folded result
 
-What turns bytes into events and events into a result is shared with the sync twin (`osbox._streaming`).
+What turns bytes into events and events into a result is shared by both twins (`osbox._streaming`).
 """
 
 from __future__ import annotations

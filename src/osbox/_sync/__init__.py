@@ -1,8 +1,7 @@
 # Generated from src/osbox/_async/__init__.py by scripts/unasync.py: do not edit.
-"""The async side of the SDK, written by hand: the source of truth for both twins.
+"""The SDK's I/O twins: clients, streams, `Sandbox`.
 
-Each module here has a sync twin of the same name in `osbox._sync`, generated from it by
-`scripts/unasync.py` (`X` -> `X`, `def` -> `def`, `await` dropped, ...). Edit these modules,
-never the generated ones, then run `python scripts/unasync.py` (`make twins`); `make lint` checks that
-the two trees match.
+`osbox._async` is written by hand and is the source of truth; each of its modules has a twin of the same
+name in `osbox._sync`, generated from it by `scripts/unasync.py` (whole-word rewrites: see its `RULES`).
+Edit only `osbox._async`, then run `make twins`; `make lint` checks that the two trees match.
 """

@@ -1,8 +1,8 @@
 # Generated from src/osbox/_async/client.py by scripts/unasync.py: do not edit.
-"""`SyncAPIClient`: the I/O shell every async client stands on (send with retries, read or stream a body).
+"""`SyncAPIClient`: the I/O shell every client stands on: send with retries, read or stream a body.
 
 Everything that does no I/O (options, request building, retry decisions, error mapping) is in
-`BaseClient` (`osbox._base_client`), shared with the sync twin generated from this module.
+`BaseClient` (`osbox._base_client`), shared by both twins.
 """
 
 from __future__ import annotations

@@ -6,8 +6,6 @@ resolves, whose headers carry the `OPENSANDBOX-EGRESS-AUTH` token:
 
     endpoint = lifecycle.get_endpoint(sandbox.id, 18080)
     egress = EgressClient.from_endpoint(endpoint)
-
-`EgressClient` is generated from this module by `scripts/unasync.py`.
 """
 
 from __future__ import annotations

@@ -11,9 +11,8 @@
             for event in stream:
                 print(event.type, event.text)
 
-`ExecdClient` is generated from this module by `scripts/unasync.py`. Durations are seconds (floats) in
-Python; execd's wire wants milliseconds, converted here. Stream events and their folds are in
-`osbox._execd`, the file operations in `osbox._async.files`.
+Durations are seconds (floats) in Python; execd's wire wants milliseconds, converted here. Stream events
+and their folds are in `osbox._execd`; the file operations come from `.files`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 # Generated from src/osbox/_async/files.py by scripts/unasync.py: do not edit.
 """`FileOperations`: execd's filesystem operations, the base of `ExecdClient`.
 
-Transfers stream (an upload from a path, a download into a file); how is in `osbox._files`, shared with
-the sync twin `FileOperations`, generated from this module by `scripts/unasync.py`.
+Transfers stream (an upload from a path, a download into a file); how is in `osbox._files`, shared by
+both twins.
 """
 
 from __future__ import annotations

@@ -10,8 +10,7 @@
 `create` returns once the sandbox can run commands: it waits for the lifecycle state `Running`, then
 for execd to answer, and deletes the sandbox if either does not happen within `ready_timeout` (a
 failed sandbox's reason is in the error). Everything else is on the two clients it holds:
-`sandbox.lifecycle` and `sandbox.execd`. `Sandbox` is generated from this module by
-`scripts/unasync.py`.
+`sandbox.lifecycle` and `sandbox.execd`.
 """
 
 from __future__ import annotations
