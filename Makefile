@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 LINT_PATHS := src tests setup.py $(wildcard benchmarks scripts)
 
-.PHONY: install system-deps demo test lint typecheck unit integration bench clean sanitize
+.PHONY: install system-deps demo test lint twins typecheck unit integration bench clean sanitize
 
 $(STAMP): pyproject.toml setup.py src/osbox/_speedups.c
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ demo: install
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(PY) scripts/unasync.py --check
+
+# The SDK's sync modules (src/osbox/_sync/) are generated from the async ones (src/osbox/_async/).
+twins: $(STAMP)
+	$(PY) scripts/unasync.py
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy  # src, tests, benchmarks and scripts (pyproject.toml)

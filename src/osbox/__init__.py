@@ -11,7 +11,8 @@ TYPE_CHECKING = False  # not `typing.TYPE_CHECKING`: importing typing would doub
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "._egress": ("AsyncEgressClient", "EgressClient"),
+    "._sync.egress": ("EgressClient",),
+    "._async.egress": ("AsyncEgressClient",),
     "._exceptions": (
         "APIConnectionError",
         "APIError",
@@ -30,17 +31,27 @@ _EXPORTS = {
         "StreamError",
         "UnprocessableEntityError",
     ),
-    "._execd": ("AsyncExecdClient", "CommandLogs", "ExecdClient"),
+    "._execd": ("CommandLogs",),
+    "._sync.execd": ("ExecdClient",),
+    "._async.execd": ("AsyncExecdClient",),
     "._files": ("DownloadResult", "FileUpload", "Progress"),
-    "._lifecycle": ("AsyncLifecycleClient", "LifecycleClient"),
-    "._sandbox": ("AsyncSandbox", "Sandbox"),
-    "._streaming": ("STOP", "AsyncStream", "Stream"),
+    "._sync.lifecycle": ("LifecycleClient",),
+    "._async.lifecycle": ("AsyncLifecycleClient",),
+    "._sync.sandbox": ("Sandbox",),
+    "._async.sandbox": ("AsyncSandbox",),
+    "._streaming": ("STOP",),
+    "._sync.streaming": ("Stream",),
+    "._async.streaming": ("AsyncStream",),
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
-    from ._egress import AsyncEgressClient, EgressClient
+    from ._async.egress import AsyncEgressClient
+    from ._async.execd import AsyncExecdClient
+    from ._async.lifecycle import AsyncLifecycleClient
+    from ._async.sandbox import AsyncSandbox
+    from ._async.streaming import AsyncStream
     from ._exceptions import (
         APIConnectionError,
         APIError,
@@ -59,11 +70,14 @@ if TYPE_CHECKING:
         StreamError,
         UnprocessableEntityError,
     )
-    from ._execd import AsyncExecdClient, CommandLogs, ExecdClient
+    from ._execd import CommandLogs
     from ._files import DownloadResult, FileUpload, Progress
-    from ._lifecycle import AsyncLifecycleClient, LifecycleClient
-    from ._sandbox import AsyncSandbox, Sandbox
-    from ._streaming import STOP, AsyncStream, Stream
+    from ._streaming import STOP
+    from ._sync.egress import EgressClient
+    from ._sync.execd import ExecdClient
+    from ._sync.lifecycle import LifecycleClient
+    from ._sync.sandbox import Sandbox
+    from ._sync.streaming import Stream
 
 __all__ = [
     "STOP",

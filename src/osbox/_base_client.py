@@ -1,7 +1,7 @@
-"""The machinery every client shares: options, request building, retries, error mapping.
+"""The machinery every client shares: options, request building, retry decisions, error mapping.
 
-`BaseClient` holds every step that does no I/O. `SyncAPIClient` and `AsyncAPIClient` differ only in
-how they send (`_send`), and run the same operations (see `osbox._operation`).
+`BaseClient` holds every step that does no I/O. The I/O shell on top of it is `AsyncAPIClient`
+(`osbox._async.client`, written by hand) and its generated twin `SyncAPIClient` (`osbox._sync.client`).
 """
 
 from __future__ import annotations
@@ -9,15 +9,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, TypedDict, TypeVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 import httpx2
 
 from ._exceptions import APIConnectionError, APIError, APITimeoutError, make_status_error, parse_retry_after
-from ._operation import APIRequest, PageRequest, StreamRequest
+from ._operation import APIRequest
 from ._retry import RetryPolicy
-from ._streaming import AsyncStream, Stream
 
 if TYPE_CHECKING:
     import ssl
@@ -26,22 +25,15 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
-    "AsyncAPIClient",
     "BaseClient",
     "ClientOptions",
-    "SyncAPIClient",
     "shared_ssl_context",
 ]
 
 log = logging.getLogger("osbox")
 
-T = TypeVar("T")
-E = TypeVar("E")
-R = TypeVar("R")
-
 DEFAULT_TIMEOUT = httpx2.Timeout(30.0, connect=10.0)
 DEFAULT_MAX_RETRIES = 2
-_CHUNK = 1024 * 1024
 
 
 class _NotGiven:
@@ -88,7 +80,6 @@ class ClientOptions(TypedDict, total=False):
 class BaseClient:
     """Options and request building shared by every client (no I/O here)."""
 
-    _is_async: ClassVar[bool]
     #: The header that carries this API's credential, e.g. `OPEN-SANDBOX-API-KEY`.
     _auth_header: ClassVar[str]
 
@@ -247,6 +238,11 @@ def _raw_is_body(response: httpx2.Response) -> bool:
     return response.headers.get("content-encoding", "identity").strip().lower() in ("", "identity")
 
 
+def _sleep(seconds: float) -> None:
+    """Wait before a retry or a poll (the sync twins' `_asleep`)."""
+    time.sleep(seconds)
+
+
 async def _asleep(seconds: float) -> None:
     """`anyio.sleep` (asyncio or trio), imported on the first retry: importing anyio costs ~10 ms."""
     import anyio
@@ -258,163 +254,3 @@ def _user_agent() -> str:
     from . import __version__
 
     return f"osbox-python/{__version__}"
-
-
-class SyncAPIClient(BaseClient):
-    """Sends requests with a blocking `httpx2.Client`."""
-
-    _is_async = False
-    _http: httpx2.Client
-
-    def _new_http_client(self) -> httpx2.Client:
-        return httpx2.Client(
-            headers=self._headers, timeout=self.timeout, follow_redirects=False, verify=shared_ssl_context()
-        )
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Close the connection pool (unless it was passed in as `http_client`)."""
-        if self._owns_http:
-            self._http.close()
-
-    def _send(self, request: httpx2.Request) -> httpx2.Response:
-        """Send with retries; returns a response whose status is < 400 and whose body is unread."""
-        attempt = 0
-        while True:
-            try:
-                response = self._http.send(request, stream=True)
-                if response.status_code < 400:
-                    return response
-                try:
-                    response.read()
-                finally:
-                    response.close()
-            except httpx2.TransportError as exc:
-                delay = self._retry_after_error(attempt, request, exc)
-            else:
-                delay = self._retry_after_status(attempt, response)
-            time.sleep(delay)
-            attempt += 1
-
-    def _call(self, req: APIRequest[T]) -> T:
-        try:
-            request = self._build(req)
-            response = self._send(request)
-            try:
-                if req.download_to is not None:
-                    req.download_to.begin(response)
-                    write = req.download_to.write
-                    for chunk in (
-                        response.iter_raw() if _raw_is_body(response) else response.iter_bytes(_CHUNK)
-                    ):
-                        write(chunk)
-                else:
-                    response.read()
-            except httpx2.TransportError as exc:
-                raise self._map_error(exc, request, answered=True) from exc
-            finally:
-                response.close()
-            return req.parse(response)
-        finally:
-            for closer in req.closers:
-                closer.close()
-
-    def _send_stream(self, req: APIRequest[Any]) -> httpx2.Response:
-        return self._send(self._build(req, stream=True))
-
-    def _stream(self, spec: StreamRequest[E, R]) -> Stream[E, R]:
-        return Stream(self, spec)
-
-    def _paginate(self, spec: PageRequest[T]) -> Iterator[T]:
-        page = 1
-        while True:
-            result = self._call(spec.page(page))
-            yield from spec.items(result)
-            if not spec.has_next(result):
-                return
-            page += 1
-
-
-class AsyncAPIClient(BaseClient):
-    """Sends requests with an `httpx2.AsyncClient`."""
-
-    _is_async = True
-    _http: httpx2.AsyncClient
-
-    def _new_http_client(self) -> httpx2.AsyncClient:
-        return httpx2.AsyncClient(
-            headers=self._headers, timeout=self.timeout, follow_redirects=False, verify=shared_ssl_context()
-        )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the connection pool (unless it was passed in as `http_client`)."""
-        if self._owns_http:
-            await self._http.aclose()
-
-    async def _send(self, request: httpx2.Request) -> httpx2.Response:
-        """Send with retries; returns a response whose status is < 400 and whose body is unread."""
-        attempt = 0
-        while True:
-            try:
-                response = await self._http.send(request, stream=True)
-                if response.status_code < 400:
-                    return response
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
-            except httpx2.TransportError as exc:
-                delay = self._retry_after_error(attempt, request, exc)
-            else:
-                delay = self._retry_after_status(attempt, response)
-            await _asleep(delay)
-            attempt += 1
-
-    async def _call(self, req: APIRequest[T]) -> T:
-        try:
-            request = self._build(req)
-            response = await self._send(request)
-            try:
-                if req.download_to is not None:
-                    req.download_to.begin(response)
-                    write = req.download_to.write
-                    chunks = response.aiter_raw() if _raw_is_body(response) else response.aiter_bytes(_CHUNK)
-                    async for chunk in chunks:
-                        write(chunk)
-                else:
-                    await response.aread()
-            except httpx2.TransportError as exc:
-                raise self._map_error(exc, request, answered=True) from exc
-            finally:
-                await response.aclose()
-            return req.parse(response)
-        finally:
-            for closer in req.closers:
-                closer.close()
-
-    async def _send_stream(self, req: APIRequest[Any]) -> httpx2.Response:
-        return await self._send(self._build(req, stream=True))
-
-    def _stream(self, spec: StreamRequest[E, R]) -> AsyncStream[E, R]:
-        return AsyncStream(self, spec)
-
-    async def _paginate(self, spec: PageRequest[T]) -> AsyncIterator[T]:
-        page = 1
-        while True:
-            result = await self._call(spec.page(page))
-            for item in spec.items(result):
-                yield item
-            if not spec.has_next(result):
-                return
-            page += 1

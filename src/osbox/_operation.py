@@ -1,41 +1,24 @@
-"""Operations defined once, served by both the sync and the async clients.
+"""Requests as data: what to send and how to read the answer, built without I/O.
 
-An operation is a plain method that does no I/O: it takes the user's arguments and returns a
-*description* of the HTTP exchange (`APIRequest`, `StreamRequest` or `PageRequest`). A decorator
-turns it into a descriptor; looked up on a sync client it sends the request and returns the result,
-on an async client it returns a coroutine (or an async stream / async iterator). The type checker
-sees the right signature on each twin:
+A client method builds one of these and hands it to the I/O shell (`AsyncAPIClient` and its generated
+sync twin), which sends it with retries and parses the answer:
 
-    class LifecycleOperations:
-        @operation
-        def get_sandbox(self, sandbox_id: str) -> APIRequest[Sandbox]:
-            return APIRequest("GET", path("/sandboxes/{id}", id=sandbox_id), parse=model(Sandbox))
+    async def get_sandbox(self, sandbox_id: str) -> Sandbox:
+        return await self._call(
+            APIRequest("GET", path("/sandboxes/{id}", id=sandbox_id), parse=model(Sandbox))
+        )
 
-    class LifecycleClient(SyncAPIClient, LifecycleOperations): ...
-    class AsyncLifecycleClient(AsyncAPIClient, LifecycleOperations): ...
-
-    LifecycleClient().get_sandbox("abc")             # -> Sandbox
-    await AsyncLifecycleClient().get_sandbox("abc")  # -> Sandbox
+`APIRequest` is one exchange, `StreamRequest` an answer that is a stream of events, `PageRequest` an
+auto-paginating listing.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MethodType
-from typing import (
-    IO,
-    TYPE_CHECKING,
-    Any,
-    Concatenate,
-    Generic,
-    ParamSpec,
-    Protocol,
-    TypeVar,
-    overload,
-)
+from typing import IO, TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx2
@@ -44,24 +27,21 @@ import pydantic
 from ._exceptions import APIResponseValidationError
 
 if TYPE_CHECKING:
-    from ._base_client import AsyncAPIClient, SyncAPIClient
     from ._decoder import OutputRun
-    from ._streaming import AsyncStream, Stream
+    from ._streaming import StreamFolder
 
 __all__ = [
     "APIRequest",
     "DownloadSink",
     "PageRequest",
     "StreamRequest",
+    "adapter",
     "given",
     "model",
-    "operation",
-    "paginated",
+    "no_content",
     "path",
-    "stream_operation",
 ]
 
-P = ParamSpec("P")
 T = TypeVar("T")
 E = TypeVar("E")
 R = TypeVar("R")
@@ -104,37 +84,21 @@ class APIRequest(Generic[T]):
 class StreamRequest(Generic[E, R]):
     """A request whose answer is a stream of events.
 
-    `event` turns each decoded JSON object into an event; `new_folder` makes what builds the result of
-    `Stream.run` (e.g. an `Execution` from command events). `run_events`, when set, builds the events of
-    an `OutputRun` (stdout/stderr lines the decoder cut out without JSON decoding) directly; without it
-    each goes through `event` as the dict it stands for.
+    `event` turns each decoded JSON object into an event; `new_folder` makes the `StreamFolder` that
+    builds the result of `Stream.run` (e.g. an `Execution` from command events). `run_events`, when
+    set, builds the events of an `OutputRun` (stdout/stderr lines the decoder cut out without JSON
+    decoding) directly; without it each goes through `event` as the dict it stands for.
     """
 
     request: APIRequest[None]
     event: Callable[[dict[str, Any]], E]
-    new_folder: Callable[[], Folder[E, R]]
+    new_folder: Callable[[], StreamFolder[E, R]]
     #: Whether an empty stream is an error (true for command and code streams).
     require_events: bool = True
     run_events: Callable[[OutputRun], list[E]] | None = None
     #: Whether an event is the stream's last word (`execution_complete`): once it has come, a
     #: connection that breaks loses nothing, and the stream ends normally instead of raising.
     final: Callable[[E], bool] | None = None
-
-
-class Folder(Generic[E, R]):
-    """Accumulates the events of a stream into a result."""
-
-    def add(self, event: E) -> None:
-        """Take one event."""
-
-    def add_run(self, run: OutputRun, events: Callable[[OutputRun], list[E]]) -> None:
-        """Take a run of output events; `events(run)` builds them. Override to fold the run at once."""
-        for event in events(run):
-            self.add(event)
-
-    def result(self) -> R:
-        """The result so far."""
-        raise NotImplementedError
 
 
 @dataclass(slots=True)
@@ -204,88 +168,3 @@ def _parse_model(adapter: pydantic.TypeAdapter[Any], response: httpx2.Response) 
             response=response,
             body=body,
         ) from exc
-
-
-def _wraps(fn: Callable[..., Any], wrapper: Callable[..., Any]) -> Callable[..., Any]:
-    functools.update_wrapper(wrapper, fn)
-    return wrapper
-
-
-# Each decorator makes its wrapper functions once, when the class is defined; a lookup on a client only
-# binds one to it (`MethodType`, as for any method), so no call pays for building or documenting them.
-
-
-class operation(Generic[P, T]):
-    """Decorator: an operation answered by one response (JSON model, empty body, or a download)."""
-
-    def __init__(self, build: Callable[Concatenate[Any, P], APIRequest[T]]) -> None:
-        self.build = build
-        functools.update_wrapper(self, build)  # type: ignore[arg-type]
-
-        def call(client: Any, /, *args: Any, **kwargs: Any) -> Any:
-            return client._call(build(client, *args, **kwargs))
-
-        async def acall(client: Any, /, *args: Any, **kwargs: Any) -> Any:
-            return await client._call(build(client, *args, **kwargs))
-
-        self._sync = _wraps(build, call)
-        self._async = _wraps(build, acall)
-
-    @overload
-    def __get__(self, obj: None, owner: type[Any]) -> operation[P, T]: ...
-    @overload
-    def __get__(self, obj: SyncAPIClient, owner: type[Any]) -> Callable[P, T]: ...
-    @overload
-    def __get__(self, obj: AsyncAPIClient, owner: type[Any]) -> Callable[P, Awaitable[T]]: ...
-    def __get__(self, obj: Any, owner: type[Any]) -> Any:
-        if obj is None:
-            return self
-        return MethodType(self._async if obj._is_async else self._sync, obj)
-
-
-class stream_operation(Generic[P, E, R]):
-    """Decorator: an operation answered by a stream of events (`Stream` / `AsyncStream`)."""
-
-    def __init__(self, build: Callable[Concatenate[Any, P], StreamRequest[E, R]]) -> None:
-        self.build = build
-        functools.update_wrapper(self, build)  # type: ignore[arg-type]
-
-        def open_stream(client: Any, /, *args: Any, **kwargs: Any) -> Any:
-            return client._stream(build(client, *args, **kwargs))
-
-        self._method = _wraps(build, open_stream)
-
-    @overload
-    def __get__(self, obj: None, owner: type[Any]) -> stream_operation[P, E, R]: ...
-    @overload
-    def __get__(self, obj: SyncAPIClient, owner: type[Any]) -> Callable[P, Stream[E, R]]: ...
-    @overload
-    def __get__(self, obj: AsyncAPIClient, owner: type[Any]) -> Callable[P, AsyncStream[E, R]]: ...
-    def __get__(self, obj: Any, owner: type[Any]) -> Any:
-        if obj is None:
-            return self
-        return MethodType(self._method, obj)
-
-
-class paginated(Generic[P, T]):
-    """Decorator: an auto-paginating listing (an iterator / async iterator over every item)."""
-
-    def __init__(self, build: Callable[Concatenate[Any, P], PageRequest[T]]) -> None:
-        self.build = build
-        functools.update_wrapper(self, build)  # type: ignore[arg-type]
-
-        def iterate(client: Any, /, *args: Any, **kwargs: Any) -> Any:
-            return client._paginate(build(client, *args, **kwargs))
-
-        self._method = _wraps(build, iterate)
-
-    @overload
-    def __get__(self, obj: None, owner: type[Any]) -> paginated[P, T]: ...
-    @overload
-    def __get__(self, obj: SyncAPIClient, owner: type[Any]) -> Callable[P, Iterator[T]]: ...
-    @overload
-    def __get__(self, obj: AsyncAPIClient, owner: type[Any]) -> Callable[P, AsyncIterator[T]]: ...
-    def __get__(self, obj: Any, owner: type[Any]) -> Any:
-        if obj is None:
-            return self
-        return MethodType(self._method, obj)

@@ -1,4 +1,8 @@
-"""Streams of events as iterators, context managers and handler callbacks.
+"""Streams of events as iterators, context managers and handler callbacks: the part both twins share.
+
+`AsyncStream` (`osbox._async.streaming`, written by hand) and `Stream` (`osbox._sync.streaming`,
+generated from it by `scripts/unasync.py`) are the I/O shells; what turns bytes into events and events
+into a result lives here, once.
 
     with execd.run_command("make test") as stream:        # sync
         for event in stream:
@@ -19,23 +23,18 @@ stream's final event (`execution_complete`) loses nothing: the stream ends norma
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator
-from types import TracebackType
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import httpx2
 
 from ._decoder import EventDecoder, Item, OutputRun, StreamDecodeError
 from ._exceptions import StreamError
-from ._operation import Folder
 
 if TYPE_CHECKING:
-    from typing import Self
-
-    from ._base_client import AsyncAPIClient, SyncAPIClient
     from ._operation import StreamRequest
 
-__all__ = ["STOP", "AsyncStream", "Stream"]
+__all__ = ["STOP", "AsyncHandler", "Handler", "StreamFolder"]
 
 E = TypeVar("E")
 R = TypeVar("R")
@@ -48,6 +47,42 @@ class _Stop:
 
 #: Returned by a stream handler to end the stream early.
 STOP: Final = _Stop()
+
+#: What `Stream.run` calls for each event; returning `STOP` ends the stream.
+Handler = Callable[[E], object]
+#: What `AsyncStream.run` calls for each event: a plain function or a coroutine function.
+AsyncHandler = Callable[[E], object | Awaitable[object]]
+
+
+def _stopped(outcome: object) -> bool:
+    """Whether a handler's answer ends the stream."""
+    return outcome is STOP
+
+
+async def _astopped(outcome: object) -> bool:
+    """`_stopped` for an async stream's handler, which may answer with an awaitable."""
+    if inspect.isawaitable(outcome):
+        outcome = await outcome
+    return outcome is STOP
+
+
+class StreamFolder(Generic[E, R]):
+    """Folds the events of a stream into its result (`Stream.run` returns `result()`).
+
+    E.g. command events fold into an `Execution`, metrics samples into the last one.
+    """
+
+    def add(self, event: E) -> None:
+        """Take one event."""
+
+    def add_run(self, run: OutputRun, events: Callable[[OutputRun], list[E]]) -> None:
+        """Take a run of output events; `events(run)` builds them. Override to fold the run at once."""
+        for event in events(run):
+            self.add(event)
+
+    def result(self) -> R:
+        """The result so far."""
+        raise NotImplementedError
 
 
 class _EventReader(Generic[E]):
@@ -66,7 +101,7 @@ class _EventReader(Generic[E]):
         self.ended = False
         self._run_events = spec.run_events or self._events_of_run
 
-    def feed(self, chunk: bytes, sink: Folder[E, Any]) -> None:
+    def feed(self, chunk: bytes, sink: StreamFolder[E, Any]) -> None:
         """Decode one chunk of the body into `sink`."""
         try:
             items = self._decoder.feed_items(chunk)
@@ -74,7 +109,7 @@ class _EventReader(Generic[E]):
             raise StreamError(str(exc), request=self._request) from exc
         self._put(items, sink)
 
-    def finish(self, sink: Folder[E, Any]) -> None:
+    def finish(self, sink: StreamFolder[E, Any]) -> None:
         """End of body: decode what is pending; an empty stream that needs events is an error."""
         try:
             items: list[Item] = list(self._decoder.flush())
@@ -84,7 +119,7 @@ class _EventReader(Generic[E]):
         if not self.seen_any and self._spec.require_events:
             raise StreamError("the stream ended without any event", request=self._request)
 
-    def _put(self, items: list[Item], sink: Folder[E, Any]) -> None:
+    def _put(self, items: list[Item], sink: StreamFolder[E, Any]) -> None:
         for item in items:
             self.seen_any = True
             if type(item) is OutputRun:
@@ -105,7 +140,7 @@ class _EventReader(Generic[E]):
         return [self._spec.event(obj) for obj in run.objects()]
 
 
-class _Collector(Folder[E, None]):
+class _Collector(StreamFolder[E, None]):
     """A sink that keeps events until the iterating caller takes them."""
 
     def __init__(self) -> None:
@@ -124,155 +159,3 @@ class _Collector(Folder[E, None]):
 
     def result(self) -> None:
         return None
-
-
-class Stream(Generic[E, R]):
-    """A stream of events from a sync client. Iterate it, use it as a context manager, or `run` it."""
-
-    def __init__(self, client: SyncAPIClient, spec: StreamRequest[E, R]) -> None:
-        self._client = client
-        self._spec = spec
-        self._response: httpx2.Response | None = None
-        self._closed = False
-
-    def __enter__(self) -> Self:
-        self._open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _open(self) -> httpx2.Response:
-        if self._closed:
-            raise StreamError("the stream is closed")
-        if self._response is None:
-            self._response = self._client._send_stream(self._spec.request)
-        return self._response
-
-    def _read(self, sink: Folder[E, Any]) -> Generator[None, None, None]:
-        """Feed the body into `sink`, yielding after each chunk; releases the response at the end."""
-        response = self._open()
-        reader = _EventReader(self._spec, response.request)
-        try:
-            for chunk in response.iter_bytes():
-                reader.feed(chunk, sink)
-                yield
-            reader.finish(sink)
-            yield
-        except httpx2.HTTPError as exc:
-            if not reader.ended:
-                raise self._client._map_error(exc, response.request, answered=True) from exc
-        finally:
-            self.close()
-
-    def __iter__(self) -> Iterator[E]:
-        collector: _Collector[E] = _Collector()
-        reading = self._read(collector)
-        try:
-            for _ in reading:
-                yield from collector.take()
-        finally:
-            reading.close()
-
-    def run(self, on_event: Callable[[E], object] | None = None) -> R:
-        """Consume the stream, calling `on_event` for each event; return the folded result."""
-        folder = self._spec.new_folder()
-        with self:
-            if on_event is None:
-                for _ in self._read(folder):
-                    pass
-            else:
-                for event in self:
-                    folder.add(event)
-                    if on_event(event) is STOP:
-                        break
-        return folder.result()
-
-    def close(self) -> None:
-        """Release the connection. Safe to call twice."""
-        self._closed = True
-        if self._response is not None:
-            self._response.close()
-
-
-class AsyncStream(Generic[E, R]):
-    """A stream of events from an async client: `async for`, `async with`, or `await stream.run()`."""
-
-    def __init__(self, client: AsyncAPIClient, spec: StreamRequest[E, R]) -> None:
-        self._client = client
-        self._spec = spec
-        self._response: httpx2.Response | None = None
-        self._closed = False
-
-    async def __aenter__(self) -> Self:
-        await self._open()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def _open(self) -> httpx2.Response:
-        if self._closed:
-            raise StreamError("the stream is closed")
-        if self._response is None:
-            self._response = await self._client._send_stream(self._spec.request)
-        return self._response
-
-    async def _read(self, sink: Folder[E, Any]) -> AsyncGenerator[None, None]:
-        """Feed the body into `sink`, yielding after each chunk; releases the response at the end."""
-        response = await self._open()
-        reader = _EventReader(self._spec, response.request)
-        try:
-            async for chunk in response.aiter_bytes():
-                reader.feed(chunk, sink)
-                yield
-            reader.finish(sink)
-            yield
-        except httpx2.HTTPError as exc:
-            if not reader.ended:
-                raise self._client._map_error(exc, response.request, answered=True) from exc
-        finally:
-            await self.aclose()
-
-    async def __aiter__(self) -> AsyncIterator[E]:
-        collector: _Collector[E] = _Collector()
-        reading = self._read(collector)
-        try:
-            async for _ in reading:
-                for event in collector.take():
-                    yield event
-        finally:
-            await reading.aclose()
-
-    async def run(self, on_event: Callable[[E], object | Awaitable[object]] | None = None) -> R:
-        """Consume the stream, calling `on_event` (sync or async) for each event; return the result."""
-        folder = self._spec.new_folder()
-        async with self:
-            if on_event is None:
-                reading = self._read(folder)
-                try:
-                    async for _ in reading:
-                        pass
-                finally:
-                    await reading.aclose()
-                return folder.result()
-            iterator = self.__aiter__()
-            try:
-                async for event in iterator:
-                    folder.add(event)
-                    outcome = on_event(event)
-                    if inspect.isawaitable(outcome):
-                        outcome = await outcome
-                    if outcome is STOP:
-                        break
-            finally:
-                await iterator.aclose()  # type: ignore[attr-defined]
-        return folder.result()
-
-    async def aclose(self) -> None:
-        """Release the connection. Safe to call twice."""
-        self._closed = True
-        if self._response is not None:
-            await self._response.aclose()

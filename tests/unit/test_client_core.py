@@ -22,9 +22,12 @@ import httpx2
 import pytest
 
 import osbox
-from osbox import STOP, AsyncLifecycleClient, ExecdClient, LifecycleClient
-from osbox._base_client import AsyncAPIClient, BaseClient, SyncAPIClient, shared_ssl_context
-from osbox._operation import APIRequest, Folder, StreamRequest, adapter, operation, stream_operation
+from osbox import STOP, AsyncLifecycleClient, AsyncStream, ExecdClient, LifecycleClient, Stream
+from osbox._async.client import AsyncAPIClient
+from osbox._base_client import shared_ssl_context
+from osbox._operation import APIRequest, StreamRequest, adapter
+from osbox._streaming import StreamFolder
+from osbox._sync.client import SyncAPIClient
 
 from .conftest import BASE_URL, ChunkStream, Recorder
 
@@ -44,7 +47,7 @@ class FileSink:
         pass
 
 
-class EventList(Folder[dict[str, Any], list[dict[str, Any]]]):
+class EventList(StreamFolder[dict[str, Any], list[dict[str, Any]]]):
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
 
@@ -55,34 +58,54 @@ class EventList(Folder[dict[str, Any], list[dict[str, Any]]]):
         return self.events
 
 
-class CoreOperations(BaseClient):
+def fetch_request(name: str) -> APIRequest[dict[str, Any]]:
+    return APIRequest("GET", f"/{name}", parse=adapter(dict[str, Any]))
+
+
+def submit_request() -> APIRequest[dict[str, Any]]:
+    return APIRequest("POST", "/thing", json={"x": 1}, parse=adapter(dict[str, Any]))
+
+
+def download_request(name: str, dest: IO[bytes]) -> APIRequest[None]:
+    return APIRequest("GET", f"/{name}", download_to=FileSink(dest), parse=lambda _: None)
+
+
+def watch_request(method: str, path: str) -> StreamRequest[dict[str, Any], list[Any]]:
+    return StreamRequest(
+        APIRequest(method, path, parse=lambda _: None), event=lambda obj: obj, new_folder=EventList
+    )
+
+
+class CoreClient(SyncAPIClient):
     _auth_header: ClassVar[str] = "OPEN-SANDBOX-API-KEY"
 
-    @operation
-    def fetch(self, name: str = "thing") -> APIRequest[dict[str, Any]]:
-        return APIRequest("GET", f"/{name}", parse=adapter(dict[str, Any]))
+    def fetch(self, name: str = "thing") -> dict[str, Any]:
+        return self._call(fetch_request(name))
 
-    @operation
-    def submit(self) -> APIRequest[dict[str, Any]]:
-        return APIRequest("POST", "/thing", json={"x": 1}, parse=adapter(dict[str, Any]))
+    def submit(self) -> dict[str, Any]:
+        return self._call(submit_request())
 
-    @operation
-    def download(self, name: str, dest: IO[bytes]) -> APIRequest[None]:
-        return APIRequest("GET", f"/{name}", download_to=FileSink(dest), parse=lambda _: None)
+    def download(self, name: str, dest: IO[bytes]) -> None:
+        return self._call(download_request(name, dest))
 
-    @stream_operation
-    def watch(self, method: str = "GET", path: str = "/watch") -> StreamRequest[dict[str, Any], list[Any]]:
-        return StreamRequest(
-            APIRequest(method, path, parse=lambda _: None), event=lambda obj: obj, new_folder=EventList
-        )
+    def watch(self, method: str = "GET", path: str = "/watch") -> Stream[dict[str, Any], list[Any]]:
+        return self._stream(watch_request(method, path))
 
 
-class CoreClient(CoreOperations, SyncAPIClient):
-    pass
+class AsyncCoreClient(AsyncAPIClient):
+    _auth_header: ClassVar[str] = "OPEN-SANDBOX-API-KEY"
 
+    async def fetch(self, name: str = "thing") -> dict[str, Any]:
+        return await self._call(fetch_request(name))
 
-class AsyncCoreClient(CoreOperations, AsyncAPIClient):
-    pass
+    async def submit(self) -> dict[str, Any]:
+        return await self._call(submit_request())
+
+    async def download(self, name: str, dest: IO[bytes]) -> None:
+        return await self._call(download_request(name, dest))
+
+    def watch(self, method: str = "GET", path: str = "/watch") -> AsyncStream[dict[str, Any], list[Any]]:
+        return self._stream(watch_request(method, path))
 
 
 def core(twin: Recorder, **options: Any) -> Any:
@@ -319,7 +342,7 @@ async def test_per_client_headers_and_with_options(twin: Recorder) -> None:
 
 
 async def _close(client: Any) -> None:
-    await Recorder.call(client.aclose() if client._is_async else client.close())
+    await Recorder.call(client.aclose() if isinstance(client, AsyncAPIClient) else client.close())
 
 
 async def test_with_options_shares_the_pool_and_does_not_close_it(twin: Recorder) -> None:

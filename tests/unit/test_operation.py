@@ -1,15 +1,17 @@
-"""One operation definition serves the sync and the async client."""
+"""Requests as data (`APIRequest`, `PageRequest`), sent and parsed by both twins' I/O shells."""
 
 from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import AsyncIterator, Iterator
 
 import httpx2
 import pytest
 
-from osbox._base_client import AsyncAPIClient, SyncAPIClient
-from osbox._operation import APIRequest, PageRequest, model, operation, paginated, path
+from osbox._async.client import AsyncAPIClient
+from osbox._operation import APIRequest, PageRequest, model, path
+from osbox._sync.client import SyncAPIClient
 from osbox.models import PaginationInfo
 
 
@@ -25,30 +27,39 @@ def test_path_rejects_empty_and_dot_segments(bad: str) -> None:
         path("/sandboxes/{id}", id=bad)
 
 
-class _Ops:
-    @operation
-    def get_page(self, number: int) -> APIRequest[PaginationInfo]:
+def _page(number: int, last: int | None = None) -> APIRequest[PaginationInfo]:
+    params = {"page": number} if last is None else {"page": number, "last": last}
+    return APIRequest("GET", "/pages", params=params, parse=model(PaginationInfo))
+
+
+def _numbers(last: int) -> PageRequest[int]:
+    return PageRequest(
+        page=lambda n: _page(n, last), items=lambda p: [p.page], has_next=lambda p: bool(p.has_next_page)
+    )
+
+
+class _Client(SyncAPIClient):
+    _auth_header = "X-Test-Token"
+
+    def get_page(self, number: int) -> PaginationInfo:
         """Fetch one page."""
-        return APIRequest("GET", "/pages", params={"page": number}, parse=model(PaginationInfo))
+        return self._call(_page(number))
 
-    @paginated
-    def iter_numbers(self, last: int) -> PageRequest[int]:
+    def iter_numbers(self, last: int) -> Iterator[int]:
         """Every page number up to `last`."""
-        return PageRequest(
-            page=lambda n: APIRequest(
-                "GET", "/pages", params={"page": n, "last": last}, parse=model(PaginationInfo)
-            ),
-            items=lambda p: [p.page],
-            has_next=lambda p: bool(p.has_next_page),
-        )
+        return self._paginate(_numbers(last))
 
 
-class _Client(SyncAPIClient, _Ops):
+class _AsyncClient(AsyncAPIClient):
     _auth_header = "X-Test-Token"
 
+    async def get_page(self, number: int) -> PaginationInfo:
+        """Fetch one page."""
+        return await self._call(_page(number))
 
-class _AsyncClient(AsyncAPIClient, _Ops):
-    _auth_header = "X-Test-Token"
+    def iter_numbers(self, last: int) -> AsyncIterator[int]:
+        """Every page number up to `last`."""
+        return self._paginate(_numbers(last))
 
 
 def _pages(request: httpx2.Request) -> httpx2.Response:

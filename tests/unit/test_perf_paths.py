@@ -265,7 +265,17 @@ def test_one_client_loads_only_what_it_needs() -> None:
     loaded = loaded_after("from osbox import LifecycleClient")
     assert "osbox._lifecycle" in loaded and "osbox.models.lifecycle" in loaded
     assert (
-        not {"osbox._egress", "osbox._execd", "osbox.models.egress", "osbox.models.execd", "anyio"} & loaded
+        not {
+            "osbox._async.egress",
+            "osbox._sync.egress",
+            "osbox._execd",
+            "osbox._sync.execd",
+            "osbox._async",
+            "osbox.models.egress",
+            "osbox.models.execd",
+            "anyio",
+        }
+        & loaded
     )
 
 

@@ -1,4 +1,5 @@
-"""The egress sidecar client (`egress-api.yaml`): runtime network policy and the Credential Vault.
+# Generated from src/osbox/_async/egress.py by scripts/unasync.py: do not edit.
+"""`EgressClient`: the egress sidecar (`egress-api.yaml`): network policy and the Credential Vault.
 
 The sidecar runs inside each sandbox (port 18080). Reach it through the endpoint the lifecycle API
 resolves, whose headers carry the `OPENSANDBOX-EGRESS-AUTH` token:
@@ -12,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Unpack
 
-from ._base_client import AsyncAPIClient, BaseClient, ClientOptions, SyncAPIClient
-from ._operation import APIRequest, given, model, no_content, operation, path
-from .models.egress import (
+from .._base_client import ClientOptions
+from .._operation import APIRequest, given, model, no_content, path
+from ..models.egress import (
     Credential,
     CredentialBinding,
     CredentialBindingListResponse,
@@ -31,14 +32,23 @@ from .models.egress import (
     PatchPolicyRulesRequest,
     PolicyStatusResponse,
 )
+from .client import SyncAPIClient
 
-__all__ = ["AsyncEgressClient", "EgressClient", "EgressOperations"]
+__all__ = ["EgressClient"]
 
 _VAULT = "/credential-vault"
 
 
-class EgressOperations(BaseClient):
-    """The egress operations, shared by `EgressClient` and `AsyncEgressClient`."""
+class EgressClient(SyncAPIClient):
+    """Client of a sandbox's egress sidecar: runtime network policy and the Credential Vault.
+
+    from osbox import EgressClient, LifecycleClient
+
+    endpoint = LifecycleClient().get_endpoint(sandbox_id, 18080)
+    with EgressClient.from_endpoint(endpoint) as egress:
+        policy = egress.get_policy()
+        egress.patch_policy([{"action": "allow", "target": "pypi.org"}])
+    """
 
     _auth_header: ClassVar[str] = "OPENSANDBOX-EGRESS-AUTH"
 
@@ -54,24 +64,19 @@ class EgressOperations(BaseClient):
 
     # -- policy ------------------------------------------------------------------------------------
 
-    @operation
-    def get_policy(self) -> APIRequest[PolicyStatusResponse]:
+    def get_policy(self) -> PolicyStatusResponse:
         """The policy in force and the sidecar's mode (`GET /policy`)."""
-        return APIRequest("GET", "/policy", parse=model(PolicyStatusResponse))
+        return self._call(APIRequest("GET", "/policy", parse=model(PolicyStatusResponse)))
 
-    @operation
-    def patch_policy(
-        self, rules: Sequence[NetworkRule | Mapping[str, Any]]
-    ) -> APIRequest[PolicyStatusResponse]:
+    def patch_policy(self, rules: Sequence[NetworkRule | Mapping[str, Any]]) -> PolicyStatusResponse:
         """Merge `rules` ahead of the current ones (`PATCH /policy`); the first rule per target wins.
 
         egress.patch_policy([NetworkRule(action="allow", target="pypi.org")])
         """
         body = PatchPolicyRulesRequest.model_validate(list(rules)).to_wire()
-        return APIRequest("PATCH", "/policy", json=body, parse=model(PolicyStatusResponse))
+        return self._call(APIRequest("PATCH", "/policy", json=body, parse=model(PolicyStatusResponse)))
 
-    @operation
-    def delete_policy_rules(self, targets: Sequence[str]) -> APIRequest[PolicyStatusResponse]:
+    def delete_policy_rules(self, targets: Sequence[str]) -> PolicyStatusResponse:
         """Remove the rules for these targets (`DELETE /policy`); unknown targets are ignored.
 
         egress.delete_policy_rules(["pypi.org", "*.example.com"])
@@ -79,18 +84,17 @@ class EgressOperations(BaseClient):
         if isinstance(targets, str):
             targets = [targets]
         body = DeletePolicyRulesRequest.model_validate(list(targets)).to_wire()
-        return APIRequest("DELETE", "/policy", json=body, parse=model(PolicyStatusResponse))
+        return self._call(APIRequest("DELETE", "/policy", json=body, parse=model(PolicyStatusResponse)))
 
     # -- credential vault --------------------------------------------------------------------------
 
-    @operation
     def create_credential_vault(
         self,
         request: CredentialVaultCreateRequest | None = None,
         *,
         credentials: Sequence[Credential | Mapping[str, Any]] = (),
         bindings: Sequence[CredentialBinding | Mapping[str, Any]] = (),
-    ) -> APIRequest[CredentialVaultState]:
+    ) -> CredentialVaultState:
         """Create the sandbox's Credential Vault (`POST /credential-vault`, 201).
 
         Credential values are write-only: the answer describes them without their values.
@@ -107,14 +111,14 @@ class EgressOperations(BaseClient):
             )
         elif credentials or bindings:
             raise TypeError("create_credential_vault: pass a request or keyword arguments, not both")
-        return APIRequest("POST", _VAULT, json=request.to_wire(), parse=model(CredentialVaultState))
+        return self._call(
+            APIRequest("POST", _VAULT, json=request.to_wire(), parse=model(CredentialVaultState))
+        )
 
-    @operation
-    def get_credential_vault(self) -> APIRequest[CredentialVaultState]:
+    def get_credential_vault(self) -> CredentialVaultState:
         """The vault's sanitized state: revision, credential and binding metadata, no secrets."""
-        return APIRequest("GET", _VAULT, parse=model(CredentialVaultState))
+        return self._call(APIRequest("GET", _VAULT, parse=model(CredentialVaultState)))
 
-    @operation
     def patch_credential_vault(
         self,
         request: CredentialVaultMutationRequest | None = None,
@@ -122,7 +126,7 @@ class EgressOperations(BaseClient):
         expected_revision: int | None = None,
         credentials: CredentialMutationSet | Mapping[str, Any] | None = None,
         bindings: CredentialBindingMutationSet | Mapping[str, Any] | None = None,
-    ) -> APIRequest[CredentialVaultState]:
+    ) -> CredentialVaultState:
         """Atomically add, replace and delete credentials and bindings (`PATCH /credential-vault`).
 
         `expected_revision` makes the change fail with `ConflictError` if someone changed the vault
@@ -137,53 +141,34 @@ class EgressOperations(BaseClient):
             request = CredentialVaultMutationRequest.model_validate(fields)
         elif fields:
             raise TypeError("patch_credential_vault: pass a request or keyword arguments, not both")
-        return APIRequest("PATCH", _VAULT, json=request.to_wire(), parse=model(CredentialVaultState))
+        return self._call(
+            APIRequest("PATCH", _VAULT, json=request.to_wire(), parse=model(CredentialVaultState))
+        )
 
-    @operation
-    def delete_credential_vault(self) -> APIRequest[None]:
+    def delete_credential_vault(self) -> None:
         """Delete the vault and every credential in it (`DELETE /credential-vault`, 204)."""
-        return APIRequest("DELETE", _VAULT, parse=no_content)
+        return self._call(APIRequest("DELETE", _VAULT, parse=no_content))
 
-    @operation
-    def list_credentials(self) -> APIRequest[CredentialListResponse]:
+    def list_credentials(self) -> CredentialListResponse:
         """Metadata of every credential in the vault (never their values)."""
-        return APIRequest("GET", f"{_VAULT}/credentials", parse=model(CredentialListResponse))
+        return self._call(APIRequest("GET", f"{_VAULT}/credentials", parse=model(CredentialListResponse)))
 
-    @operation
-    def get_credential(self, name: str) -> APIRequest[CredentialMetadata]:
+    def get_credential(self, name: str) -> CredentialMetadata:
         """Metadata of one credential; the name is percent-encoded into the path."""
-        return APIRequest(
-            "GET", path(_VAULT + "/credentials/{name}", name=name), parse=model(CredentialMetadata)
+        return self._call(
+            APIRequest(
+                "GET", path(_VAULT + "/credentials/{name}", name=name), parse=model(CredentialMetadata)
+            )
         )
 
-    @operation
-    def list_bindings(self) -> APIRequest[CredentialBindingListResponse]:
+    def list_bindings(self) -> CredentialBindingListResponse:
         """Metadata of every binding in the vault."""
-        return APIRequest("GET", f"{_VAULT}/bindings", parse=model(CredentialBindingListResponse))
+        return self._call(APIRequest("GET", f"{_VAULT}/bindings", parse=model(CredentialBindingListResponse)))
 
-    @operation
-    def get_binding(self, name: str) -> APIRequest[CredentialBindingMetadata]:
+    def get_binding(self, name: str) -> CredentialBindingMetadata:
         """Metadata of one binding; the name is percent-encoded into the path."""
-        return APIRequest(
-            "GET", path(_VAULT + "/bindings/{name}", name=name), parse=model(CredentialBindingMetadata)
+        return self._call(
+            APIRequest(
+                "GET", path(_VAULT + "/bindings/{name}", name=name), parse=model(CredentialBindingMetadata)
+            )
         )
-
-
-class EgressClient(EgressOperations, SyncAPIClient):
-    """Blocking client of a sandbox's egress sidecar.
-
-    from osbox import EgressClient, LifecycleClient
-
-    endpoint = LifecycleClient().get_endpoint(sandbox_id, 18080)
-    with EgressClient.from_endpoint(endpoint) as egress:
-        print(egress.get_policy().mode)
-        egress.patch_policy([{"action": "allow", "target": "pypi.org"}])
-    """
-
-
-class AsyncEgressClient(EgressOperations, AsyncAPIClient):
-    """Asyncio client of a sandbox's egress sidecar; same operations as `EgressClient`, awaited.
-
-    async with AsyncEgressClient.from_endpoint(endpoint) as egress:
-        await egress.delete_policy_rules(["pypi.org"])
-    """

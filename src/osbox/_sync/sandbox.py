@@ -1,0 +1,263 @@
+# Generated from src/osbox/_async/sandbox.py by scripts/unasync.py: do not edit.
+"""`Sandbox`: one sandbox, ready to use, over the low-level clients.
+
+    with Sandbox.create("python:3.11", base_url="http://127.0.0.1:8080/v1") as sandbox:
+        result = sandbox.run("echo $((6 * 7))")
+        print(result.stdout)                                       # 42
+        sandbox.execd.upload_file("/workspace/in.csv", Path("in.csv"))
+    # deleted here (keep=True leaves it running; Sandbox.connect(id) attaches again)
+
+`create` returns once the sandbox can run commands: it waits for the lifecycle state `Running`, then
+for execd to answer, and deletes the sandbox if either does not happen within `ready_timeout` (a
+failed sandbox's reason is in the error). Everything else is on the two clients it holds:
+`sandbox.lifecycle` and `sandbox.execd`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Self, Unpack
+
+from .. import _base_client
+from .._base_client import ClientOptions
+from .._exceptions import APIError, AuthenticationError, NotFoundError, PermissionDeniedError, SandboxError
+from .._sandbox import DEFAULT_IMAGE, EXECD_PORT, _Backoff, _create_fields, _is_running
+from ..models.events import Execution
+from ..models.lifecycle import Sandbox as SandboxInfo
+from .execd import ExecdClient
+from .lifecycle import LifecycleClient
+
+__all__ = ["Sandbox"]
+
+
+class Sandbox:
+    """One sandbox, ready to run commands; a context manager that deletes it on exit (unless `keep`).
+
+        with Sandbox.create("python:3.11", lifetime=600) as sandbox:
+            result = sandbox.run("pip list")
+            sandbox.execd.download_file("/workspace/out.csv", "out.csv")
+
+    `base_url` and `api_key` fall back to `OPEN_SANDBOX_DOMAIN` and `OPEN_SANDBOX_API_KEY`, as for
+    `LifecycleClient`; or pass a `lifecycle=` client you already have (it is then left open).
+    """
+
+    def __init__(
+        self,
+        sandbox_id: str,
+        lifecycle: LifecycleClient,
+        *,
+        owns_lifecycle: bool,
+        keep: bool,
+        ready_timeout: float,
+        use_server_proxy: bool,
+        options: ClientOptions,
+    ) -> None:
+        self.id = sandbox_id
+        self.keep = keep
+        self._lifecycle = lifecycle
+        self._owns_lifecycle = owns_lifecycle
+        self._execd: ExecdClient | None = None
+        self._ready_timeout = ready_timeout
+        self._use_server_proxy = use_server_proxy
+        self._options = options
+        self._killed = False
+
+    @classmethod
+    def create(
+        cls,
+        image: str = DEFAULT_IMAGE,
+        *,
+        entrypoint: Sequence[str] | None = None,
+        lifetime: float | None = 600,
+        ready_timeout: float = 60.0,
+        env: Mapping[str, str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        resource_limits: Mapping[str, str] | None = None,
+        keep: bool = False,
+        use_server_proxy: bool = False,
+        lifecycle: LifecycleClient | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        **options: Unpack[ClientOptions],
+    ) -> Self:
+        """Create a sandbox and return once it can run commands.
+
+        Three timeouts, each for one thing: `lifetime` is how long the sandbox lives, in seconds (None:
+        no expiry); `ready_timeout` bounds the wait until it runs and execd answers, after which it is
+        deleted and `SandboxError` says why; the client option `timeout` bounds each HTTP request.
+        `entrypoint` defaults to one that idles (`tail -f /dev/null`). `options` (timeout, max_retries,
+        headers, http_client) go to both clients.
+        """
+        sandbox = cls._open("", lifecycle, base_url, api_key, keep, ready_timeout, use_server_proxy, options)
+        fields = _create_fields(image, entrypoint, lifetime, env, metadata, resource_limits)
+        sandbox._start(fields)
+        return sandbox
+
+    @classmethod
+    def connect(
+        cls,
+        sandbox_id: str,
+        *,
+        ready_timeout: float = 60.0,
+        keep: bool = True,
+        use_server_proxy: bool = False,
+        lifecycle: LifecycleClient | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        **options: Unpack[ClientOptions],
+    ) -> Self:
+        """Attach to a running sandbox. It is kept on exit by default (`keep=False` deletes it)."""
+        sandbox = cls._open(
+            sandbox_id, lifecycle, base_url, api_key, keep, ready_timeout, use_server_proxy, options
+        )
+        sandbox._start(None)
+        return sandbox
+
+    @classmethod
+    def _open(
+        cls,
+        sandbox_id: str,
+        lifecycle: LifecycleClient | None,
+        base_url: str | None,
+        api_key: str | None,
+        keep: bool,
+        ready_timeout: float,
+        use_server_proxy: bool,
+        options: ClientOptions,
+    ) -> Self:
+        """The object, before any request: the caller's lifecycle client, or a new one it owns."""
+        owned = lifecycle is None
+        if lifecycle is None:
+            lifecycle = LifecycleClient(base_url, api_key, **options)
+        return cls(
+            sandbox_id,
+            lifecycle,
+            owns_lifecycle=owned,
+            keep=keep,
+            ready_timeout=ready_timeout,
+            use_server_proxy=use_server_proxy,
+            options=options,
+        )
+
+    def _start(self, fields: dict[str, Any] | None) -> None:
+        """Create the sandbox from `fields` (None: it exists) and wait until it is ready.
+
+        If that fails, a sandbox created here is deleted again and the clients are closed.
+        """
+        try:
+            if fields is not None:
+                created = self._lifecycle.create_sandbox(**fields)
+                self.id = created.id
+                try:
+                    self._until_ready()
+                except BaseException:
+                    with contextlib.suppress(APIError):  # the original error says more
+                        self._lifecycle.delete_sandbox(created.id)
+                    raise
+            else:
+                self._until_ready()
+        except BaseException:
+            self._close_clients()
+            raise
+
+    def _until_ready(self) -> None:
+        """Wait for the state `Running`, open execd, wait until it answers a ping."""
+        deadline = time.monotonic() + self._ready_timeout
+        pause = _Backoff()
+        while True:
+            info = self._lifecycle.get_sandbox(self.id)
+            out_of_time = time.monotonic() > deadline
+            if _is_running(self.id, info, out_of_time=out_of_time, ready_timeout=self._ready_timeout):
+                break
+            _base_client._sleep(pause.next())
+        endpoint = self._lifecycle.get_endpoint(self.id, EXECD_PORT, use_server_proxy=self._use_server_proxy)
+        if self._execd is not None:
+            self._execd.close()
+        self._execd = execd = ExecdClient.from_endpoint(endpoint, **self._options)
+        while True:
+            try:
+                execd.ping()
+                return
+            except (AuthenticationError, PermissionDeniedError):
+                raise  # the endpoint's credentials are refused: waiting will not change that
+            except APIError as exc:
+                if time.monotonic() > deadline:
+                    raise SandboxError(
+                        f"execd of sandbox {self.id} did not answer within {self._ready_timeout:g} s: {exc}"
+                    ) from exc
+            _base_client._sleep(pause.next())
+
+    @property
+    def lifecycle(self) -> LifecycleClient:
+        """The lifecycle client (pause, renew, snapshots, diagnostics, ...)."""
+        return self._lifecycle
+
+    @property
+    def execd(self) -> ExecdClient:
+        """The sandbox's execd client: commands, sessions, files, metrics, code."""
+        if self._execd is None:
+            raise SandboxError(f"sandbox {self.id} is not connected (closed, or never became ready)")
+        return self._execd
+
+    def info(self) -> SandboxInfo:
+        """The sandbox as the lifecycle API describes it now (state, expiry, metadata, ...)."""
+        return self._lifecycle.get_sandbox(self.id)
+
+    def run(self, command: str, **kwargs: Any) -> Execution:
+        """Run a command to its end and return its `Execution` (stdout, stderr, exit code, ...).
+
+        Keyword arguments are those of `run_command` (`cwd`, `envs`, `timeout`, ...). A failing command
+        is not an exception: look at `exit_code` and `error`.
+        """
+        return self.execd.run_command(command, **kwargs).run()
+
+    def pause(self) -> None:
+        """Freeze the sandbox (its processes stop; its memory stays)."""
+        self._lifecycle.pause_sandbox(self.id)
+
+    def resume(self) -> None:
+        """Thaw a paused sandbox; returns once execd answers again."""
+        self._lifecycle.resume_sandbox(self.id)
+        self._until_ready()
+
+    def renew(self, seconds: float) -> None:
+        """Let the sandbox live `seconds` more from now."""
+        self._lifecycle.renew_expiration(self.id, timedelta(seconds=seconds))
+
+    def kill(self) -> None:
+        """Delete the sandbox now. Idempotent; one already gone is fine."""
+        if self._killed:
+            return
+        with contextlib.suppress(NotFoundError):
+            self._lifecycle.delete_sandbox(self.id)
+        self._killed = True
+
+    def close(self) -> None:
+        """Delete the sandbox (unless `keep`), then close the clients this object opened."""
+        try:
+            if not self.keep:
+                self.kill()
+        finally:
+            self._close_clients()
+
+    def _close_clients(self) -> None:
+        if self._execd is not None:
+            self._execd.close()
+            self._execd = None
+        if self._owns_lifecycle:
+            self._lifecycle.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(id={self.id!r})"
