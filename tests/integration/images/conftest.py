@@ -89,9 +89,12 @@ def _build(layout: Path) -> OciLayoutBuilder:
     return builder
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def registries() -> Iterator[Registries]:
-    """A public and a password-protected registry with every test image pushed."""
+    """A public and a password-protected registry with every test image pushed.
+
+    Package-scoped: the registries stop once the image tests are done, so later tests that check
+    that nothing they started is left running see no registry process."""
     reason = tools_missing()
     if reason is not None:
         pytest.skip(reason)
