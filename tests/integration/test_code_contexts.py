@@ -86,6 +86,18 @@ def test_interrupt_ends_the_cell_and_a_second_cell_meanwhile_is_refused(execd: E
     execd.delete_context(context.id)
 
 
+def test_a_cell_right_after_a_failing_cell_always_runs(execd: ExecdClient) -> None:
+    """ipykernel aborts requests that reach it just after an error (stop_on_error), silently on
+    IOPub: no cell may be lost that way, nor reported as a success without having run."""
+    context = execd.create_context(language="python")
+    assert context.id
+    for i in range(40):
+        failed = execd.execute_code("1 / 0", context_id=context.id).run()
+        assert failed.error is not None and failed.error.ename == "ZeroDivisionError"
+        assert execd.execute_code(f"{i} * 2", context_id=context.id).run().results == [{"text": str(i * 2)}]
+    execd.delete_context(context.id)
+
+
 def test_contexts_are_listed_found_and_deleted_with_their_kernels(
     sandbox: Sandbox, execd: ExecdClient
 ) -> None:

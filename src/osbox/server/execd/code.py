@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import queue
 import signal
 import time
 from dataclasses import dataclass, field
@@ -69,6 +70,8 @@ KERNEL_DIR = "/tmp/.osbox/kernels"  # noqa: S108 (inside the sandbox: its own pr
 LANGUAGES = ("python",)
 #: How long a new kernel may take to write its connection file and answer.
 KERNEL_START_TIMEOUT_S = 60.0
+#: How long the kernel's execute reply may lag behind its `idle` status (it is normally sent first).
+_REPLY_TIMEOUT_S = 5.0
 _KERNEL_SCRIPT = (
     'mkdir -p "$1" && exec env -u JPY_PARENT_PID python3 -m ipykernel_launcher '
     '-f "$1/$2.json" --IPKernelApp.transport=ipc --ip="$1/$2"'
@@ -330,7 +333,9 @@ async def _run_cell(context: CodeContext, code: str, channel: EventChannel) -> N
     client = context.client
     finished = False
     try:
-        msg_id = client.execute(code, allow_stdin=False)
+        # stop_on_error=False: after a cell that raised, ipykernel otherwise aborts every request that
+        # reaches it for a moment, without a word on IOPub, and the next cell would look like a success.
+        msg_id = client.execute(code, allow_stdin=False, stop_on_error=False)
         while True:
             message = await _next_message(context)
             if message is None:
@@ -364,6 +369,13 @@ async def _run_cell(context: CodeContext, code: str, channel: EventChannel) -> N
                 await channel.publish(frame("error", error=error))
             elif kind == "status" and content.get("execution_state") == "idle":
                 break
+        if message is not None and await _reply_status(context, msg_id) == "aborted":
+            error = {
+                "ename": "CellAborted",
+                "evalue": "the kernel aborted the cell: it did not run",
+                "traceback": [],
+            }
+            await channel.publish(frame("error", error=error))
         elapsed_ms = int((time.monotonic() - started) * 1000)
         await channel.publish(frame("execution_complete", execution_time=elapsed_ms))
         await channel.close()
@@ -371,6 +383,21 @@ async def _run_cell(context: CodeContext, code: str, channel: EventChannel) -> N
     finally:
         if not finished:
             channel.abort()
+
+
+async def _reply_status(context: CodeContext, msg_id: str) -> str | None:
+    """The status of the kernel's execute reply to `msg_id` (`ok`, `error`, `aborted`), or None if
+    none comes in time. Replies to earlier cells still queued on the shell channel are skipped."""
+    deadline = time.monotonic() + _REPLY_TIMEOUT_S
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            reply: dict[str, Any] = await context.client.get_shell_msg(timeout=left)
+        except (TimeoutError, queue.Empty):
+            return None
+        if reply["parent_header"].get("msg_id") == msg_id:
+            status = reply["content"].get("status")
+            return status if isinstance(status, str) else None
+    return None
 
 
 async def _next_message(context: CodeContext) -> dict[str, Any] | None:
