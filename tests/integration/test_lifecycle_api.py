@@ -220,7 +220,8 @@ def test_renew_expiration(api: httpx2.Client, make_sandbox: Any) -> None:
     assert datetime.fromisoformat(response.json()["expiresAt"]) == target
     assert api.get(f"/sandboxes/{sandbox_id}").json()["expiresAt"] == response.json()["expiresAt"]
     past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
-    for body in ({"expiresAt": past}, {"expiresAt": "tomorrow"}, {}):
+    beyond = (datetime.now(UTC) + timedelta(days=365 * 101)).isoformat()  # past the longest timeout
+    for body in ({"expiresAt": past}, {"expiresAt": beyond}, {"expiresAt": "tomorrow"}, {}):
         _error(
             api.post(f"/sandboxes/{sandbox_id}/renew-expiration", json=body),
             400,

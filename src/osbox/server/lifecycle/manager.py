@@ -33,7 +33,7 @@ from .records import (
     utcnow,
 )
 from .tokens import TokenMinter, new_salt
-from .validation import CreateParams, parse_metadata_patch
+from .validation import MAX_SANDBOX_TIMEOUT_SECONDS, CreateParams, parse_metadata_patch
 
 __all__ = ["SandboxManager"]
 
@@ -421,8 +421,14 @@ class SandboxManager:
             raise bad_request(
                 f"expiresAt {body['expiresAt']!r} is not an RFC 3339 time", "SANDBOX::INVALID_EXPIRATION"
             ) from None
-        if expires <= utcnow():
+        now = utcnow()
+        if expires <= now:
             raise bad_request("expiresAt must be in the future", "SANDBOX::INVALID_EXPIRATION")
+        longest = self.config.max_timeout_seconds or MAX_SANDBOX_TIMEOUT_SECONDS  # what a create may ask
+        if expires - now > timedelta(seconds=longest):
+            raise bad_request(
+                f"expiresAt must be at most {longest} seconds from now", "SANDBOX::INVALID_EXPIRATION"
+            )
         async with self._lock(sandbox_id):
             record = await self._refresh(self._record(sandbox_id))
             if record.expires_at is None:
