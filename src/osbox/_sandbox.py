@@ -7,19 +7,23 @@ The twins themselves are `AsyncSandbox` (`osbox._async.sandbox`, written by hand
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from ._exceptions import SandboxError
 from .models.lifecycle import Sandbox as SandboxInfo
 from .models.lifecycle import SandboxState
 
-__all__ = ["DEFAULT_ENTRYPOINT", "DEFAULT_IMAGE", "EXECD_PORT"]
+__all__ = ["DEFAULT_ENTRYPOINT", "DEFAULT_IMAGE", "DEFAULT_RESOURCE_LIMITS", "EXECD_PORT"]
 
 #: execd's port inside every sandbox.
 EXECD_PORT = 44772
 DEFAULT_IMAGE = "python:3.11"
 #: Keeps a sandbox's PID 1 alive with nothing to do, as the official SDKs do.
 DEFAULT_ENTRYPOINT = ("tail", "-f", "/dev/null")
+#: What `Sandbox.create` asks for unless told otherwise, as the official SDKs do. Always sent: the spec
+#: requires `resourceLimits` outside pool mode and the reference server answers 422 without it.
+DEFAULT_RESOURCE_LIMITS: Mapping[str, str] = MappingProxyType({"cpu": "1", "memory": "2Gi"})
 _GONE = (SandboxState.FAILED, SandboxState.TERMINATED, SandboxState.STOPPING)
 
 
@@ -64,5 +68,6 @@ def _create_fields(
         "timeout": None if lifetime is None else int(lifetime),
         "env": env,
         "metadata": metadata,
-        "resource_limits": resource_limits,
+        # The caller's limits over the defaults: `{"cpu": "4"}` keeps the default memory.
+        "resource_limits": {**DEFAULT_RESOURCE_LIMITS, **(resource_limits or {})},
     }

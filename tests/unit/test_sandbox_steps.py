@@ -7,6 +7,7 @@ remote server can fail (stuck Pending, Failed with a reason, execd never answeri
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -132,3 +133,22 @@ async def test_execd_refusing_the_credentials_fails_at_once_and_the_sandbox_is_d
         await create(twin, ready_timeout=60)  # no waiting it out
     assert server.deleted
     assert sum(r.url.path == "/ping" for r in twin.requests) == 1
+
+
+async def test_create_always_sends_resource_limits_the_defaults_under_the_callers(twin: Recorder) -> None:
+    """The spec requires `resourceLimits` outside pool mode (the reference server answers 422 without)."""
+    twin.respond_with(Server(["Running"]))
+    await twin.call((await create(twin)).close())
+    assert _json(twin.requests[0])["resourceLimits"] == {"cpu": "1", "memory": "2Gi"}
+
+    cls = AsyncSandbox if twin.is_async else Sandbox
+    sandbox = await twin.call(
+        cls.create(base_url=BASE, api_key="k", resource_limits={"cpu": "4"}, http_client=twin.http_client())
+    )
+    await twin.call(sandbox.close())
+    posts = [r for r in twin.requests if r.method == "POST"]
+    assert _json(posts[-1])["resourceLimits"] == {"cpu": "4", "memory": "2Gi"}
+
+
+def _json(request: httpx2.Request) -> Any:
+    return json.loads(request.read())

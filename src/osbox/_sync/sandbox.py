@@ -89,8 +89,9 @@ class Sandbox:
         Three timeouts, each for one thing: `lifetime` is how long the sandbox lives, in seconds (None:
         no expiry); `ready_timeout` bounds the wait until it runs and execd answers, after which it is
         deleted and `SandboxError` says why; the client option `timeout` bounds each HTTP request.
-        `entrypoint` defaults to one that idles (`tail -f /dev/null`). `options` (timeout, max_retries,
-        headers, http_client) go to both clients.
+        `entrypoint` defaults to one that idles (`tail -f /dev/null`). `resource_limits` is always sent
+        (every OpenSandbox server accepts that): the given keys over the defaults `{"cpu": "1", "memory":
+        "2Gi"}`. `options` (timeout, max_retries, headers, http_client) go to both clients.
         """
         sandbox = cls._open("", lifecycle, base_url, api_key, keep, ready_timeout, use_server_proxy, options)
         fields = _create_fields(image, entrypoint, lifetime, env, metadata, resource_limits)
