@@ -72,11 +72,14 @@ def _execd(args: argparse.Namespace) -> ExecdClient:
     return ExecdClient.from_endpoint(endpoint)
 
 
-def _print_table(columns: Sequence[str], rows: Sequence[Sequence[str]], keep_order: Sequence[int]) -> None:
+def _print_table(
+    columns: Sequence[str], rows: Sequence[Sequence[str]], keep_order: Sequence[int] | None = None
+) -> None:
     """A rich table on a terminal; tab-separated lines (header first) into a pipe or without rich.
 
     On a terminal no cell is cut: columns that do not fit whole are left out, least wanted first
-    (`keep_order` lists the column indexes, most wanted first), and a caption says which. When not even
+    (`keep_order` lists the column indexes, most wanted first; by default the table's order), and a
+    caption says which. When not even
     the first column fits, the lines are printed as into a pipe and the terminal wraps them.
     """
     if sys.stdout.isatty():
@@ -87,7 +90,8 @@ def _print_table(columns: Sequence[str], rows: Sequence[Sequence[str]], keep_ord
             pass
         else:
             console = Console()
-            shown = _fitting_columns(columns, rows, keep_order, console.width)
+            order = range(len(columns)) if keep_order is None else keep_order
+            shown = _fitting_columns(columns, rows, order, console.width)
             if shown:
                 hidden = [name for index, name in enumerate(columns) if index not in shown]
                 caption = f"not shown: {', '.join(hidden)} (widen the terminal, or pipe)" if hidden else None
@@ -250,11 +254,11 @@ def _transfer(args: argparse.Namespace, move: Callable[[Any, Progress], int], la
 
 
 def _size(count: float) -> str:
-    """A byte count for people: `512 B`, `1.5 KiB`, `3.2 GiB`."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if count < 1024 or unit == "TiB":
+    """A byte count for people, in decimal units as rich's progress bars show: `512 B`, `3.1 MB`."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
+        count /= 1000
     raise AssertionError("unreachable")
 
 

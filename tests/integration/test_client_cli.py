@@ -189,11 +189,11 @@ def test_a_transfer_ends_with_a_summary_line(server: LocalServer, cli_sandbox: s
     status, out, err = _osbox_command(server, "upload", cli_sandbox, str(local), "/tmp/data.bin")
     assert status == 0 and out == ""
     assert re.fullmatch(
-        rf"uploaded {local} to {cli_sandbox}:/tmp/data.bin: 3.0 MiB in [\d.]+ s \(.+/s\)\n", err
+        rf"uploaded {local} to {cli_sandbox}:/tmp/data.bin: 3.1 MB in [\d.]+ s \(.+/s\)\n", err
     )
     status, _, err = _osbox_command(server, "download", cli_sandbox, "/tmp/data.bin", str(tmp_path / "back"))
     assert (
-        status == 0 and err.startswith(f"downloaded {cli_sandbox}:/tmp/data.bin to ") and "3.0 MiB in" in err
+        status == 0 and err.startswith(f"downloaded {cli_sandbox}:/tmp/data.bin to ") and "3.1 MB in" in err
     )
     assert (tmp_path / "back").read_bytes() == local.read_bytes()
     assert _osbox_command(server, "download", "-q", cli_sandbox, "/tmp/data.bin", str(tmp_path / "q")) == (
