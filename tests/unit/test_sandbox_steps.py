@@ -14,7 +14,8 @@ from typing import Any
 import httpx2
 import pytest
 
-from osbox import AsyncSandbox, AuthenticationError, Sandbox, SandboxError
+from osbox import AsyncSandbox, AuthenticationError, CommandFailedError, Sandbox, SandboxError
+from osbox.models.events import Execution, ExecutionError
 from tests.unit.conftest import Recorder
 
 BASE = "http://lifecycle.test/v1"
@@ -152,3 +153,17 @@ async def test_create_always_sends_resource_limits_the_defaults_under_the_caller
 
 def _json(request: httpx2.Request) -> Any:
     return json.loads(request.read())
+
+
+def test_command_failed_error_says_what_failed_and_keeps_the_output_short() -> None:
+    stderr = "".join(f"line {n}\n" for n in range(100))
+    error = CommandFailedError("make test", Execution(exit_code=2, stdout="out\n", stderr=stderr))
+    assert (error.command, error.exit_code, error.stdout, error.stderr) == ("make test", 2, "out\n", stderr)
+    assert str(error) == "command 'make test' exited with 2:\n" + "\n".join(
+        f"line {n}" for n in range(90, 100)
+    )
+    killed = Execution(
+        exit_code=-1, error=ExecutionError(ename="CommandExecError", traceback=["signal: killed"])
+    )
+    assert str(CommandFailedError("sleep 9", killed)) == "command 'sleep 9' exited with -1 (signal: killed)"
+    assert str(CommandFailedError("x" * 300, Execution())).endswith("...' did not complete")
