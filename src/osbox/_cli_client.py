@@ -170,6 +170,7 @@ def _ls(args: argparse.Namespace) -> int:
 
 def _create(args: argparse.Namespace) -> int:
     from . import Sandbox
+    from ._operation import given
 
     with Sandbox.create(
         args.image,
@@ -178,7 +179,7 @@ def _create(args: argparse.Namespace) -> int:
         ready_timeout=args.ready_timeout,
         env=_pairs(args.env, "--env"),
         metadata=_pairs(args.metadata, "--metadata"),
-        resource_limits={"cpu": args.cpu, "memory": args.memory},
+        resource_limits=given(cpu=args.cpu, memory=args.memory),  # the SDK's defaults for the rest
         keep=True,
         base_url=args.url,
         api_key=args.api_key,
@@ -200,6 +201,7 @@ def _split_exec_words(parser: argparse.ArgumentParser, args: argparse.Namespace)
             break
         if word.startswith("-") and word != "-":
             options.append(word)
+            # argparse's own table of option strings: whether this option takes a value.
             action = parser._option_string_actions.get(word.partition("=")[0])
             if action is not None and action.nargs != 0 and "=" not in word and words:
                 options.append(words.pop(0))  # the option's value
@@ -334,8 +336,8 @@ def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     create.add_argument("--entrypoint", nargs="+", default=None, help="its PID 1 (default: idles)")
     create.add_argument("--env", action="append", metavar="K=V", help="environment variable (repeatable)")
     create.add_argument("--metadata", action="append", metavar="K=V", help="metadata label (repeatable)")
-    create.add_argument("--cpu", default="1", help="CPU limit, e.g. 500m or 2 (default 1)")
-    create.add_argument("--memory", default="2Gi", help="memory limit, e.g. 512Mi (default 2Gi)")
+    create.add_argument("--cpu", help="CPU limit, e.g. 500m or 2 (default 1)")
+    create.add_argument("--memory", help="memory limit, e.g. 512Mi (default 2Gi)")
     create.set_defaults(handler=_guarded(_create))
 
     exec_ = commands.add_parser(

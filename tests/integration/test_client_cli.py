@@ -39,7 +39,6 @@ def osbox(server: LocalServer, capsys: pytest.CaptureFixture[str]) -> Iterator[R
     """Runs `osbox ARGS --url ... --api-key ...` in-process; returns (status, stdout, stderr)."""
 
     def run(command: str, *args: str) -> tuple[int, str, str]:
-        # Options before the arguments: everything after `exec ID` is the command.
         status = main([command, "--url", server.base_url + "/v1", "--api-key", API_KEY, *args])
         out, err = capsys.readouterr()
         return status, out, err

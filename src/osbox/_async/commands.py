@@ -37,14 +37,18 @@ class AsyncCommandHandle:
     async def logs(self) -> str:
         """Everything the command has written so far, stdout and stderr merged (execd keeps one log).
 
-        Each call fetches only what is new since the last one.
+        Each call fetches only what is new since the last one (a big log comes in several answers).
         """
         while True:
             chunk = await self._execd().get_command_logs(self.id, cursor=self._cursor)
+            # Text under a cursor that stood still is what was read already (a server without the
+            # cursor header repeats the whole log): keeping it would double it, reading on loop forever.
+            moved = chunk.cursor != self._cursor or (self._cursor is None and not self._output)
             self._cursor = chunk.cursor
-            if not chunk.text:
+            if chunk.text and moved:
+                self._output.append(chunk.text)
+            if not chunk.text or not moved:
                 return "".join(self._output)
-            self._output.append(chunk.text)
 
     async def status(self) -> CommandStatusResponse:
         """Whether it runs, and once it has exited its exit code (`GET /command/status/{id}`)."""
