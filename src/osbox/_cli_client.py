@@ -79,8 +79,8 @@ def _print_table(
 
     On a terminal no cell is cut: columns that do not fit whole are left out, least wanted first
     (`keep_order` lists the column indexes, most wanted first; by default the table's order), and a
-    caption says which. When not even
-    the first column fits, the lines are printed as into a pipe and the terminal wraps them.
+    caption says which. When not even the first column fits, the lines are printed as into a pipe and
+    the terminal wraps them.
     """
     if sys.stdout.isatty():
         try:
