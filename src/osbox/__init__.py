@@ -21,6 +21,7 @@ _EXPORTS = {
         "APITimeoutError",
         "AuthenticationError",
         "BadRequestError",
+        "CommandFailedError",
         "ConflictError",
         "InternalServerError",
         "NotFoundError",
@@ -39,6 +40,10 @@ _EXPORTS = {
     "._async.lifecycle": ("AsyncLifecycleClient",),
     "._sync.sandbox": ("Sandbox",),
     "._async.sandbox": ("AsyncSandbox",),
+    "._sync.commands": ("CommandHandle",),
+    "._async.commands": ("AsyncCommandHandle",),
+    "._sync.sandbox_files": ("SandboxFiles",),
+    "._async.sandbox_files": ("AsyncSandboxFiles",),
     "._streaming": ("STOP",),
     "._sync.streaming": ("Stream",),
     "._async.streaming": ("AsyncStream",),
@@ -47,10 +52,12 @@ _EXPORTS = {
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
+    from ._async.commands import AsyncCommandHandle
     from ._async.egress import AsyncEgressClient
     from ._async.execd import AsyncExecdClient
     from ._async.lifecycle import AsyncLifecycleClient
     from ._async.sandbox import AsyncSandbox
+    from ._async.sandbox_files import AsyncSandboxFiles
     from ._async.streaming import AsyncStream
     from ._exceptions import (
         APIConnectionError,
@@ -60,6 +67,7 @@ if TYPE_CHECKING:
         APITimeoutError,
         AuthenticationError,
         BadRequestError,
+        CommandFailedError,
         ConflictError,
         InternalServerError,
         NotFoundError,
@@ -73,10 +81,12 @@ if TYPE_CHECKING:
     from ._execd import CommandLogs
     from ._files import DownloadResult, FileUpload, Progress
     from ._streaming import STOP
+    from ._sync.commands import CommandHandle
     from ._sync.egress import EgressClient
     from ._sync.execd import ExecdClient
     from ._sync.lifecycle import LifecycleClient
     from ._sync.sandbox import Sandbox
+    from ._sync.sandbox_files import SandboxFiles
     from ._sync.streaming import Stream
 
 __all__ = [
@@ -86,13 +96,17 @@ __all__ = [
     "APIResponseValidationError",
     "APIStatusError",
     "APITimeoutError",
+    "AsyncCommandHandle",
     "AsyncEgressClient",
     "AsyncExecdClient",
     "AsyncLifecycleClient",
     "AsyncSandbox",
+    "AsyncSandboxFiles",
     "AsyncStream",
     "AuthenticationError",
     "BadRequestError",
+    "CommandFailedError",
+    "CommandHandle",
     "CommandLogs",
     "ConflictError",
     "DownloadResult",
@@ -108,6 +122,7 @@ __all__ = [
     "RateLimitError",
     "Sandbox",
     "SandboxError",
+    "SandboxFiles",
     "Stream",
     "StreamError",
     "UnprocessableEntityError",

@@ -2,20 +2,27 @@
 
     osbox ls [--state S] [--metadata K=V]            sandboxes, as a table
     osbox create [IMAGE] [--lifetime S|none] ...     create one, wait until it runs commands, print its id
-    osbox exec [--cwd DIR] ID COMMAND...              run a command, its output live, its exit code ours
-    osbox upload ID LOCAL REMOTE                      a file in, with a progress bar
-    osbox download ID REMOTE LOCAL                    a file out, with a progress bar
+    osbox exec ID [--cwd DIR] COMMAND...              run a command, its output live, its exit code ours
+    osbox upload ID LOCAL REMOTE                      a file in, with a progress bar and a summary line
+    osbox download ID REMOTE LOCAL                    a file out, with a progress bar and a summary line
     osbox rm ID...                                    delete sandboxes
 
 `--url` and `--api-key` default to `OPEN_SANDBOX_DOMAIN` and `OPEN_SANDBOX_API_KEY`, as for the SDK.
 Errors print one line and exit 1. On a terminal, tables and progress bars use rich when it is installed
 (the `server` extra brings it); into a pipe, tables are tab-separated lines for `cut` and friends.
+
+`osbox exec` takes its options before or after the id; the command starts at the first word that is not
+an option (or after `--`) and runs to the end. One word is a shell command line (`'ls | wc -l'`); several
+words are an argv, quoted into a command line word for word (`-- touch "my file"` makes one file).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import shlex
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,8 +72,16 @@ def _execd(args: argparse.Namespace) -> ExecdClient:
     return ExecdClient.from_endpoint(endpoint)
 
 
-def _print_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """A rich table on a terminal; tab-separated lines (header first) into a pipe or without rich."""
+def _print_table(
+    columns: Sequence[str], rows: Sequence[Sequence[str]], keep_order: Sequence[int] | None = None
+) -> None:
+    """A rich table on a terminal; tab-separated lines (header first) into a pipe or without rich.
+
+    On a terminal no cell is cut: columns that do not fit whole are left out, least wanted first
+    (`keep_order` lists the column indexes, most wanted first; by default the table's order), and a
+    caption says which. When not even the first column fits, the lines are printed as into a pipe and
+    the terminal wraps them.
+    """
     if sys.stdout.isatty():
         try:
             from rich.console import Console
@@ -74,28 +89,54 @@ def _print_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         except ImportError:
             pass
         else:
-            table = Table(*columns)
-            for row in rows:
-                table.add_row(*row)
-            Console().print(table)
-            return
+            console = Console()
+            order = range(len(columns)) if keep_order is None else keep_order
+            shown = _fitting_columns(columns, rows, order, console.width)
+            if shown:
+                hidden = [name for index, name in enumerate(columns) if index not in shown]
+                caption = f"not shown: {', '.join(hidden)} (widen the terminal, or pipe)" if hidden else None
+                table = Table(*(columns[i] for i in shown), caption=caption)
+                for row in rows:
+                    table.add_row(*(row[i] for i in shown))
+                console.print(table, crop=False, overflow="ignore")
+                return
     print("\t".join(columns))
     for row in rows:
         print("\t".join(row))
 
 
+def _fitting_columns(
+    columns: Sequence[str], rows: Sequence[Sequence[str]], keep_order: Sequence[int], width: int
+) -> list[int]:
+    """The indexes (in table order) of the columns whose cells fit whole in `width`, most wanted first."""
+    used = 1  # the table's left border
+    kept: list[int] = []
+    for index in keep_order:
+        cells = [columns[index], *(row[index] for row in rows)]
+        needed = max(map(len, cells)) + 3  # padding on both sides and the border after
+        if used + needed > width:
+            continue
+        used += needed
+        kept.append(index)
+    return sorted(kept) if keep_order and keep_order[0] in kept else []
+
+
 @contextmanager
 def _progress_bar(label: str) -> Iterator[Progress]:
     """A `Progress` callback drawing a bar on stderr (rich), or nothing without rich or a terminal."""
+    if not sys.stderr.isatty():  # off a terminal rich would still leave a blank line
+        yield lambda done, total: None
+        return
     try:
+        from rich.console import Console
         from rich.progress import BarColumn, DownloadColumn, TransferSpeedColumn
         from rich.progress import Progress as Bar
     except ImportError:
         yield lambda done, total: None
         return
-    with Bar(
-        "{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), transient=True
-    ) as bar:
+    columns = ("{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    # On stderr: stdout stays clean (rich's default console is stdout).
+    with Bar(*columns, transient=True, console=Console(stderr=True)) as bar:
         task = bar.add_task(label, total=None)
 
         def update(done: int, total: int | None) -> None:
@@ -122,12 +163,14 @@ def _ls(args: argparse.Namespace) -> int:
         )
         for sandbox in sandboxes
     ]
-    _print_table(("id", "state", "image", "metadata", "expires"), rows)
+    # Ids are never cut (they are what the other commands take); then state, expiry, image, metadata.
+    _print_table(("id", "state", "image", "metadata", "expires"), rows, keep_order=(0, 1, 4, 2, 3))
     return 0
 
 
 def _create(args: argparse.Namespace) -> int:
     from . import Sandbox
+    from ._operation import given
 
     with Sandbox.create(
         args.image,
@@ -136,6 +179,7 @@ def _create(args: argparse.Namespace) -> int:
         ready_timeout=args.ready_timeout,
         env=_pairs(args.env, "--env"),
         metadata=_pairs(args.metadata, "--metadata"),
+        resource_limits=given(cpu=args.cpu, memory=args.memory),  # the SDK's defaults for the rest
         keep=True,
         base_url=args.url,
         api_key=args.api_key,
@@ -144,8 +188,46 @@ def _create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _exec(args: argparse.Namespace) -> int:
+def _split_exec_words(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Set `args.sandbox_id` and `args.command` from the words after `osbox exec`, parsing the options
+    among them (`osbox exec ID --cwd /tmp pwd`): everything from the command's first word on is the
+    command's, options included; `--` ends the options explicitly."""
+    words = list(args.words)
+    options: list[str] = []
+    sandbox_id: str | None = None
+    while words:
+        word = words.pop(0)
+        if word == "--":
+            break
+        if word.startswith("-") and word != "-":
+            options.append(word)
+            # argparse's own table of option strings: whether this option takes a value.
+            action = parser._option_string_actions.get(word.partition("=")[0])
+            if action is not None and action.nargs != 0 and "=" not in word and words:
+                options.append(words.pop(0))  # the option's value
+        elif sandbox_id is None:
+            sandbox_id = word
+        else:
+            words.insert(0, word)
+            break
+    if sandbox_id is None and words:
+        sandbox_id = words.pop(0)  # `osbox exec -- ID COMMAND...`
+    parser.parse_args(options, namespace=args)  # unknown options and missing values fail as usual
+    if sandbox_id is None or not words:
+        parser.error("give a sandbox id, then the command to run")
+    args.sandbox_id, args.command = sandbox_id, words
+
+
+def _command_line(words: Sequence[str]) -> str:
+    """The shell command execd runs: one word is a command line as it is, several an argv quoted
+    word for word (execd takes a string and runs it with a shell)."""
+    return words[0] if len(words) == 1 else shlex.join(words)
+
+
+def _exec(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from .models.events import StreamEvent, output_piece
+
+    _split_exec_words(parser, args)
 
     def show(event: StreamEvent) -> None:
         if event.type in ("stdout", "stderr") and event.text is not None:
@@ -154,17 +236,32 @@ def _exec(args: argparse.Namespace) -> int:
             out.flush()
 
     with _execd(args) as execd:
-        result = execd.run_command(" ".join(args.command), cwd=args.cwd).run(on_event=show)
+        result = execd.run_command(_command_line(args.command), cwd=args.cwd).run(on_event=show)
     if result.exit_code is None:
         print("osbox: the command did not complete", file=sys.stderr)
         return 1
     return result.exit_code
 
 
-def _transfer(args: argparse.Namespace, move: Callable[[Any, Progress], object], label: str) -> int:
+def _transfer(args: argparse.Namespace, move: Callable[[Any, Progress], int], label: str, what: str) -> int:
+    """Run `move` (which returns the bytes moved) under a progress bar, then leave one summary line."""
     with _execd(args) as execd, _progress_bar(label) as progress:
-        move(execd, progress)
+        started = time.monotonic()
+        size = move(execd, progress)
+        seconds = time.monotonic() - started
+    if not args.quiet:
+        rate = f"{_size(size / seconds)}/s" if seconds > 0 else "-"
+        print(f"{what}: {_size(size)} in {seconds:.2f} s ({rate})", file=sys.stderr)
     return 0
+
+
+def _size(count: float) -> str:
+    """A byte count for people, in decimal units as rich's progress bars show: `512 B`, `3.1 MB`."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
 
 
 def _upload(args: argparse.Namespace) -> int:
@@ -172,17 +269,20 @@ def _upload(args: argparse.Namespace) -> int:
     if not local.is_file():
         print(f"osbox: {local} is not a file", file=sys.stderr)
         return 1
-    return _transfer(
-        args, lambda execd, progress: execd.upload_file(args.remote, local, progress=progress), local.name
-    )
+
+    def move(execd: ExecdClient, progress: Progress) -> int:
+        execd.upload_file(args.remote, local, progress=progress)
+        return local.stat().st_size
+
+    return _transfer(args, move, local.name, f"uploaded {local} to {args.sandbox_id}:{args.remote}")
 
 
 def _download(args: argparse.Namespace) -> int:
-    return _transfer(
-        args,
-        lambda execd, progress: execd.download_file(args.remote, args.local, progress=progress),
-        Path(args.remote).name,
-    )
+    def move(execd: ExecdClient, progress: Progress) -> int:
+        return execd.download_file(args.remote, args.local, progress=progress).bytes_written
+
+    what = f"downloaded {args.sandbox_id}:{args.remote} to {args.local}"
+    return _transfer(args, move, Path(args.remote).name, what)
 
 
 def _rm(args: argparse.Namespace) -> int:
@@ -236,25 +336,35 @@ def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     create.add_argument("--entrypoint", nargs="+", default=None, help="its PID 1 (default: idles)")
     create.add_argument("--env", action="append", metavar="K=V", help="environment variable (repeatable)")
     create.add_argument("--metadata", action="append", metavar="K=V", help="metadata label (repeatable)")
+    create.add_argument("--cpu", help="CPU limit, e.g. 500m or 2 (default 1)")
+    create.add_argument("--memory", help="memory limit, e.g. 512Mi (default 2Gi)")
     create.set_defaults(handler=_guarded(_create))
 
-    exec_ = commands.add_parser("exec", parents=common, help="run a command in a sandbox, output live")
-    exec_.add_argument("sandbox_id")
-    exec_.add_argument(
-        "command",
-        nargs=argparse.REMAINDER,
-        help="the shell command: everything after the id (options go before it)",
+    exec_ = commands.add_parser(
+        "exec",
+        parents=common,
+        help="run a command in a sandbox, output live",
+        usage="osbox exec [options] ID [options] [--] COMMAND...",
+        description="Run COMMAND in sandbox ID, its output live; osbox exits with its exit code. One word "
+        "is a shell command line ('ls | wc -l'); several words are an argv, passed word for word "
+        "(-- touch 'my file' makes one file). Options go before the command.",
     )
     exec_.add_argument("--cwd", default=None, help="working directory in the sandbox")
-    exec_.set_defaults(handler=_guarded(_exec))
+    # The id and the command are split from the options by `_split_exec_words`: options may follow the id.
+    exec_.add_argument("words", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    exec_.set_defaults(handler=_guarded(functools.partial(_exec, exec_)))
 
-    upload = commands.add_parser("upload", parents=common, help="copy a local file into a sandbox")
+    transfer = argparse.ArgumentParser(add_help=False)
+    transfer.add_argument("-q", "--quiet", action="store_true", help="no summary line when done")
+    common_transfer = [*common, transfer]
+
+    upload = commands.add_parser("upload", parents=common_transfer, help="copy a local file into a sandbox")
     upload.add_argument("sandbox_id")
     upload.add_argument("local")
     upload.add_argument("remote")
     upload.set_defaults(handler=_guarded(_upload))
 
-    download = commands.add_parser("download", parents=common, help="copy a file out of a sandbox")
+    download = commands.add_parser("download", parents=common_transfer, help="copy a file out of a sandbox")
     download.add_argument("sandbox_id")
     download.add_argument("remote")
     download.add_argument("local")

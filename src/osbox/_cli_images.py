@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._cli_client import _print_table
+from ._cli_client import _print_table, _size
 
 if TYPE_CHECKING:
     from .server.images.platform import Platform
@@ -35,15 +35,6 @@ def _store(args: argparse.Namespace) -> ImageStore:
     from .server.images.store import ImageStore, ImageStoreConfig
 
     return ImageStore(ImageStoreConfig(root=Path(args.data_dir).resolve() / "images"))
-
-
-def _size(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    raise AssertionError("unreachable")
 
 
 @contextmanager

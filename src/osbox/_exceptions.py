@@ -16,6 +16,7 @@
     │   ├── StreamError                a stream ended badly: empty, or an error object arrived mid-stream
     │   └── APIResponseValidationError the answer did not have the expected shape
     └── SandboxError                   raised by the high-level `Sandbox` helpers (e.g. not ready in time)
+        └── CommandFailedError         `run(..., check=True)`: the command exited non-zero
 
 Lower-layer (httpx2) errors are translated in one place, `osbox._base_client`, so none leaks out.
 Messages never contain API keys or access tokens.
@@ -24,9 +25,12 @@ Messages never contain API keys or access tokens.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
+
+if TYPE_CHECKING:
+    from .models.events import Execution
 
 __all__ = [
     "APIConnectionError",
@@ -36,6 +40,7 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "CommandFailedError",
     "ConflictError",
     "InternalServerError",
     "NotFoundError",
@@ -54,6 +59,47 @@ class OsboxError(Exception):
 
 class SandboxError(OsboxError):
     """A high-level sandbox operation could not complete (e.g. it never became ready)."""
+
+
+class CommandFailedError(SandboxError):
+    """A command run with `check=True` exited non-zero, was killed, or did not complete.
+
+    Attributes: `command`, `exit_code` (None when it did not complete), `stdout`, `stderr` and the whole
+    `execution`. The message ends with the last lines of stderr (of stdout when stderr is empty).
+
+        try:
+            sandbox.run("make test", check=True)
+        except CommandFailedError as exc:
+            print(exc.exit_code, exc.stderr)
+    """
+
+    def __init__(self, command: str, execution: Execution) -> None:
+        self.command = command
+        self.execution = execution
+        self.exit_code = execution.exit_code
+        self.stdout = execution.stdout
+        self.stderr = execution.stderr
+        shown = command if len(command) <= 200 else f"{command[:200]}..."
+        code = execution.exit_code
+        outcome = "did not complete" if code is None else f"exited with {code}"
+        # What the server adds (e.g. "signal: killed"), unless it only repeats the exit status.
+        said = [
+            line
+            for line in (execution.error.traceback if execution.error else [])
+            if line != f"exit status {code}"
+        ]
+        if said:
+            outcome += f" ({'; '.join(said)})"
+        text = f"command {shown!r} {outcome}"
+        if tail := _last_lines(execution.stderr or execution.stdout):
+            text += f":\n{tail}"
+        super().__init__(text)
+
+
+def _last_lines(output: str, lines: int = 10, chars: int = 2000) -> str:
+    """The end of a command's output, for an error message: at most `lines` lines and `chars` characters."""
+    tail = "\n".join(output.rstrip("\n").splitlines()[-lines:])
+    return tail if len(tail) <= chars else f"...{tail[-chars:]}"
 
 
 class APIError(OsboxError):

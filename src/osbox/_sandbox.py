@@ -1,25 +1,33 @@
-"""`Sandbox` / `AsyncSandbox`: the pieces both twins share (defaults, what "ready" means, poll backoff).
+"""`Sandbox` / `AsyncSandbox`: the pieces both twins share (defaults, what "ready" means, poll backoff,
+checked runs, finished background commands).
 
 The twins themselves are `AsyncSandbox` (`osbox._async.sandbox`, written by hand) and `Sandbox`
-(`osbox._sync.sandbox`, generated from it by `scripts/unasync.py`).
+(`osbox._sync.sandbox`, generated from it by `scripts/unasync.py`), with their `files`
+(`osbox._async.sandbox_files`) and background command handles (`osbox._async.commands`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
-from ._exceptions import SandboxError
+from ._exceptions import CommandFailedError, NotFoundError, SandboxError
+from .models.events import COMMAND_EXEC_ERROR, Execution, ExecutionError
+from .models.execd import CommandStatusResponse
 from .models.lifecycle import Sandbox as SandboxInfo
 from .models.lifecycle import SandboxState
 
-__all__ = ["DEFAULT_ENTRYPOINT", "DEFAULT_IMAGE", "EXECD_PORT"]
+__all__ = ["DEFAULT_ENTRYPOINT", "DEFAULT_IMAGE", "DEFAULT_RESOURCE_LIMITS", "EXECD_PORT"]
 
 #: execd's port inside every sandbox.
 EXECD_PORT = 44772
 DEFAULT_IMAGE = "python:3.11"
 #: Keeps a sandbox's PID 1 alive with nothing to do, as the official SDKs do.
 DEFAULT_ENTRYPOINT = ("tail", "-f", "/dev/null")
+#: What `Sandbox.create` asks for unless told otherwise, as the official SDKs do. Always sent: the spec
+#: requires `resourceLimits` outside pool mode and the reference server answers 422 without it.
+DEFAULT_RESOURCE_LIMITS: Mapping[str, str] = MappingProxyType({"cpu": "1", "memory": "2Gi"})
 _GONE = (SandboxState.FAILED, SandboxState.TERMINATED, SandboxState.STOPPING)
 
 
@@ -64,5 +72,41 @@ def _create_fields(
         "timeout": None if lifetime is None else int(lifetime),
         "env": env,
         "metadata": metadata,
-        "resource_limits": resource_limits,
+        # The caller's limits over the defaults: `{"cpu": "4"}` keeps the default memory.
+        "resource_limits": {**DEFAULT_RESOURCE_LIMITS, **(resource_limits or {})},
     }
+
+
+# --- the pieces of `sandbox.files`, `run(check=True)` and background command handles ----------------------
+
+
+def _checked(command: str, execution: Execution) -> Execution:
+    """`execution`, if the command succeeded (exit code 0); else raises `CommandFailedError`."""
+    if execution.exit_code != 0:
+        raise CommandFailedError(command, execution)
+    return execution
+
+
+def _missing(path: str, exc: NotFoundError) -> NotFoundError:
+    """A `NotFoundError` for a sandbox `path` whose message names it (servers' messages may not)."""
+    return NotFoundError(
+        response=exc.response,
+        code=exc.code,
+        message=f"{path} does not exist in the sandbox ({exc.message or exc.code})",
+        body=exc.body,
+        request_id=exc.request_id,
+        retry_after=exc.retry_after,
+    )
+
+
+def _finished_execution(command_id: str, output: str, status: CommandStatusResponse) -> Execution:
+    """The `Execution` of a background command that has exited: its merged output is `stdout` (execd
+    keeps one log per command), the exit code and error what its status says."""
+    error = None
+    if status.exit_code != 0:
+        error = ExecutionError(
+            ename=COMMAND_EXEC_ERROR,
+            evalue=str(status.exit_code),
+            traceback=[status.error] if status.error else [],
+        )
+    return Execution(id=command_id, stdout=output, exit_code=status.exit_code, error=error, complete=True)

@@ -3,8 +3,11 @@ steps between the clients (create, wait, connect, pause/resume) on both twins.""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from typing import Any
 
+import httpx2
 import psutil  # type: ignore[import-untyped]
 import pytest
 
@@ -97,3 +100,22 @@ async def test_the_async_twin(server: LocalServer, lifecycle: LifecycleClient) -
         assert lifecycle.get_sandbox(sandbox.id).status.state == "Running"  # connect keeps by default
     with pytest.raises(NotFoundError):
         lifecycle.get_sandbox(sandbox.id)
+
+
+def test_create_sends_resource_limits_every_server_accepts(server: LocalServer) -> None:
+    """The spec requires `resourceLimits` outside pool mode; the reference server answers 422 without."""
+    sent: list[Any] = []
+
+    def record(request: httpx2.Request) -> None:
+        if (request.method, request.url.path) == ("POST", "/v1/sandboxes"):
+            sent.append(json.loads(request.read())["resourceLimits"])
+
+    with (
+        httpx2.Client(event_hooks={"request": [record]}) as http,
+        Sandbox.create(base_url=server.base_url + "/v1", api_key=API_KEY, http_client=http) as sandbox,
+        Sandbox.create(
+            base_url=server.base_url + "/v1", api_key=API_KEY, http_client=http, resource_limits={"cpu": "2"}
+        ) as other,
+    ):
+        assert sandbox.run("echo ok").stdout == other.run("echo ok").stdout == "ok\n"
+    assert sent == [{"cpu": "1", "memory": "2Gi"}, {"cpu": "2", "memory": "2Gi"}]

@@ -7,13 +7,15 @@ remote server can fail (stuck Pending, Failed with a reason, execd never answeri
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 import httpx2
 import pytest
 
-from osbox import AsyncSandbox, AuthenticationError, Sandbox, SandboxError
+from osbox import AsyncSandbox, AuthenticationError, CommandFailedError, Sandbox, SandboxError
+from osbox.models.events import Execution, ExecutionError
 from tests.unit.conftest import Recorder
 
 BASE = "http://lifecycle.test/v1"
@@ -132,3 +134,36 @@ async def test_execd_refusing_the_credentials_fails_at_once_and_the_sandbox_is_d
         await create(twin, ready_timeout=60)  # no waiting it out
     assert server.deleted
     assert sum(r.url.path == "/ping" for r in twin.requests) == 1
+
+
+async def test_create_always_sends_resource_limits_the_defaults_under_the_callers(twin: Recorder) -> None:
+    """The spec requires `resourceLimits` outside pool mode (the reference server answers 422 without)."""
+    twin.respond_with(Server(["Running"]))
+    await twin.call((await create(twin)).close())
+    assert _json(twin.requests[0])["resourceLimits"] == {"cpu": "1", "memory": "2Gi"}
+
+    cls = AsyncSandbox if twin.is_async else Sandbox
+    sandbox = await twin.call(
+        cls.create(base_url=BASE, api_key="k", resource_limits={"cpu": "4"}, http_client=twin.http_client())
+    )
+    await twin.call(sandbox.close())
+    posts = [r for r in twin.requests if r.method == "POST"]
+    assert _json(posts[-1])["resourceLimits"] == {"cpu": "4", "memory": "2Gi"}
+
+
+def _json(request: httpx2.Request) -> Any:
+    return json.loads(request.read())
+
+
+def test_command_failed_error_says_what_failed_and_keeps_the_output_short() -> None:
+    stderr = "".join(f"line {n}\n" for n in range(100))
+    error = CommandFailedError("make test", Execution(exit_code=2, stdout="out\n", stderr=stderr))
+    assert (error.command, error.exit_code, error.stdout, error.stderr) == ("make test", 2, "out\n", stderr)
+    assert str(error) == "command 'make test' exited with 2:\n" + "\n".join(
+        f"line {n}" for n in range(90, 100)
+    )
+    killed = Execution(
+        exit_code=-1, error=ExecutionError(ename="CommandExecError", traceback=["signal: killed"])
+    )
+    assert str(CommandFailedError("sleep 9", killed)) == "command 'sleep 9' exited with -1 (signal: killed)"
+    assert str(CommandFailedError("x" * 300, Execution())).endswith("...' did not complete")

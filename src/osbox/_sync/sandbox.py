@@ -2,15 +2,17 @@
 """`Sandbox`: one sandbox, ready to use, over the low-level clients.
 
     with Sandbox.create("python:3.11", base_url="http://127.0.0.1:8080/v1") as sandbox:
-        result = sandbox.run("echo $((6 * 7))")
+        result = sandbox.run("echo $((6 * 7))", check=True)   # CommandFailedError unless exit 0
         print(result.stdout)                                       # 42
-        sandbox.execd.upload_file("/workspace/in.csv", Path("in.csv"))
+        sandbox.files.write("/workspace/in.csv", "1,2\n")
+        server = sandbox.spawn("python3 -m http.server")      # in the background: a handle
+        sandbox.execd.upload_file("/workspace/big.bin", Path("big.bin"))   # streamed
     # deleted here (keep=True leaves it running; Sandbox.connect(id) attaches again)
 
 `create` returns once the sandbox can run commands: it waits for the lifecycle state `Running`, then
 for execd to answer, and deletes the sandbox if either does not happen within `ready_timeout` (a
-failed sandbox's reason is in the error). Everything else is on the two clients it holds:
-`sandbox.lifecycle` and `sandbox.execd`.
+failed sandbox's reason is in the error). Beyond `run`, `spawn` and `files`, everything is on the two
+clients it holds: `sandbox.lifecycle` and `sandbox.execd`.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from typing import Any, Self, Unpack
 from .. import _base_client
 from .._base_client import ClientOptions
 from .._exceptions import APIError, AuthenticationError, NotFoundError, PermissionDeniedError, SandboxError
-from .._sandbox import DEFAULT_IMAGE, EXECD_PORT, _Backoff, _create_fields, _is_running
+from .._sandbox import DEFAULT_IMAGE, EXECD_PORT, _Backoff, _checked, _create_fields, _is_running
 from ..models.events import Execution
 from ..models.lifecycle import Sandbox as SandboxInfo
+from .commands import CommandHandle
 from .execd import ExecdClient
 from .lifecycle import LifecycleClient
+from .sandbox_files import SandboxFiles
 
 __all__ = ["Sandbox"]
 
@@ -65,6 +69,8 @@ class Sandbox:
         self._use_server_proxy = use_server_proxy
         self._options = options
         self._killed = False
+        #: Read, write, list and test files: `sandbox.files.write(path, "text")`, `.read(path)`, ...
+        self.files = SandboxFiles(lambda: self.execd)
 
     @classmethod
     def create(
@@ -89,8 +95,9 @@ class Sandbox:
         Three timeouts, each for one thing: `lifetime` is how long the sandbox lives, in seconds (None:
         no expiry); `ready_timeout` bounds the wait until it runs and execd answers, after which it is
         deleted and `SandboxError` says why; the client option `timeout` bounds each HTTP request.
-        `entrypoint` defaults to one that idles (`tail -f /dev/null`). `options` (timeout, max_retries,
-        headers, http_client) go to both clients.
+        `entrypoint` defaults to one that idles (`tail -f /dev/null`). `resource_limits` is always sent
+        (every OpenSandbox server accepts that): the given keys over the defaults `{"cpu": "1", "memory":
+        "2Gi"}`. `options` (timeout, max_retries, headers, http_client) go to both clients.
         """
         sandbox = cls._open("", lifecycle, base_url, api_key, keep, ready_timeout, use_server_proxy, options)
         fields = _create_fields(image, entrypoint, lifetime, env, metadata, resource_limits)
@@ -207,13 +214,55 @@ class Sandbox:
         """The sandbox as the lifecycle API describes it now (state, expiry, metadata, ...)."""
         return self._lifecycle.get_sandbox(self.id)
 
-    def run(self, command: str, **kwargs: Any) -> Execution:
-        """Run a command to its end and return its `Execution` (stdout, stderr, exit code, ...).
+    def run(
+        self,
+        command: str,
+        *,
+        check: bool = False,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        envs: Mapping[str, str] | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        background: bool = False,
+    ) -> Execution:
+        """Run a shell command to its end and return its `Execution` (stdout, stderr, exit code, ...).
 
-        Keyword arguments are those of `run_command` (`cwd`, `envs`, `timeout`, ...). A failing command
-        is not an exception: look at `exit_code` and `error`.
+        By default a failing command is a result, not an exception: look at `exit_code` and `error`.
+        `check=True` raises `CommandFailedError` (exit code, stdout, stderr) unless it exits 0. The other
+        arguments are those of `execd.run_command` (`timeout` in seconds). For a command that runs on
+        in the background, `spawn` returns a handle to wait for, kill or read.
+
+            sandbox.run("pip install -r requirements.txt", check=True, timeout=300)
         """
-        return self.execd.run_command(command, **kwargs).run()
+        execution = self.execd.run_command(
+            command, cwd=cwd, timeout=timeout, envs=envs, uid=uid, gid=gid, background=background
+        ).run()
+        return _checked(command, execution) if check else execution
+
+    def spawn(
+        self,
+        command: str,
+        *,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        envs: Mapping[str, str] | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+    ) -> CommandHandle:
+        """Start a shell command in the background and return its handle once it runs:
+        `logs()`, `status()`, `wait()`, `kill()`. `timeout` (seconds) kills it when it expires.
+
+            server = sandbox.spawn("python3 -m http.server 8000")
+            server.kill()
+            print(server.wait().stdout)
+        """
+        started = self.execd.run_command(
+            command, cwd=cwd, timeout=timeout, envs=envs, uid=uid, gid=gid, background=True
+        ).run()
+        if started.id is None:
+            raise SandboxError(f"the server did not say which id it gave the command {command!r}")
+        return CommandHandle(lambda: self.execd, started.id, command)
 
     def pause(self) -> None:
         """Freeze the sandbox (its processes stop; its memory stays)."""

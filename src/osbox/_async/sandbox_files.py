@@ -1,0 +1,82 @@
+"""`AsyncSandboxFiles`: `sandbox.files`, the file operations users reach for first, on text and bytes.
+
+    async with await AsyncSandbox.create() as sandbox:
+        await sandbox.files.write("/workspace/app.py", "print('hi')\\n")
+        assert await sandbox.files.read("/workspace/app.py") == "print('hi')\\n"
+        [entry.path for entry in await sandbox.files.list("/workspace")]   # ['/workspace/app.py']
+
+They sit on execd's file routes; everything else (streamed transfers, permissions, search, moves) is on
+`sandbox.execd`. A path that does not exist raises `NotFoundError` naming it.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable
+
+from .._exceptions import NotFoundError
+from .._sandbox import _missing
+from ..models.execd import FileInfo
+from .execd import AsyncExecdClient
+
+__all__ = ["AsyncSandboxFiles"]
+
+
+class AsyncSandboxFiles:
+    """Read, write, list and test files in one sandbox (`sandbox.files`)."""
+
+    def __init__(self, execd: Callable[[], AsyncExecdClient]) -> None:
+        # A function, not the client: the sandbox opens a new execd client when it resumes.
+        self._execd = execd
+
+    async def read(self, path: str, *, encoding: str = "utf-8") -> str:
+        """The whole file as text (`encoding`, UTF-8 by default; bytes that are not raise
+        `UnicodeDecodeError`: use `read_bytes`). For big files, `sandbox.execd.download_file` streams.
+
+            config = sandbox.files.read("/etc/os-release")
+        """
+        return (await self.read_bytes(path)).decode(encoding)
+
+    async def read_bytes(self, path: str) -> bytes:
+        """The whole file as bytes.
+
+        png = sandbox.files.read_bytes("/workspace/plot.png")
+        """
+        try:
+            return await self._execd().read_file(path)
+        except NotFoundError as exc:
+            raise _missing(path, exc) from exc
+
+    async def write(self, path: str, data: str | bytes, *, mode: int | None = None) -> None:
+        """Write a whole file (text as UTF-8), replacing it; parent directories are created. `mode` is a
+        Python int (`0o755`). To stream a local file, use `sandbox.execd.upload_file(path, Path(...))`.
+
+            sandbox.files.write("/workspace/run.sh", "#!/bin/sh\\necho hi\\n", mode=0o755)
+        """
+        if not isinstance(data, str | bytes):
+            raise TypeError(f"write takes str or bytes, not {type(data).__name__}")
+        await self._execd().upload_file(path, data, mode=mode)
+
+    async def list(self, path: str, *, depth: int = 1) -> builtins.list[FileInfo]:
+        """The entries under a directory (`depth` levels, direct children by default), parents first.
+
+        for entry in sandbox.files.list("/workspace"): print(entry.path, entry.size)
+        """
+        try:
+            return await self._execd().list_directory(path, depth=depth)
+        except NotFoundError as exc:
+            raise _missing(path, exc) from exc
+
+    async def exists(self, path: str) -> bool:
+        """Whether a file or directory exists at `path`.
+
+        if not sandbox.files.exists("/workspace/.venv"): sandbox.run("python3 -m venv /workspace/.venv")
+        """
+        try:
+            await self._execd().get_file_info(path)
+        except NotFoundError:
+            return False
+        return True
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
