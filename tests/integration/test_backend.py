@@ -20,8 +20,8 @@ import pytest
 
 from osbox.server._agent.protocol import SandboxOSError
 from osbox.server._backend import Backend, BackendError, Mount, SandboxSpec
-from osbox.server._backend.bwrap import UID_BASE, BwrapBackend, BwrapSandbox
-from osbox.server._backend.cgroups import CgroupLayout
+from osbox.server._backend.bwrap.backend import UID_BASE, BwrapBackend, BwrapSandbox
+from osbox.server._backend.bwrap.cgroups import CgroupLayout
 from tests.integration.conftest import MakeSandbox, requires_bwrap
 
 pytestmark = [requires_bwrap, pytest.mark.timeout(60)]

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from osbox.server._backend import Mount, SandboxSpec
-from osbox.server._backend import layout as lay
-from osbox.server._backend.agent_code import agent_files
-from osbox.server._backend.bwrap import _AGENT_DIR, BwrapBackend, BwrapSandbox
+from osbox.server._backend.bwrap import layout as lay
+from osbox.server._backend.bwrap.agent_code import agent_files
+from osbox.server._backend.bwrap.backend import _AGENT_DIR, BwrapBackend, BwrapSandbox
 from tests.integration.conftest import MakeSandbox, requires_bwrap, sandbox_factory
 from tests.integration.test_backend import assert_gone, run, wait_until
 

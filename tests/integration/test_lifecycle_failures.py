@@ -17,8 +17,8 @@ import pytest
 
 from osbox.server import LocalServer
 from osbox.server._backend.base import SandboxSpec
-from osbox.server._backend.bwrap import BwrapBackend, BwrapSandbox
-from osbox.server._backend.cgroups import CgroupLayout
+from osbox.server._backend.bwrap.backend import BwrapBackend, BwrapSandbox
+from osbox.server._backend.bwrap.cgroups import CgroupLayout
 from osbox.server._store import Store
 from osbox.server.lifecycle.manager import SandboxManager
 from osbox.server.lifecycle.records import SandboxRecord

@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from osbox.server._backend import SandboxSpec, seccomp
-from osbox.server._backend import bwrap as bwrap_module
-from osbox.server._backend.bwrap import BwrapBackend, BwrapSandbox
+from osbox.server._backend import SandboxSpec
+from osbox.server._backend.bwrap import backend as bwrap_module
+from osbox.server._backend.bwrap import seccomp
+from osbox.server._backend.bwrap.backend import BwrapBackend, BwrapSandbox
 from tests.integration.conftest import requires_bwrap
 from tests.integration.execd_fixtures import Execd
 from tests.integration.test_backend import run, wait_until

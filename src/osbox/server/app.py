@@ -27,11 +27,11 @@ from starlette.types import ASGIApp, ExceptionHandler, Message, Receive, Scope, 
 from starlette.websockets import WebSocket
 
 from ._backend.base import Backend
-from .lifecycle.config import ServerConfig
+from .config import ServerConfig
 from .lifecycle.errors import ApiError
-from .lifecycle.proxy import SandboxProxy
 from .lifecycle.routes import lifecycle_routes
-from .lifecycle.runtime import Runtime
+from .proxy import SandboxProxy
+from .runtime import Runtime
 
 __all__ = ["create_app", "error_response"]
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from osbox.server._backend.statedir import tail
+from osbox.server._backend.bwrap.statedir import tail
 
 from .commands import DEFAULT_CWD, new_id, resolve_cwd, spawn_or_fail
 from .errors import (

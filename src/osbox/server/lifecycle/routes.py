@@ -12,10 +12,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from .._body import BadBody, read_json
+from ..proxy import EGRESS_PORT, EXECD_PORT, SandboxProxy
+from ..runtime import Runtime
 from .diagnostics import events_descriptor, logs_descriptor
 from .errors import bad_request
-from .proxy import EGRESS_PORT, EXECD_PORT, SandboxProxy
-from .runtime import Runtime
 from .validation import parse_create_request, parse_metadata_filter, parse_query_int
 
 __all__ = ["lifecycle_routes"]

@@ -17,8 +17,8 @@ from collections.abc import Callable
 import h11
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._backend.base import SandboxHandle
-from .errors import ApiError
+from ._backend.base import SandboxHandle
+from .lifecycle.errors import ApiError
 
 __all__ = ["EGRESS_PORT", "EXECD_PORT", "SandboxProxy"]
 

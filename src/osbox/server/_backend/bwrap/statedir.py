@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..base import BackendError
 from . import layout as lay
 from .agent_client import unix_address
-from .base import BackendError
 from .procs import start_time
 
 if TYPE_CHECKING:

@@ -15,10 +15,10 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .._agent.protocol import AgentError
+from ..._agent.protocol import AgentError
+from ..base import BackendError, SandboxHandle, SandboxProcess, SandboxSpec
 from . import layout as lay
 from .agent_client import AgentConnection, close_fds, request
-from .base import BackendError, SandboxHandle, SandboxProcess, SandboxSpec
 from .cgroups import SandboxCgroup
 from .idranges import IdRange
 from .procs import host_pid_of_pidfd, pidfd_exited

@@ -14,8 +14,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._agent.protocol import MAX_FDS, AgentError, LineBuffer, encode, exception_from_error
-from .base import BackendError
+from ..._agent.protocol import MAX_FDS, AgentError, LineBuffer, encode, exception_from_error
+from ..base import BackendError
 from .procs import wait_fd
 
 __all__ = ["AgentConnection", "close_fds", "request", "unix_address"]

@@ -7,15 +7,15 @@ import resource
 
 from starlette.types import ASGIApp
 
-from .._backend import default_backend
-from .._backend.base import Backend, SandboxHandle
-from .._store import Store
-from ..execd import ExecdLimits, ExecdService
+from ._backend import default_backend
+from ._backend.base import Backend, SandboxHandle
+from ._store import Store
 from .config import ServerConfig
 from .datadir import prepare_data_dir
+from .execd import ExecdLimits, ExecdService
 from .forwarder import ForwarderPool
-from .manager import SandboxManager
-from .snapshots import SnapshotManager
+from .lifecycle.manager import SandboxManager
+from .lifecycle.snapshots import SnapshotManager
 from .tokens import TokenMinter, load_or_create_key
 
 __all__ = ["Runtime"]
