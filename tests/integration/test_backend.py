@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from osbox.server._agent.protocol import SandboxOSError
 from osbox.server._backend import Backend, BackendError, Mount, SandboxSpec
+from osbox.server._backend.base import SandboxOSError
 from osbox.server._backend.bwrap.backend import UID_BASE, BwrapBackend, BwrapSandbox
 from osbox.server._backend.bwrap.cgroups import CgroupLayout
 from tests.integration.conftest import MakeSandbox, requires_bwrap

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from osbox.server._agent.protocol import SandboxOSError
 from osbox.server._backend import SandboxSpec
+from osbox.server._backend.base import SandboxOSError
 from osbox.server._backend.bwrap.backend import BwrapBackend, BwrapSandbox
 from osbox.server._backend.bwrap.idranges import ID_LIMIT, REGISTRY_DIR, UID_BASE, IdRangeRegistry
 from osbox.server._backend.bwrap.procs import start_time

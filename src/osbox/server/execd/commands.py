@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 
 from osbox.server._backend.base import BackendError
 
-from .errors import CONTEXT_NOT_FOUND, RUNTIME_ERROR, ExecdError, bad_request, not_found, sandbox_call
+from .errors import CONTEXT_NOT_FOUND, RUNTIME_ERROR, ExecdError, bad_request, in_sandbox, not_found
 from .inputs import (
     INT32_MAX,
     MAX_TIMEOUT_MS,
@@ -74,7 +74,7 @@ def command_of(body: dict[str, Any]) -> str:
 async def resolve_cwd(request: Request, path: str, env: dict[str, str] | None = None) -> str:
     """`path` expanded in the sandbox and checked to be a directory; a bad one is a 400."""
     try:
-        cwd: str = await sandbox_call(sandbox_of(request), "resolve_dir", path=path, env=env)
+        cwd = await in_sandbox(sandbox_of(request).files.resolve_dir(path, env), "resolve_dir")
     except ExecdError as exc:
         if exc.status >= 500:
             raise

@@ -41,6 +41,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from ..._logtail import tail
 from ..base import Backend, BackendError, SandboxHandle, SandboxSpec
 from . import disk
 from . import layout as lay
@@ -75,7 +76,6 @@ from .statedir import (
     make_traversable,
     prepare_state_dir,
     read_record,
-    tail,
     write_record,
 )
 

@@ -29,7 +29,6 @@ __all__ = [
     "make_traversable",
     "prepare_state_dir",
     "read_record",
-    "tail",
     "write_record",
 ]
 
@@ -170,14 +169,3 @@ def forget_run_files(layout: lay.StateLayout) -> None:
     for path in (layout.socket, layout.record):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-
-
-def tail(path: Path, limit: int = 2000) -> str:
-    """The last `limit` bytes of a log file, as text ("" if there is none)."""
-    try:
-        with open(path, "rb") as log:
-            log.seek(0, os.SEEK_END)
-            log.seek(max(0, log.tell() - limit))
-            return log.read().decode(errors="replace").strip()
-    except OSError:
-        return ""
