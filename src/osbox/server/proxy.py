@@ -15,9 +15,10 @@ import logging
 from collections.abc import Callable
 
 import h11
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ._backend.base import SandboxHandle
+from .execd import ExecdService
 from .lifecycle.errors import ApiError
 
 __all__ = ["EGRESS_PORT", "EXECD_PORT", "SandboxProxy"]
@@ -82,11 +83,11 @@ class SandboxProxy:
         self,
         lookup: Callable[[str], SandboxHandle],
         token_of: Callable[[str], str],
-        execd_app: Callable[[], ASGIApp],
+        execd: Callable[[], ExecdService],
     ) -> None:
         self._lookup = lookup
         self._token_of = token_of
-        self._execd_app = execd_app  # resolved per request: the service starts with the server
+        self._execd = execd  # resolved per request: the service starts with the server
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         params = scope.get("path_params", {})
@@ -113,7 +114,6 @@ class SandboxProxy:
                 await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
                 return
             raise ApiError(401, "UNAUTHORIZED", "invalid or missing header X-EXECD-ACCESS-TOKEN")
-        execd_app = self._execd_app()
         handle = self._lookup(sandbox_id)
         path = "/" + rest
         inner: Scope = {
@@ -122,9 +122,8 @@ class SandboxProxy:
             "raw_path": path.encode(),
             "root_path": "",
             "path_params": {},
-            "osbox.sandbox": handle,
         }
-        await execd_app(inner, receive, send)
+        await self._execd().serve(handle, inner, receive, send)
 
     async def _relay_http(
         self, handle: SandboxHandle, port: int, path: str, scope: Scope, receive: Receive, send: Send
