@@ -10,13 +10,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._exceptions import SandboxError
+from ._wire import EXECD_PORT
 from .models.lifecycle import Sandbox as SandboxInfo
 from .models.lifecycle import SandboxState
 
 __all__ = ["DEFAULT_ENTRYPOINT", "DEFAULT_IMAGE", "EXECD_PORT"]
 
-#: execd's port inside every sandbox.
-EXECD_PORT = 44772
 DEFAULT_IMAGE = "python:3.11"
 #: Keeps a sandbox's PID 1 alive with nothing to do, as the official SDKs do.
 DEFAULT_ENTRYPOINT = ("tail", "-f", "/dev/null")

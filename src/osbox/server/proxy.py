@@ -17,16 +17,17 @@ from collections.abc import Callable
 import h11
 from starlette.types import Message, Receive, Scope, Send
 
+from osbox._wire import EGRESS_PORT, EXECD_PORT, EXECD_TOKEN_HEADER
+
 from ._backend.base import SandboxHandle
 from .execd import ExecdService
 from .lifecycle.errors import ApiError
 
-__all__ = ["EGRESS_PORT", "EXECD_PORT", "SandboxProxy"]
+__all__ = ["SandboxProxy"]
 
 _log = logging.getLogger("osbox.server.proxy")
+_TOKEN_HEADER = EXECD_TOKEN_HEADER.lower().encode()  # ASGI header names arrive lower-case
 
-EXECD_PORT = 44772
-EGRESS_PORT = 18080
 _HOP_BY_HOP = {
     b"connection",
     b"keep-alive",
@@ -107,13 +108,13 @@ class SandboxProxy:
             await self._relay_http(self._lookup(sandbox_id), port, "/" + rest, scope, receive, send)
 
     async def _to_execd(self, sandbox_id: str, rest: str, scope: Scope, receive: Receive, send: Send) -> None:
-        given = dict(scope["headers"]).get(b"x-execd-access-token", b"")
+        given = dict(scope["headers"]).get(_TOKEN_HEADER, b"")
         expected = self._token_of(sandbox_id).encode()
         if not hmac.compare_digest(given, expected):
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
                 return
-            raise ApiError(401, "UNAUTHORIZED", "invalid or missing header X-EXECD-ACCESS-TOKEN")
+            raise ApiError(401, "UNAUTHORIZED", f"invalid or missing header {EXECD_TOKEN_HEADER}")
         handle = self._lookup(sandbox_id)
         path = "/" + rest
         inner: Scope = {

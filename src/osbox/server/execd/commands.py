@@ -20,6 +20,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
+from osbox._wire import LOG_CURSOR_HEADER
 from osbox.server._backend.base import BackendError
 
 from .errors import CONTEXT_NOT_FOUND, RUNTIME_ERROR, ExecdError, bad_request, in_sandbox, not_found
@@ -41,7 +42,6 @@ from .streaming import event_response, frame
 __all__ = ["DEFAULT_CWD", "CommandsApi", "command_of", "resolve_cwd", "spawn_or_fail"]
 
 DEFAULT_CWD = "/workspace"
-LOG_CURSOR_HEADER = "EXECD-COMMANDS-TAIL-CURSOR"
 #: Present when the cap had dropped output at the cursor asked for: how many bytes were skipped.
 LOG_DROPPED_HEADER = "EXECD-COMMANDS-LOG-DROPPED"
 #: At most this much log is returned per request; the cursor tells the client where to go on.
