@@ -26,8 +26,9 @@ from osbox.server import LocalServer
 from osbox.server._backend.bwrap.cgroups import CgroupLayout, SandboxCgroup
 from osbox.server._backend.bwrap.idranges import IdRangeRegistry
 from osbox.server._backend.bwrap.procs import pidfd_exited, pidfd_if_same
-from tests.integration.server_fixtures import requires_runtime, wait_until
+from tests.integration.server_fixtures import requires_runtime
 from tests.integration.test_resources import loop_devices_backed_by, mounts_under
+from tests.polling import wait_until
 
 pytestmark = [requires_runtime, pytest.mark.timeout(120)]
 

@@ -28,9 +28,9 @@ from tests.integration.server_fixtures import (
     lifecycle_client,
     requires_runtime,
     sandbox_process_ids,
-    wait_until,
 )
 from tests.integration.test_lifecycle_restart import _uid, kill_tree, sandbox_processes
+from tests.polling import wait_until
 
 pytestmark = [requires_runtime, pytest.mark.timeout(120)]
 
