@@ -25,6 +25,7 @@ from ._operation import (
     no_content,
 )
 from ._streaming import StreamFolder
+from ._wire import EXECD_TOKEN_HEADER, LOG_CURSOR_HEADER
 from .models.events import EventType, Execution, ExecutionBuilder, StreamEvent
 from .models.execd import (
     CreateSessionResponse,
@@ -33,10 +34,8 @@ from .models.execd import (
 
 __all__ = ["EXECD_TOKEN_HEADER", "LOGS_CURSOR_HEADER", "CommandLogs", "stream_event"]
 
-#: The header execd reads the access token from.
-EXECD_TOKEN_HEADER = "X-EXECD-ACCESS-TOKEN"  # noqa: S105 - a header name, not a secret
 #: The header carrying the next cursor of `GET /command/{id}/logs`.
-LOGS_CURSOR_HEADER = "EXECD-COMMANDS-TAIL-CURSOR"
+LOGS_CURSOR_HEADER = LOG_CURSOR_HEADER
 
 
 # --- turning decoded stream objects into events -------------------------------------------------------------

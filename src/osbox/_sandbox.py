@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from ._exceptions import CommandFailedError, NotFoundError, SandboxError
+from ._wire import EXECD_PORT
 from .models.events import COMMAND_EXEC_ERROR, Execution, ExecutionError
 from .models.execd import CommandStatusResponse
 from .models.lifecycle import Sandbox as SandboxInfo
@@ -20,8 +21,6 @@ from .models.lifecycle import SandboxState
 
 __all__ = ["DEFAULT_ENTRYPOINT", "DEFAULT_IMAGE", "DEFAULT_RESOURCE_LIMITS", "EXECD_PORT"]
 
-#: execd's port inside every sandbox.
-EXECD_PORT = 44772
 DEFAULT_IMAGE = "python:3.11"
 #: Keeps a sandbox's PID 1 alive with nothing to do, as the official SDKs do.
 DEFAULT_ENTRYPOINT = ("tail", "-f", "/dev/null")

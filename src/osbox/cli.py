@@ -67,9 +67,9 @@ def _serve(args: argparse.Namespace) -> int:
     if not sys.platform.startswith("linux"):
         print(f"osbox serve needs Linux (namespaces, cgroups); this is {sys.platform}.", file=sys.stderr)
         return 2
-    from .server.lifecycle.config import ServerConfig
-    from .server.lifecycle.datadir import UnsafeDataDirError, check_data_dir
-    from .server.lifecycle.serving import run_foreground
+    from .server.config import ServerConfig
+    from .server.datadir import UnsafeDataDirError, check_data_dir
+    from .server.serving import run_foreground
 
     try:
         api_key = _api_key(args)

@@ -32,7 +32,8 @@ from osbox.server import LocalServer
 from tests.adversarial.canary import Canary, tree_digest
 from tests.adversarial.layouts import Entry, build_script
 from tests.integration.conftest import bwrap_missing
-from tests.integration.server_fixtures import API_KEY, lifecycle_client, wait_until
+from tests.integration.server_fixtures import API_KEY, lifecycle_client
+from tests.polling import wait_until
 
 #: Bounds every request: a refusal takes milliseconds, a kernel start about a second.
 REQUEST_TIMEOUT_S = 90.0

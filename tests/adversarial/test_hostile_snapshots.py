@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 
 from tests.adversarial.conftest import Hostile
 from tests.adversarial.layouts import Entry, layouts
-from tests.integration.server_fixtures import wait_until
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.adversarial
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from osbox.server._backend import Backend, SandboxSpec, default_backend, remove_tree
-from osbox.server._backend.bwrap import BwrapSandbox
+from osbox.server._backend.bwrap.backend import BwrapSandbox
 
 MakeSandbox = Callable[..., Awaitable[BwrapSandbox]]
 

@@ -3,8 +3,8 @@
     async def test_x(execd: Execd) -> None:
         response = await execd.client.get("/ping")
 
-The app is wrapped in a tiny middleware that does what the lifecycle server does: put the
-sandbox's handle in `scope["osbox.sandbox"]`. Everything is torn down in `finally`.
+The app serves one sandbox (`ExecdService.app_for`), which does what the server's proxy does: put
+the sandbox's handle in the request's typed state. Everything is torn down in `finally`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from typing import Any
 import httpx2
 import pytest
 import uvicorn
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from osbox.server._backend import default_backend
 from osbox.server._backend.base import Backend, SandboxHandle, SandboxSpec
@@ -32,15 +31,6 @@ from tests.integration.conftest import bwrap_missing
 from tests.spec_check import SpecCheck, specs_dir
 
 BASE_URL = "http://execd.test"
-
-
-def _with_sandbox(app: ASGIApp, handle: SandboxHandle) -> ASGIApp:
-    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope = {**scope, "osbox.sandbox": handle}
-        await app(scope, receive, send)
-
-    return wrapped
 
 
 @dataclass
@@ -57,7 +47,7 @@ class Execd:
     async def live_client(self) -> AsyncIterator[httpx2.AsyncClient]:
         """A client over a real loopback socket (uvicorn), for streams that must arrive as they go."""
         config = uvicorn.Config(
-            _with_sandbox(self.service.app, self.handle), host="127.0.0.1", port=0, log_level="warning"
+            self.service.app_for(self.handle), host="127.0.0.1", port=0, log_level="warning"
         )
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
@@ -137,7 +127,7 @@ async def execd(tmp_path: Path, sandbox_data_dir: Path) -> AsyncIterator[Execd]:
             env={"GREETING": "hello"},
         )
         handle = await backend.create(spec)
-        transport = httpx2.ASGITransport(app=_with_sandbox(service.app, handle))
+        transport = httpx2.ASGITransport(app=service.app_for(handle))
         async with httpx2.AsyncClient(transport=transport, base_url=BASE_URL, timeout=60) as client:
             yield Execd(handle, service, client, state_dir, backend)
     finally:

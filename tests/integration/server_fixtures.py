@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,18 +26,6 @@ T = TypeVar("T")
 
 #: Tests that need real sandboxes skip, saying what is missing, where they cannot run.
 requires_runtime = requires_bwrap
-
-
-def wait_until(condition: Callable[[], T | None], *, timeout: float = 20.0, what: str = "condition") -> T:
-    """Poll `condition` until it returns a truthy value; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _spec_hook(base_url: str) -> Callable[[httpx2.Response], None]:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from osbox._wire import EGRESS_PORT
 from osbox.server import LocalServer
 from tests.spec_check import specs_dir
 
@@ -54,7 +55,6 @@ CHECKS = [not_a_server_error, response_schema_conformance, status_code_conforman
 #: Generated commands and session runs get at most this timeout (ms), so a command that happens to
 #: wait forever (`cat`, `yes`) cannot stall the run; invalid timeouts are sent as generated.
 COMMAND_TIMEOUT_MS = 5000
-EGRESS_PORT = 18080
 #: Where a 501 NOT_SUPPORTED is the documented answer (see `not_a_server_error_but_not_supported`).
 _NOT_SUPPORTED_PATHS = ("/policy", "/credential-vault", "/code")
 

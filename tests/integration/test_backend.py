@@ -12,17 +12,18 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from osbox.server._agent.protocol import SandboxOSError
 from osbox.server._backend import Backend, BackendError, Mount, SandboxSpec
-from osbox.server._backend.bwrap import UID_BASE, BwrapBackend, BwrapSandbox
-from osbox.server._backend.cgroups import CgroupLayout
+from osbox.server._backend.base import SandboxOSError
+from osbox.server._backend.bwrap.backend import UID_BASE, BwrapBackend, BwrapSandbox
+from osbox.server._backend.bwrap.cgroups import CgroupLayout
 from tests.integration.conftest import MakeSandbox, requires_bwrap
+from tests.polling import wait_until_async
 
 pytestmark = [requires_bwrap, pytest.mark.timeout(60)]
 
@@ -60,15 +61,6 @@ def _read_all(fd: int) -> str:
     finally:
         os.close(fd)
     return b"".join(chunks).decode()
-
-
-async def wait_until(condition: Callable[[], bool], within_s: float = 10.0) -> None:
-    """Poll `condition` until true; fail after the deadline."""
-    deadline = time.monotonic() + within_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 def host_processes_of(uid: int, count: int = 1) -> list[int]:
@@ -168,7 +160,7 @@ async def test_spawn_errors_are_clear(new_sandbox: MakeSandbox) -> None:
 
 async def test_entrypoint_output_goes_to_log(new_sandbox: MakeSandbox) -> None:
     sandbox = await new_sandbox(["sh", "-c", "echo started; echo oops >&2; exec sleep 60"])
-    await wait_until(lambda: sandbox.log_path.read_text() == "started\noops\n")
+    await wait_until_async(lambda: sandbox.log_path.read_text() == "started\noops\n")
 
 
 # --- isolation ------------------------------------------------------------------------------------
@@ -312,7 +304,9 @@ async def test_fork_bomb_is_contained_and_cleaned_up(backend: Backend, new_sandb
     bomb_code = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
     bomb = await sandbox.spawn(["python3", "-S", "-c", bomb_code], env={}, cwd="/")
     pids_dir = sandbox.cgroup.paths["pids"]
-    await wait_until(lambda: "max 0" not in (pids_dir / "pids.events").read_text())  # forks were refused
+    await wait_until_async(
+        lambda: "max 0" not in (pids_dir / "pids.events").read_text()
+    )  # forks were refused
     assert int((pids_dir / "pids.current").read_text()) <= 40
     await backend.destroy(sandbox)
     await bomb.wait()  # its leader may have exited on its own, leaving the bomb running
@@ -329,14 +323,14 @@ async def test_pause_freezes_and_resume_thaws(backend: Backend, new_sandbox: Mak
         text = count.read_text().strip()
         return int(text) if text else -1
 
-    await wait_until(lambda: count.exists() and value() > 0)
+    await wait_until_async(lambda: count.exists() and value() > 0)
     await backend.pause(sandbox)
     frozen_at = value()
     for _ in range(20):  # observe a while: a frozen loop never writes
         assert value() == frozen_at
         await asyncio.sleep(0.01)
     await backend.resume(sandbox)
-    await wait_until(lambda: value() > frozen_at + 10)
+    await wait_until_async(lambda: value() > frozen_at + 10)
 
 
 async def test_destroy_leaves_nothing_and_is_idempotent(backend: Backend, new_sandbox: MakeSandbox) -> None:
@@ -485,7 +479,7 @@ async def test_a_sandbox_that_died_fails_clearly(backend: Backend, new_sandbox: 
     waiting = await sandbox.spawn(["sleep", "60"], env={}, cwd="/")
     os.kill(sandbox.agent_pid, signal.SIGKILL)  # PID 1 dies: so does everything in the sandbox
     assert await waiting.wait() == -signal.SIGKILL
-    await wait_until(lambda: not backend.is_alive(sandbox))
+    await wait_until_async(lambda: not backend.is_alive(sandbox))
     with pytest.raises(BackendError, match="not reachable"):
         await sandbox.call("stat", paths=["/workspace"])
     await backend.destroy(sandbox)

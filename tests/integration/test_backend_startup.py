@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from osbox.server._backend import Mount, SandboxSpec
-from osbox.server._backend import layout as lay
-from osbox.server._backend.agent_code import agent_files
-from osbox.server._backend.bwrap import _AGENT_DIR, BwrapBackend, BwrapSandbox
+from osbox.server._backend.bwrap import layout as lay
+from osbox.server._backend.bwrap.agent_code import agent_files
+from osbox.server._backend.bwrap.backend import _AGENT_DIR, BwrapBackend, BwrapSandbox
 from tests.integration.conftest import MakeSandbox, requires_bwrap, sandbox_factory
-from tests.integration.test_backend import assert_gone, run, wait_until
+from tests.integration.test_backend import assert_gone, run
+from tests.polling import wait_until_async
 
 pytestmark = [requires_bwrap, pytest.mark.timeout(60)]
 
@@ -28,7 +29,7 @@ async def pooled_backend(backend_data_dir: Path) -> AsyncIterator[BwrapBackend]:
     backend = BwrapBackend(backend_data_dir, pool_size=2)
     try:
         await backend.start()
-        await wait_until(lambda: backend.pooled == 2, within_s=30)
+        await wait_until_async(lambda: backend.pooled == 2, timeout=30)
         yield backend
     finally:
         await backend.close()
@@ -70,7 +71,7 @@ async def test_a_pooled_sandbox_gets_its_owners_settings(
     # 256 MiB: the smallest limit whose tmpfs sizes are a pre-started sandbox's (see `tmpfs_sizes`).
     sandbox = await create(entrypoint, env={"OWNER": "alice"}, memory_bytes=256 << 20, pids_max=64)
     assert sandbox.from_pool
-    await wait_until(lambda: sandbox.log_path.read_text() == "alice started\n")
+    await wait_until_async(lambda: sandbox.log_path.read_text() == "alice started\n")
     assert sandbox.log_path == sandbox.spec.state_dir / "run" / "entrypoint.log"
     code, out, _ = await run(
         sandbox, ["sh", "-c", 'echo "$OWNER $HOME"; pwd; ls -A /workspace /tmp /home/sandbox']
@@ -87,7 +88,7 @@ async def test_a_pooled_sandbox_gets_its_owners_settings(
             sandbox, ["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/pids/pids.max"]
         )
         assert out.split() == [str(256 << 20), "64"]
-    await wait_until(lambda: pooled_backend.pooled == 2, within_s=30)  # refilled
+    await wait_until_async(lambda: pooled_backend.pooled == 2, timeout=30)  # refilled
 
 
 async def test_pooled_sandboxes_share_nothing(create: MakeSandbox) -> None:
@@ -125,7 +126,7 @@ async def test_close_destroys_the_pool(backend_data_dir: Path) -> None:
     backend = BwrapBackend(backend_data_dir, pool_size=2)
     try:
         await backend.start()
-        await wait_until(lambda: backend.pooled == 2, within_s=30)
+        await wait_until_async(lambda: backend.pooled == 2, timeout=30)
         pooled = list(backend._pool._ready)
     finally:
         await backend.close()
@@ -139,7 +140,7 @@ async def test_a_crashed_servers_pool_is_removed_at_start(backend_data_dir: Path
     successor = BwrapBackend(backend_data_dir)
     try:
         await crashed.start()
-        await wait_until(lambda: crashed.pooled == 1, within_s=30)
+        await wait_until_async(lambda: crashed.pooled == 1, timeout=30)
         left = list(crashed._pool._ready)
         crashed._pool._ready.clear()  # as if the server had been killed: nobody destroys them
         await successor.start()

@@ -1,7 +1,7 @@
 """Sandboxes of an ephemeral server (`LocalServer`) end with its process; `osbox serve`'s do not.
 
 The servers run as real child processes that the tests SIGKILL: no shutdown code runs, so only
-the process lifeline (`_backend/lifeline.py`) can end the sandboxes.
+the process lifeline (`_backend/bwrap/lifeline.py`) can end the sandboxes.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ import httpx2
 import pytest
 
 from osbox.server import LocalServer
-from osbox.server._backend.cgroups import CgroupLayout, SandboxCgroup
-from osbox.server._backend.idranges import IdRangeRegistry
-from osbox.server._backend.procs import pidfd_exited, pidfd_if_same
-from tests.integration.server_fixtures import requires_runtime, wait_until
+from osbox.server._backend.bwrap.cgroups import CgroupLayout, SandboxCgroup
+from osbox.server._backend.bwrap.idranges import IdRangeRegistry
+from osbox.server._backend.bwrap.procs import pidfd_exited, pidfd_if_same
+from tests.integration.server_fixtures import requires_runtime
 from tests.integration.test_resources import loop_devices_backed_by, mounts_under
+from tests.polling import wait_until
 
 pytestmark = [requires_runtime, pytest.mark.timeout(120)]
 

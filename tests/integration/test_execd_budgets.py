@@ -19,8 +19,9 @@ import httpx2
 import pytest
 
 from osbox.server import LocalServer
-from tests.integration.server_fixtures import API_KEY, lifecycle_client, requires_runtime, wait_until
+from tests.integration.server_fixtures import API_KEY, lifecycle_client, requires_runtime
 from tests.integration.test_serve_cli import Serve, serve  # noqa: F401 (the `serve` fixture)
+from tests.polling import wait_until
 
 pytestmark = [requires_runtime, pytest.mark.timeout(180)]
 

@@ -2,22 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
-
 from tests.integration.execd_fixtures import Execd, check_spec, parse_events
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool]], *, within: float = 20.0, what: str = "") -> None:
-    """Poll an async condition until true (for things that happen in the sandbox)."""
-    deadline = time.monotonic() + within
-    while True:
-        if await condition():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+from tests.polling import wait_until_async
 
 
 async def test_ping(execd: Execd) -> None:
@@ -89,7 +75,7 @@ async def test_background_logs_with_cursor_and_interrupt(execd: Execd) -> None:
         logs = await execd.client.get(f"/command/{command_id}/logs")
         return "one" in logs.text and "two" in logs.text
 
-    await wait_for(logged, what="background output in the log")
+    await wait_until_async(logged, what="background output in the log")
     logs = await execd.client.get(f"/command/{command_id}/logs")
     assert logs.headers["content-type"].startswith("text/plain")
     cursor = int(logs.headers["EXECD-COMMANDS-TAIL-CURSOR"])
@@ -117,7 +103,7 @@ async def test_background_timeout(execd: Execd) -> None:
     async def finished() -> bool:
         return (await execd.client.get(f"/command/status/{command_id}")).json()["running"] is False
 
-    await wait_for(finished, what="the timeout to kill the background command")
+    await wait_until_async(finished, what="the timeout to kill the background command")
 
 
 async def test_foreground_survives_client_disconnect(execd: Execd) -> None:
@@ -133,7 +119,7 @@ async def test_foreground_survives_client_disconnect(execd: Execd) -> None:
     async def finished() -> bool:
         return (await execd.client.get(f"/command/status/{command_id}")).json()["running"] is False
 
-    await wait_for(finished, what="the command to finish after the client left")
+    await wait_until_async(finished, what="the command to finish after the client left")
     assert await execd.sh("cat /workspace/after") == "done"
     logs = await execd.client.get(f"/command/{command_id}/logs")
     assert logs.text == "started\n"

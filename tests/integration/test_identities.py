@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from osbox.server._agent.protocol import SandboxOSError
 from osbox.server._backend import SandboxSpec
-from osbox.server._backend.bwrap import BwrapBackend, BwrapSandbox
-from osbox.server._backend.idranges import ID_LIMIT, REGISTRY_DIR, UID_BASE, IdRangeRegistry
-from osbox.server._backend.procs import start_time
+from osbox.server._backend.base import SandboxOSError
+from osbox.server._backend.bwrap.backend import BwrapBackend, BwrapSandbox
+from osbox.server._backend.bwrap.idranges import ID_LIMIT, REGISTRY_DIR, UID_BASE, IdRangeRegistry
+from osbox.server._backend.bwrap.procs import start_time
 from tests.integration.conftest import MakeSandbox
 from tests.integration.execd_fixtures import Execd
 from tests.integration.test_backend import host_uid_of, run

@@ -268,7 +268,7 @@ def test_endpoints(api: httpx2.Client, make_sandbox: Any, lifecycle_server: Loca
 
 
 def test_diagnostics(api: httpx2.Client, make_sandbox: Any) -> None:
-    from tests.integration.server_fixtures import wait_until
+    from tests.polling import wait_until
 
     sandbox_id = make_sandbox(["sh", "-c", "echo hello-from-entrypoint; exec tail -f /dev/null"])["id"]
 
@@ -296,7 +296,7 @@ def test_diagnostics(api: httpx2.Client, make_sandbox: Any) -> None:
 def test_volumes_host_read_only_and_named(
     api: httpx2.Client, make_sandbox: Any, lifecycle_server: LocalServer, reachable_dir: Path
 ) -> None:
-    from tests.integration.server_fixtures import wait_until
+    from tests.polling import wait_until
 
     shared = reachable_dir
     (shared / "in.txt").write_text("from-the-host\n")
@@ -363,7 +363,7 @@ async def test_async_local_server_runs_on_the_callers_loop(reachable_dir: Path) 
 
 
 def test_diagnostic_logs_keep_the_newest_output(reachable_dir: Path) -> None:
-    from tests.integration.server_fixtures import wait_until
+    from tests.polling import wait_until
 
     script = "for i in $(seq 1 200); do echo line-$i; done; exec tail -f /dev/null"
     body = {"image": {"uri": "x"}, "entrypoint": ["sh", "-c", script]}

@@ -17,8 +17,8 @@ import pytest
 
 from osbox.server import LocalServer
 from osbox.server._backend.base import SandboxSpec
-from osbox.server._backend.bwrap import BwrapBackend, BwrapSandbox
-from osbox.server._backend.cgroups import CgroupLayout
+from osbox.server._backend.bwrap.backend import BwrapBackend, BwrapSandbox
+from osbox.server._backend.bwrap.cgroups import CgroupLayout
 from osbox.server._store import Store
 from osbox.server.lifecycle.manager import SandboxManager
 from osbox.server.lifecycle.records import SandboxRecord
@@ -28,9 +28,9 @@ from tests.integration.server_fixtures import (
     lifecycle_client,
     requires_runtime,
     sandbox_process_ids,
-    wait_until,
 )
 from tests.integration.test_lifecycle_restart import _uid, kill_tree, sandbox_processes
+from tests.polling import wait_until
 
 pytestmark = [requires_runtime, pytest.mark.timeout(120)]
 

@@ -9,7 +9,8 @@ import httpx2
 import pytest
 
 from osbox.server import LocalServer
-from tests.integration.server_fixtures import requires_runtime, wait_until
+from tests.integration.server_fixtures import requires_runtime
+from tests.polling import wait_until
 
 pytestmark = requires_runtime
 

@@ -14,9 +14,9 @@ from tests.integration.server_fixtures import (
     assert_no_sandbox_processes,
     lifecycle_client,
     requires_runtime,
-    wait_until,
 )
 from tests.integration.test_lifecycle_proxy import ECHO_SERVER
+from tests.polling import wait_until
 
 pytestmark = requires_runtime
 

@@ -16,8 +16,9 @@ import pytest
 from osbox import Sandbox
 from osbox.server import LocalServer
 from osbox.server._backend import remove_tree
+from tests.polling import wait_until
 
-from .server_fixtures import API_KEY, lifecycle_client, requires_runtime, wait_until
+from .server_fixtures import API_KEY, lifecycle_client, requires_runtime
 from .test_lifecycle_restart import kill_tree, sandbox_processes
 
 pytestmark = [requires_runtime, pytest.mark.timeout(180)]

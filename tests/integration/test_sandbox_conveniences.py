@@ -16,8 +16,9 @@ from osbox import (
     SandboxError,
 )
 from osbox.server import LocalServer
+from tests.polling import wait_until
 
-from .server_fixtures import API_KEY, requires_runtime, wait_until
+from .server_fixtures import API_KEY, requires_runtime
 
 pytestmark = requires_runtime
 

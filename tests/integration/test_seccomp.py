@@ -16,12 +16,14 @@ from typing import Any
 
 import pytest
 
-from osbox.server._backend import SandboxSpec, seccomp
-from osbox.server._backend import bwrap as bwrap_module
-from osbox.server._backend.bwrap import BwrapBackend, BwrapSandbox
+from osbox.server._backend import SandboxSpec
+from osbox.server._backend.bwrap import backend as bwrap_module
+from osbox.server._backend.bwrap import seccomp
+from osbox.server._backend.bwrap.backend import BwrapBackend, BwrapSandbox
 from tests.integration.conftest import requires_bwrap
 from tests.integration.execd_fixtures import Execd
-from tests.integration.test_backend import run, wait_until
+from tests.integration.test_backend import run
+from tests.polling import wait_until_async
 
 pytestmark = [
     requires_bwrap,
@@ -45,7 +47,7 @@ async def sandbox(request: pytest.FixtureRequest, backend_data_dir: Path) -> Asy
             backend._single_id_reason = backend._single_id_reason or "forced by the test"
         if mode == "warm-pool":
             await backend.start()
-            await wait_until(lambda: backend.pooled == 1, within_s=30)
+            await wait_until_async(lambda: backend.pooled == 1, timeout=30)
         sandbox_id = f"sc-{secrets.token_hex(4)}"
         state_dir = backend_data_dir / "sandboxes" / sandbox_id
         state_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,8 @@ import pytest
 
 from osbox import cli
 from osbox.server import LocalServer
-from tests.integration.server_fixtures import lifecycle_client, requires_runtime, wait_until
+from tests.integration.server_fixtures import lifecycle_client, requires_runtime
+from tests.polling import wait_until
 
 
 def _free_port() -> int:

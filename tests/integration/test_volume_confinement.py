@@ -16,7 +16,8 @@ from typing import Any
 import httpx2
 
 from osbox.server import LocalServer
-from tests.integration.server_fixtures import requires_runtime, wait_until
+from tests.integration.server_fixtures import requires_runtime
+from tests.polling import wait_until
 
 pytestmark = requires_runtime
 

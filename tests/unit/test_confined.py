@@ -14,7 +14,7 @@ import pytest
 
 from osbox.server import _confined
 from osbox.server._backend.base import Mount
-from osbox.server._backend.host import open_mount_source
+from osbox.server._backend.bwrap.host import open_mount_source
 from osbox.server._confined import make_dirs_beneath, open_beneath, open_under
 from osbox.server.lifecycle.manager import SandboxManager
 from osbox.server.lifecycle.validation import CreateParams

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from osbox.server._backend import layout as lay
+from osbox.server._backend.bwrap import layout as lay
 from osbox.server.lifecycle.errors import ApiError
 from osbox.server.lifecycle.records import SandboxRecord, format_quantity
 from osbox.server.lifecycle.validation import parse_create_request

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from osbox.server._backend import seccomp as sc
+from osbox.server._backend.bwrap import seccomp as sc
 
 _INSN = struct.Struct("=HBBI")
 _ALLOW = sc.RET_ALLOW

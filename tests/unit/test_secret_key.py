@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from osbox.server.lifecycle.datadir import UnsafeDataDirError, check_data_dir
-from osbox.server.lifecycle.tokens import SecretKeyError, TokenMinter, load_or_create_key, new_salt
+from osbox.server.datadir import UnsafeDataDirError, check_data_dir
+from osbox.server.tokens import SecretKeyError, TokenMinter, load_or_create_key, new_salt
 
 
 def test_the_key_is_made_once_private_and_reused(tmp_path: Path) -> None:

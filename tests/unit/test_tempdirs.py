@@ -8,11 +8,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from osbox.server.lifecycle.tempdirs import PREFIX, TempDataDir, sweep_abandoned
+from osbox.server.tempdirs import PREFIX, TempDataDir, sweep_abandoned
 
 #: Makes a temp data dir and exits without removing it, as a SIGKILLed server would.
 _ABANDON = """
-from osbox.server.lifecycle.tempdirs import TempDataDir
+from osbox.server.tempdirs import TempDataDir
 print(TempDataDir().path)
 """
 

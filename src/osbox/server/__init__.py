@@ -13,19 +13,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .lifecycle.config import ServerConfig
-    from .lifecycle.serving import AsyncLocalServer, LocalServer
+    from .config import ServerConfig
+    from .serving import AsyncLocalServer, LocalServer
 
 __all__ = ["AsyncLocalServer", "LocalServer", "ServerConfig"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "ServerConfig":
-        from .lifecycle.config import ServerConfig
+        from .config import ServerConfig
 
         return ServerConfig
     if name in ("LocalServer", "AsyncLocalServer"):
-        from .lifecycle import serving
+        from . import serving
 
         return getattr(serving, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,11 +27,11 @@ from starlette.types import ASGIApp, ExceptionHandler, Message, Receive, Scope, 
 from starlette.websockets import WebSocket
 
 from ._backend.base import Backend
-from .lifecycle.config import ServerConfig
+from .config import ServerConfig
 from .lifecycle.errors import ApiError
-from .lifecycle.proxy import SandboxProxy
 from .lifecycle.routes import lifecycle_routes
-from .lifecycle.runtime import Runtime
+from .proxy import SandboxProxy
+from .runtime import Runtime
 
 __all__ = ["create_app", "error_response"]
 
@@ -138,7 +138,7 @@ async def health(request: Request) -> Response:
 def create_app(config: ServerConfig, *, backend: Backend | None = None) -> Starlette:
     """The whole `osbox serve` app; its lifespan starts and stops the runtime (and its sandboxes)."""
     runtime = Runtime(config, backend)
-    proxy = SandboxProxy(runtime.sandbox_handle, runtime.execd_token, lambda: runtime.execd_app)
+    proxy = SandboxProxy(runtime.sandbox_handle, runtime.execd_token, lambda: runtime.execd)
     routes = lifecycle_routes(proxy)
 
     @contextlib.asynccontextmanager

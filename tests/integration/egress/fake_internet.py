@@ -33,6 +33,7 @@ import dns.rcode
 from osbox.server.egress.engine import Denial, SandboxEgress
 from osbox.server.egress.netns import SocketFactory
 from osbox.server.egress.policy import Policy
+from tests.polling import wait_until_async
 
 from .fake_dns import FakeAuthority
 from .netns import netns_path, netns_socket_factory, network_namespaces, run, run_in
@@ -94,14 +95,14 @@ class FakeInternet:
     ) -> list[Denial]:
         """The recorded denials of `kind` (and `detail`, e.g. "tcp") once there are `at_least` of them
         (NFLOG delivers asynchronously)."""
-        deadline = asyncio.get_running_loop().time() + within
-        while True:
-            found = [d for d in self.denied if d.kind == kind and detail in (None, d.detail)]
-            if len(found) >= at_least:
-                return found
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"no {kind} denial recorded within {within:g} s: {self.denied}")
-            await asyncio.sleep(0.02)
+
+        def found() -> list[Denial] | None:
+            matching = [d for d in self.denied if d.kind == kind and detail in (None, d.detail)]
+            return matching if len(matching) >= at_least else None
+
+        return await wait_until_async(
+            found, timeout=within, what=f"{at_least} {kind} denial(s)", interval=0.02
+        )
 
     async def allow_set(self) -> str:
         """The DNS-filled IPv4 allow set of the sandbox, as nft lists it."""

@@ -26,8 +26,8 @@ from osbox.server.images import (
 from osbox.server.images.platform import Platform, host_platform
 from osbox.server.images.skopeo import Credentials
 from osbox.server.images.store import ImageStore, ImageStoreConfig, PullProgress
+from tests.polling import wait_until
 
-from ..server_fixtures import wait_until
 from .conftest import (
     ESCAPE_NAME,
     PRIVATE_PASSWORD,

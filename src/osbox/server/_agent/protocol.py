@@ -31,7 +31,6 @@ __all__ = [
     "MAX_LINE",
     "AgentError",
     "LineBuffer",
-    "SandboxOSError",
     "encode",
     "error_reply",
     "exception_from_error",
@@ -42,13 +41,6 @@ __all__ = [
 MAX_FDS = 8
 #: A message larger than this is refused (a directory listing of ~100k entries fits).
 MAX_LINE = 64 * 1024 * 1024
-
-
-class SandboxOSError(OSError):
-    """An `OSError` raised inside the sandbox, re-raised on the server side.
-
-    `errno`, `strerror` and `filename` are those seen inside the sandbox (paths are sandbox paths).
-    """
 
 
 class AgentError(Exception):
@@ -142,8 +134,9 @@ def error_reply(exc: BaseException) -> dict[str, Any]:
     return {"ok": False, "error": error}
 
 
-def exception_from_error(error: Any) -> Exception:
-    """The exception to raise on the server side for a reply's `error` object."""
+def exception_from_error(error: Any, os_error: type[OSError] = OSError) -> Exception:
+    """The exception to raise on the server side for a reply's `error` object (an OS error from the
+    operation as `os_error`: the server passes its backend's `SandboxOSError`)."""
     if not isinstance(error, dict):
         return AgentError(f"malformed error reply: {error!r}")
     kind = error.get("kind")
@@ -154,8 +147,8 @@ def exception_from_error(error: Any) -> Exception:
         if not isinstance(errno_value, int):
             return AgentError(strerror or "unknown OS error")
         if isinstance(filename, str):
-            return SandboxOSError(errno_value, strerror, filename)
-        return SandboxOSError(errno_value, strerror)
+            return os_error(errno_value, strerror, filename)
+        return os_error(errno_value, strerror)
     if kind == "value":
         return ValueError(str(error.get("message") or "invalid argument"))
     return AgentError(str(error.get("message") or "agent error"))

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .base import Backend, BackendError, Mount, SandboxHandle, SandboxProcess, SandboxSpec
-from .disk import remove_tree
+from .bwrap.disk import remove_tree
 
 __all__ = [
     "Backend",
@@ -37,7 +37,7 @@ def default_backend(
             "bubblewrap (bwrap) is not installed: install it with 'apt-get install bubblewrap' "
             "(or your distribution's 'bubblewrap' package)."
         )
-    from .bwrap import BwrapBackend
+    from .bwrap.backend import BwrapBackend
 
     return BwrapBackend(
         data_dir, pool_size=pool_size, die_with_server=die_with_server, pool_disk_bytes=pool_disk_bytes

@@ -5,11 +5,17 @@ returns. Everything that knows about namespaces, cgroups, bubblewrap or the in-s
 lives behind this interface, so another backend (a container engine, a microVM) can be added
 without touching the API layer.
 
-    backend = BwrapBackend(data_dir)
+    backend = default_backend(data_dir)          # the factory in `osbox.server._backend`
     handle = await backend.create(spec)
     proc = await handle.spawn(["bash", "-c", "echo hi"], env={}, cwd="/workspace")
+    info = await handle.files.stat(["/workspace"])
     ...
     await backend.destroy(handle)
+
+A handle offers processes (`spawn`), files and directories (`handle.files`), bash-session state
+(`handle.sessions`), resource usage (`usage()`) and ports (`connect`). Every failure inside the
+sandbox is a `SandboxOSError` (errno + message, paths as the sandbox sees them) or a `ValueError`
+(bad arguments); a sandbox that is gone or broken is a `BackendError`.
 """
 
 from __future__ import annotations
@@ -21,20 +27,74 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 __all__ = [
     "Backend",
     "BackendError",
+    "FileInfo",
+    "JSONValue",
     "Mount",
+    "ReplaceCount",
+    "ResourceUsage",
+    "SandboxFiles",
     "SandboxHandle",
+    "SandboxOSError",
     "SandboxProcess",
+    "SandboxSessions",
     "SandboxSpec",
+    "UploadPlan",
 ]
+
+#: A request body passed through as parsed JSON, for the sandbox side to check (a bad shape is a
+#: `ValueError` there, so one definition of each rule).
+JSONValue = object
 
 
 class BackendError(Exception):
     """The backend could not do what was asked; the message says why, for a person."""
+
+
+class SandboxOSError(OSError):
+    """An operation failed inside the sandbox: `errno`, `strerror` and `filename` as seen inside
+    (paths are sandbox paths), e.g. `SandboxOSError(errno.ENOENT, "no such file", "/workspace/x")`."""
+
+
+class FileInfo(TypedDict):
+    """One file's metadata, as the execd API's `FileInfo` (`mode`: octal digits as a decimal, 644)."""
+
+    path: str
+    type: str  # "file", "directory", "symlink" or "other"
+    size: int
+    modified_at: str  # RFC 3339, milliseconds, UTC
+    created_at: str
+    owner: str
+    group: str
+    mode: int
+
+
+class ReplaceCount(TypedDict):
+    """How many occurrences one `replace` replaced in one file."""
+
+    replacedCount: int
+
+
+class UploadPlan(TypedDict):
+    """Where an upload goes: a fresh `temp` file beside the expanded target `path`."""
+
+    temp: str
+    path: str
+
+
+@dataclass(frozen=True)
+class ResourceUsage:
+    """Cumulative cpu time and current memory of a sandbox (or of the machine, when the backend
+    cannot tell the sandbox's own): two readings give a cpu percentage."""
+
+    cpu_seconds: float  # busy cpu-seconds so far
+    cpu_count: float  # cores the sandbox may use (its quota, else the machine's)
+    memory_total: int  # bytes: its limit, else the machine's memory
+    memory_used: int  # bytes
 
 
 @dataclass(frozen=True)
@@ -130,16 +190,16 @@ class SandboxHandle(abc.ABC):
         the caller keeps ownership of its copies. None means /dev/null.
         """
 
-    @abc.abstractmethod
-    async def call(self, op: str, **args: Any) -> Any:
-        """Run a file-system operation inside the sandbox; returns its JSON-able result.
+    #: Files and directories, as the sandbox user in the sandbox's own view of paths.
+    files: SandboxFiles
+    #: Where bash sessions keep their state between runs.
+    sessions: SandboxSessions
 
-        Raises `SandboxOSError` (from `osbox.server._agent.protocol`) carrying errno and a message.
-        """
+    def usage(self) -> ResourceUsage:
+        """The sandbox's cpu and memory figures; this default gives the machine's."""
+        from .machine import machine_usage
 
-    @abc.abstractmethod
-    async def open_file(self, path: str, flags: int, mode: int = 0o644) -> int:
-        """Open `path` inside the sandbox's view; returns a host fd the caller must close."""
+        return machine_usage()
 
     @abc.abstractmethod
     async def connect(self, port: int) -> socket.socket:
@@ -148,6 +208,89 @@ class SandboxHandle(abc.ABC):
     async def open_connection(self, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """`connect` wrapped as asyncio streams."""
         return await asyncio.open_connection(sock=await self.connect(port))
+
+
+class SandboxFiles(abc.ABC):
+    """File and directory operations inside one sandbox, as the sandbox user.
+
+    Paths are the sandbox's: `$VAR`/`${VAR}` and a leading `~` expand as inside it, relative paths
+    are relative to `/workspace`, and symlinks resolve in its own view. Failures: `SandboxOSError`
+    (missing, denied, exists, ...) or `ValueError` (a bad argument, e.g. a body of the wrong shape).
+
+        info = await handle.files.stat(["~/notes.txt"])      # {"~/notes.txt": FileInfo}
+        await handle.files.make_dirs({"/workspace/out": {"mode": 755}})
+    """
+
+    @abc.abstractmethod
+    async def expand(self, path: str, env: Mapping[str, str] | None = None) -> str:
+        """`path` expanded and made absolute and normal (it need not exist)."""
+
+    @abc.abstractmethod
+    async def resolve_dir(self, path: str, env: Mapping[str, str] | None = None) -> str:
+        """`path` expanded; it must be an existing directory (ENOENT / ENOTDIR otherwise)."""
+
+    @abc.abstractmethod
+    async def stat(self, paths: Sequence[str]) -> dict[str, FileInfo]:
+        """FileInfo of each path (lstat), keyed by the path as given; any missing path fails all."""
+
+    @abc.abstractmethod
+    async def delete_files(self, paths: Sequence[str]) -> None:
+        """Remove files and symlinks; missing ones are ignored, a directory is EISDIR."""
+
+    @abc.abstractmethod
+    async def set_permissions(self, items: JSONValue) -> None:
+        """chmod, then chown: `{path: {mode, owner?, group?}}`."""
+
+    @abc.abstractmethod
+    async def move(self, items: JSONValue) -> None:
+        """Move `[{src, dest}]`; dest parents are created, an existing dest is EEXIST."""
+
+    @abc.abstractmethod
+    async def search(self, path: str, pattern: str) -> list[FileInfo]:
+        """Files under directory `path` whose name (or relative path, if it has a `/`) matches `pattern`."""
+
+    @abc.abstractmethod
+    async def replace(self, items: JSONValue) -> dict[str, ReplaceCount]:
+        """`{path: {old, new}}`: replace every occurrence in each file, in place."""
+
+    @abc.abstractmethod
+    async def list_dir(self, path: str, depth: int) -> list[FileInfo]:
+        """Entries under directory `path` up to `depth` levels, each parent before its children."""
+
+    @abc.abstractmethod
+    async def make_dirs(self, items: JSONValue) -> None:
+        """`{path: {mode, owner?, group?}}`: `mkdir -p`, then chmod/chown the leaf."""
+
+    @abc.abstractmethod
+    async def delete_dirs(self, paths: Sequence[str]) -> None:
+        """Remove directories recursively; missing ones are ignored, a plain file is ENOTDIR."""
+
+    @abc.abstractmethod
+    async def prepare_upload(self, path: str) -> UploadPlan:
+        """Make the target's parents; name a fresh temp file beside it to write the upload to."""
+
+    @abc.abstractmethod
+    async def finish_upload(
+        self, temp: str, path: str, *, mode: object = None, owner: object = None, group: object = None
+    ) -> None:
+        """Set the temp file's permissions and rename it over `path`."""
+
+    @abc.abstractmethod
+    async def open(self, path: str, flags: int, mode: int = 0o644) -> int:
+        """Open `path` as the sandbox user; returns a host fd the caller must close."""
+
+
+class SandboxSessions(abc.ABC):
+    """The files in which bash sessions keep their exported variables and cwd between runs."""
+
+    @abc.abstractmethod
+    async def create(self, session_id: str, cwd: str | None) -> str:
+        """Make the session's state (and `cwd`, if given and missing); returns its path prefix
+        inside the sandbox, for the session script to read and write."""
+
+    @abc.abstractmethod
+    async def drop(self, state_path: str) -> None:
+        """Remove a session's state files."""
 
 
 class Backend(abc.ABC):

@@ -1,11 +1,11 @@
 """The execd API of `osbox serve`: commands, sessions, code contexts, files, directories, metrics.
 
-One `ExecdService` serves every sandbox. The lifecycle server authenticates a request, puts the
-target `SandboxHandle` in `scope["osbox.sandbox"]` and forwards it to `service.app` with `path`
-rewritten to the execd path (e.g. `/command`):
+One `ExecdService` serves every sandbox. The server shell's proxy authenticates a request,
+rewrites its `path` to the execd path (e.g. `/command`) and hands it over with its target sandbox,
+which travels in the request's typed state (`request_state.py`):
 
     service = ExecdService()
-    app = Mount("/sandboxes/{id}/proxy/44772", app=service.app)   # after auth + handle lookup
+    await service.serve(handle, scope, receive, send)   # after auth + handle lookup
     ...
     await service.forget(sandbox_id)   # on delete/expiry: kills its commands, drops its state
     await service.aclose()             # on shutdown
@@ -16,12 +16,15 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from osbox.server._backend.base import SandboxHandle
 
 from .app import build_app
 from .code import CodeApi
 from .commands import CommandsApi
 from .metrics import MetricsApi
+from .request_state import ExecdRequestState, with_request_state
 from .sessions import SessionsApi
 from .state import ExecdLimits, StateStore
 
@@ -42,6 +45,21 @@ class ExecdService:
         commands = CommandsApi(self._store, self._sessions.delete)
         code = CodeApi(self._store, commands.start)
         self.app: ASGIApp = build_app(commands, self._sessions, code, self._metrics)
+
+    async def serve(self, handle: SandboxHandle, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one execd request (HTTP or WebSocket) for the sandbox behind `handle`."""
+        await self.app(with_request_state(scope, ExecdRequestState(sandbox=handle)), receive, send)
+
+    def app_for(self, handle: SandboxHandle) -> ASGIApp:
+        """An ASGI app serving `handle`'s execd API alone (for tests and tools that mount one sandbox)."""
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "lifespan":
+                await self.app(scope, receive, send)
+            else:
+                await self.serve(handle, scope, receive, send)
+
+        return app
 
     async def forget(self, sandbox_id: str) -> None:
         """Kill the sandbox's running commands, session runs and kernels, and drop all its state."""

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from osbox.server._backend.statedir import tail
+from osbox.server._logtail import tail
 
 from .commands import DEFAULT_CWD, new_id, resolve_cwd, spawn_or_fail
 from .errors import (
@@ -287,7 +287,7 @@ async def _kernel_files(
                 raise ExecdError(500, RUNTIME_ERROR, _kernel_died(log_path))
             if files is None:
                 with contextlib.suppress(OSError, ValueError):  # not made yet
-                    dir_fd = await handle.open_file(KERNEL_DIR, os.O_RDONLY | os.O_DIRECTORY)
+                    dir_fd = await handle.files.open(KERNEL_DIR, os.O_RDONLY | os.O_DIRECTORY)
                     files = KernelFiles(dir_fd, handle.host_uids)
             if files is not None and files.ready(context_id):
                 return files

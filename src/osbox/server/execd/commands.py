@@ -20,9 +20,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
+from osbox._wire import LOG_CURSOR_HEADER
 from osbox.server._backend.base import BackendError
 
-from .errors import CONTEXT_NOT_FOUND, RUNTIME_ERROR, ExecdError, bad_request, not_found, sandbox_call
+from .errors import CONTEXT_NOT_FOUND, RUNTIME_ERROR, ExecdError, bad_request, in_sandbox, not_found
 from .inputs import (
     INT32_MAX,
     MAX_TIMEOUT_MS,
@@ -41,7 +42,6 @@ from .streaming import event_response, frame
 __all__ = ["DEFAULT_CWD", "CommandsApi", "command_of", "resolve_cwd", "spawn_or_fail"]
 
 DEFAULT_CWD = "/workspace"
-LOG_CURSOR_HEADER = "EXECD-COMMANDS-TAIL-CURSOR"
 #: Present when the cap had dropped output at the cursor asked for: how many bytes were skipped.
 LOG_DROPPED_HEADER = "EXECD-COMMANDS-LOG-DROPPED"
 #: At most this much log is returned per request; the cursor tells the client where to go on.
@@ -74,7 +74,7 @@ def command_of(body: dict[str, Any]) -> str:
 async def resolve_cwd(request: Request, path: str, env: dict[str, str] | None = None) -> str:
     """`path` expanded in the sandbox and checked to be a directory; a bad one is a 400."""
     try:
-        cwd: str = await sandbox_call(sandbox_of(request), "resolve_dir", path=path, env=env)
+        cwd = await in_sandbox(sandbox_of(request).files.resolve_dir(path, env), "resolve_dir")
     except ExecdError as exc:
         if exc.status >= 500:
             raise

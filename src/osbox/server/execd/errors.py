@@ -5,7 +5,8 @@ which the reference folds into `RUNTIME_ERROR`; a sandbox user hitting a read-on
 root-owned path is a client-side condition, so it gets a 4xx here.
 
 Failures raised inside the sandbox arrive as exceptions carrying an `errno` (the backend's
-`SandboxOSError`, or a plain `OSError`); `from_sandbox_error` maps the errno to a status.
+`SandboxOSError`, or a plain `OSError`); `from_sandbox_error` maps the errno to a status, and
+`in_sandbox` awaits one backend operation with that mapping.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import errno as _errno
 import json
 import logging
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from starlette.responses import JSONResponse
 
@@ -23,10 +25,12 @@ __all__ = [
     "error_body",
     "error_response",
     "from_sandbox_error",
+    "in_sandbox",
     "not_found",
 ]
 
 log = logging.getLogger("osbox.server.execd")
+T = TypeVar("T")
 
 INVALID_REQUEST_BODY = "INVALID_REQUEST_BODY"
 MISSING_QUERY = "MISSING_QUERY"
@@ -121,10 +125,11 @@ def error_event(exc: BaseException) -> bytes:
     return json.dumps(error_body(err.code, err.message), separators=(",", ":")).encode() + b"\n\n"
 
 
-async def sandbox_call(handle: Any, op: str, **args: Any) -> Any:
-    """`handle.call(op, **args)` with every failure turned into an `ExecdError`."""
+async def in_sandbox(operation: Awaitable[T], what: str) -> T:
+    """Await a backend operation (`handle.files.stat(...)`, say) with every failure turned into an
+    `ExecdError`; `what` names the operation in the log and the message of an unexpected failure."""
     try:
-        return await handle.call(op, **args)
+        return await operation
     except ExecdError:
         raise
     except (OSError, ValueError) as exc:
@@ -132,5 +137,5 @@ async def sandbox_call(handle: Any, op: str, **args: Any) -> Any:
     except Exception as exc:
         if getattr(exc, "errno", None) is not None:
             raise from_sandbox_error(exc) from None
-        log.warning("sandbox op %s failed: %s", op, exc)
-        raise ExecdError(500, RUNTIME_ERROR, f"{op} failed: {exc}") from None
+        log.warning("sandbox op %s failed: %s", what, exc)
+        raise ExecdError(500, RUNTIME_ERROR, f"{what} failed: {exc}") from None

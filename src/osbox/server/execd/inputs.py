@@ -12,7 +12,8 @@ from starlette.requests import Request
 from osbox.server._backend.base import SandboxHandle
 
 from .._body import BadBody, read_json
-from .errors import MISSING_QUERY, ExecdError, bad_request
+from .errors import MISSING_QUERY, bad_request
+from .request_state import request_state
 
 __all__ = [
     "INT32_MAX",
@@ -41,11 +42,8 @@ _DECIMAL = re.compile(r"-?[0-9]{1,30}")
 
 
 def sandbox_of(request: Request) -> SandboxHandle:
-    """The sandbox the lifecycle server resolved and authenticated for this request."""
-    handle = request.scope.get("osbox.sandbox")
-    if not isinstance(handle, SandboxHandle):
-        raise ExecdError(500, "RUNTIME_ERROR", "no sandbox attached to this request")
-    return handle
+    """The sandbox the server shell resolved and authenticated for this request."""
+    return request_state(request).sandbox
 
 
 async def json_body(request: Request, *, required: bool = True) -> Any:

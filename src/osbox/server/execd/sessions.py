@@ -22,14 +22,12 @@ import secrets
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from osbox.server._agent.fs import SESSION_STATE_DIR
-
 from .commands import DEFAULT_CWD, command_of, new_id, resolve_cwd, spawn_or_fail
 from .errors import (
     RUNTIME_ERROR,
     ExecdError,
     error_event,
-    sandbox_call,
+    in_sandbox,
 )
 from .inputs import MAX_TIMEOUT_MS, json_body, json_object, optional_int, optional_str, sandbox_of
 from .runner import Execution, RunSpec
@@ -64,10 +62,10 @@ class SessionsApi(SandboxApi):
         body = await json_body(request, required=False)
         cwd = optional_str(json_object(body).get("cwd"), "cwd") if body is not None else None
         session_id = new_id()
-        state_path = f"{SESSION_STATE_DIR}/{session_id}"
         state = self._state(request)
         with state.session_budget.claim(len(state.sessions)):  # 429 beyond `max_sessions`
-            await sandbox_call(sandbox_of(request), "session_init", state=state_path, cwd=cwd or None)
+            sessions = sandbox_of(request).sessions
+            state_path = await in_sandbox(sessions.create(session_id, cwd or None), "session_init")
             state.sessions[session_id] = Session(session_id, state_path)
         return JSONResponse({"session_id": session_id})
 
@@ -102,5 +100,5 @@ class SessionsApi(SandboxApi):
         self._state(request).sessions.pop(session_id, None)
         if session.current is not None:
             await session.current.kill()
-        await sandbox_call(sandbox_of(request), "session_drop", state=session.state_path)
+        await in_sandbox(sandbox_of(request).sessions.drop(session.state_path), "session_drop")
         return Response(status_code=200)

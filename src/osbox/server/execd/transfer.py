@@ -44,8 +44,8 @@ from .errors import (
     ExecdError,
     bad_request,
     from_sandbox_error,
+    in_sandbox,
     log,
-    sandbox_call,
 )
 from .inputs import query_one, sandbox_of
 
@@ -152,7 +152,7 @@ def _close_after(fd: int, reading: asyncio.Future[bytes]) -> None:
 
 async def _open(handle: SandboxHandle, path: str, flags: int, mode: int = 0o644) -> int:
     try:
-        return await handle.open_file(path, flags, mode)
+        return await handle.files.open(path, flags, mode)
     except (OSError, ValueError) as exc:
         if getattr(exc, "errno", None) == errno.ENXIO:  # a socket, or a device with nothing behind it
             raise bad_request(f"not a regular file (a socket or a device): {path}", INVALID_FILE) from None
@@ -168,7 +168,7 @@ def _kind(mode: int) -> str:
 async def download(request: Request) -> Response:
     """`GET /files/download?path=` with an optional `Range` header."""
     handle = sandbox_of(request)
-    path = await sandbox_call(handle, "expand", path=query_one(request, "path"))
+    path = await in_sandbox(handle.files.expand(query_one(request, "path")), "expand")
     fd = await _open(handle, path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once, and is refused
     try:
         st = os.fstat(fd)
@@ -279,7 +279,7 @@ class _Upload:
         if not self.metadata:
             raise bad_request("a 'file' part must follow its 'metadata' part", INVALID_FILE_METADATA)
         meta = self.metadata.popleft()
-        plan = await sandbox_call(self.handle, "prepare_upload", path=meta["path"])
+        plan = await in_sandbox(self.handle.files.prepare_upload(meta["path"]), "prepare_upload")
         self._target = {**meta, **plan}
         self._fd = await _open(self.handle, plan["temp"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
 
@@ -308,15 +308,14 @@ class _Upload:
         self._fd = None
         target, self._target = self._target, None
         try:
-            await sandbox_call(
-                self.handle,
-                "finish_upload",
-                temp=target["temp"],
-                path=target["path"],
+            finishing = self.handle.files.finish_upload(
+                target["temp"],
+                target["path"],
                 mode=target.get("mode"),
                 owner=target.get("owner"),
                 group=target.get("group"),
             )
+            await in_sandbox(finishing, "finish_upload")
         except BaseException:
             await self._discard(target["temp"])
             raise
@@ -337,7 +336,7 @@ class _Upload:
 
     async def _discard(self, temp: str) -> None:
         try:
-            await self.handle.call("delete_files", paths=[temp])
+            await self.handle.files.delete_files([temp])
         except Exception as exc:  # best effort: the failure being reported matters more
             log.warning("could not remove upload temp file %s: %s", temp, exc)
 

@@ -1,2 +1,3 @@
-"""The lifecycle side of `osbox serve`: sandbox records and states, snapshots, diagnostics,
-endpoints and the server proxy. `osbox.server.app` composes these into the HTTP app."""
+"""The lifecycle API of `osbox serve`: routes, the sandbox manager, records, request validation,
+snapshots, the reaper and diagnostics. The server shell (`osbox.server.app`, `runtime`, `proxy`)
+composes it with the execd API into the HTTP app."""

@@ -20,7 +20,8 @@ from typing import Any
 from .._backend.base import Backend, BackendError, Mount, SandboxHandle, SandboxSpec
 from .._confined import make_dirs_beneath
 from .._store import Store
-from .config import ServerConfig
+from ..config import ServerConfig
+from ..tokens import TokenMinter, new_salt
 from .errors import ApiError, bad_request, conflict, not_found
 from .reaper import Reaper
 from .records import (
@@ -32,7 +33,6 @@ from .records import (
     parse_time,
     utcnow,
 )
-from .tokens import TokenMinter, new_salt
 from .validation import MAX_SANDBOX_TIMEOUT_SECONDS, CreateParams, parse_metadata_patch
 
 __all__ = ["SandboxManager"]

@@ -11,11 +11,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from osbox._wire import EGRESS_PORT, EXECD_PORT
+
 from .._body import BadBody, read_json
+from ..proxy import SandboxProxy
+from ..runtime import Runtime
 from .diagnostics import events_descriptor, logs_descriptor
 from .errors import bad_request
-from .proxy import EGRESS_PORT, EXECD_PORT, SandboxProxy
-from .runtime import Runtime
 from .validation import parse_create_request, parse_metadata_filter, parse_query_int
 
 __all__ = ["lifecycle_routes"]

@@ -19,7 +19,7 @@ from typing import Any
 
 from .._confined import open_beneath
 from .._store import Store
-from .config import ServerConfig
+from ..config import ServerConfig
 from .errors import bad_request, conflict, snapshot_not_found
 from .manager import SandboxManager, SeedFn
 from .records import SnapshotRecord, format_time, page_of, utcnow

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .._confined import open_under
-from .base import BackendError, Mount
+from ..._confined import open_under
+from ..base import BackendError, Mount
 
 __all__ = [
     "id_ranges_unavailable",

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..base import BackendError
 from . import layout as lay
 from .agent_client import unix_address
-from .base import BackendError
 from .procs import start_time
 
 if TYPE_CHECKING:
@@ -29,7 +29,6 @@ __all__ = [
     "make_traversable",
     "prepare_state_dir",
     "read_record",
-    "tail",
     "write_record",
 ]
 
@@ -170,14 +169,3 @@ def forget_run_files(layout: lay.StateLayout) -> None:
     for path in (layout.socket, layout.record):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-
-
-def tail(path: Path, limit: int = 2000) -> str:
-    """The last `limit` bytes of a log file, as text ("" if there is none)."""
-    try:
-        with open(path, "rb") as log:
-            log.seek(0, os.SEEK_END)
-            log.seek(max(0, log.tell() - limit))
-            return log.read().decode(errors="replace").strip()
-    except OSError:
-        return ""

@@ -25,8 +25,8 @@ from typing import Any, Self
 import uvicorn
 from starlette.applications import Starlette
 
-from .._backend.base import Backend
-from ..app import create_app
+from ._backend.base import Backend
+from .app import create_app
 from .config import ServerConfig
 from .headlimits import http_protocol
 from .tempdirs import TempDataDir, sweep_abandoned

@@ -15,13 +15,15 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .._agent.protocol import AgentError
+from ..._agent.protocol import AgentError
+from ..base import BackendError, ResourceUsage, SandboxHandle, SandboxProcess, SandboxSpec
 from . import layout as lay
 from .agent_client import AgentConnection, close_fds, request
-from .base import BackendError, SandboxHandle, SandboxProcess, SandboxSpec
+from .agent_files import AgentFiles, AgentSessions
 from .cgroups import SandboxCgroup
 from .idranges import IdRange
 from .procs import host_pid_of_pidfd, pidfd_exited
+from .usage import cgroup_usage
 
 __all__ = ["BwrapProcess", "BwrapSandbox"]
 
@@ -124,6 +126,8 @@ class BwrapSandbox(SandboxHandle):
         self.cgroup_problem = ""
         #: Started ahead of time by the warm pool, before its owner was known.
         self.from_pool = False
+        self.files = AgentFiles(self.call, self.open_file)
+        self.sessions = AgentSessions(self.call)
 
     def reassign(self, spec: SandboxSpec) -> None:
         """Make a pre-started sandbox `spec`'s: its id and its state dir (already moved there)."""
@@ -135,6 +139,10 @@ class BwrapSandbox(SandboxHandle):
     def oom_kills(self) -> int:
         """The OOM kills its memory cgroup counted (0 without one)."""
         return self.cgroup.oom_kills() if self.cgroup is not None and not self.destroyed else 0
+
+    def usage(self) -> ResourceUsage:
+        """Its cgroup's figures when its limits are enforced, else the machine's."""
+        return cgroup_usage(self.cgroup if self.limits_enforced else None)
 
     def __repr__(self) -> str:
         return f"<BwrapSandbox {self.sandbox_id} agent_pid={self.agent_pid}>"
@@ -174,7 +182,9 @@ class BwrapSandbox(SandboxHandle):
         return BwrapProcess(self, conn, fds[0], int(result["pid"]))
 
     async def call(self, op: str, **args: Any) -> Any:
-        """Run the file-system op `op` inside the sandbox (see `SandboxHandle.call`)."""
+        """Run the agent's file-system op `op` (`_agent/fs.py`) inside the sandbox; its JSON result.
+
+        What `files` and `sessions` are built on; raises `SandboxOSError` or `ValueError`."""
         result, _fds, _conn = await self._request({"op": "call", "name": op, "args": args})
         return result
 

@@ -41,11 +41,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from ..._logtail import tail
+from ..base import Backend, BackendError, SandboxHandle, SandboxSpec
 from . import disk
 from . import layout as lay
 from .agent_client import close_fds, request
 from .agent_code import agent_files
-from .base import Backend, BackendError, SandboxHandle, SandboxSpec
 from .cgroups import CgroupError, CgroupLayout, Limits, SandboxCgroup
 from .host import id_ranges_unavailable, memfd, open_mount_source, reopen, sandbox_python, which
 from .idranges import (
@@ -75,14 +76,13 @@ from .statedir import (
     make_traversable,
     prepare_state_dir,
     read_record,
-    tail,
     write_record,
 )
 
 __all__ = ["UID_BASE", "BwrapBackend", "BwrapProcess", "BwrapSandbox"]
 
 _READY_TIMEOUT_S = 15.0
-_AGENT_DIR = Path(__file__).resolve().parent.parent / "_agent"
+_AGENT_DIR = Path(__file__).resolve().parent.parent.parent / "_agent"
 #: Pre-started sandboxes all get this hostname; a spec asking for another one starts its own.
 _POOL_HOSTNAME = SandboxSpec.__dataclass_fields__["hostname"].default
 _log = logging.getLogger("osbox.server.backend")

@@ -30,7 +30,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .base import BackendError
+from ..base import BackendError
 from .cgroups import unescape_mountinfo
 
 __all__ = ["IMAGE_NAME", "DiskError", "ensure_mounted", "provision", "remove_tree", "unavailable_reason"]

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from .._backend.base import SandboxHandle
+from ._backend.base import SandboxHandle
 
 __all__ = ["ForwarderPool", "relay"]
 

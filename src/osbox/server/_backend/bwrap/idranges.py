@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .base import BackendError
+from ..base import BackendError
 from .procs import start_time
 from .statedir import Owners
 

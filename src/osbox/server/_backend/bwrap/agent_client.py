@@ -14,8 +14,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._agent.protocol import MAX_FDS, AgentError, LineBuffer, encode, exception_from_error
-from .base import BackendError
+from ..._agent.protocol import MAX_FDS, AgentError, LineBuffer, encode, exception_from_error
+from ..base import BackendError, SandboxOSError
 from .procs import wait_fd
 
 __all__ = ["AgentConnection", "close_fds", "request", "unix_address"]
@@ -129,7 +129,7 @@ async def request(
     if not reply.get("ok"):
         conn.close()
         close_fds(received)
-        error = exception_from_error(reply.get("error"))
+        error = exception_from_error(reply.get("error"), SandboxOSError)
         if isinstance(error, AgentError):
             raise BackendError(f"sandbox agent: {error}")
         raise error

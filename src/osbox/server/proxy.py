@@ -15,17 +15,19 @@ import logging
 from collections.abc import Callable
 
 import h11
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
-from .._backend.base import SandboxHandle
-from .errors import ApiError
+from osbox._wire import EGRESS_PORT, EXECD_PORT, EXECD_TOKEN_HEADER
 
-__all__ = ["EGRESS_PORT", "EXECD_PORT", "SandboxProxy"]
+from ._backend.base import SandboxHandle
+from .execd import ExecdService
+from .lifecycle.errors import ApiError
+
+__all__ = ["SandboxProxy"]
 
 _log = logging.getLogger("osbox.server.proxy")
+_TOKEN_HEADER = EXECD_TOKEN_HEADER.lower().encode()  # ASGI header names arrive lower-case
 
-EXECD_PORT = 44772
-EGRESS_PORT = 18080
 _HOP_BY_HOP = {
     b"connection",
     b"keep-alive",
@@ -82,11 +84,11 @@ class SandboxProxy:
         self,
         lookup: Callable[[str], SandboxHandle],
         token_of: Callable[[str], str],
-        execd_app: Callable[[], ASGIApp],
+        execd: Callable[[], ExecdService],
     ) -> None:
         self._lookup = lookup
         self._token_of = token_of
-        self._execd_app = execd_app  # resolved per request: the service starts with the server
+        self._execd = execd  # resolved per request: the service starts with the server
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         params = scope.get("path_params", {})
@@ -106,14 +108,13 @@ class SandboxProxy:
             await self._relay_http(self._lookup(sandbox_id), port, "/" + rest, scope, receive, send)
 
     async def _to_execd(self, sandbox_id: str, rest: str, scope: Scope, receive: Receive, send: Send) -> None:
-        given = dict(scope["headers"]).get(b"x-execd-access-token", b"")
+        given = dict(scope["headers"]).get(_TOKEN_HEADER, b"")
         expected = self._token_of(sandbox_id).encode()
         if not hmac.compare_digest(given, expected):
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008, "reason": "unauthorized"})
                 return
-            raise ApiError(401, "UNAUTHORIZED", "invalid or missing header X-EXECD-ACCESS-TOKEN")
-        execd_app = self._execd_app()
+            raise ApiError(401, "UNAUTHORIZED", f"invalid or missing header {EXECD_TOKEN_HEADER}")
         handle = self._lookup(sandbox_id)
         path = "/" + rest
         inner: Scope = {
@@ -122,9 +123,8 @@ class SandboxProxy:
             "raw_path": path.encode(),
             "root_path": "",
             "path_params": {},
-            "osbox.sandbox": handle,
         }
-        await execd_app(inner, receive, send)
+        await self._execd().serve(handle, inner, receive, send)
 
     async def _relay_http(
         self, handle: SandboxHandle, port: int, path: str, scope: Scope, receive: Receive, send: Send

@@ -5,17 +5,15 @@ from __future__ import annotations
 import logging
 import resource
 
-from starlette.types import ASGIApp
-
-from .._backend import default_backend
-from .._backend.base import Backend, SandboxHandle
-from .._store import Store
-from ..execd import ExecdLimits, ExecdService
+from ._backend import default_backend
+from ._backend.base import Backend, SandboxHandle
+from ._store import Store
 from .config import ServerConfig
 from .datadir import prepare_data_dir
+from .execd import ExecdLimits, ExecdService
 from .forwarder import ForwarderPool
-from .manager import SandboxManager
-from .snapshots import SnapshotManager
+from .lifecycle.manager import SandboxManager
+from .lifecycle.snapshots import SnapshotManager
 from .tokens import TokenMinter, load_or_create_key
 
 __all__ = ["Runtime"]
@@ -85,9 +83,9 @@ class Runtime:
         await self.backend.start()  # after re-adoption: a warm pool's start-ups compete for the CPU
 
     @property
-    def execd_app(self) -> ASGIApp:
-        """The execd ASGI app the proxy dispatches port 44772 to."""
-        return self._execd.app
+    def execd(self) -> ExecdService:
+        """The execd service the proxy dispatches port 44772 to."""
+        return self._execd
 
     def sandbox_handle(self, sandbox_id: str) -> SandboxHandle:
         """The live handle of a Running sandbox (404/409 ApiError otherwise)."""

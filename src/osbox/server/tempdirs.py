@@ -4,7 +4,7 @@ swept once it is gone.
 A `LocalServer` without a data dir makes `<tmp>/osbox-serve-XXXXXXXX` and holds an exclusive `flock`
 on its `owner.lock` for as long as it runs. The kernel drops the lock when the process ends, however
 it ends, so a dir whose lock can be taken belongs to nobody: its server was killed before it could
-clean up (its sandboxes ended with it, see `_backend/lifeline.py`, but their cgroups and the dir
+clean up (its sandboxes ended with it, see `_backend/bwrap/lifeline.py`, but their cgroups and the dir
 stayed). Every `LocalServer` sweeps such dirs when it starts: a `Runtime` on the dir re-adopts what
 is left exactly as after a restart (what is dead is cleaned up, what lives is destroyed on close),
 then the dir goes.
@@ -25,7 +25,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .._backend import remove_tree
+from ._backend import remove_tree
 from .config import ServerConfig
 from .runtime import Runtime
 
