@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import os
+import shutil
+import socket
 from collections.abc import AsyncIterator, Sequence
+from typing import IO
 
 import dns.message
 import pytest
@@ -278,3 +282,71 @@ async def _wait_for_netns(path: str, expected: str) -> None:
             except FileNotFoundError:
                 pass
             await asyncio.sleep(0.01)
+
+
+async def test_a_sandbox_cannot_send_from_another_address(side: HostSide) -> None:
+    public = netns_socket_factory(netns_path(side.names["public"]))
+    async with stand_in_sandbox() as sandbox:
+        network = await connect_sandbox(side.network, "sbx-spoof", netns_path(sandbox), "open")
+        assert network.attachment is not None
+        # Root in the stand-in adds a neighbour block's address (a real sandbox has no CAP_NET_ADMIN).
+        spoofed = network.attachment.address + 4
+        await run_in(sandbox, "ip", "addr", "add", f"{spoofed}/32", "dev", "eth0")
+        sandbox_socket = netns_socket_factory(netns_path(sandbox))
+        with public(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+            receiver.bind((HOSTS["other.test"], 9999))
+            receiver.settimeout(5)
+            try:
+                # The spoofed datagram goes first on the same path: had it passed, it would arrive first.
+                for source, payload in ((spoofed, b"spoofed"), (network.attachment.address, b"own")):
+                    with sandbox_socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                        sender.bind((str(source), 0))
+                        sender.sendto(payload, (HOSTS["other.test"], 9999))
+                received = await asyncio.to_thread(receiver.recv, 100)
+                assert received == b"own"
+            finally:
+                await network.close()
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+async def test_a_bubblewrap_sandbox_namespace_gets_its_link(side: HostSide) -> None:
+    """The backend's case: bwrap's `--unshare-net` namespace, owned by an unprivileged user's user
+    namespace, attached by its child's `/proc/<pid>/ns/net`."""
+    read_end, write_end = os.pipe()
+    bwrap = await asyncio.create_subprocess_exec(
+        "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-all",
+        "--die-with-parent", "--cap-drop", "ALL", "--info-fd", str(write_end), "--", "sleep", "60",
+        user=65534, group=65534, extra_groups=[], pass_fds=[write_end],
+    )  # fmt: skip
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as info:
+            child = (await asyncio.to_thread(_bwrap_info, info))["child-pid"]
+        path = f"/proc/{child}/ns/net"
+        network = await connect_sandbox(side.network, "sbx-bwrap", path, "open")
+        try:
+            inside = ["nsenter", f"--net={path}", "--"]
+            done = await asyncio.create_subprocess_exec(
+                *inside, "curl", "-sS", "--max-time", "3", f"http://{HOSTS['allowed.test']}/",
+                stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, _ = await done.communicate()
+            assert out == b"allowed.test"
+        finally:
+            await network.close()
+        assert await side.links() == []
+    finally:
+        bwrap.kill()
+        await bwrap.wait()
+
+
+def _bwrap_info(info: IO[bytes]) -> dict[str, int]:
+    """bwrap's `--info-fd` JSON object (written over a few lines, the fd left open)."""
+    text = b""
+    while not text.rstrip().endswith(b"}"):
+        line = info.readline()
+        if not line:
+            raise RuntimeError(f"bwrap exited before reporting its child: {text!r}")
+        text += line
+    parsed: dict[str, int] = json.loads(text)
+    return parsed
