@@ -197,6 +197,25 @@ async def test_detach_leaves_no_link_and_no_elements(side: HostSide) -> None:
             await holder.wait()
 
 
+async def test_a_failed_attach_leaves_nothing_and_a_second_attach_is_refused(side: HostSide) -> None:
+    with pytest.raises(RuntimeError, match="ip: "):
+        await side.network.attach("sbx-gone", "/proc/0/ns/net")
+    assert await side.links() == [] and side.network.attachments == {}
+    async with stand_in_sandbox() as sandbox:
+        # A namespace that has an eth0 already: the peer cannot be created there.
+        made = await run_in(sandbox, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+        assert made.returncode == 0, made.stderr
+        with pytest.raises(RuntimeError, match="ip: "):
+            await side.network.attach("sbx-taken", netns_path(sandbox))
+        assert await side.links() == []
+        await run_in(sandbox, "ip", "link", "del", "eth0")
+        await side.network.attach("sbx-taken", netns_path(sandbox))
+        with pytest.raises(ValueError, match="attached already"):
+            await side.network.attach("sbx-taken", netns_path(sandbox))
+        await side.network.detach("sbx-taken")
+        assert await side.links() == []
+
+
 async def test_sweep_after_a_crash_removes_the_dead_and_adopts_the_live(side: HostSide) -> None:
     async with stand_in_sandbox() as dead, stand_in_sandbox() as live:
         crashed = await HostNetwork.start(side.config)

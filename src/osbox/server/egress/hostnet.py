@@ -229,11 +229,24 @@ class HostNetwork:
             if sandbox_id in self.attachments:
                 raise ValueError(f"sandbox {sandbox_id} is attached already")
             interface = self.interface_name(sandbox_id)
+            if any(a.interface == interface for a in self.attachments.values()):
+                raise ValueError(
+                    f"sandbox {sandbox_id}: its interface name {interface} is taken (hash clash)"
+                )
             block = self._lease(sandbox_id)
             gateway, address = _block_addresses(self.config.pool, block)
             attachment = Attachment(sandbox_id, interface, address, gateway, netns)
             try:
-                await self._make_link(attachment, netns)
+                # The peer is created in the sandbox's namespace directly, as eth0: no name clash on the
+                # host. When this fails (a link of that name exists), nothing of ours is to be undone.
+                await _ip_batch(
+                    self.config.host_netns, [f"link add {interface} type veth peer name eth0 netns {netns}"]
+                )
+            except BaseException:
+                del self._blocks[block]
+                raise
+            try:
+                await self._configure_link(attachment, netns)
             except BaseException:
                 with contextlib.suppress(Exception):
                     await self._remove_link(attachment, ())
@@ -311,10 +324,8 @@ class HostNetwork:
         _log.warning("removing %s: its address is not a free block of the pool", interface)
         return None
 
-    async def _make_link(self, attachment: Attachment, netns: str) -> None:
+    async def _configure_link(self, attachment: Attachment, netns: str) -> None:
         host_netns, name = self.config.host_netns, attachment.interface
-        # The peer is created in the sandbox's namespace directly, as eth0: no name clash on the host.
-        await _ip_batch(host_netns, [f"link add {name} type veth peer name eth0 netns {netns}"])
         # No IPv6 on the host end (no link-local address a sandbox could reach); forwarding for it only.
         await asyncio.to_thread(
             call_in_netns, host_netns, lambda: _write_sysctl(f"ipv6/conf/{name}/disable_ipv6", "1")
