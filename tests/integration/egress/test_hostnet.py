@@ -247,6 +247,10 @@ async def test_sweep_after_a_crash_removes_the_dead_and_adopts_the_live(side: Ho
                 assert await reaches(live, "http://allowed.test/", "allowed.test")
             finally:
                 await resolver.close()
+            # The crashed run left the uplinks forwarding; still nothing but sandbox replies is routed.
+            public = side.names["public"]
+            await run_in(public, "ip", "route", "add", "10.9.0.0/24", "via", HOST_PUBLIC_SIDE)
+            assert not await reaches(public, f"http://{LAN_HOST}/", "lan")
             await restarted.sweep([])
             assert await side.links() == []
             assert str(kept.address) not in await side.table()

@@ -25,8 +25,9 @@ Isolation lives in the server's own nft table (see `host_nft.py`): a sandbox rea
 addresses, loopback services, the server's port: only DNS to its own resolver on its host-end address),
 nor another sandbox, nor the `protected` networks (private ranges, the pool, the host's addresses) unless
 `set_exceptions` lets it (the policy layer does so for IP/CIDR allow rules). IPv4 forwarding is turned on
-for the host ends only, and on the uplinks (the default routes' interfaces) only where it was off, for
-the sandboxes' replies: the table routes nothing else in from those, and `close` restores them.
+for the host ends only and, on a host that is not a router (`net.ipv4.conf.all.forwarding` 0), on the
+uplinks (the default routes' interfaces) for the sandboxes' replies: the table routes nothing else in
+from those, and `close` sets them back to the host's global value.
 
 Without root there is no network: `start` raises `NetworkUnavailable` saying so (a rootless user-mode
 stack, pasta or slirp4netns, is not implemented yet).
@@ -147,11 +148,14 @@ class HostNetwork:
         """What a sandbox may not reach unless excepted: `config.protected`, the pool, the host's
         addresses. Also the `protected` networks of a filtered sandbox's in-namespace rules."""
         self.uplinks = uplinks
+        self.routed_uplinks: tuple[str, ...] = ()
+        """The uplinks whose forwarding osbox turns on (the host is not a router): nothing but replies
+        to sandboxes is routed in from them."""
         self.upstream_dns = config.upstream_dns or _resolv_conf_nameserver()
         self.attachments: dict[str, Attachment] = {}
         self._exceptions: dict[str, tuple[IPNetwork, ...]] = {}
         self._blocks: dict[int, str] = {}  # block index -> sandbox id
-        self._forwarding_restore: dict[str, str] = {}  # uplink -> its forwarding value before us
+        self._forwarding_restore: dict[str, str] = {}  # uplink -> the value it gets back at close
         self._nft = NftSession(config.host_netns)
         self._lock = asyncio.Lock()
 
@@ -183,10 +187,16 @@ class HostNetwork:
         protected = (*config.protected, config.pool, *host_addresses)
         uplinks = config.uplinks if config.uplinks is not None else tuple(dict.fromkeys(host.default_devices))
         network = cls(config, protected, uplinks)
+        if await network._sysctl("ipv4/conf/all/forwarding") != "1":
+            network.routed_uplinks = uplinks
         try:
+            # The table first: it routes nothing else in from an uplink by the time forwarding is on.
+            table = render_host_table(config.prefix, config.pool, protected, uplinks=network.routed_uplinks)
+            await network._nft.run(table)
             await network._forward_uplinks()
-            await network._nft.run(render_host_table(config.prefix, config.pool, protected, uplinks=uplinks))
         except BaseException:
+            with contextlib.suppress(Exception):
+                await network._nft.run(render_table_removal(config.prefix))
             await network._restore_uplinks()
             await network._nft.close()
             raise
@@ -327,12 +337,8 @@ class HostNetwork:
     async def _configure_link(self, attachment: Attachment, netns: str) -> None:
         host_netns, name = self.config.host_netns, attachment.interface
         # No IPv6 on the host end (no link-local address a sandbox could reach); forwarding for it only.
-        await asyncio.to_thread(
-            call_in_netns, host_netns, lambda: _write_sysctl(f"ipv6/conf/{name}/disable_ipv6", "1")
-        )
-        await asyncio.to_thread(
-            call_in_netns, host_netns, lambda: _write_sysctl(f"ipv4/conf/{name}/forwarding", "1")
-        )
+        await self._sysctl(f"ipv6/conf/{name}/disable_ipv6", "1")
+        await self._sysctl(f"ipv4/conf/{name}/forwarding", "1")
         await self._nft.run(render_link(self.config.prefix, name, attachment.address, attachment.gateway))
         await _ip_batch(
             host_netns, [f"addr add {attachment.gateway}/{_BLOCK} dev {name}", f"link set {name} up"]
@@ -366,25 +372,27 @@ class HostNetwork:
             )
         )
 
+    async def _sysctl(self, key: str, value: str | None = None) -> str:
+        """Read (or write) `/proc/sys/net/<key>` in the host's namespace."""
+        if value is None:
+            return await asyncio.to_thread(call_in_netns, self.config.host_netns, lambda: _read_sysctl(key))
+        await asyncio.to_thread(call_in_netns, self.config.host_netns, lambda: _write_sysctl(key, value))
+        return value
+
     async def _forward_uplinks(self) -> None:
-        for uplink in self.uplinks:
+        """Turn on forwarding on the uplinks of a host that is not a router (`all.forwarding` 0); each
+        goes back to that global value at `close`. Also after a crash, which left them on."""
+        host_default = await self._sysctl("ipv4/conf/all/forwarding")
+        for uplink in self.routed_uplinks:
             key = f"ipv4/conf/{uplink}/forwarding"
-            before = await asyncio.to_thread(
-                call_in_netns, self.config.host_netns, lambda k=key: _read_sysctl(k)
-            )
-            if before != "1":
-                await asyncio.to_thread(
-                    call_in_netns, self.config.host_netns, lambda k=key: _write_sysctl(k, "1")
-                )
-                self._forwarding_restore[uplink] = before
+            if await self._sysctl(key) != "1":
+                await self._sysctl(key, "1")
+            self._forwarding_restore[uplink] = host_default
 
     async def _restore_uplinks(self) -> None:
         for uplink, before in list(self._forwarding_restore.items()):
-            key = f"ipv4/conf/{uplink}/forwarding"
             try:
-                await asyncio.to_thread(
-                    call_in_netns, self.config.host_netns, lambda k=key, v=before: _write_sysctl(k, v)
-                )
+                await self._sysctl(f"ipv4/conf/{uplink}/forwarding", before)
             except OSError as exc:  # the uplink went away meanwhile: nothing to restore
                 _log.debug("cannot restore forwarding on %s: %s", uplink, exc)
             del self._forwarding_restore[uplink]
