@@ -58,9 +58,15 @@ class HostSide:
         return listed.stdout if listed.returncode == 0 else ""
 
 
-def host_config(host: str) -> HostNetworkConfig:
+def host_config(host: str, *, protect_lans: bool = False) -> HostNetworkConfig:
+    """The fake internet is on-link to the host here (198.18.0.0/24 on `to-pub`), so LANs are not
+    protected unless asked: the private 10.9.0.0/24 still is, as a private range."""
     return HostNetworkConfig(
-        prefix=PREFIX, upstream_dns=DNS_ADDRESS, uplinks=("to-pub", "to-lan"), host_netns=netns_path(host)
+        prefix=PREFIX,
+        upstream_dns=DNS_ADDRESS,
+        uplinks=("to-pub", "to-lan"),
+        protect_lans=protect_lans,
+        host_netns=netns_path(host),
     )
 
 

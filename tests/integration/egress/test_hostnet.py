@@ -29,6 +29,7 @@ from .host_side import (
     LAN_HOST,
     HostSide,
     fetch,
+    host_config,
     host_side,
     reaches,
     stand_in_sandbox,
@@ -139,6 +140,24 @@ async def test_private_networks_are_protected_unless_the_policy_allows_them(side
         finally:
             await plain.close()
             await allowed.close()
+
+
+async def test_the_hosts_lans_are_protected_whatever_their_addresses(side: HostSide) -> None:
+    await side.network.close()  # replaced by one protecting the host's on-link networks
+    lan_guarded = await HostNetwork.start(host_config(side.host, protect_lans=True))
+    try:
+        assert ipaddress.ip_network("198.18.0.0/24") in lan_guarded.protected
+        async with stand_in_sandbox() as sandbox:
+            network = await connect_sandbox(lan_guarded, "sbx-lans", netns_path(sandbox), "open")
+            try:
+                use_nameserver(sandbox, network.nameserver)
+                # The name resolves (DNS goes through the host); the on-link public side is out of reach.
+                done = await fetch(sandbox, "http://allowed.test/")
+                assert done.returncode == 7, done.stderr
+            finally:
+                await network.close()
+    finally:
+        await lan_guarded.close()
 
 
 async def test_filtered_mode_applies_the_policy(side: HostSide) -> None:

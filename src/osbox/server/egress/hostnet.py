@@ -23,11 +23,13 @@ route of the host, so a clash is an error at start, never a silent misroute. Con
 
 Isolation lives in the server's own nft table (see `host_nft.py`): a sandbox reaches neither the host (its
 addresses, loopback services, the server's port: only DNS to its own resolver on its host-end address),
-nor another sandbox, nor the `protected` networks (private ranges, the pool, the host's addresses) unless
-`set_exceptions` lets it (the policy layer does so for IP/CIDR allow rules). IPv4 forwarding is turned on
-for the host ends only and, on a host that is not a router (`net.ipv4.conf.all.forwarding` 0), on the
-uplinks (the default routes' interfaces) for the sandboxes' replies: the table routes nothing else in
-from those, and `close` sets them back to the host's global value.
+nor another sandbox, nor the `protected` networks (private ranges, the pool, the host's addresses and
+LANs) unless `set_exceptions` lets it (the policy layer does so for IP/CIDR allow rules).
+
+IPv4 forwarding is turned on for the host ends only and, on a host that is not a router
+(`net.ipv4.conf.all.forwarding` 0), on the uplinks (the default routes' interfaces) for the sandboxes'
+replies: the table routes nothing else in from those, and `close` sets them back to the host's global
+value.
 
 Without root there is no network: `start` raises `NetworkUnavailable` saying so (a rootless user-mode
 stack, pasta or slirp4netns, is not implemented yet).
@@ -103,6 +105,8 @@ class HostNetworkConfig:
     ask (None: the host's first `nameserver` in /etc/resolv.conf). `uplinks` are the interfaces sandbox
     traffic leaves by (None: those of the default routes): replies come back in through them, so they
     need forwarding; a private network a policy excepts is reached only through a listed interface.
+    `protect_lans`: the networks the host is directly connected to (its LANs, whatever their
+    addresses: public ones too) are protected like the private ranges.
     `host_netns` is the namespace that plays the host (None: the server's own; the tests use one of
     their own, so the machine itself is never changed).
     """
@@ -112,6 +116,7 @@ class HostNetworkConfig:
     upstream_dns: tuple[str, int] | None = None
     protected: tuple[IPNetwork, ...] = PRIVATE_NETWORKS
     uplinks: tuple[str, ...] | None = None
+    protect_lans: bool = True
     host_netns: str | None = None
 
 
@@ -135,6 +140,7 @@ class Attachment:
 class _Host:
     addresses: list[IPv4Address] = field(default_factory=list)
     routes: list[tuple[IPv4Network, str]] = field(default_factory=list)  # (destination, device)
+    connected: list[IPv4Network] = field(default_factory=list)  # the host's on-link networks (LANs)
     default_devices: list[str] = field(default_factory=list)
 
 
@@ -146,7 +152,8 @@ class HostNetwork:
         self.config = config
         self.protected = protected
         """What a sandbox may not reach unless excepted: `config.protected`, the pool, the host's
-        addresses. Also the `protected` networks of a filtered sandbox's in-namespace rules."""
+        addresses and (`protect_lans`) its on-link networks. Also the `protected` networks of a
+        filtered sandbox's in-namespace rules."""
         self.uplinks = uplinks
         self.routed_uplinks: tuple[str, ...] = ()
         """The uplinks whose forwarding osbox turns on (the host is not a router): nothing but replies
@@ -184,7 +191,8 @@ class HostNetwork:
                 f"{', '.join(clashes)}; choose another pool"
             )
         host_addresses = [ipaddress.ip_network(a) for a in host.addresses if a not in config.pool]
-        protected = (*config.protected, config.pool, *host_addresses)
+        lans = [n for n in host.connected if not n.overlaps(config.pool)] if config.protect_lans else []
+        protected = (*config.protected, config.pool, *host_addresses, *lans)
         uplinks = config.uplinks if config.uplinks is not None else tuple(dict.fromkeys(host.default_devices))
         network = cls(config, protected, uplinks)
         if await network._sysctl("ipv4/conf/all/forwarding") != "1":
@@ -494,6 +502,8 @@ async def _read_host(netns: str | None) -> _Host:
             network = ipaddress.ip_network(dst, strict=False)
             if isinstance(network, IPv4Network) and route.get("type") in (None, "unicast"):
                 host.routes.append((network, dev))
+                if route.get("scope") == "link" and route.get("table") in (None, "main"):
+                    host.connected.append(network)
     return host
 
 
