@@ -9,6 +9,7 @@ sandbox namespaces are attached through veths, NAT and the host table:
   denies by default and allows the server's address by CIDR).
 Throughput: `curl` downloading the body (`speed_download`), interleaved rounds. Connect latency: a TCP
 connect from a socket made inside the namespace (created beforehand, so only the handshake is timed).
+Also the time `connect_sandbox` takes per mode (what networking adds to a create).
 Goal: sandbox (open) throughput >= 0.8x the host's. Root only (namespaces, veths, nftables).
 
     python benchmarks/bench_hostnet.py [--quick]
@@ -29,9 +30,10 @@ from typing import Any
 from _common import REPO, Goal, Report, median, parse_args, percentile, us
 from bench_egress import LoopThread
 
+from osbox.server.egress.hostnet import HostNetwork
 from osbox.server.egress.netns import netns_socket_factory
-from osbox.server.egress.policy import policy_from_body
-from osbox.server.egress.sandbox_network import SandboxNetwork, connect_sandbox
+from osbox.server.egress.policy import Policy, policy_from_body
+from osbox.server.egress.sandbox_network import NetworkMode, SandboxNetwork, connect_sandbox
 
 sys.path.insert(0, str(REPO))
 from tests.integration.egress.host_side import host_side, stand_in_sandbox
@@ -93,6 +95,21 @@ def connect_times(netns: str, count: int) -> list[float]:
     return times
 
 
+def setup_times(
+    runner: LoopThread, host: HostNetwork, netns: str, mode: NetworkMode, policy: Policy, count: int
+) -> list[float]:
+    """Seconds per `connect_sandbox` in `mode` (what a create will add), each undone after (untimed)."""
+    times = []
+    for i in range(count):
+        start = time.perf_counter()
+        network = runner.call(
+            connect_sandbox(host, f"bench-setup-{i}", netns_path(netns), mode, policy=policy)
+        )
+        times.append(time.perf_counter() - start)
+        runner.call(network.close())
+    return times
+
+
 def main() -> None:
     args = parse_args(__doc__ or "")
     rounds, size, connects = (3, 64 << 20, 50) if args.quick else (8, 256 << 20, 200)
@@ -111,6 +128,7 @@ def main() -> None:
         stack.callback(server.close)
         opened = runner.call(stack.enter_async_context(stand_in_sandbox()))
         filtered = runner.call(stack.enter_async_context(stand_in_sandbox()))
+        spare = runner.call(stack.enter_async_context(stand_in_sandbox()))
         policy = policy_from_body(
             {"defaultAction": "deny", "egress": [{"action": "allow", "target": f"{SERVER[0]}/32"}]}
         )
@@ -153,6 +171,12 @@ def main() -> None:
             latency = median(latencies[label]) / median(latencies["host"])
             figures[f"{label} / host"] = {"throughput": ratio, "connect_p50": latency}
             print(f"{label} / host: throughput {ratio:.2f}x, connect p50 {latency:.2f}x")
+        for mode in ("open", "filtered"):
+            setup = setup_times(runner, side.network, spare, mode, policy, 5 if args.quick else 20)
+            p50, p95 = median(setup), percentile(setup, 95)
+            figures[f"connect_sandbox {mode}"] = {"p50_ms": p50 * 1e3, "p95_ms": p95 * 1e3}
+            print(f"connect_sandbox({mode}) (veth, addresses, nft, resolver): p50 {p50 * 1e3:.1f} ms, "
+                  f"p95 {p95 * 1e3:.1f} ms")  # fmt: skip
         report.figures.update(figures)
         ratio = figures["sandbox, open / host"]["throughput"]
         report.goals.append(Goal("sandbox (open) throughput / host", ratio, GOAL_RATIO, ">=", "x"))
