@@ -343,22 +343,25 @@ class HostNetwork:
         return None
 
     async def _configure_link(self, attachment: Attachment, netns: str) -> None:
-        host_netns, name = self.config.host_netns, attachment.interface
+        """Both ends at once (each side's steps in order): a create waits for the slower, not the sum."""
+        results = await asyncio.gather(
+            self._configure_host_end(attachment),
+            _configure_sandbox_end(attachment, netns),
+            return_exceptions=True,  # both finished before `attach` undoes anything
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _configure_host_end(self, attachment: Attachment) -> None:
+        name = attachment.interface
         # No IPv6 on the host end (no link-local address a sandbox could reach); forwarding for it only.
         await self._sysctl(f"ipv6/conf/{name}/disable_ipv6", "1")
         await self._sysctl(f"ipv4/conf/{name}/forwarding", "1")
         await self._nft.run(render_link(self.config.prefix, name, attachment.address, attachment.gateway))
         await _ip_batch(
-            host_netns, [f"addr add {attachment.gateway}/{_BLOCK} dev {name}", f"link set {name} up"]
-        )
-        await _ip_batch(
-            netns,
-            [
-                "link set lo up",
-                f"addr add {attachment.address}/{_BLOCK} dev eth0",
-                "link set eth0 up",
-                f"route add default via {attachment.gateway} dev eth0",
-            ],
+            self.config.host_netns,
+            [f"addr add {attachment.gateway}/{_BLOCK} dev {name}", f"link set {name} up"],
         )
 
     async def _detach(self, sandbox_id: str) -> None:
@@ -404,6 +407,18 @@ class HostNetwork:
             except OSError as exc:  # the uplink went away meanwhile: nothing to restore
                 _log.debug("cannot restore forwarding on %s: %s", uplink, exc)
             del self._forwarding_restore[uplink]
+
+
+async def _configure_sandbox_end(attachment: Attachment, netns: str) -> None:
+    await _ip_batch(
+        netns,
+        [
+            "link set lo up",
+            f"addr add {attachment.address}/{_BLOCK} dev eth0",
+            "link set eth0 up",
+            f"route add default via {attachment.gateway} dev eth0",
+        ],
+    )
 
 
 def _check_config(config: HostNetworkConfig) -> None:
