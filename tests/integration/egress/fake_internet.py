@@ -47,6 +47,9 @@ __all__ = [
     "FakeInternet",
     "fake_internet",
     "http_server",
+    "public_servers",
+    "wire_public",
+    "write_resolv_conf",
 ]
 
 HOSTS_V6 = {
@@ -171,10 +174,8 @@ async def fake_internet(policy: Policy | None = None) -> AsyncIterator[FakeInter
     """Build the namespaces, links, servers, resolver and nft rules; tear all of it down on exit."""
     async with network_namespaces(["host", "public", "sandbox"]) as names:
         host, public, sandbox = names["host"], names["public"], names["sandbox"]
-        _wire_links(host, public, sandbox)
-        servers: list[asyncio.Server] = []
-        records = {name: [address, HOSTS_V6[name]] for name, address in HOSTS.items()}
-        authority = FakeAuthority(records, ttl=120, socket_factory=netns_socket_factory(netns_path(public)))
+        wire_public(host, public)
+        _wire_sandbox(host, sandbox)
         denied: list[Denial] = []
         egress = SandboxEgress(
             netns_path(sandbox),
@@ -184,22 +185,48 @@ async def fake_internet(policy: Policy | None = None) -> AsyncIterator[FakeInter
             protected=[ipaddress.ip_network(HOST_PUBLIC_SIDE)],
             socket_factory=netns_socket_factory(netns_path(host)),
         )
-        try:
-            await authority.start(*DNS_ADDRESS)
-            for name, address in [*HOSTS.items(), *HOSTS_V6.items()]:
-                servers.append(await http_server(public, address, name))
-            await egress.start(policy or Policy.allow_all())
-            yield FakeInternet(names, authority, egress, denied)
-        finally:
-            await egress.close()
-            for server in servers:
-                server.close()
-                await server.wait_closed()
-            await authority.close()
+        async with public_servers(public) as authority:
+            try:
+                await egress.start(policy or Policy.allow_all())
+                yield FakeInternet(names, authority, egress, denied)
+            finally:
+                await egress.close()
 
 
-def _wire_links(host: str, public: str, sandbox: str) -> None:
-    """The veths, addresses and routes of the picture in the module docstring."""
+@contextlib.asynccontextmanager
+async def public_servers(public: str) -> AsyncIterator[FakeAuthority]:
+    """The public side's DNS authority and HTTP servers (on the addresses `wire_public` gave it)."""
+    records = {name: [address, HOSTS_V6[name]] for name, address in HOSTS.items()}
+    authority = FakeAuthority(records, ttl=120, socket_factory=netns_socket_factory(netns_path(public)))
+    servers: list[asyncio.Server] = []
+    try:
+        await authority.start(*DNS_ADDRESS)
+        for name, address in [*HOSTS.items(), *HOSTS_V6.items()]:
+            servers.append(await http_server(public, address, name))
+        yield authority
+    finally:
+        for server in servers:
+            server.close()
+            await server.wait_closed()
+        await authority.close()
+
+
+def wire_public(host: str, public: str) -> None:
+    """The host<->public link (`to-pub` on the host, 198.18.0.1 and 2001:2::1) and the public addresses."""
+    run("ip", "-n", host, "link", "add", "to-pub", "type", "veth", "peer", "name", "eth0", "netns", public)
+    run("ip", "-n", host, "addr", "add", "198.18.0.1/24", "dev", "to-pub")
+    run("ip", "-n", host, "link", "set", "to-pub", "up")
+    for address in ("198.18.0.2", *HOSTS.values()):
+        run("ip", "-n", public, "addr", "add", f"{address}/24", "dev", "eth0")
+    run("ip", "-n", public, "link", "set", "eth0", "up")
+    # IPv6 alongside, in 2001:2::/48; `nodad`: usable at once, no duplicate address detection to wait out.
+    run("ip", "-n", host, "addr", "add", "2001:2::1/64", "dev", "to-pub", "nodad")
+    for address in HOSTS_V6.values():
+        run("ip", "-n", public, "addr", "add", f"{address}/64", "dev", "eth0", "nodad")
+
+
+def _wire_sandbox(host: str, sandbox: str) -> None:
+    """The host<->sandbox link of the picture in the module docstring, forwarding and masquerade."""
     run("ip", "-n", host, "link", "add", "to-sbx", "type", "veth", "peer", "name", "eth0", "netns", sandbox)
     run("ip", "-n", host, "addr", "add", "100.64.0.1/30", "dev", "to-sbx")
     run("ip", "-n", host, "link", "set", "to-sbx", "up")
@@ -207,20 +234,9 @@ def _wire_links(host: str, public: str, sandbox: str) -> None:
     run("ip", "-n", sandbox, "link", "set", "eth0", "up")
     run("ip", "-n", sandbox, "route", "add", "default", "via", "100.64.0.1")
 
-    run("ip", "-n", host, "link", "add", "to-pub", "type", "veth", "peer", "name", "eth0", "netns", public)
-    run("ip", "-n", host, "addr", "add", "198.18.0.1/24", "dev", "to-pub")
-    run("ip", "-n", host, "link", "set", "to-pub", "up")
-    for address in ("198.18.0.2", *HOSTS.values()):
-        run("ip", "-n", public, "addr", "add", f"{address}/24", "dev", "eth0")
-    run("ip", "-n", public, "link", "set", "eth0", "up")
-
-    # IPv6 alongside, in 2001:2::/48; `nodad`: usable at once, no duplicate address detection to wait out.
     run("ip", "-n", host, "addr", "add", "2001:2:0:64::1/64", "dev", "to-sbx", "nodad")
     run("ip", "-n", sandbox, "addr", "add", "2001:2:0:64::2/64", "dev", "eth0", "nodad")
     run("ip", "-n", sandbox, "-6", "route", "add", "default", "via", "2001:2:0:64::1")
-    run("ip", "-n", host, "addr", "add", "2001:2::1/64", "dev", "to-pub", "nodad")
-    for address in HOSTS_V6.values():
-        run("ip", "-n", public, "addr", "add", f"{address}/64", "dev", "eth0", "nodad")
 
     run("ip", "netns", "exec", host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
     run("ip", "netns", "exec", host, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
@@ -230,11 +246,14 @@ def _wire_links(host: str, public: str, sandbox: str) -> None:
         "}\n"
     )
     run("ip", "netns", "exec", host, "nft", "-f", "-", stdin=masquerade)
+    write_resolv_conf(sandbox, SANDBOX_NAMESERVER)
 
-    # `ip netns exec` mounts /etc/netns/<name>/* over /etc: the sandbox's resolver configuration.
-    os.makedirs(f"/etc/netns/{sandbox}", exist_ok=True)
-    with open(f"/etc/netns/{sandbox}/resolv.conf", "w") as conf:
-        conf.write(f"nameserver {SANDBOX_NAMESERVER}\noptions timeout:2 attempts:1\n")
+
+def write_resolv_conf(netns: str, nameserver: str) -> None:
+    """The namespace's resolv.conf: `ip netns exec` mounts /etc/netns/<name>/* over /etc."""
+    os.makedirs(f"/etc/netns/{netns}", exist_ok=True)
+    with open(f"/etc/netns/{netns}/resolv.conf", "w") as conf:
+        conf.write(f"nameserver {nameserver}\noptions timeout:2 attempts:1\n")
 
 
 async def http_server(netns: str, address: str, name: str, port: int = 80) -> asyncio.Server:

@@ -9,7 +9,10 @@ Not wired into sandboxes yet (see the README's "Networking and egress"). Modules
 * `enforcer`: applies the ruleset, keeps its allow sets filled; probes the enforcement mode.
 * `nflog`: refused connections read from NFLOG; `denials`: which denials become events.
 * `engine`: `SandboxEgress`, all of the above for one sandbox; `app`: the `/policy` HTTP app over it.
-* `netns`: sockets created inside another network namespace.
+* `netns`: sockets created (and work done) inside another network namespace.
+* `hostnet`: `HostNetwork`, the host side of every sandbox's network (veths, a /30 pool, NAT, isolation);
+  `host_nft`: its nftables table, rendered; `sandbox_network`: `connect_sandbox`, one sandbox in mode
+  none, open or filtered.
 """
 
 from .policy import MAX_RULES, Action, Policy, PolicyError, Rule

@@ -11,9 +11,12 @@ import ctypes
 import os
 import socket
 import threading
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
-__all__ = ["SocketFactory", "netns_socket_factory"]
+__all__ = ["SocketFactory", "call_in_netns", "netns_socket_factory"]
+
+T = TypeVar("T")
 
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -29,28 +32,39 @@ def netns_socket_factory(path: str) -> SocketFactory:
     """A socket factory whose sockets belong to the network namespace at `path`."""
 
     def make(family: int, type_: int, proto: int = 0, /) -> socket.socket:
-        made: list[socket.socket] = []
-        failed: list[BaseException] = []
-
-        def create() -> None:
-            try:
-                with open(path, "rb") as target, open("/proc/thread-self/ns/net", "rb") as home:
-                    _setns(target.fileno())
-                    try:
-                        made.append(socket.socket(family, type_, proto))
-                    finally:
-                        _setns(home.fileno())
-            except BaseException as exc:
-                failed.append(exc)
-
-        thread = threading.Thread(target=create, name="netns-socket")
-        thread.start()
-        thread.join()
-        if failed:
-            raise failed[0]
-        return made[0]
+        return call_in_netns(path, lambda: socket.socket(family, type_, proto))
 
     return make
+
+
+def call_in_netns(path: str | None, work: Callable[[], T]) -> T:
+    """`work()` run in a short-lived thread inside the network namespace at `path` (None: here, directly).
+
+    What it opens there stays there: a socket, or a `/proc/sys/net/...` file (whose namespace is the
+    opener's). Blocking: a thread start and two setns calls, well under a millisecond here.
+    """
+    if path is None:
+        return work()
+    made: list[T] = []
+    failed: list[BaseException] = []
+
+    def enter_and_work() -> None:
+        try:
+            with open(path, "rb") as target, open("/proc/thread-self/ns/net", "rb") as home:
+                _setns(target.fileno())
+                try:
+                    made.append(work())
+                finally:
+                    _setns(home.fileno())
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=enter_and_work, name="netns-socket")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return made[0]
 
 
 def _setns(fd: int) -> None:

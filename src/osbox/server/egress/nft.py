@@ -33,6 +33,7 @@ __all__ = [
     "DOH_RESOLVERS",
     "TABLE",
     "Admission",
+    "interval_elements",
     "render_admissions",
     "render_removal",
     "render_ruleset",
@@ -101,7 +102,7 @@ def render_ruleset(
             ("protected", guarded),
             ("doh", doh_resolvers),
         ):
-            elements = _networks(n for n in networks if n.version == version)
+            elements = interval_elements(n for n in networks if n.version == version)
             lines += _set(f"{name}_v{version}", version, ["interval"], elements)
     lines += [
         "  chain dns {",
@@ -186,8 +187,9 @@ def _set(name: str, version: int, flags: list[str], elements: list[str]) -> list
     return lines
 
 
-def _networks(networks: Iterable[IPNetwork]) -> list[str]:
-    # Overlapping intervals are refused by nft: keep only the widest of nested ranges.
+def interval_elements(networks: Iterable[IPNetwork]) -> list[str]:
+    """`networks` as elements of an interval set: nested ranges (which nft refuses) folded into the
+    widest, single addresses bare."""
     kept: list[IPNetwork] = []
     for net in sorted(set(networks), key=lambda n: (n.prefixlen, int(n.network_address))):
         if not any(net.subnet_of(k) for k in kept if k.version == net.version):  # type: ignore[arg-type]

@@ -1,0 +1,534 @@
+"""The host side of sandbox networks: a veth per sandbox, addresses from a private pool, NAT, isolation.
+
+One `HostNetwork` per server (root only: veths and nftables need CAP_NET_ADMIN)::
+
+    network = await HostNetwork.start(HostNetworkConfig())
+    adopted = await network.sweep(live_ids)           # after a restart: stale links removed
+    attachment = await network.attach("sbx-1", "/proc/4242/ns/net")
+    ...                                               # the sandbox reaches out through NAT
+    await network.detach("sbx-1")
+    await network.close()                             # every link and the server's nft table removed
+
+Per sandbox, `attach` makes a veth pair: the host end `<prefix>-<hash of the id>` (15 characters at
+most, the kernel's limit) with the pool block's first address, the other end created directly inside
+the sandbox's namespace as `eth0` with the second address, default route via the host end, and `lo` up.
+The pool is carved into /30 blocks (network, host end, sandbox, broadcast): a plain point-to-point subnet
+every tool understands, 16384 sandboxes in the default /16. A sandbox's block is chosen from a hash of its
+id (probing on), so a sandbox attached again after a restart gets the same addresses.
+
+The default pool, 100.96.0.0/16, is in the shared address space (100.64.0.0/10, RFC 6598: carrier NAT,
+never routed on the internet) and is not used on this machine; `start` refuses a pool that overlaps any
+route of the host, so a clash is an error at start, never a silent misroute. Configure another with
+`HostNetworkConfig(pool=…)`.
+
+Isolation lives in the server's own nft table (see `host_nft.py`): a sandbox reaches neither the host (its
+addresses, loopback services, the server's port: only DNS to its own resolver on its host-end address),
+nor another sandbox, nor the `protected` networks (private ranges, the pool, the host's addresses and
+LANs) unless `set_exceptions` lets it (the policy layer does so for IP/CIDR allow rules).
+
+IPv4 forwarding is turned on for the host ends only and, on a host that is not a router
+(`net.ipv4.conf.all.forwarding` 0), on the uplinks (the default routes' interfaces) for the sandboxes'
+replies: the table routes nothing else in from those, and `close` sets them back to the host's global
+value.
+
+Without root there is no network: `start` raises `NetworkUnavailable` saying so (a rootless user-mode
+stack, pasta or slirp4netns, is not implemented yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+from .host_nft import (
+    render_exceptions,
+    render_host_table,
+    render_link,
+    render_table_removal,
+    render_unlink,
+)
+from .netns import SocketFactory, call_in_netns, netns_socket_factory
+from .nft_runner import NftSession
+from .policy import IPNetwork
+
+__all__ = [
+    "DEFAULT_POOL",
+    "PRIVATE_NETWORKS",
+    "Attachment",
+    "HostNetwork",
+    "HostNetworkConfig",
+    "NetworkUnavailable",
+]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_POOL = IPv4Network("100.96.0.0/16")
+PRIVATE_NETWORKS: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        # "This network", RFC 1918, shared address space (carrier NAT, and the pool), loopback, link-local
+        # (cloud metadata at 169.254.169.254), IETF protocol assignments, multicast and reserved.
+        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+        "192.0.0.0/24", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+    )
+)  # fmt: skip
+"""Networks no sandbox reaches unless its policy allows them by IP/CIDR (besides the host's addresses)."""
+
+_BLOCK = 30  # each sandbox's subnet: /30
+_IFNAMSIZ = 15
+_PREFIX = re.compile(r"[a-z][a-z0-9]{1,5}")
+_COMMAND_TIMEOUT = 10.0
+
+
+class NetworkUnavailable(RuntimeError):
+    """Sandboxes cannot have a network here; the message says why (safe to show users)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostNetworkConfig:
+    """How the server's sandbox networks are laid out.
+
+    `prefix` names the host ends (`<prefix>-…`) and the nft table (`inet <prefix>_host`): unique per
+    server on a machine (2-6 lowercase letters/digits). `upstream_dns` is where the sandboxes' resolvers
+    ask (None: the host's first `nameserver` in /etc/resolv.conf). `uplinks` are the interfaces sandbox
+    traffic leaves by (None: those of the default routes): replies come back in through them, so they
+    need forwarding; a private network a policy excepts is reached only through a listed interface.
+    `protect_lans`: the networks the host is directly connected to (its LANs, whatever their
+    addresses: public ones too) are protected like the private ranges.
+    `host_netns` is the namespace that plays the host (None: the server's own; the tests use one of
+    their own, so the machine itself is never changed).
+    """
+
+    pool: IPv4Network = DEFAULT_POOL
+    prefix: str = "osbx"
+    upstream_dns: tuple[str, int] | None = None
+    protected: tuple[IPNetwork, ...] = PRIVATE_NETWORKS
+    uplinks: tuple[str, ...] | None = None
+    protect_lans: bool = True
+    host_netns: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """One sandbox's link: its host end, its address and its gateway (which is also its nameserver)."""
+
+    sandbox_id: str
+    interface: str
+    address: IPv4Address
+    gateway: IPv4Address
+    netns: str | None = None  # None for a link adopted by `sweep`
+
+    @property
+    def nameserver(self) -> str:
+        """What the sandbox's resolv.conf names: its resolver listens on the gateway, port 53."""
+        return str(self.gateway)
+
+
+@dataclass
+class _Host:
+    addresses: list[IPv4Address] = field(default_factory=list)
+    routes: list[tuple[IPv4Network, str]] = field(default_factory=list)  # (destination, device)
+    connected: list[IPv4Network] = field(default_factory=list)  # the host's on-link networks (LANs)
+    default_devices: list[str] = field(default_factory=list)
+
+
+class HostNetwork:
+    """The server's sandbox networks; see the module docstring. Create with `HostNetwork.start`."""
+
+    def __init__(self, config: HostNetworkConfig, protected: tuple[IPNetwork, ...], uplinks: tuple[str, ...]):
+        """Use `HostNetwork.start`, which checks the machine and installs the table."""
+        self.config = config
+        self.protected = protected
+        """What a sandbox may not reach unless excepted: `config.protected`, the pool, the host's
+        addresses and (`protect_lans`) its on-link networks. Also the `protected` networks of a
+        filtered sandbox's in-namespace rules."""
+        self.uplinks = uplinks
+        self.routed_uplinks: tuple[str, ...] = ()
+        """The uplinks whose forwarding osbox turns on (the host is not a router): nothing but replies
+        to sandboxes is routed in from them."""
+        self.upstream_dns = config.upstream_dns or _resolv_conf_nameserver()
+        self.attachments: dict[str, Attachment] = {}
+        self._exceptions: dict[str, tuple[IPNetwork, ...]] = {}
+        self._blocks: dict[int, str] = {}  # block index -> sandbox id
+        self._forwarding_restore: dict[str, str] = {}  # uplink -> the value it gets back at close
+        self._nft = NftSession(config.host_netns)
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    @classmethod
+    async def start(cls, config: HostNetworkConfig | None = None) -> HostNetwork:
+        """Check the machine, (re)create the server's nft table (empty of sandboxes, atomically) and
+        turn on forwarding on the uplinks. Links left by a previous run stay, isolated (their traffic
+        matches no element), until `sweep`.
+
+        Raises `NetworkUnavailable` (not root, `ip`/`nft` missing, a pool overlapping the host's routes)
+        and `ValueError` for a malformed config.
+        """
+        config = config or HostNetworkConfig()
+        _check_config(config)
+        reason = _missing_capability()
+        if reason is not None:
+            raise NetworkUnavailable(f"no network: {reason}")
+        host = await _read_host(config.host_netns)
+        ours = f"{config.prefix}-"
+        clashes = [str(d) for d, dev in host.routes if d.overlaps(config.pool) and not dev.startswith(ours)]
+        if clashes:
+            raise NetworkUnavailable(
+                f"no network: the sandbox pool {config.pool} overlaps this host's route(s) to "
+                f"{', '.join(clashes)}; choose another pool"
+            )
+        host_addresses = [ipaddress.ip_network(a) for a in host.addresses if a not in config.pool]
+        lans = [n for n in host.connected if not n.overlaps(config.pool)] if config.protect_lans else []
+        protected = (*config.protected, config.pool, *host_addresses, *lans)
+        uplinks = config.uplinks if config.uplinks is not None else tuple(dict.fromkeys(host.default_devices))
+        network = cls(config, protected, uplinks)
+        if await network._sysctl("ipv4/conf/all/forwarding") != "1":
+            network.routed_uplinks = uplinks
+        try:
+            # The table first: it routes nothing else in from an uplink by the time forwarding is on.
+            table = render_host_table(config.prefix, config.pool, protected, uplinks=network.routed_uplinks)
+            await network._nft.run(table)
+            await network._forward_uplinks()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await network._nft.run(render_table_removal(config.prefix))
+            await network._restore_uplinks()
+            await network._nft.close()
+            raise
+        return network
+
+    async def close(self) -> None:
+        """Remove every sandbox link, the server's nft table, and restore the uplinks' forwarding.
+
+        Links go too: without the table they would be unisolated. A server that restarts attaches its
+        live sandboxes again (same addresses: see the module docstring)."""
+        async with self._lock:
+            try:
+                for sandbox_id in list(self.attachments):
+                    await self._detach(sandbox_id)
+                await self._nft.run(render_table_removal(self.config.prefix))
+            finally:
+                await self._restore_uplinks()
+                await self._nft.close()
+
+    # -- sandboxes ----------------------------------------------------------------------------------
+
+    def interface_name(self, sandbox_id: str) -> str:
+        """The host end's name for `sandbox_id`: `<prefix>-<hex of its hash>`, 15 characters."""
+        digits = _IFNAMSIZ - len(self.config.prefix) - 1
+        return f"{self.config.prefix}-{hashlib.sha256(sandbox_id.encode()).hexdigest()[:digits]}"
+
+    @property
+    def socket_factory(self) -> SocketFactory:
+        """Sockets in the host's namespace (for the resolvers listening on host ends)."""
+        netns = self.config.host_netns
+        return netns_socket_factory(netns) if netns is not None else socket.socket
+
+    async def attach(self, sandbox_id: str, netns: str) -> Attachment:
+        """Give the sandbox whose network namespace is at `netns` (e.g. `/proc/<pid>/ns/net`) its link.
+
+        Raises `ValueError` when it is attached already, `NetworkUnavailable` when the pool is full,
+        `RuntimeError` with the tool's message when a step fails; nothing is left behind then.
+        """
+        async with self._lock:
+            if sandbox_id in self.attachments:
+                raise ValueError(f"sandbox {sandbox_id} is attached already")
+            interface = self.interface_name(sandbox_id)
+            if any(a.interface == interface for a in self.attachments.values()):
+                raise ValueError(
+                    f"sandbox {sandbox_id}: its interface name {interface} is taken (hash clash)"
+                )
+            block = self._lease(sandbox_id)
+            gateway, address = _block_addresses(self.config.pool, block)
+            attachment = Attachment(sandbox_id, interface, address, gateway, netns)
+            try:
+                # The peer is created in the sandbox's namespace directly, as eth0: no name clash on the
+                # host. When this fails (a link of that name exists), nothing of ours is to be undone.
+                await _ip_batch(
+                    self.config.host_netns, [f"link add {interface} type veth peer name eth0 netns {netns}"]
+                )
+            except BaseException:
+                del self._blocks[block]
+                raise
+            try:
+                await self._configure_link(attachment, netns)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self._remove_link(attachment, ())
+                del self._blocks[block]
+                raise
+            self.attachments[sandbox_id] = attachment
+            return attachment
+
+    async def detach(self, sandbox_id: str) -> None:
+        """Remove the sandbox's link (both veth ends), its nft elements and its address lease; no-op for
+        a sandbox not attached."""
+        async with self._lock:
+            await self._detach(sandbox_id)
+
+    async def set_exceptions(self, sandbox_id: str, networks: Iterable[IPNetwork]) -> None:
+        """Let the sandbox reach these networks although protected (its policy's IP/CIDR allow rules);
+        replaces the previous ones. Never the host itself nor another sandbox."""
+        async with self._lock:
+            attachment = self.attachments[sandbox_id]
+            new = tuple(n for n in networks if n.version == 4)
+            old = self._exceptions.get(sandbox_id, ())
+            script = render_exceptions(self.config.prefix, attachment.interface, old, new)
+            if script:
+                await self._nft.run(script)
+            self._exceptions[sandbox_id] = new
+
+    async def sweep(self, live_ids: Iterable[str]) -> dict[str, Attachment]:
+        """Remove the links of sandboxes not in `live_ids` (left by a crash, or attached here and gone
+        since), and adopt those of live ones (their elements registered again): the adopted, by id."""
+        live = {self.interface_name(i): i for i in live_ids}
+        async with self._lock:
+            for sandbox_id in [i for i in self.attachments if self.interface_name(i) not in live]:
+                await self._detach(sandbox_id)
+            adopted: dict[str, Attachment] = {}
+            for interface, addresses in (
+                await _prefixed_links(self.config.host_netns, self.config.prefix)
+            ).items():
+                owner = live.get(interface)
+                if owner is not None and owner in self.attachments:
+                    continue
+                found = self._adoptable(interface, addresses)
+                if owner is None or found is None:
+                    await _ip_batch(self.config.host_netns, [f"link del {interface}"], check=False)
+                    continue
+                block, gateway, address = found
+                attachment = Attachment(owner, interface, address, gateway)
+                self._blocks[block] = owner
+                await self._nft.run(render_link(self.config.prefix, interface, address, gateway))
+                self.attachments[owner] = adopted[owner] = attachment
+            return adopted
+
+    # -- internals ----------------------------------------------------------------------------------
+
+    def _lease(self, sandbox_id: str) -> int:
+        count = 1 << (_BLOCK - self.config.pool.prefixlen)
+        start = int.from_bytes(hashlib.sha256(sandbox_id.encode()).digest()[:8]) % count
+        for step in range(count):
+            block = (start + step) % count
+            if block not in self._blocks:
+                self._blocks[block] = sandbox_id
+                return block
+        raise NetworkUnavailable(
+            f"no network: the sandbox pool {self.config.pool} is full ({count} sandboxes)"
+        )
+
+    def _adoptable(
+        self, interface: str, addresses: list[IPv4Address]
+    ) -> tuple[int, IPv4Address, IPv4Address] | None:
+        for gateway in addresses:
+            if gateway in self.config.pool:
+                block = (int(gateway) - int(self.config.pool.network_address)) >> (32 - _BLOCK)
+                expected_gateway, address = _block_addresses(self.config.pool, block)
+                if gateway == expected_gateway and block not in self._blocks:
+                    return block, gateway, address
+        _log.warning("removing %s: its address is not a free block of the pool", interface)
+        return None
+
+    async def _configure_link(self, attachment: Attachment, netns: str) -> None:
+        """Both ends at once (each side's steps in order): a create waits for the slower, not the sum."""
+        results = await asyncio.gather(
+            self._configure_host_end(attachment),
+            _configure_sandbox_end(attachment, netns),
+            return_exceptions=True,  # both finished before `attach` undoes anything
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _configure_host_end(self, attachment: Attachment) -> None:
+        name = attachment.interface
+        # No IPv6 on the host end (no link-local address a sandbox could reach); forwarding for it only.
+        await self._sysctl(f"ipv6/conf/{name}/disable_ipv6", "1")
+        await self._sysctl(f"ipv4/conf/{name}/forwarding", "1")
+        await self._nft.run(render_link(self.config.prefix, name, attachment.address, attachment.gateway))
+        await _ip_batch(
+            self.config.host_netns,
+            [f"addr add {attachment.gateway}/{_BLOCK} dev {name}", f"link set {name} up"],
+        )
+
+    async def _detach(self, sandbox_id: str) -> None:
+        attachment = self.attachments.pop(sandbox_id, None)
+        if attachment is None:
+            return
+        exceptions = self._exceptions.pop(sandbox_id, ())
+        try:
+            await self._remove_link(attachment, exceptions)
+        finally:
+            self._blocks = {b: i for b, i in self._blocks.items() if i != sandbox_id}
+
+    async def _remove_link(self, attachment: Attachment, exceptions: Sequence[IPNetwork]) -> None:
+        # Deleting the host end deletes its peer (wherever it is) and the host end's addresses and route.
+        await _ip_batch(self.config.host_netns, [f"link del {attachment.interface}"], check=False)
+        await self._nft.run(
+            render_unlink(
+                self.config.prefix, attachment.interface, attachment.address, attachment.gateway, exceptions
+            )
+        )
+
+    async def _sysctl(self, key: str, value: str | None = None) -> str:
+        """Read (or write) `/proc/sys/net/<key>` in the host's namespace."""
+        if value is None:
+            return await asyncio.to_thread(call_in_netns, self.config.host_netns, lambda: _read_sysctl(key))
+        await asyncio.to_thread(call_in_netns, self.config.host_netns, lambda: _write_sysctl(key, value))
+        return value
+
+    async def _forward_uplinks(self) -> None:
+        """Turn on forwarding on the uplinks of a host that is not a router (`all.forwarding` 0); each
+        goes back to that global value at `close`. Also after a crash, which left them on."""
+        host_default = await self._sysctl("ipv4/conf/all/forwarding")
+        for uplink in self.routed_uplinks:
+            key = f"ipv4/conf/{uplink}/forwarding"
+            if await self._sysctl(key) != "1":
+                await self._sysctl(key, "1")
+            self._forwarding_restore[uplink] = host_default
+
+    async def _restore_uplinks(self) -> None:
+        for uplink, before in list(self._forwarding_restore.items()):
+            try:
+                await self._sysctl(f"ipv4/conf/{uplink}/forwarding", before)
+            except OSError as exc:  # the uplink went away meanwhile: nothing to restore
+                _log.debug("cannot restore forwarding on %s: %s", uplink, exc)
+            del self._forwarding_restore[uplink]
+
+
+async def _configure_sandbox_end(attachment: Attachment, netns: str) -> None:
+    await _ip_batch(
+        netns,
+        [
+            "link set lo up",
+            f"addr add {attachment.address}/{_BLOCK} dev eth0",
+            "link set eth0 up",
+            f"route add default via {attachment.gateway} dev eth0",
+        ],
+    )
+
+
+def _check_config(config: HostNetworkConfig) -> None:
+    if not _PREFIX.fullmatch(config.prefix):
+        raise ValueError(f"network prefix {config.prefix!r}: 2-6 lowercase letters/digits, a letter first")
+    if not isinstance(config.pool, IPv4Network) or config.pool.prefixlen > _BLOCK:
+        raise ValueError(f"sandbox pool {config.pool}: an IPv4 network of /{_BLOCK} or larger")
+
+
+def _missing_capability() -> str | None:
+    if os.geteuid() != 0:
+        return (
+            "sandbox networking needs root (CAP_NET_ADMIN for veths and nftables) and the server runs "
+            f"as uid {os.geteuid()}; rootless networking (pasta) is not implemented yet"
+        )
+    for tool, package in (("ip", "iproute2"), ("nft", "nftables"), ("nsenter", "util-linux")):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install {package})"
+    return None
+
+
+def _block_addresses(pool: IPv4Network, block: int) -> tuple[IPv4Address, IPv4Address]:
+    """(host end, sandbox) of the pool's `block`th /30."""
+    base = int(pool.network_address) + (block << (32 - _BLOCK))
+    return IPv4Address(base + 1), IPv4Address(base + 2)
+
+
+def _read_sysctl(key: str) -> str:
+    with open(f"/proc/sys/net/{key}") as f:
+        return f.read().strip()
+
+
+def _write_sysctl(key: str, value: str) -> None:
+    with open(f"/proc/sys/net/{key}", "w") as f:
+        f.write(value)
+
+
+def _resolv_conf_nameserver(path: str = "/etc/resolv.conf") -> tuple[str, int] | None:
+    with contextlib.suppress(OSError), open(path) as conf:
+        for line in conf:
+            fields = line.split()
+            if len(fields) >= 2 and fields[0] == "nameserver":
+                return fields[1], 53
+    return None
+
+
+async def _run(argv: list[str], stdin: str | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(_COMMAND_TIMEOUT):
+            out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise RuntimeError(f"{argv[0]} did not finish within {_COMMAND_TIMEOUT:g} s") from None
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def _in(netns: str | None, argv: list[str]) -> list[str]:
+    return argv if netns is None else ["nsenter", f"--net={netns}", "--", *argv]
+
+
+async def _ip_batch(netns: str | None, commands: list[str], *, check: bool = True) -> None:
+    """`ip -batch` inside the namespace at path `netns` (None: the server's own); any path works, a
+    named namespace's or `/proc/<pid>/ns/net`."""
+    code, _, err = await _run(_in(netns, ["ip", "-batch", "-"]), "\n".join(commands) + "\n")
+    if code != 0 and check:
+        raise RuntimeError(f"ip: {err.strip() or f'exit status {code}'}")
+
+
+async def _ip_json(netns: str | None, *args: str) -> list[dict[str, Any]]:
+    code, out, err = await _run(_in(netns, ["ip", "-j", *args]))
+    if code != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {err.strip()}")
+    parsed: list[dict[str, Any]] = json.loads(out or "[]")
+    return parsed
+
+
+async def _read_host(netns: str | None) -> _Host:
+    host = _Host()
+    for link in await _ip_json(netns, "-4", "addr", "show"):
+        host.addresses += [IPv4Address(a["local"]) for a in link.get("addr_info", []) if "local" in a]
+    for route in await _ip_json(netns, "-4", "route", "show", "table", "all"):
+        dst, dev = str(route.get("dst", "")), str(route.get("dev", ""))
+        if dst == "default":
+            if route.get("table") in (None, "main"):
+                host.default_devices.append(dev)
+            continue
+        with contextlib.suppress(ValueError):
+            network = ipaddress.ip_network(dst, strict=False)
+            if isinstance(network, IPv4Network) and route.get("type") in (None, "unicast"):
+                host.routes.append((network, dev))
+                if route.get("scope") == "link" and route.get("table") in (None, "main"):
+                    host.connected.append(network)
+    return host
+
+
+async def _prefixed_links(netns: str | None, prefix: str) -> dict[str, list[IPv4Address]]:
+    """The host's interfaces named `<prefix>-…`, with their IPv4 addresses."""
+    found: dict[str, list[IPv4Address]] = {}
+    for link in await _ip_json(netns, "addr", "show"):
+        name = link.get("ifname", "")
+        if name.startswith(f"{prefix}-"):
+            found[name] = [
+                IPv4Address(a["local"]) for a in link.get("addr_info", []) if a.get("family") == "inet"
+            ]
+    return found
