@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._cli_client import _print_table, _size
+from ._cli_client import _guarded, _print_table, _size
 
 if TYPE_CHECKING:
     from .server.images.platform import Platform
@@ -137,21 +137,6 @@ def _prune(args: argparse.Namespace) -> int:
     result = _store(args).prune()
     print(f"removed {result.blobs} blobs and {result.layers} layers, {_size(result.bytes_freed)} freed")
     return 0
-
-
-def _guarded(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """An image store error becomes one line on stderr and exit status 1, not a traceback."""
-
-    def run(args: argparse.Namespace) -> int:
-        from .server.images.errors import ImageError
-
-        try:
-            return handler(args)
-        except ImageError as error:
-            print(f"osbox: {error}", file=sys.stderr)
-            return 1
-
-    return run
 
 
 def _add_image_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

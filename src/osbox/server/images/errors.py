@@ -6,6 +6,8 @@ name the image and the cause and never contain credentials.
 
 from __future__ import annotations
 
+from ..._exceptions import OsboxError
+
 __all__ = [
     "ArchiveError",
     "AuthenticationFailed",
@@ -20,8 +22,9 @@ __all__ = [
 ]
 
 
-class ImageError(Exception):
-    """Base class: the image could not be resolved, pulled, loaded or unpacked."""
+class ImageError(OsboxError):
+    """Base class: the image could not be resolved, pulled, loaded or unpacked (an `OsboxError`, so the
+    CLI reports it as one line like every other osbox error)."""
 
 
 class InvalidReference(ImageError, ValueError):
