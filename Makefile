@@ -16,13 +16,15 @@ $(STAMP): pyproject.toml setup.py src/osbox/_speedups.c
 install: $(STAMP) system-deps
 
 DEBIAN_PACKAGES := bubblewrap nftables iproute2 python3-ipykernel curl \
-	skopeo zstd docker-registry busybox-static apache2-utils
+	skopeo zstd docker-registry busybox-static apache2-utils mmdebstrap
 
-# Debian packages the local runtime uses: isolation, ipykernel for the sandboxes' python3 (code
-# contexts), skopeo + zstd for the image store; curl is the egress tests' client inside their network
-# namespaces, docker-registry, busybox-static and apache2-utils (htpasswd) serve and build the image
-# tests' images. Installed only when root and one is missing (waiting for another package manager's
-# lock); tests that need them skip with a message otherwise.
+# Debian packages the local runtime uses: isolation (bubblewrap, nftables, iproute2), skopeo + zstd
+# for the image store; mmdebstrap builds the Debian image (python3, ipykernel) that the demo and the
+# tests run (cached outside the clone); docker-registry serves it, and busybox-static and
+# apache2-utils (htpasswd) build the image tests' images; curl is the egress tests' client inside
+# their network namespaces; python3-ipykernel serves image-less sandboxes' code contexts.
+# Installed only when root and one is missing (waiting for another package manager's lock); tests
+# that need them skip with a message otherwise.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	   [ "$$(dpkg-query -W -f='$${db:Status-Status}\n' $(DEBIAN_PACKAGES) 2>/dev/null | grep -c '^installed$$')" \

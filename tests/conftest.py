@@ -1,3 +1,7 @@
 """Suite-wide pytest configuration: fixture plugins shared by several test packages."""
 
-pytest_plugins = ["tests.integration.server_fixtures", "tests.integration.execd_fixtures"]
+pytest_plugins = [
+    "tests.sandbox_image",
+    "tests.integration.server_fixtures",
+    "tests.integration.execd_fixtures",
+]

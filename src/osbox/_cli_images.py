@@ -32,9 +32,11 @@ __all__ = ["IMAGE_SUBCOMMANDS"]
 
 
 def _store(args: argparse.Namespace) -> ImageStore:
+    from .server.config import ServerConfig
     from .server.images.store import ImageStore, ImageStoreConfig
 
-    return ImageStore(ImageStoreConfig(root=Path(args.data_dir).resolve() / "images"))
+    # The server's own store for this data dir (or $OSBOX_IMAGE_STORE), with its registry mirrors.
+    return ImageStore(ImageStoreConfig.for_server(ServerConfig(data_dir=Path(args.data_dir).resolve())))
 
 
 @contextmanager

@@ -130,6 +130,21 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="sandboxes kept pre-started for fast creates (default 2, or env OSBOX_WARM_POOL; 0 disables)",
     )
+    images = serve.add_argument_group("images")
+    images.add_argument(
+        "--image-store",
+        metavar="DIR",
+        default=None,
+        help="where pulled images live (default DATA_DIR/images, or env OSBOX_IMAGE_STORE)",
+    )
+    images.add_argument(
+        "--registry-mirror",
+        metavar="REGISTRY=MIRROR",
+        action="append",
+        default=None,
+        help="pull REGISTRY's images from MIRROR, e.g. docker.io=127.0.0.1:5000 (repeatable; "
+        "default env OSBOX_REGISTRY_MIRRORS)",
+    )
     limits = serve.add_argument_group("sandbox limits (the defaults apply where a request gives none)")
     limits.add_argument("--default-cpu", type=_cores, metavar="CORES", help="e.g. 500m or 2 (default 1)")
     limits.add_argument("--default-memory", type=_bytes, metavar="BYTES", help="e.g. 512Mi (default 2Gi)")
@@ -166,13 +181,24 @@ def _bytes(text: str) -> int:
         raise argparse.ArgumentTypeError(exc.message.replace("resourceLimits.memory ", "")) from None
 
 
+def _mirrors(items: list[str]) -> dict[str, str]:
+    from .server.config import parse_mirrors
+
+    try:
+        return parse_mirrors(",".join(items))
+    except ValueError as exc:
+        raise SystemExit(f"osbox serve: {exc}") from None
+
+
 def _limit_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The `ServerConfig` fields the limit flags that were given set."""
+    """The `ServerConfig` fields the limit and image flags that were given set."""
     fields = {
         "default_cpu_cores": args.default_cpu,
         "default_memory_bytes": args.default_memory,
         "default_disk_bytes": args.default_disk,
         "max_disk_bytes": args.max_disk,
+        "image_store_dir": None if args.image_store is None else Path(args.image_store).resolve(),
+        "registry_mirrors": None if args.registry_mirror is None else _mirrors(args.registry_mirror),
     }
     return {name: value for name, value in fields.items() if value is not None}
 

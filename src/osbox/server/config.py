@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ServerConfig"]
+__all__ = ["ServerConfig", "parse_mirrors"]
 
 _GiB = 2**30
+
+
+def parse_mirrors(text: str) -> dict[str, str]:
+    """`"docker.io=mirror:5000,ghcr.io=other:5000"` -> {registry: mirror}; ValueError when malformed."""
+    mirrors = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        registry, sep, mirror = item.partition("=")
+        if not sep or not registry.strip() or not mirror.strip():
+            raise ValueError(
+                "a registry mirror must look like REGISTRY=MIRROR "
+                f"(e.g. docker.io=127.0.0.1:5000), not {item!r}"
+            )
+        mirrors[registry.strip()] = mirror.strip()
+    return mirrors
+
+
+def _env_mirrors() -> dict[str, str]:
+    return parse_mirrors(os.environ.get("OSBOX_REGISTRY_MIRRORS", ""))
+
+
+def _env_image_store() -> Path | None:
+    value = os.environ.get("OSBOX_IMAGE_STORE")
+    return Path(value) if value else None
 
 
 @dataclass(frozen=True)
@@ -63,6 +88,16 @@ class ServerConfig:
     #: Disk space all snapshots together may take (their files' data; holes are free). A snapshot
     #: that would take more ends `Failed`, saying so.
     snapshots_max_bytes: int = 10 * 2**30
+    #: Where pulled images and their unpacked layers live (`server/images`); None: `data_dir/images`.
+    #: Several servers may share one store (it locks across processes): `$OSBOX_IMAGE_STORE`.
+    image_store_dir: Path | None = field(default_factory=_env_image_store)
+    #: Pulled images and layers above this evict the least recently used images no sandbox uses.
+    image_store_max_bytes: int = 20 * _GiB
+    #: A pull that takes longer fails its create, saying so.
+    image_pull_timeout_seconds: float = 600.0
+    #: Registry mirrors ({"docker.io": "127.0.0.1:5000"}): `python:3.12` is pulled from the mirror
+    #: and keeps its name. `$OSBOX_REGISTRY_MIRRORS` ("docker.io=host:port,...") sets the default.
+    registry_mirrors: Mapping[str, str] = field(default_factory=_env_mirrors)
 
     @property
     def db_path(self) -> Path:
@@ -83,6 +118,11 @@ class ServerConfig:
     def snapshots_dir(self) -> Path:
         """Parent of every snapshot's copied files."""
         return self.data_dir / "snapshots"
+
+    @property
+    def images_dir(self) -> Path:
+        """The image store's root (`image_store_dir`, else under the data dir)."""
+        return self.image_store_dir or self.data_dir / "images"
 
     @property
     def volumes_dir(self) -> Path:

@@ -30,7 +30,10 @@ from typing import Any
 from osbox.server.images.platform import Platform, host_platform
 
 BUSYBOX = Path("/bin/busybox")
-BUSYBOX_APPLETS = ("sh", "ls", "cat", "echo", "id", "true", "test", "uname")
+BUSYBOX_APPLETS = (
+    *("sh", "ls", "cat", "echo", "id", "true", "test", "uname"),
+    *("sleep", "tail", "pwd", "mkdir", "rm", "head"),
+)
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"

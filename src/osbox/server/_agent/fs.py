@@ -19,9 +19,7 @@ import contextlib
 import datetime as _dt
 import errno
 import fnmatch
-import grp
 import os
-import pwd
 import re
 import secrets
 import shutil
@@ -30,11 +28,12 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from . import identity
+    from . import accounts, identity
 else:
     try:
-        from . import identity
+        from . import accounts, identity
     except ImportError:  # run by the agent, which imports its modules top-level
+        import accounts
         import identity
 
 __all__ = ["OPS", "expand_path", "file_info"]
@@ -91,20 +90,6 @@ def _rfc3339(timestamp: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def _group_name(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)
-
-
 def _kind(mode: int) -> str:
     if stat.S_ISREG(mode):
         return "file"
@@ -125,8 +110,8 @@ def file_info(path: str, st: os.stat_result | None = None) -> dict[str, Any]:
         "modified_at": _rfc3339(st.st_mtime),
         # Linux exposes no birth time through os.stat; ctime is the closest honest value.
         "created_at": _rfc3339(st.st_ctime),
-        "owner": _user_name(st.st_uid),
-        "group": _group_name(st.st_gid),
+        "owner": accounts.user_name(st.st_uid),
+        "group": accounts.group_name(st.st_gid),
         "mode": int(format(stat.S_IMODE(st.st_mode), "o")),
     }
 
@@ -151,10 +136,10 @@ def _uid(owner: Any) -> int:
     if owner.isdigit():
         uid = int(owner)
     else:
-        try:
-            uid = pwd.getpwnam(owner).pw_uid
-        except KeyError:
-            raise ValueError(f"unknown user {owner!r}") from None
+        found = accounts.user_id(owner)
+        if found is None:
+            raise ValueError(f"unknown user {owner!r}")
+        uid = found
     identity.check_mapped("uid", uid)
     return uid
 
@@ -167,10 +152,10 @@ def _gid(group: Any) -> int:
     if group.isdigit():
         gid = int(group)
     else:
-        try:
-            gid = grp.getgrnam(group).gr_gid
-        except KeyError:
-            raise ValueError(f"unknown group {group!r}") from None
+        found = accounts.group_id(group)
+        if found is None:
+            raise ValueError(f"unknown group {group!r}")
+        gid = found
     identity.check_mapped("gid", gid)
     return gid
 

@@ -28,7 +28,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["become", "check_mapped", "child_ids", "privileged", "start"]
+__all__ = ["become", "check_mapped", "child_ids", "enter_root", "privileged", "set_default_ids", "start"]
 
 _CAP_VERSION_3 = 0x20080522
 _state: dict[str, Any] = {"capset": None, "privileged": None, "maps": {}}
@@ -80,8 +80,9 @@ def privileged() -> bool:
     return bool(_state["privileged"])
 
 
-def _make_capset() -> Any:
-    """`capset(2)` through `_ctypes` alone (`import ctypes` would cost ~5 ms per sandbox start)."""
+def _libc_function(name: str) -> Any:
+    """A libc function through `_ctypes` alone (`import ctypes` would cost ~5 ms per sandbox start):
+    called with ints and bytes, it returns an int, and `errno` is kept for `get_errno`."""
     import _ctypes as _ctypes_module
 
     _ctypes: Any = _ctypes_module  # the C core of ctypes: private, stable, untyped here
@@ -96,7 +97,21 @@ def _make_capset() -> Any:
     class _Program:
         _handle = _ctypes.dlopen(None, os.RTLD_NOW)
 
-    function = _Function(("capset", _Program))
+    function = _Function((name, _Program))
+
+    def call(*args: object) -> int:
+        result: int = function(*args)
+        if result != 0:
+            number = _ctypes.get_errno()
+            raise OSError(number, os.strerror(number), name)
+        return result
+
+    return call
+
+
+def _make_capset() -> Any:
+    """`capset(2)` for this thread."""
+    function = _libc_function("capset")
 
     def capset(permitted: int, inheritable: int) -> None:
         words = [permitted, permitted, inheritable]  # effective, permitted, inheritable
@@ -104,9 +119,7 @@ def _make_capset() -> Any:
             (value >> shift & 0xFFFFFFFF).to_bytes(4, sys.byteorder) for shift in (0, 32) for value in words
         )
         header = _CAP_VERSION_3.to_bytes(4, sys.byteorder) + bytes(4)  # pid 0: this thread
-        if function(header, data) != 0:
-            number = _ctypes.get_errno()
-            raise OSError(number, os.strerror(number), "capset")
+        function(header, data)
 
     return capset
 
@@ -125,6 +138,30 @@ def start() -> None:
     _state["capset"] = capset
 
 
+_CLONE_FS = 0x200
+
+
+def enter_root(path: str) -> None:
+    """Make `path` this thread's root and cwd, for this thread alone (image sandboxes).
+
+    `unshare(CLONE_FS)` gives the thread a root and cwd of its own, so the agent's other threads
+    keep their view; every path the thread resolves from then on, and every child it forks, stays
+    inside the image's root (absolute symlinks and `..` included), as in the sandbox's processes.
+    """
+    if "unshare" not in _state:
+        _state["unshare"] = _libc_function("unshare")
+    _state["unshare"](_CLONE_FS)
+    os.chroot(path)
+    os.chdir("/")
+
+
+def set_default_ids(uid: int, gid: int) -> None:
+    """Whom children run as when a request names no uid (an image's `User`); checked as mapped."""
+    check_mapped("uid", uid)
+    check_mapped("gid", gid)
+    _state["default"] = (uid, gid)
+
+
 def child_ids(uid: object, gid: object) -> tuple[int, int] | None:
     """The (uid, gid) a child must switch to, or None when it simply keeps the agent's.
 
@@ -134,10 +171,13 @@ def child_ids(uid: object, gid: object) -> tuple[int, int] | None:
     for name, value in (("uid", uid), ("gid", gid)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise ValueError(f"{name} must be an integer")
+    default_uid, default_gid = _state.get("default") or (os.getuid(), os.getgid())
+    if uid is None and gid is None:
+        uid, gid = default_uid, default_gid
     if gid is None and uid is not None:
         gid = uid
-    new_uid = os.getuid() if uid is None else int(uid)  # type: ignore[call-overload]
-    new_gid = os.getgid() if gid is None else int(gid)  # type: ignore[call-overload]
+    new_uid = default_uid if uid is None else int(uid)  # type: ignore[call-overload]
+    new_gid = default_gid if gid is None else int(gid)  # type: ignore[call-overload]
     check_mapped("uid", new_uid)
     check_mapped("gid", new_gid)
     if not privileged():

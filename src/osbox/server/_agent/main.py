@@ -37,14 +37,17 @@ if TYPE_CHECKING:
     import signal as _signal  # the same functions as its C core, `_signal`, which has no stubs
     from typing import Any
 
-    from . import identity, protocol
+    from . import accounts, identity, protocol
 else:  # run as a script: only this directory is on the path
     import _signal
 
     sys.path[:0] = [os.path.dirname(os.path.abspath(__file__))]
+    import accounts
     import identity
     import protocol
 
+#: With an image: its root (every request thread chroots there first) and whom children run as.
+_image: dict[str, str] = {}
 _lock = _thread.allocate_lock()  # held while forking and while reaping, so no exit is missed
 _waiters: dict[int, Any] = {}  # pid -> connection waiting for its exit status
 _entrypoint: dict[str, int | None] = {"pid": None, "exit": None}
@@ -119,9 +122,13 @@ def _close_all(fds: list[int]) -> None:
 
 
 def _executables(program: str, env: dict[str, str]) -> list[str]:
+    """Where to look for `program`; `bash` (how the server runs commands given as a string) falls
+    back to `sh`, so that images with a POSIX shell only (busybox, alpine) run them too."""
     if "/" in program:
         return [program]
-    return [os.path.join(d or ".", program) for d in env.get("PATH", os.defpath).split(os.pathsep)]
+    names = [program, "sh"] if program == "bash" else [program]
+    path = env.get("PATH", os.defpath).split(os.pathsep)
+    return [os.path.join(d or ".", name) for name in names for d in path]
 
 
 #: A command's `oom_score_adj` where the server could not protect the agent: any process may raise its
@@ -199,6 +206,8 @@ def _fork_exec(
         stage, _, number = report.partition(b":")
         code = int(number or b"0") or 5
         names = {b"cwd": cwd, b"ids": f"uid/gid {ids}"}
+        if stage == b"exec" and code == errno.ENOENT and argv[0] == "bash":
+            raise OSError(code, "this sandbox has no shell (no bash, no sh on its PATH)", argv[0])
         raise OSError(code, os.strerror(code), names.get(stage, argv[0]))
     return pid
 
@@ -360,10 +369,12 @@ def _spawn(request: dict[str, Any], fds: list[int], conn: Any) -> None:
 
 
 def _serve(conn: Any) -> None:
-    """Answer one request on `conn` (runs in its own thread)."""
+    """Answer one request on `conn` (runs in its own thread, inside the image's root if any)."""
     fds: list[int] = []
     keep_open = False
     try:
+        if _image:
+            identity.enter_root(_image["root"])
         request, fds = _receive(conn)
         op = request.get("op")
         try:
@@ -389,6 +400,50 @@ def _serve(conn: Any) -> None:
             conn.close()
 
 
+def _enter_image(root: str, user: str) -> None:
+    """Set up an image sandbox: the image's user becomes the children's default, its home their
+    HOME, and /workspace exists (made for that user when the image has none).
+
+    Everything the agent will ever import is imported first, and the import path is emptied:
+    request threads run chrooted in the image, where an import would load the image's files.
+    """
+    _fs_ops()
+    result: list[BaseException | None] = []
+
+    def in_root() -> None:
+        try:
+            identity.enter_root(root)
+            account = accounts.lookup_user(user)
+            identity.set_default_ids(account.uid, account.gid)
+            for name, value in (("HOME", account.home), ("USER", account.name), ("LOGNAME", account.name)):
+                os.environ.setdefault(name, value)
+            try:
+                os.mkdir("/workspace", 0o755)
+                os.chown("/workspace", account.uid, account.gid)
+            except FileExistsError:
+                pass
+            result.append(None)
+        except BaseException as exc:  # reported by the main thread
+            result.append(exc)
+
+    done = _thread.allocate_lock()
+    done.acquire()
+
+    def run() -> None:
+        try:
+            in_root()
+        finally:
+            done.release()
+
+    _thread.start_new_thread(run, ())
+    done.acquire()
+    if result[0] is not None:
+        raise result[0]
+    _image["root"] = root
+    sys.path[:] = []
+    sys.path_importer_cache.clear()
+
+
 def main(argv: list[str]) -> None:
     """Run the agent until the sandbox is destroyed (PID 1 never returns).
 
@@ -399,6 +454,8 @@ def main(argv: list[str]) -> None:
     global _log_fd
     options = dict(zip(argv[0::2], argv[1::2], strict=False))
     identity.start()  # before any child exists: capabilities stay with the agent alone
+    if "--root" in options:
+        _enter_image(options["--root"], options.get("--user", ""))
     listener: Any = _socket.socket(fileno=int(options["--listen-fd"]))
     os.set_inheritable(listener.fileno(), False)
     _log_fd = int(options["--log-fd"])

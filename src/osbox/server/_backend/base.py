@@ -33,6 +33,7 @@ __all__ = [
     "Backend",
     "BackendError",
     "FileInfo",
+    "ImageRoot",
     "JSONValue",
     "Mount",
     "ReplaceCount",
@@ -113,6 +114,21 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class ImageRoot:
+    """The root filesystem a sandbox runs in: an image's unpacked layers, lowest first.
+
+    The backend stacks them, read-only and shared, under a writable layer of the sandbox's own;
+    nothing of the host's filesystem is visible beside them but the spec's mounts. `user` is whom
+    processes run as unless asked otherwise (the image's `User`: "name", "uid", "uid:gid" or
+    "name:group"; "" is root), `working_dir` where the entrypoint starts ("" : `/`).
+    """
+
+    layers: tuple[Path, ...]
+    user: str = ""
+    working_dir: str = ""
+
+
+@dataclass(frozen=True)
 class SandboxSpec:
     """Everything a backend needs to start one sandbox.
 
@@ -131,6 +147,9 @@ class SandboxSpec:
     disk_bytes: int | None = None
     mounts: Sequence[Mount] = ()
     hostname: str = "sandbox"
+    #: The image to run in; None runs the sandbox in a read-only view of the host's own tree
+    #: (the warm pool's blank sandboxes, and backends' own tests).
+    image: ImageRoot | None = None
 
 
 class SandboxProcess(abc.ABC):
@@ -298,6 +317,9 @@ class Backend(abc.ABC):
 
     #: Shown in sandbox status messages, e.g. "bubblewrap (host filesystem read-only)".
     description: str
+    #: Whether sandboxes run in the image their create names (`SandboxSpec.image`): the server
+    #: then pulls it first. A backend without images gets `image=None` and runs its own tree.
+    runs_images: bool = False
 
     async def start(self) -> None:  # noqa: B027 (optional: most backends have nothing to start)
         """Start background work (e.g. a warm pool of pre-started sandboxes), inside the event loop."""

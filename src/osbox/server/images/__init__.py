@@ -1,7 +1,7 @@
 """The image store: resolve -> pull -> unpack -> root filesystem (a list of layer dirs + the config).
 
 Its own module on purpose: a sandbox backend receives a root filesystem (`ImageStore.rootfs`), never
-an image reference. Not yet wired into sandboxes.
+an image reference (`osbox.server.lifecycle.images` pulls; the bwrap backend mounts, see `rootfs`).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ never waits behind another image's pull.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -25,11 +26,12 @@ import shutil
 import tarfile
 import threading
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import ServerConfig
 from .errors import ArchiveError, ImageError, ImageNotFound, InvalidReference, StoreFull, UnsafeLayer
 from .layers import LayerUnpacker, unpacking
 from .layout import ImageConfig, Manifest, OciLayout
@@ -52,6 +54,19 @@ class ImageStoreConfig:
     max_bytes: int = 20 * GIB
     #: A pull (or load) that takes longer fails with PullTimeout.
     pull_timeout_seconds: float = 600.0
+    #: Registry mirrors, as a container engine's `registry-mirrors`: {"docker.io": "mirror:5000"}
+    #: pulls `python:3.12` from `mirror:5000/library/python:3.12`; the image keeps its own name.
+    mirrors: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def for_server(cls, config: ServerConfig) -> ImageStoreConfig:
+        """The store a server with `config` uses (and `osbox image` with the same data dir)."""
+        return cls(
+            root=config.images_dir,
+            max_bytes=config.image_store_max_bytes,
+            pull_timeout_seconds=config.image_pull_timeout_seconds,
+            mirrors=dict(config.registry_mirrors),
+        )
 
 
 @dataclass(frozen=True)
@@ -161,12 +176,14 @@ class ImageStore:
         platform: Platform | None,
         on_progress: Callable[[PullProgress], None] | None,
     ) -> ImageRecord:
+        mirror = self.config.mirrors.get(ref.registry)
+        source = ref if mirror is None else dataclasses.replace(ref, registry=mirror)
         return self._copy_in(
-            ref.transport,
+            source.transport,
             [str(ref)],
-            what=f"pulling {ref}",
+            what=f"pulling {ref}" + ("" if mirror is None else f" from the mirror {mirror}"),
             on_progress=on_progress,
-            registry=ref.registry,
+            registry=source.registry,
             credentials=credentials,
             platform=platform,
         )[0]

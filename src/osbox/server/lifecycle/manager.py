@@ -21,8 +21,12 @@ from .._backend.base import Backend, BackendError, Mount, SandboxHandle, Sandbox
 from .._confined import make_dirs_beneath
 from .._store import Store
 from ..config import ServerConfig
+from ..images.errors import ImageError
+from ..images.skopeo import Credentials
+from ..images.store import RootFS
 from ..tokens import TokenMinter, new_salt
 from .errors import ApiError, bad_request, conflict, not_found
+from .images import LaunchSettings, SandboxImages, launch_settings
 from .reaper import Reaper
 from .records import (
     LIVE_STATES,
@@ -62,6 +66,9 @@ class SandboxManager:
         self.config = config
         self.store = store
         self.backend = backend
+        #: The image store, for a backend that runs images (None: sandboxes get no image root).
+        self.images = SandboxImages(config, self.images_in_use) if backend.runs_images else None
+        self._creating: set[asyncio.Task[None]] = set()  # creates waiting for their image's pull
         self._tokens = tokens
         self._handles: dict[str, SandboxHandle] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -133,8 +140,12 @@ class SandboxManager:
         _log.info("re-adopted sandbox %s (%s)", record.id, record.state)
 
     async def close(self) -> None:
-        """Stop the reaper; destroy every sandbox if the config says so, else leave them running."""
+        """Stop the reaper and pending creates; destroy every sandbox if the config says so, else
+        leave them running."""
         await self._reaper.stop()
+        for task in list(self._creating):
+            task.cancel()
+        await asyncio.gather(*self._creating, return_exceptions=True)
         if self.config.destroy_on_shutdown:
             for sandbox_id in [doc["id"] for doc in self.store.list_sandboxes()]:
                 try:
@@ -247,26 +258,61 @@ class SandboxManager:
             extras=params.extras,
             token_salt=new_salt(),
         )
+        self._transition(record, "Pending", "creating", "Starting the sandbox.")
+        if record.expires_at is not None:
+            self._deadlines[sandbox_id] = parse_time(record.expires_at)
+            self._reaper.poke()
+        rootfs = None
+        if self.images is not None and record.image is not None:
+            rootfs = await self.images.lookup(record.image["uri"])
+            if rootfs is None:  # answer Pending now; the pull and the start go on in the background
+                uri = record.image["uri"]
+                self._transition(record, "Pending", "pulling_image", f"Pulling the image {uri}.")
+                task = asyncio.get_running_loop().create_task(
+                    self._start(record, params, seed, pull=params.image_auth or True)
+                )
+                self._creating.add(task)
+                task.add_done_callback(self._creating.discard)
+                return record
+        await self._start(record, params, seed, rootfs=rootfs)
+        return record
+
+    async def _start(
+        self,
+        record: SandboxRecord,
+        params: CreateParams,
+        seed: SeedFn | None,
+        *,
+        rootfs: RootFS | None = None,
+        pull: Credentials | bool = False,
+    ) -> None:
+        """Pull the image (with `pull`: True, or the registry credentials), start the sandbox, and
+        record it Running, or Failed with the reason."""
+        sandbox_id = record.id
         async with self._lock(sandbox_id):
-            self._transition(record, "Pending", "creating", "Starting the sandbox.")
-            if record.expires_at is not None:
-                self._deadlines[sandbox_id] = parse_time(record.expires_at)
-                self._reaper.poke()
             # Whatever fails from here on, the record ends Failed (never stuck Pending) and the
             # backend has removed what it started (its `create` cleans up after itself).
             try:
+                if pull and self.images is not None and record.image is not None:
+                    credentials = pull if isinstance(pull, Credentials) else None
+                    rootfs = await self.images.pull(record.image["uri"], credentials)
+                    self._transition(record, "Pending", "creating", "Starting the sandbox.")
+                settings = None
+                if rootfs is not None:
+                    settings = launch_settings(rootfs, record.env, record.entrypoint)
+                    record.entrypoint = settings.entrypoint
                 state_dir = self._state_dir(sandbox_id)
                 await asyncio.to_thread(self._prepare_dirs, state_dir, params, seed)
-                handle = await self.backend.create(self._spec(record))
+                handle = await self.backend.create(self._spec(record, settings))
             except BaseException as exc:
                 self._fail_create(record, exc)
                 if not isinstance(exc, Exception):
                     raise  # cancelled: the record says so, the cancellation goes on
-                return record
+                return
             try:
                 self._handles[sandbox_id] = handle
                 record.log_path = str(handle.log_path)
-                self._transition(record, "Running", "created", self._running_message(record, handle))
+                self._transition(record, "Running", "created", self._running_message(record, handle, rootfs))
             except BaseException as exc:  # a bug or a failing store: the sandbox must not run unowned
                 self._handles.pop(sandbox_id, None)
                 with contextlib.suppress(Exception):
@@ -274,14 +320,27 @@ class SandboxManager:
                 self._fail_create(record, exc)
                 if not isinstance(exc, Exception):
                     raise
-                return record
+                return
         _log.info("created sandbox %s", sandbox_id)
-        return record
+
+    def images_in_use(self) -> set[str]:
+        """Canonical names of the images live sandboxes run (never evicted from the store)."""
+        names = set()
+        for doc in self.store.list_sandboxes(list(LIVE_STATES)):
+            image = doc.get("image")
+            if isinstance(image, dict) and isinstance(image.get("uri"), str):
+                with contextlib.suppress(ImageError):
+                    names.add(SandboxImages.name(image["uri"]))
+        return names
 
     def _fail_create(self, record: SandboxRecord, exc: BaseException) -> None:
         """Mark a sandbox whose create failed `Failed`, with a reason a person can act on."""
         if isinstance(exc, BackendError):
             reason, message = "backend_error", f"The sandbox could not start: {exc}"
+        elif isinstance(exc, ImageError):
+            reason, message = "image_pull_failed", f"The image could not be pulled: {exc}"
+        elif isinstance(exc, ValueError):  # the image's config does not start (no command, say)
+            reason, message = "invalid_image", f"The sandbox could not start: {exc}"
         elif isinstance(exc, OSError):
             reason, message = "runtime_error", f"Preparing the sandbox failed: {exc}"
         elif isinstance(exc, Exception):
@@ -309,13 +368,10 @@ class SandboxManager:
             raise bad_request(f"resourceLimits.ephemeral-storage must be at most {most} on this server")
         return params.disk_bytes
 
-    def _running_message(self, record: SandboxRecord, handle: SandboxHandle) -> str:
+    def _running_message(self, record: SandboxRecord, handle: SandboxHandle, rootfs: RootFS | None) -> str:
         parts = [f"Running under {self.backend.description}."]
-        if record.image is not None:
-            parts.append(
-                f"Image {record.image['uri']!r} is recorded but not pulled: the local runtime uses the "
-                "host's filesystem, read-only."
-            )
+        if rootfs is not None:
+            parts.append(f"Image {rootfs.name} ({rootfs.digest}).")
         limits = ", ".join(f"{key} {value}" for key, value in record.resource_limits().items())
         if limits:
             parts.append(f"Limits: {limits}.")
@@ -476,12 +532,13 @@ class SandboxManager:
     def _state_dir(self, sandbox_id: str) -> Path:
         return self.config.sandboxes_dir / sandbox_id
 
-    def _spec(self, record: SandboxRecord) -> SandboxSpec:
+    def _spec(self, record: SandboxRecord, settings: LaunchSettings | None = None) -> SandboxSpec:
         return SandboxSpec(
             sandbox_id=record.id,
             entrypoint=list(record.entrypoint),
             state_dir=self._state_dir(record.id),
-            env=dict(record.env),
+            env=dict(record.env) if settings is None else settings.env,
+            image=None if settings is None else settings.image,
             cpu_cores=record.cpu_cores,
             memory_bytes=record.memory_bytes,
             pids_max=record.pids_max,

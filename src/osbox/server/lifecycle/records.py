@@ -184,6 +184,7 @@ class SnapshotRecord(_Record):
 
     sandbox_id: str
     name: str | None = None
+    image: dict[str, str] | None = None  # the sandbox's {"uri": ...}; restores run it again
     entrypoint: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict, repr=False)
     cpu_cores: float | None = None

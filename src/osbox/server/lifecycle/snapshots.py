@@ -1,4 +1,8 @@
-"""Snapshots: copies of a sandbox's private files (`/workspace` and home) plus how it was started.
+"""Snapshots: copies of a sandbox's private files plus how it was started.
+
+An image sandbox's private files are its writable layer (`fs/upper`: everything it changed in its
+image, whiteouts included), and restoring starts the same image under a copy of that layer; a
+sandbox without an image keeps `/workspace` and its home.
 
 Creating one answers at once (`Creating`); a background task freezes the sandbox, copies
 `state_dir/fs/{workspace,home}` to `data_dir/snapshots/<id>/`, thaws it, and marks the snapshot
@@ -32,7 +36,7 @@ _log = logging.getLogger("osbox.server.snapshots")
 
 DEFAULT_RESTORE_ENTRYPOINT = ["tail", "-f", "/dev/null"]
 #: The parts of a sandbox's state directory a snapshot keeps, relative to `state_dir`.
-_CAPTURED = ("fs/workspace", "fs/home")
+_CAPTURED = ("fs/upper", "fs/workspace", "fs/home")
 
 
 def copy_parts(source_dir: Path, target_dir: Path, copy: TreeCopy) -> None:
@@ -141,6 +145,7 @@ class SnapshotManager:
             message="Copying the sandbox's files.",
             last_transition_at=now,
             name=name,
+            image=sandbox.image,
             entrypoint=list(sandbox.entrypoint),
             env=dict(sandbox.env),
             cpu_cores=sandbox.cpu_cores,
@@ -224,6 +229,7 @@ class SnapshotManager:
             raise conflict(
                 "SNAPSHOT::SNAPSHOT_NOT_READY", f"Snapshot {record.id!r} is {record.state}, not Ready"
             )
+        params.image = record.image  # the same image, under the snapshot's writable layer
         params.entrypoint = params.entrypoint or list(DEFAULT_RESTORE_ENTRYPOINT)
         params.env = {**record.env, **params.env}
         params.cpu_cores = params.cpu_cores if params.cpu_cores is not None else record.cpu_cores

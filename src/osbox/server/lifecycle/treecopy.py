@@ -7,7 +7,10 @@ is copied as a symlink and never followed, whatever the sandbox planted or swapp
 
 - Regular files keep their holes: only the data extents `SEEK_DATA`/`SEEK_HOLE` find are copied
   (with `copy_file_range`, which may share blocks), so a 3 GiB sparse file stays ~0 bytes on disk.
-- Hard links stay hard links; FIFOs are made anew; sockets and device nodes are left out.
+- Hard links stay hard links; FIFOs are made anew; sockets and device nodes are left out, but
+  for overlayfs's own marks in an image sandbox's writable layer: whiteouts (0/0 character
+  devices: "this file of the image was deleted") and the `trusted.overlay.opaque` flag of
+  directories that replaced the image's.
 - Modes, owners and times are kept.
 - Every data byte written is counted against `budget`: a tree that would take more fails with
   `BudgetExceeded` (the caller removes the partial copy).
@@ -79,6 +82,9 @@ class TreeCopy:
             elif stat.S_ISFIFO(st.st_mode):
                 os.mkfifo(name, 0o600, dir_fd=target)
                 _set_entry_attributes(target, name, st)
+            elif stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:  # an overlayfs whiteout
+                os.mknod(name, stat.S_IFCHR | 0o000, 0, dir_fd=target)
+                _set_entry_attributes(target, name, st)
             # Sockets and device nodes mean nothing in a copy: left out.
 
     def _copy_subdir(self, source: int, target: int, parts: tuple[str, ...], name: str) -> None:
@@ -93,6 +99,7 @@ class TreeCopy:
             child_target = os.open(name, _DIR_FLAGS, dir_fd=target)
             try:
                 self._copy_dir(child_source, child_target, (*parts, name))
+                _copy_opaque_flag(child_source, child_target)
                 _set_attributes(child_target, os.fstat(child_source))
             finally:
                 os.close(child_target)
@@ -179,6 +186,18 @@ def _copy_range(src: int, dst: int, offset: int, count: int) -> None:
             return
         os.pwrite(dst, data, offset)
         offset += len(data)
+
+
+_OPAQUE = "trusted.overlay.opaque"
+
+
+def _copy_opaque_flag(source: int, target: int) -> None:
+    """overlayfs's "this directory hides the image's" flag (a trusted xattr: root reads it)."""
+    try:
+        value = os.getxattr(source, _OPAQUE)
+    except OSError:
+        return  # not set, or not readable here: there is nothing to keep
+    os.setxattr(target, _OPAQUE, value)
 
 
 def _set_attributes(fd: int, st: os.stat_result) -> None:

@@ -17,6 +17,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .._confined import is_symlink_refusal, open_under
+from ..images.errors import InvalidReference
+from ..images.reference import parse_reference
+from ..images.skopeo import Credentials
 from .errors import ApiError, bad_request
 
 __all__ = [
@@ -74,6 +77,8 @@ class CreateParams:
     extras: dict[str, Any]
     #: `resourceLimits["ephemeral-storage"]` (alias `disk`); None: the server's default.
     disk_bytes: int | None = None
+    #: `image.auth`: used for the pull, never stored.
+    image_auth: Credentials | None = field(default=None, repr=False)
 
 
 def _quoted(text: str) -> str:
@@ -389,16 +394,13 @@ def parse_create_request(
     if (image is None) == (snapshot_id is None):
         raise bad_request("exactly one of 'image' and 'snapshotId' must be given")
     image_spec: dict[str, str] | None = None
+    image_auth: Credentials | None = None
     if image is not None:
-        uri = _expect_dict(image, "image").get("uri")
-        if not isinstance(uri, str) or not uri.strip():
-            raise bad_request("image.uri must be a non-empty string")
-        image_spec = {"uri": uri}  # image.auth is accepted but never stored: no registry here
+        image_spec, image_auth = _parse_image(image)
     if snapshot_id is not None and (not isinstance(snapshot_id, str) or not snapshot_id):
         raise bad_request("snapshotId must be a non-empty string")
+    # No entrypoint: the image's Entrypoint and Cmd, as a container engine runs it.
     entrypoint = _parse_entrypoint(request.get("entrypoint"))
-    if image is not None and entrypoint is None:
-        raise bad_request("entrypoint is required when creating from an image")
     cpu, memory, disk = _parse_resources(request.get("resourceLimits"))
     extras = {
         key: request[key]
@@ -422,4 +424,25 @@ def parse_create_request(
         extensions=_parse_extensions(request.get("extensions")),
         extras=extras,
         disk_bytes=disk,
+        image_auth=image_auth,
     )
+
+
+def _parse_image(image: Any) -> tuple[dict[str, str], Credentials | None]:
+    """`{"uri", "auth"?}` -> ({"uri": canonical name}, credentials); 400 for a bad reference."""
+    fields = _expect_dict(image, "image")
+    uri = fields.get("uri")
+    if not isinstance(uri, str) or not uri.strip():
+        raise bad_request("image.uri must be a non-empty string")
+    try:
+        parse_reference(uri.strip())
+    except InvalidReference as exc:
+        raise bad_request(f"image.uri: {exc}") from None
+    auth = fields.get("auth")
+    if auth is None:
+        return {"uri": uri.strip()}, None
+    auth = _expect_dict(auth, "image.auth")
+    username, password = auth.get("username"), auth.get("password")
+    if not isinstance(username, str) or not username or not isinstance(password, str):
+        raise bad_request("image.auth needs a non-empty 'username' and a 'password' string")
+    return {"uri": uri.strip()}, Credentials(username, password)

@@ -42,13 +42,13 @@ from pathlib import Path
 from typing import Any
 
 from ..._logtail import tail
-from ..base import Backend, BackendError, SandboxHandle, SandboxSpec
+from ..base import Backend, BackendError, ImageRoot, SandboxHandle, SandboxSpec
 from . import disk
 from . import layout as lay
 from .agent_client import close_fds, request
 from .agent_code import agent_files
 from .cgroups import CgroupError, CgroupLayout, Limits, SandboxCgroup
-from .host import id_ranges_unavailable, memfd, open_mount_source, reopen, sandbox_python, which
+from .host import data_fd, id_ranges_unavailable, memfd, open_mount_source, reopen, sandbox_python, which
 from .idranges import (
     UID_BASE,
     IdMapsRefused,
@@ -57,6 +57,7 @@ from .idranges import (
     map_ids,
     owners_into,
     recorded_ids,
+    write_id_maps,
 )
 from .lifeline import lifeline_fd
 from .pool import WarmPool
@@ -68,6 +69,7 @@ from .procs import (
     protect_from_oom_killer,
     read_child_pid,
 )
+from .rootfs import ImageRootLayout, mount_image_root
 from .sandbox import BwrapProcess, BwrapSandbox
 from .seccomp import filter_for_host
 from .statedir import (
@@ -90,6 +92,8 @@ _log = logging.getLogger("osbox.server.backend")
 
 class BwrapBackend(Backend):
     """Sandboxes as bubblewrap process trees with cgroup limits (see the module docstring)."""
+
+    runs_images = True
 
     def __init__(
         self,
@@ -133,8 +137,13 @@ class BwrapBackend(Backend):
         self._pool_dir = self.data_dir / "pool"
         #: The disk quota of pre-started sandboxes (the server's default): other sizes start their own.
         self._pool_disk_bytes = pool_disk_bytes
+        #: The image pre-started sandboxes run: the last one a create asked for (None: the host's tree).
+        self._pool_image: ImageRoot | None = None
         self._pool: WarmPool[BwrapSandbox] = WarmPool(
-            pool_size, launch=self._launch_blank, discard=self._discard_blank, usable=self.is_alive
+            pool_size,
+            launch=self._launch_blank,
+            discard=self._discard_blank,
+            usable=lambda handle: handle.image == self._pool_image and self.is_alive(handle),
         )
 
     def _describe(self) -> None:
@@ -143,7 +152,7 @@ class BwrapBackend(Backend):
             if self._single_id_reason
             else "commands may run as any uid/gid 0-65535"
         )
-        self.description = f"bubblewrap (host filesystem read-only; {ids}; {self._seccomp_status})"
+        self.description = f"bubblewrap ({ids}; {self._seccomp_status})"
 
     # --- warm pool ----------------------------------------------------------------------------------
 
@@ -187,6 +196,7 @@ class BwrapBackend(Backend):
             entrypoint=[],
             state_dir=self._pool_dir / token,
             disk_bytes=self._pool_disk_bytes,
+            image=self._pool_image,
         )
         handle = await self._launch(spec)
         handle.from_pool = True
@@ -250,7 +260,12 @@ class BwrapBackend(Backend):
         Whatever fails, and however (a bug included), nothing started for it keeps running: the
         pre-started sandbox it took and the one it launched are destroyed before the error goes on.
         """
-        pooled = self._pool.take() if self._poolable(spec) else None
+        poolable = self._poolable(spec)
+        if poolable and spec.image != self._pool_image:
+            # Pre-start sandboxes of the image asked for last: a second create of it takes one.
+            self._pool_image = spec.image
+            self._pool.flush()
+        pooled = self._pool.take() if poolable else None
         launched: BwrapSandbox | None = None
         try:
             handle = await self._assign(pooled, spec) if pooled is not None else None
@@ -296,7 +311,8 @@ class BwrapBackend(Backend):
     ) -> None:
         """Start the sandbox's entrypoint (with `base_env` added to its environment); destroys the
         sandbox on failure."""
-        message: dict[str, Any] = {"op": "start", "argv": list(spec.entrypoint), "cwd": lay.WORKSPACE}
+        cwd = lay.WORKSPACE if spec.image is None else spec.image.working_dir or "/"
+        message: dict[str, Any] = {"op": "start", "argv": list(spec.entrypoint), "cwd": cwd}
         if base_env is not None:
             message["base_env"] = base_env
         try:
@@ -313,6 +329,11 @@ class BwrapBackend(Backend):
         The entrypoint is not started (see `_start_entrypoint`).
         """
         layout = lay.StateLayout(spec.state_dir)
+        if spec.image is not None and (self._registry is None or self._single_id_reason):
+            raise BackendError(
+                "running an image needs a range of ids per sandbox, so that the image's own users "
+                f"exist in it, and here there is none ({self._single_id_reason})"
+            )
         ids, uid, gid = self._reserve_ids()
         mapped = ids is not None and not self._single_id_reason
         try:
@@ -322,6 +343,8 @@ class BwrapBackend(Backend):
             prepare_state_dir(
                 layout, self.data_dir, owners, group=gid if ids is not None else None, root=root
             )
+            if spec.image is not None and root is not None:
+                ImageRootLayout(spec.state_dir).prepare(len(spec.image.layers), root)
             cgroup, cgroup_problem = self._make_cgroup(spec)
         except BaseException:
             self._release_ids(ids)
@@ -335,7 +358,9 @@ class BwrapBackend(Backend):
             child_pid = await read_child_pid(info_read, _READY_TIMEOUT_S)
             if child_pid > 0:  # a pidfd, so that a failed start can kill it without pid-reuse risk
                 child_pidfd = os.pidfd_open(child_pid)
-            if mapped and ids is not None and child_pid > 0:
+            if mapped and ids is not None and child_pid > 0 and spec.image is not None:
+                await asyncio.to_thread(self._map_and_mount, child_pid, ids, block_write, spec)
+            elif mapped and ids is not None and child_pid > 0:
                 map_ids(child_pid, ids, block_write)
             if ids is not None and self._registry is not None and child_pid > 0:
                 self._registry.hold(ids, child_pid)  # while bwrap sets up (this server holds it too)
@@ -378,6 +403,18 @@ class BwrapBackend(Backend):
             await self.destroy(handle)
             raise _start_failure(spec, layout, exc) from None
         return handle
+
+    @staticmethod
+    def _map_and_mount(child_pid: int, ids: IdRange, block_write: int, spec: SandboxSpec) -> None:
+        """Map bwrap's waiting child's ids, mount its image root in its mount namespace (where the
+        maps shift the layers' ids, see `rootfs`), then let bwrap go on."""
+        assert spec.image is not None
+        try:
+            write_id_maps(child_pid, ids)
+        except OSError as exc:
+            raise IdMapsRefused(exc.strerror or str(exc)) from None
+        mount_image_root(child_pid, spec.image.layers, ImageRootLayout(spec.state_dir))
+        os.write(block_write, b"1")
 
     async def _provision_disk(self, spec: SandboxSpec) -> str:
         """Put the sandbox's writable dirs on a file system of its quota (see `disk`); returns
@@ -459,11 +496,12 @@ class BwrapBackend(Backend):
             block_read, block_write = os.pipe2(os.O_CLOEXEC) if map_range else (-1, -1)
             if map_range:
                 opened.append(block_read)
+            image = spec.image
             fds = lay.BwrapFds(
                 info=info_write,
-                workspace=keep(os.open(layout.workspace, path_flags)),
-                tmp=keep(os.open(layout.tmp, path_flags)),
-                home=keep(os.open(layout.home, path_flags)),
+                workspace=None if image else keep(os.open(layout.workspace, path_flags)),
+                tmp=None if image else keep(os.open(layout.tmp, path_flags)),
+                home=None if image else keep(os.open(layout.home, path_flags)),
                 listen=listener.fileno(),
                 log=keep(os.open(layout.entrypoint_log, log_flags, 0o600)),
                 agent_files={name: keep(reopen(fd)) for name, fd in self._memfds.items()},
@@ -484,6 +522,16 @@ class BwrapBackend(Backend):
                 hidden=hidden,
                 cgroup_dirs=list(cgroup.paths.values()) if cgroup is not None else [],
                 tmpfs=lay.tmpfs_sizes(spec.memory_bytes),
+                image=None
+                if image is None
+                else lay.ImageView(
+                    source=str(ImageRootLayout(spec.state_dir).root),
+                    user=image.user,
+                    etc_files={
+                        path: keep(data_fd(path, content.encode()))
+                        for path, content in lay.image_etc_files(spec.hostname).items()
+                    },
+                ),
             )
             agent_log = keep(os.open(layout.agent_log, log_flags, 0o600))
             identity: dict[str, Any] = {}
@@ -499,7 +547,7 @@ class BwrapBackend(Backend):
                     stdin=subprocess.DEVNULL,
                     stdout=agent_log,
                     stderr=agent_log,
-                    env=lay.base_env(spec.env),
+                    env=lay.base_env(spec.env, image=image is not None),
                     pass_fds=[
                         *(fd for fd in opened if fd != agent_log),
                         listener.fileno(),

@@ -13,6 +13,7 @@ from ..._confined import open_under
 from ..base import BackendError, Mount
 
 __all__ = [
+    "data_fd",
     "id_ranges_unavailable",
     "memfd",
     "open_mount_source",
@@ -82,6 +83,13 @@ def memfd(name: str, data: bytes) -> int:
     """An anonymous in-memory file holding `data` (close-on-exec)."""
     fd = os.memfd_create(f"osbox-{name}", os.MFD_CLOEXEC)
     os.write(fd, data)
+    return fd
+
+
+def data_fd(name: str, data: bytes) -> int:
+    """A memfd holding `data`, positioned at its start: what bwrap's `--bind-data` reads."""
+    fd = memfd(name, data)
+    os.lseek(fd, 0, os.SEEK_SET)
     return fd
 
 

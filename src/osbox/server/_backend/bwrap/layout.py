@@ -3,18 +3,23 @@
 Host side, per sandbox (`state_dir`, owned by the server):
 
     disk.img                          the sandbox's disk, mounted at fs/ (see `disk`; with a quota)
-    fs/workspace  fs/tmp  fs/home     the sandbox's private writable dirs (owned by its host uid)
+    fs/upper  fs/work                 an image sandbox's writable layer (see `rootfs`)
+    fs/workspace  fs/tmp  fs/home     a sandbox without an image: its private writable dirs
     run/agent.sock                    the agent's listening socket (only the host can reach it)
     run/agent.json                    pids, uid and cgroups, to re-adopt after a server restart
     run/agent.log                     bubblewrap's and the agent's own stderr
     run/entrypoint.log                the entrypoint's stdout+stderr (`SandboxHandle.log_path`)
 
-Inside the sandbox: the host's top-level directories read-only, fresh `/dev`, `/proc`, `/run`
-and `/home`; `/workspace`, `/tmp` and `/home/sandbox` writable; the user is `sandbox`
-(uid 1000, gid 1000, `HOME=/home/sandbox`); /etc/passwd and /etc/group name only `root` (0),
-`sandbox` (1000) and `nobody`/`nogroup` (65534, which is also how ids that are not mapped, such as
-the host's root, show). The server's data dir is covered by an empty read-only tmpfs, and the
-agent's code is at `/run/osbox/agent`.
+Inside an image sandbox (`SandboxSpec.image`): the image's root (`rootfs`) with fresh `/dev` and
+`/proc`, `/sys` read-only, its own /etc/hosts, /etc/hostname and /etc/resolv.conf, and the spec's
+mounts. The agent alone sees the view below around it, with the image's root at `IMAGE_ROOT`.
+
+Inside a sandbox without an image (the agent's own view): the host's top-level directories
+read-only, fresh `/dev`, `/proc`, `/run` and `/home`; `/workspace`, `/tmp` and `/home/sandbox`
+writable; the user is `sandbox` (uid 1000, gid 1000, `HOME=/home/sandbox`); /etc/passwd and
+/etc/group name only `root` (0), `sandbox` (1000) and `nobody`/`nogroup` (65534, which is also how
+ids that are not mapped, such as the host's root, show). The server's data dir is covered by an
+empty read-only tmpfs, and the agent's code is at `/run/osbox/agent`.
 """
 
 from __future__ import annotations
@@ -29,17 +34,21 @@ __all__ = [
     "AGENT_CAPABILITIES",
     "AGENT_DIR",
     "DEFAULT_PATH",
+    "IMAGE_CAPABILITIES",
+    "IMAGE_ROOT",
     "SANDBOX_GID",
     "SANDBOX_HOME",
     "SANDBOX_UID",
     "SANDBOX_USER",
     "WORKSPACE",
     "BwrapFds",
+    "ImageView",
     "StateLayout",
     "TmpfsSizes",
     "base_env",
     "bwrap_argv",
     "hidden_paths",
+    "image_etc_files",
     "root_entries",
     "sandbox_passwd",
     "shadow_dirs",
@@ -52,6 +61,9 @@ SANDBOX_USER = "sandbox"
 SANDBOX_HOME = "/home/sandbox"
 WORKSPACE = "/workspace"
 AGENT_DIR = "/run/osbox/agent"
+#: Where an image sandbox's root is, in the agent's view: every workload and every file operation
+#: runs chrooted there (see `_agent/main.py`); the agent alone keeps the view around it.
+IMAGE_ROOT = "/run/osbox/root"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 #: Top-level host entries the sandbox does not get (replaced by its own, or useless).
@@ -212,33 +224,44 @@ def _shadow_argv(directory: str, size: int) -> list[str]:
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def _cgroup_view_argv(cgroup_dirs: Sequence[Path], size: int) -> list[str]:
-    """Cover /sys/fs/cgroup; bind each of the sandbox's groups where its hierarchy is mounted."""
+def _cgroup_view_argv(cgroup_dirs: Sequence[Path], size: int, *, under: str = "") -> list[str]:
+    """Cover /sys/fs/cgroup; bind each of the sandbox's groups where its hierarchy is mounted
+    (all of it `under` another root when given)."""
     if not _CGROUP_ROOT.is_dir():
         return []
-    argv = ["--size", str(size), "--tmpfs", str(_CGROUP_ROOT)]
+    argv = ["--size", str(size), "--tmpfs", under + str(_CGROUP_ROOT)]
     for directory in cgroup_dirs:
         if _CGROUP_ROOT not in directory.parents:
             continue
         hierarchy = _CGROUP_ROOT / directory.relative_to(_CGROUP_ROOT).parts[0]
         # A pure v2 machine mounts the hierarchy at /sys/fs/cgroup itself.
         target = _CGROUP_ROOT if (_CGROUP_ROOT / "cgroup.procs").exists() else hierarchy
-        argv += ["--ro-bind", str(directory), str(target)]
-    return [*argv, "--remount-ro", str(_CGROUP_ROOT)]
+        argv += ["--ro-bind", str(directory), under + str(target)]
+    return [*argv, "--remount-ro", under + str(_CGROUP_ROOT)]
 
 
-def base_env(spec_env: Mapping[str, str]) -> dict[str, str]:
-    """The sandbox's base environment: a clean login-like set, then the spec's variables."""
-    env = {
-        "HOME": SANDBOX_HOME,
-        "USER": SANDBOX_USER,
-        "LOGNAME": SANDBOX_USER,
-        "PATH": DEFAULT_PATH,
-        "TERM": "xterm",
-        "LANG": "C.UTF-8",
-    }
+def base_env(spec_env: Mapping[str, str], *, image: bool = False) -> dict[str, str]:
+    """The sandbox's base environment: a clean login-like set, then the spec's variables.
+
+    In an image, HOME, USER and LOGNAME are the image user's (the agent sets them from the
+    image's /etc/passwd, unless the image's or the request's env does)."""
+    env = {"PATH": DEFAULT_PATH, "TERM": "xterm"}
+    if not image:
+        env.update({"HOME": SANDBOX_HOME, "USER": SANDBOX_USER, "LOGNAME": SANDBOX_USER, "LANG": "C.UTF-8"})
     env.update(spec_env)
     return env
+
+
+def image_etc_files(hostname: str) -> dict[str, str]:
+    """What an image sandbox finds in /etc/hosts, /etc/hostname and /etc/resolv.conf (its own
+    writable copies, bound over the image's, as a container engine does)."""
+    return {
+        "/etc/hosts": (
+            f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+        ),
+        "/etc/hostname": f"{hostname}\n",
+        "/etc/resolv.conf": "# osbox: this sandbox has no network, so no name server\n",
+    }
 
 
 def sandbox_passwd() -> tuple[str, str]:
@@ -265,13 +288,27 @@ AGENT_CAPABILITIES = (
 )
 
 
+#: With an image: the agent also chroots its workloads and its file-operation threads into it.
+IMAGE_CAPABILITIES = (*AGENT_CAPABILITIES, "CAP_SYS_CHROOT")
+
+
+@dataclass(frozen=True)
+class ImageView:
+    """An image sandbox's view: its root (mounted by the server in the sandbox's own mount
+    namespace before bwrap goes on, see `rootfs`), and the files written for it."""
+
+    source: str  # the mounted overlay, as a path bwrap can bind
+    user: str  # whom processes run as by default (the image's User)
+    etc_files: Mapping[str, int]  # "/etc/hosts" -> fd with its contents (writable copies)
+
+
 @dataclass(frozen=True)
 class BwrapFds:
     """Descriptors handed to bwrap (each is inherited at the same number)."""
 
-    workspace: int
-    tmp: int
-    home: int
+    workspace: int | None  # None with an image: its root holds /workspace, /tmp and homes
+    tmp: int | None
+    home: int | None
     listen: int
     log: int
     info: int  # bwrap writes {"child-pid": N, ...} here right after it forks the agent
@@ -297,6 +334,7 @@ def bwrap_argv(
     hidden: Sequence[str],
     cgroup_dirs: Sequence[Path] = (),
     tmpfs: TmpfsSizes | None = None,
+    image: ImageView | None = None,
 ) -> list[str]:
     """The full bwrap command line that starts the agent as PID 1 (no secrets in it).
 
@@ -304,6 +342,9 @@ def bwrap_argv(
     /sys/fs/cgroup, so the sandbox sees its own limits and not its neighbours' groups.
     Every tmpfs gets a size from `tmpfs` (default: `tmpfs_sizes(None)`); `/dev` itself is made
     read-only (bwrap cannot size it), its writable part being the sized `/dev/shm` over it.
+
+    With an `image`, the agent's own view stays as above (its Python is the host's), and the
+    sandbox's view is built at `IMAGE_ROOT`, where the agent chroots everything it runs.
     """
     sizes = tmpfs or tmpfs_sizes(None)
     argv = [
@@ -320,7 +361,7 @@ def bwrap_argv(
     if fds.userns_block is not None:
         # The server maps the whole range; the agent keeps what it needs to use it.
         argv += ["--unshare-user", "--userns-block-fd", str(fds.userns_block)]
-        for capability in AGENT_CAPABILITIES:
+        for capability in IMAGE_CAPABILITIES if image is not None else AGENT_CAPABILITIES:
             argv += ["--cap-add", capability]
     if fds.seccomp is not None:
         argv += ["--seccomp", str(fds.seccomp)]
@@ -341,7 +382,35 @@ def bwrap_argv(
         argv += ["--ro-bind-data", str(fd), f"{AGENT_DIR}/{name}"]
     for path, fd in sorted(fds.etc_files.items()):
         argv += ["--ro-bind-data", str(fd), path]
+    if image is not None:
+        argv += _image_view_argv(image, fds, sizes, cgroup_dirs)
+        for path in hidden:
+            argv += ["--size", str(sizes.cover), "--tmpfs", path, "--remount-ro", path]
+    else:
+        argv += _host_view_argv(fds, entries, sizes, hidden)
+        argv += _cgroup_view_argv(cgroup_dirs, sizes.cover)
     argv += [
+        "--remount-ro", "/",  # bwrap's own root tmpfs: nothing may be created next to /usr
+        "--chdir", "/" if image is not None else WORKSPACE,
+        "--",
+        # -W: Python >= 3.12 warns on every fork from a threaded process; the agent's fork only execs.
+        python, "-S", "-I", "-W", "ignore::DeprecationWarning", f"{AGENT_DIR}/{agent_script}",
+        "--listen-fd", str(fds.listen),
+        "--log-fd", str(fds.log),
+    ]  # fmt: skip
+    if fds.lifeline is not None:
+        argv += ["--lifeline-fd", str(fds.lifeline)]
+    if image is not None:
+        argv += ["--root", IMAGE_ROOT, "--user", image.user]
+    return argv
+
+
+def _host_view_argv(
+    fds: BwrapFds, entries: Sequence[tuple[str, str | None]], sizes: TmpfsSizes, hidden: Sequence[str]
+) -> list[str]:
+    """The sandbox's writable dirs and mounts over the read-only host tree (no image)."""
+    assert fds.workspace is not None and fds.tmp is not None and fds.home is not None
+    argv = [
         "--bind-fd", str(fds.workspace), WORKSPACE,
         "--bind-fd", str(fds.tmp), "/tmp",  # noqa: S108 (the sandbox's own private /tmp)
         "--size", str(sizes.cover), "--tmpfs", "/home",
@@ -356,16 +425,27 @@ def bwrap_argv(
         argv += ["--remount-ro", directory]
     for path in hidden:
         argv += ["--size", str(sizes.cover), "--tmpfs", path, "--remount-ro", path]
-    argv += _cgroup_view_argv(cgroup_dirs, sizes.cover)
-    argv += [
-        "--remount-ro", "/",  # bwrap's own root tmpfs: nothing may be created next to /usr
-        "--chdir", WORKSPACE,
-        "--",
-        # -W: Python >= 3.12 warns on every fork from a threaded process; the agent's fork only execs.
-        python, "-S", "-I", "-W", "ignore::DeprecationWarning", f"{AGENT_DIR}/{agent_script}",
-        "--listen-fd", str(fds.listen),
-        "--log-fd", str(fds.log),
+    return argv
+
+
+def _image_view_argv(
+    image: ImageView, fds: BwrapFds, sizes: TmpfsSizes, cgroup_dirs: Sequence[Path]
+) -> list[str]:
+    """The sandbox's own view at `IMAGE_ROOT`: the image's root, fresh /dev and /proc, the host's
+    /sys read-only (with its own cgroups only), the files written for it, the spec's mounts."""
+    root = IMAGE_ROOT
+    argv = [
+        "--bind", image.source, root,
+        "--dev", f"{root}/dev",
+        "--size", str(sizes.shm), "--perms", "1777", "--tmpfs", f"{root}/dev/shm",  # noqa: S108
+        "--remount-ro", f"{root}/dev",
+        "--proc", f"{root}/proc",
     ]  # fmt: skip
-    if fds.lifeline is not None:
-        argv += ["--lifeline-fd", str(fds.lifeline)]
+    if os.path.isdir("/sys"):
+        argv += ["--ro-bind", "/sys", f"{root}/sys"]
+        argv += _cgroup_view_argv(cgroup_dirs, sizes.cover, under=root)
+    for path, fd in sorted(image.etc_files.items()):
+        argv += ["--bind-data", str(fd), root + path]
+    for fd, sandbox_path, read_only in fds.mounts:
+        argv += ["--ro-bind-fd" if read_only else "--bind-fd", str(fd), root + sandbox_path]
     return argv

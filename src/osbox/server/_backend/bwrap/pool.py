@@ -76,6 +76,13 @@ class WarmPool(Generic[H]):
         """Top the pool up again in the background."""
         self._wanted.set()
 
+    def flush(self) -> None:
+        """Discard every ready handle (in the background) and fill up anew: what `launch` starts
+        has changed (another image, say)."""
+        while self._ready:
+            self._discard_soon(self._ready.popleft())
+        self._wanted.set()
+
     async def _fill(self) -> None:
         failures = 0
         while not self._closed:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..._agent.protocol import AgentError
-from ..base import BackendError, ResourceUsage, SandboxHandle, SandboxProcess, SandboxSpec
+from ..base import BackendError, ImageRoot, ResourceUsage, SandboxHandle, SandboxProcess, SandboxSpec
 from . import layout as lay
 from .agent_client import AgentConnection, close_fds, request
 from .agent_files import AgentFiles, AgentSessions
@@ -126,6 +126,8 @@ class BwrapSandbox(SandboxHandle):
         self.cgroup_problem = ""
         #: Started ahead of time by the warm pool, before its owner was known.
         self.from_pool = False
+        #: The image it was started in (a pre-started one serves creates of that image only).
+        self.image: ImageRoot | None = spec.image
         self.files = AgentFiles(self.call, self.open_file)
         self.sessions = AgentSessions(self.call)
 

@@ -105,6 +105,9 @@ def prepare_state_dir(
                 break
             _add_search_bit(directory)
         _require_searchable(fs_dir, "state dir")
+    upper = fs_dir / "upper"  # an image sandbox's writable layer, restored from a snapshot
+    if owners is not None and upper.is_dir() and not upper.is_symlink():
+        _chown_tree(upper, owners)
     modes = {layout.workspace: 0o755, layout.tmp: 0o1777} if root is not None else {}
     for directory in (layout.workspace, layout.home, layout.tmp):
         directory.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,132 @@
+"""A Debian image built here with `mmdebstrap`: what `make demo` and the tests run, with no Docker Hub.
+
+    layout = debian_image(Path("~/.cache/osbox-images").expanduser())
+    # an OCI image layout with one image under the ref name "debian-python"
+
+The image is Debian 12 (minbase) with python3, ipykernel and a few tools, a user `sandbox`
+(1000:1000, home /home/sandbox) it runs as, and /workspace as its working directory: the same
+shape a sandbox had on the host before images. Building takes about a minute (packages from the
+Debian mirror), so the result is cached under `cache_dir`, keyed by the recipe: a second build is
+a lookup. Root only (mmdebstrap's root mode makes the files' owners right).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .platform import host_platform
+
+__all__ = ["DEBIAN_REF_NAME", "debian_image"]
+
+DEBIAN_REF_NAME = "debian-python"
+_SUITE = "bookworm"
+_PACKAGES = (
+    "python3",
+    "python3-ipykernel",
+    "procps",
+    "curl",
+    "ca-certificates",
+    "iproute2",
+    "netcat-openbsd",
+    "dnsutils",
+)
+_CUSTOMIZE = (
+    "chroot $1 useradd --uid 1000 --user-group --create-home --home-dir /home/sandbox "
+    "--shell /bin/bash sandbox && mkdir -p $1/workspace && chown 1000:1000 $1/workspace"
+)
+_EXCLUDE = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*")
+_CONFIG = {
+    "User": "sandbox",
+    "WorkingDir": "/workspace",
+    "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"],
+    "Cmd": ["/bin/bash"],
+}
+_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+_ZSTD_LAYER = "application/vnd.oci.image.layer.v1.tar+zstd"
+
+
+def _recipe_key(mirror: str) -> str:
+    recipe = json.dumps([_SUITE, _PACKAGES, _CUSTOMIZE, _EXCLUDE, _CONFIG, mirror, str(host_platform())])
+    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+
+
+def debian_image(cache_dir: Path, *, mirror: str = "http://deb.debian.org/debian") -> Path:
+    """The OCI layout holding the image (`DEBIAN_REF_NAME`), built unless `cache_dir` has it."""
+    layout = cache_dir / f"debian-python-{_recipe_key(mirror)}"
+    if (layout / "index.json").is_file():
+        return layout
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="osbox-debian-", dir=cache_dir))
+    try:
+        tar = work / "rootfs.tar"
+        command = ["mmdebstrap", "--variant=minbase", "--mode=root", "--format=tar", "--quiet"]
+        command += [f"--include={','.join(_PACKAGES)}", f"--customize-hook={_CUSTOMIZE}"]
+        command += [f"--dpkgopt=path-exclude={pattern}" for pattern in _EXCLUDE]
+        command += [_SUITE, str(tar), mirror]
+        subprocess.run(command, check=True, capture_output=True, timeout=1800)
+        staged = work / "layout"
+        _write_layout(staged, tar)
+        staged.rename(layout)  # whole or not at all: a half-built layout is never found
+    except subprocess.CalledProcessError as exc:
+        raise RuntimeError(f"mmdebstrap failed: {exc.stderr.decode(errors='replace')[-2000:]}") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return layout
+
+
+def _write_layout(root: Path, tar: Path) -> None:
+    """An OCI image layout of one zstd layer (the rootfs tar) and the image config."""
+    blobs = root / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    diff_id = _sha256_file(tar)
+    compressed = root / "layer.tar.zst"
+    subprocess.run(["zstd", "-q", "-T0", "-6", str(tar), "-o", str(compressed)], check=True, timeout=600)
+    layer = _move_blob(blobs, compressed, _ZSTD_LAYER)
+    platform = host_platform()
+    config: dict[str, Any] = {
+        "architecture": platform.architecture,
+        "os": platform.os,
+        "config": _CONFIG,
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    }
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": _OCI_MANIFEST,
+        "config": _bytes_blob(blobs, json.dumps(config).encode(), _OCI_CONFIG),
+        "layers": [layer],
+    }
+    descriptor = _bytes_blob(blobs, json.dumps(manifest).encode(), _OCI_MANIFEST)
+    descriptor["annotations"] = {"org.opencontainers.image.ref.name": DEBIAN_REF_NAME}
+    index = {"schemaVersion": 2, "mediaType": _OCI_INDEX, "manifests": [descriptor]}
+    (root / "index.json").write_text(json.dumps(index))
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        while chunk := source.read(1 << 20):
+            digest.update(chunk)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _move_blob(blobs: Path, path: Path, media_type: str) -> dict[str, Any]:
+    digest = _sha256_file(path)
+    size = path.stat().st_size
+    os.replace(path, blobs / digest.removeprefix("sha256:"))
+    return {"mediaType": media_type, "digest": digest, "size": size}
+
+
+def _bytes_blob(blobs: Path, data: bytes, media_type: str) -> dict[str, Any]:
+    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+    (blobs / digest.removeprefix("sha256:")).write_bytes(data)
+    return {"mediaType": media_type, "digest": digest, "size": len(data)}

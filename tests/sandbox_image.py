@@ -1,0 +1,64 @@
+"""The image every test sandbox runs: Debian with python3 and ipykernel, served as `python:3.11`.
+
+Tests create sandboxes from `python:3.11` as a user would from Docker Hub. For the whole session a
+throw-away `docker-registry` on 127.0.0.1 serves the Debian image built by `mmdebstrap`
+(`osbox.server.images.debian`, cached under ~/.cache/osbox-test-images), and every server the
+tests start pulls Docker Hub names from it (`OSBOX_REGISTRY_MIRRORS`) into one image store shared
+by the session's servers, kept between runs (`OSBOX_IMAGE_STORE`): the first run pulls and unpacks
+the image once, later runs find it. No test reaches the internet.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from osbox.server.images.debian import DEBIAN_REF_NAME, debian_image
+from osbox.server.images.store import ImageStore, ImageStoreConfig
+from tests.integration.images.registry import LocalRegistry, local_registry, tools_missing
+
+CACHE_DIR = Path(os.environ.get("OSBOX_TEST_IMAGE_CACHE", Path.home() / ".cache" / "osbox-test-images"))
+#: The names tests create sandboxes from; each is the Debian image.
+TEST_IMAGES = ("library/python:3.11", "library/python:latest", "library/debian:12")
+
+
+def _unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "sandboxes run images only when the server is root"
+    missing = tools_missing()
+    if missing is not None:
+        return missing
+    import shutil
+
+    return None if shutil.which("mmdebstrap") else "mmdebstrap is not installed (make install)"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sandbox_image_registry() -> Iterator[LocalRegistry | None]:
+    """The session's registry mirror of Docker Hub, with the test image under `TEST_IMAGES`."""
+    if _unavailable() is not None:
+        yield None
+        return
+    layout = debian_image(CACHE_DIR)
+    with local_registry() as registry:
+        for name in TEST_IMAGES:
+            registry.push(layout, DEBIAN_REF_NAME, name)
+        # Pulled before any test: a create of a stored image answers Running at once (tests of the
+        # Pending-while-pulling path use stores of their own).
+        store = ImageStore(ImageStoreConfig(root=CACHE_DIR / "store", mirrors={"docker.io": registry.host}))
+        for name in TEST_IMAGES:
+            store.ensure(name.removeprefix("library/"))
+        saved = {key: os.environ.get(key) for key in ("OSBOX_REGISTRY_MIRRORS", "OSBOX_IMAGE_STORE")}
+        os.environ["OSBOX_REGISTRY_MIRRORS"] = f"docker.io={registry.host}"
+        os.environ["OSBOX_IMAGE_STORE"] = str(CACHE_DIR / "store")
+        try:
+            yield registry
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
