@@ -21,6 +21,8 @@ from osbox.server.images.store import ImageStore, ImageStoreConfig
 from tests.integration.images.registry import LocalRegistry, local_registry, tools_missing
 
 CACHE_DIR = Path(os.environ.get("OSBOX_TEST_IMAGE_CACHE", Path.home() / ".cache" / "osbox-test-images"))
+#: Processes that live for the whole session (the registry): not leaks of any one test.
+SESSION_PROCESSES: set[int] = set()
 #: The names tests create sandboxes from; each is the Debian image.
 TEST_IMAGES = ("library/python:3.11", "library/python:latest", "library/debian:12")
 
@@ -44,6 +46,7 @@ def sandbox_image_registry() -> Iterator[LocalRegistry | None]:
         return
     layout = debian_image(CACHE_DIR)
     with local_registry() as registry:
+        SESSION_PROCESSES.add(registry.pid)
         for name in TEST_IMAGES:
             registry.push(layout, DEBIAN_REF_NAME, name)
         # Pulled before any test: a create of a stored image answers Running at once (tests of the

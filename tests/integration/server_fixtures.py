@@ -18,6 +18,7 @@ import pytest
 
 from osbox.server import LocalServer
 from tests.integration.conftest import bwrap_missing, requires_bwrap
+from tests.sandbox_image import SESSION_PROCESSES
 from tests.spec_check import SpecCheck, specs_dir
 
 API_KEY = "test-api-key-0123456789"
@@ -96,7 +97,7 @@ def assert_no_sandbox_processes(ignore: Collection[int] = ()) -> None:
     """
     alive = []
     for child in psutil.Process().children(recursive=True):
-        if child.pid in ignore:
+        if child.pid in ignore or child.pid in SESSION_PROCESSES:
             continue
         try:
             if child.status() == psutil.STATUS_ZOMBIE:

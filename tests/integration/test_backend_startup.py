@@ -57,7 +57,7 @@ def test_the_agent_ships_as_bytecode_of_the_sandbox_python(backend_data_dir: Pat
 def test_agent_sources_are_shipped_when_compiling_fails() -> None:
     files, script = agent_files("/no/such/python", _AGENT_DIR, lay.AGENT_DIR)
     assert script == "main.py"
-    assert sorted(files) == ["fs.py", "identity.py", "main.py", "protocol.py"]
+    assert sorted(files) == ["accounts.py", "fs.py", "identity.py", "main.py", "protocol.py"]
     assert files["main.py"] == (_AGENT_DIR / "main.py").read_bytes()
 
 

@@ -144,12 +144,19 @@ def test_a_graceful_stop_destroys_a_pool_sandbox_a_failed_create_took(
     monkeypatch.setattr(BwrapBackend, "_assign", broken_assign)
     monkeypatch.setattr(BwrapBackend, "_discard_failed", no_cleanup, raising=False)
     before = sandbox_process_ids()
-    with LocalServer(
-        data_dir=data_dir, api_key=API_KEY, destroy_on_shutdown=False, warm_pool_size=1
-    ) as first:
-        wait_until(lambda: len(_pool_dirs(first)) == 1, what="a full warm pool")
-        with lifecycle_client(first) as api:
-            api.post("/sandboxes", json=_BODY)  # fails; what it took from the pool is still running
+    with (
+        LocalServer(data_dir=data_dir, api_key=API_KEY, destroy_on_shutdown=False, warm_pool_size=1) as first,
+        lifecycle_client(first) as api,
+    ):
+        # The pool pre-starts sandboxes of the image created last: the first create of it
+        # starts its own, and the pool fills with that image for the next one.
+        blank = _pool_dirs(first)  # pre-started before any image was asked for
+        started = api.post("/sandboxes", json=_BODY).json()
+        assert started["status"]["state"] == "Running", started
+        wait_until(lambda: _pool_dirs(first) - blank, what="a pre-started sandbox of the image")
+        failed = api.post("/sandboxes", json=_BODY).json()  # what it took from the pool still runs
+        assert failed["status"]["state"] == "Failed", failed["status"]
+        assert api.delete(f"/sandboxes/{started['id']}").status_code == 204
     assert_no_sandbox_processes(ignore=before)
     assert not (data_dir / "pool").exists()
 

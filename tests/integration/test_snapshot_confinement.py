@@ -63,7 +63,7 @@ def test_sparse_files_and_symlinks_survive_capture_and_restore(
     _wait_for_output(api, source, "ready")
     snapshot = _snapshot(api, source)
     assert snapshot["status"]["state"] == "Ready", snapshot
-    captured = lifecycle_server.data_dir / "snapshots" / snapshot["id"] / "fs" / "workspace"
+    captured = lifecycle_server.data_dir / "snapshots" / snapshot["id"] / "fs" / "upper" / "workspace"
     assert (captured / "sparse").stat().st_size == 3 * GIB
     assert (captured / "sparse").stat().st_blocks * 512 < ALMOST_NOTHING
     for name, target in [("x", "/etc"), ("h", "/etc/hostname"), ("d/up", "../x")]:
@@ -81,7 +81,7 @@ def test_sparse_files_and_symlinks_survive_capture_and_restore(
     output = _wait_for_output(api, restored, "done")
     blocks = re.search(r"blocks=(\d+)", output)
     assert "/etc\n" in output and blocks is not None and int(blocks[1]) * 512 < ALMOST_NOTHING, output
-    workspace = lifecycle_server.data_dir / "sandboxes" / restored / "fs" / "workspace"
+    workspace = lifecycle_server.data_dir / "sandboxes" / restored / "fs" / "upper" / "workspace"
     assert (workspace / "x").is_symlink() and os.readlink(workspace / "x") == "/etc"
     assert (workspace / "sparse").stat().st_blocks * 512 < ALMOST_NOTHING
     assert _listing(Path("/etc")) == etc_before  # nothing was written through a symlink

@@ -242,6 +242,7 @@ class LocalRegistry:
     workdir: Path
     username: str | None = None
     password: str | None = None
+    pid: int = 0  # the registry's process
 
     def ref(self, repository_and_tag: str) -> str:
         """A reference to an image in this registry, e.g. `ref("busybox:1")`."""
@@ -305,7 +306,7 @@ def local_registry(username: str | None = None, password: str | None = None) -> 
             ["docker-registry", "serve", str(workdir / "config.yml")], stdout=log, stderr=log
         )
         _wait_until_serving(port, process, workdir / "registry.log")
-        yield LocalRegistry(f"127.0.0.1:{port}", workdir, username, password)
+        yield LocalRegistry(f"127.0.0.1:{port}", workdir, username, password, process.pid)
     finally:
         if process is not None:
             process.terminate()

@@ -16,7 +16,9 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="unpacking layers need
 
 def osbox(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "osbox.cli", "image", args[0], "--data-dir", str(data_dir), *args[1:]]
-    return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=120)
+    # The data dir's own store, not the one the test session shares with its servers.
+    environment = {key: value for key, value in os.environ.items() if key != "OSBOX_IMAGE_STORE"}
+    return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=120, env=environment)
 
 
 def test_pull_ls_rm_prune(store_root: Path, registries: Registries) -> None:

@@ -170,7 +170,8 @@ def _apply_permission(path: str, mode: int, uid: int, gid: int) -> None:
     if mode:
         os.chmod(path, mode)
     if uid != -1 or gid != -1:
-        os.chown(path, uid, gid)
+        with identity.owner_change():
+            os.chown(path, uid, gid)
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:

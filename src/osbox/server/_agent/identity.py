@@ -28,7 +28,17 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["become", "check_mapped", "child_ids", "enter_root", "privileged", "set_default_ids", "start"]
+__all__ = [
+    "act_as_default_user",
+    "become",
+    "check_mapped",
+    "child_ids",
+    "enter_root",
+    "owner_change",
+    "privileged",
+    "set_default_ids",
+    "start",
+]
 
 _CAP_VERSION_3 = 0x20080522
 _state: dict[str, Any] = {"capset": None, "privileged": None, "maps": {}}
@@ -80,7 +90,7 @@ def privileged() -> bool:
     return bool(_state["privileged"])
 
 
-def _libc_function(name: str) -> Any:
+def _libc_function(name: str, *, checked: bool = True) -> Any:
     """A libc function through `_ctypes` alone (`import ctypes` would cost ~5 ms per sandbox start):
     called with ints and bytes, it returns an int, and `errno` is kept for `get_errno`."""
     import _ctypes as _ctypes_module
@@ -101,7 +111,7 @@ def _libc_function(name: str) -> Any:
 
     def call(*args: object) -> int:
         result: int = function(*args)
-        if result != 0:
+        if checked and result != 0:
             number = _ctypes.get_errno()
             raise OSError(number, os.strerror(number), name)
         return result
@@ -113,8 +123,8 @@ def _make_capset() -> Any:
     """`capset(2)` for this thread."""
     function = _libc_function("capset")
 
-    def capset(permitted: int, inheritable: int) -> None:
-        words = [permitted, permitted, inheritable]  # effective, permitted, inheritable
+    def capset(permitted: int, inheritable: int, effective: int | None = None) -> None:
+        words = [permitted if effective is None else effective, permitted, inheritable]
         data = b"".join(
             (value >> shift & 0xFFFFFFFF).to_bytes(4, sys.byteorder) for shift in (0, 32) for value in words
         )
@@ -153,6 +163,63 @@ def enter_root(path: str) -> None:
     _state["unshare"](_CLONE_FS)
     os.chroot(path)
     os.chdir("/")
+
+
+#: Capabilities that override file permissions and ownership (CAP_CHOWN, CAP_DAC_OVERRIDE,
+#: CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID): a file operation as a user other than root has none.
+_FILE_CAPS = 0b11111
+_CAP_CHOWN = 0b1
+
+
+def act_as_default_user() -> None:
+    """Make this thread's file operations those of the default user (an image's `User`): new files
+    are theirs, and permissions are checked as for them (root's are root's), as for their commands.
+
+    Per thread (fsuid, fsgid and the effective set are per thread); the agent's permitted set stays.
+    """
+    default = _state.get("default")
+    if default is None or not privileged():
+        return
+    uid, gid = default
+    if "setfsuid" not in _state:  # they answer the previous id, never an error
+        _state["setfsuid"] = _libc_function("setfsuid", checked=False)
+        _state["setfsgid"] = _libc_function("setfsgid", checked=False)
+    permitted = _capabilities("CapPrm")
+    _state["setfsgid"](gid)
+    _state["setfsuid"](uid)
+    _state["capset"](permitted, 0, permitted if uid == 0 else permitted & ~_FILE_CAPS)
+
+
+def owner_change() -> Any:
+    """A context in which this thread may chown (the files API's `owner`/`group`), as a command run
+    with `uid=0` could: raises CAP_CHOWN in the effective set for the block."""
+
+    class _Raised:
+        def __enter__(self) -> None:
+            if privileged() and _state.get("capset") is not None:
+                permitted = _capabilities("CapPrm")
+                _state["capset"](permitted, 0, _effective() | (permitted & _CAP_CHOWN))
+
+        def __exit__(self, *exc: object) -> None:
+            if privileged() and _state.get("capset") is not None:
+                permitted = _capabilities("CapPrm")
+                lowered = _state.get("default", (0, 0))[0] != 0
+                _state["capset"](permitted, 0, _effective() & ~_CAP_CHOWN if lowered else permitted)
+
+    return _Raised()
+
+
+def _effective() -> int:
+    return _thread_capabilities("CapEff")
+
+
+def _thread_capabilities(field: str) -> int:
+    """`field` of this thread's status (capabilities are per thread)."""
+    with open("/proc/thread-self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1], 16)
+    return 0
 
 
 def set_default_ids(uid: int, gid: int) -> None:

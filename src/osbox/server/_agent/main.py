@@ -121,14 +121,16 @@ def _close_all(fds: list[int]) -> None:
 # --- children -----------------------------------------------------------------------------------
 
 
-def _executables(program: str, env: dict[str, str]) -> list[str]:
-    """Where to look for `program`; `bash` (how the server runs commands given as a string) falls
-    back to `sh`, so that images with a POSIX shell only (busybox, alpine) run them too."""
+def _executables(argv: list[str], env: dict[str, str]) -> list[tuple[str, list[str]]]:
+    """Where to look for `argv[0]`, each with the argv to run it with. `bash` (how the server runs
+    commands given as a string) falls back to `sh`, so that images with a POSIX shell only (busybox,
+    alpine) run them too; `sh` then gets its own name as argv[0] (busybox dispatches on it)."""
+    program = argv[0]
     if "/" in program:
-        return [program]
+        return [(program, argv)]
     names = [program, "sh"] if program == "bash" else [program]
     path = env.get("PATH", os.defpath).split(os.pathsep)
-    return [os.path.join(d or ".", name) for name in names for d in path]
+    return [(os.path.join(d or ".", name), [name, *argv[1:]]) for name in names for d in path]
 
 
 #: A command's `oom_score_adj` where the server could not protect the agent: any process may raise its
@@ -163,7 +165,7 @@ def _fork_exec(
     Everything the child needs is computed before the fork; the child only makes system calls
     (no imports, no locks), so forking from this threaded process is safe.
     """
-    candidates = _executables(argv[0], env)
+    candidates = _executables(argv, env)
     error_read, error_write = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:  # child
@@ -184,9 +186,9 @@ def _fork_exec(
             os.chdir(cwd)
             stage = b"exec"
             first_error: OSError | None = None
-            for path in candidates:
+            for path, exec_argv in candidates:
                 try:
-                    os.execve(path, argv, env)  # noqa: S606 (argv as given, no shell)
+                    os.execve(path, exec_argv, env)  # noqa: S606 (argv as given, no shell)
                 except OSError as exc:
                     if first_error is None or first_error.errno == errno.ENOENT:
                         first_error = exc  # report e.g. EACCES over "not found" further on PATH
@@ -375,6 +377,7 @@ def _serve(conn: Any) -> None:
     try:
         if _image:
             identity.enter_root(_image["root"])
+            identity.act_as_default_user()
         request, fds = _receive(conn)
         op = request.get("op")
         try:

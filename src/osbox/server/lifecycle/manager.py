@@ -230,16 +230,16 @@ class SandboxManager:
         disk_bytes = self._disk_bytes(params)
         now = utcnow()
         sandbox_id = str(uuid.uuid4())
-        assert params.entrypoint is not None
         record = SandboxRecord(
             id=sandbox_id,
             created_at=format_time(now),
-            entrypoint=params.entrypoint,
+            entrypoint=params.entrypoint or [],  # none: the image's (see `launch_settings`)
             state="Pending",
             reason="creating",
             message="Starting the sandbox.",
             last_transition_at=format_time(now),
             image=params.image,
+            runs_image=params.image or params.restore_image,
             snapshot_id=params.snapshot_id,
             platform=params.platform,
             env=params.env,
@@ -263,10 +263,10 @@ class SandboxManager:
             self._deadlines[sandbox_id] = parse_time(record.expires_at)
             self._reaper.poke()
         rootfs = None
-        if self.images is not None and record.image is not None:
-            rootfs = await self.images.lookup(record.image["uri"])
+        if self.images is not None and record.runs_image is not None:
+            rootfs = await self.images.lookup(record.runs_image["uri"])
             if rootfs is None:  # answer Pending now; the pull and the start go on in the background
-                uri = record.image["uri"]
+                uri = record.runs_image["uri"]
                 self._transition(record, "Pending", "pulling_image", f"Pulling the image {uri}.")
                 task = asyncio.get_running_loop().create_task(
                     self._start(record, params, seed, pull=params.image_auth or True)
@@ -293,9 +293,9 @@ class SandboxManager:
             # Whatever fails from here on, the record ends Failed (never stuck Pending) and the
             # backend has removed what it started (its `create` cleans up after itself).
             try:
-                if pull and self.images is not None and record.image is not None:
+                if pull and self.images is not None and record.runs_image is not None:
                     credentials = pull if isinstance(pull, Credentials) else None
-                    rootfs = await self.images.pull(record.image["uri"], credentials)
+                    rootfs = await self.images.pull(record.runs_image["uri"], credentials)
                     self._transition(record, "Pending", "creating", "Starting the sandbox.")
                 settings = None
                 if rootfs is not None:
@@ -327,7 +327,7 @@ class SandboxManager:
         """Canonical names of the images live sandboxes run (never evicted from the store)."""
         names = set()
         for doc in self.store.list_sandboxes(list(LIVE_STATES)):
-            image = doc.get("image")
+            image = doc.get("runs_image") or doc.get("image")
             if isinstance(image, dict) and isinstance(image.get("uri"), str):
                 with contextlib.suppress(ImageError):
                     names.add(SandboxImages.name(image["uri"]))

@@ -117,6 +117,8 @@ class SandboxRecord(_Record):
 
     entrypoint: list[str]
     image: dict[str, str] | None = None  # {"uri": ...}; registry credentials are never stored
+    #: The image it runs: `image`, or for a restore the snapshot's (the wire shows `snapshotId` then).
+    runs_image: dict[str, str] | None = None
     snapshot_id: str | None = None
     platform: dict[str, str] | None = None
     env: dict[str, str] = field(default_factory=dict, repr=False)

@@ -145,7 +145,7 @@ class SnapshotManager:
             message="Copying the sandbox's files.",
             last_transition_at=now,
             name=name,
-            image=sandbox.image,
+            image=sandbox.runs_image or sandbox.image,
             entrypoint=list(sandbox.entrypoint),
             env=dict(sandbox.env),
             cpu_cores=sandbox.cpu_cores,
@@ -229,7 +229,7 @@ class SnapshotManager:
             raise conflict(
                 "SNAPSHOT::SNAPSHOT_NOT_READY", f"Snapshot {record.id!r} is {record.state}, not Ready"
             )
-        params.image = record.image  # the same image, under the snapshot's writable layer
+        params.restore_image = record.image  # the same image, under the snapshot's writable layer
         params.entrypoint = params.entrypoint or list(DEFAULT_RESTORE_ENTRYPOINT)
         params.env = {**record.env, **params.env}
         params.cpu_cores = params.cpu_cores if params.cpu_cores is not None else record.cpu_cores

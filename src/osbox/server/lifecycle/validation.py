@@ -77,6 +77,8 @@ class CreateParams:
     extras: dict[str, Any]
     #: `resourceLimits["ephemeral-storage"]` (alias `disk`); None: the server's default.
     disk_bytes: int | None = None
+    #: The image a snapshot restore runs (the snapshot's; the request itself names none).
+    restore_image: dict[str, str] | None = None
     #: `image.auth`: used for the pull, never stored.
     image_auth: Credentials | None = field(default=None, repr=False)
 
