@@ -23,15 +23,26 @@ output that follows starts.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlencode
+
+import httpx2
+
+from ._exceptions import APIConnectionError, APIError, PtyError, make_status_error
+from .models._base import SnakeCaseWireModel
+
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection as AsyncWebSocket
+    from websockets.sync.client import ClientConnection as WebSocket
 
 __all__ = [
     "PTY_CLOSE_TAKEN_OVER",
     "PtyExit",
     "PtyOutput",
+    "PtySessionStatus",
     "PtyStream",
     "pty_ws_url",
 ]
@@ -65,6 +76,96 @@ class PtyExit:
     """The session's process ended: its exit status as a shell reports it (128 + N for signal N)."""
 
     exit_code: int
+
+
+class PtySessionStatus(SnakeCaseWireModel):
+    """`GET /pty/{id}`: whether its process runs, and how much it has written (`output_offset`).
+
+    `mode` ("pty" or "pipe") and `exit_code` are osbox's additions (None from the reference execd)."""
+
+    session_id: str
+    running: bool = False
+    output_offset: int = 0
+    launch_attempted: bool = False
+    launch_failed: bool = False
+    mode: str | None = None
+    exit_code: int | None = None
+
+
+class CreatePtyResponse(SnakeCaseWireModel):
+    """Answer of `POST /pty`."""
+
+    session_id: str
+
+
+def check_size(cols: int, rows: int) -> None:
+    """A terminal size the server accepts, else ValueError before anything is sent."""
+    for name, value in (("cols", cols), ("rows", rows)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 65535:
+            raise ValueError(f"{name} must be an integer from 1 to 65535, not {value!r}")
+
+
+def as_bytes(data: bytes | str) -> bytes:
+    """Keystrokes: text is sent as UTF-8."""
+    if isinstance(data, str):
+        return data.encode()
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data)
+    raise TypeError(f"send_input takes bytes or str, not {type(data).__name__}")
+
+
+def connect_error(exc: Exception, url: str) -> APIError:
+    """The osbox exception for a WebSocket that could not be opened: a refused upgrade is the same
+    `APIStatusError` as the HTTP answer would raise (404 unknown session, 409 already held)."""
+    from websockets.exceptions import InvalidStatus
+
+    http_url = url.replace("ws", "http", 1).split("?")[0]
+    request = httpx2.Request("GET", http_url)
+    if isinstance(exc, InvalidStatus):
+        answer = exc.response
+        response = httpx2.Response(
+            answer.status_code,
+            headers=list(answer.headers.raw_items()),
+            content=bytes(answer.body),
+            request=request,
+        )
+        return make_status_error(response)
+    return APIConnectionError(
+        f"could not open the PTY WebSocket {http_url}: {type(exc).__name__}: {exc}", request=request
+    )
+
+
+def closed_error(code: int | None, reason: str) -> PtyError:
+    """The PtyError for a socket closed before the session's exit frame."""
+    if code == PTY_CLOSE_TAKEN_OVER:
+        return PtyError(
+            "another client took this PTY session over (takeover=True); this connection is closed",
+            code=TAKEN_OVER,
+        )
+    detail = f" ({code} {reason})" if code else ""
+    return PtyError(
+        f"the PTY connection dropped before the session ended{detail}; reconnect() to resume where it "
+        "stopped (the output missed is replayed)",
+        code="DISCONNECTED",
+    )
+
+
+def frame_error(frame: dict[str, object]) -> PtyError:
+    """The PtyError for an `error` frame."""
+    code = str(frame.get("code") or "ERROR")
+    return PtyError(f"the PTY session reported {code}: {frame.get('error') or 'no details'}", code=code)
+
+
+def _recv_within(ws: WebSocket, seconds: float | None) -> str | bytes:
+    """The next message; TimeoutError after `seconds` (None: no limit)."""
+    return ws.recv(timeout=seconds)
+
+
+async def _arecv_within(ws: AsyncWebSocket, seconds: float | None) -> str | bytes:
+    """The next message; TimeoutError after `seconds` (None: no limit)."""
+    if seconds is None:
+        return await ws.recv()
+    return await asyncio.wait_for(ws.recv(), seconds)
 
 
 def pty_ws_url(base_url: str, session_id: str, *, since: int | None, takeover: bool, pipe: bool) -> str:
