@@ -37,6 +37,7 @@ from osbox import (
     Sandbox,
 )
 from osbox.server import LocalServer
+from tests.polling import wait_until
 
 from .server_fixtures import API_KEY, requires_runtime
 
@@ -347,3 +348,32 @@ def test_osbox_shell_in_a_pseudo_terminal(server: LocalServer, sandbox: Sandbox)
             process.wait()
         os.close(follower)
         os.close(controller)
+
+
+def test_a_connected_client_loses_no_output(sandbox: Sandbox) -> None:
+    """More than the 1 MiB the server keeps, read slowly: the process waits for the client instead."""
+    term = sandbox.pty.create(command="stty -onlcr; seq 1 300000; echo done-$((9*9))", pipe=False)
+    try:
+        output = bytearray()
+        while (chunk := term.read(timeout=60)) is not None:
+            output += chunk
+        assert term.exit_code == 0
+        lines = bytes(output).split(b"\n")
+        assert lines[:300000] == [str(n).encode() for n in range(1, 300001)]
+        assert lines[300000] == b"done-81"
+    finally:
+        term.kill()
+
+
+def test_kill_leaves_no_process_and_no_descriptor(server: LocalServer, sandbox: Sandbox) -> None:
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))  # the server runs in this process
+
+    sandbox.pty.create().kill()  # warm-up: first-use imports and pools
+    before = open_fds()
+    for _ in range(5):
+        term = sandbox.pty.create(command="echo up; exec sleep 301")
+        term.read_until("up")
+        term.kill()
+    assert sandbox.run("pgrep -f 'sleep 30[1]' || echo none").stdout == "none\n"
+    wait_until(lambda: open_fds() <= before, what=f"the server's descriptors back to {before}")
