@@ -200,6 +200,9 @@ def test_pipe_mode_keeps_stdout_and_stderr_apart(sandbox: Sandbox) -> None:
 
 
 def test_command_sessions_and_kill(sandbox: Sandbox) -> None:
+    with sandbox.pty.create(command="printf 'a\\nb\\n'") as listed:
+        assert b"".join(listed) == b"a\r\nb\r\n"  # the iterator form: every chunk until the exit
+        assert listed.exit_code == 0
     term = sandbox.pty.create(command="printf 'ready\\n'; exec sleep 300")
     term.read_until("ready")
     term.kill()  # its processes die, the session goes
@@ -377,3 +380,24 @@ def test_kill_leaves_no_process_and_no_descriptor(server: LocalServer, sandbox: 
         term.kill()
     assert sandbox.run("pgrep -f 'sleep 30[1]' || echo none").stdout == "none\n"
     wait_until(lambda: open_fds() <= before, what=f"the server's descriptors back to {before}")
+
+
+def test_osbox_shell_with_piped_input_and_a_bad_id(server: LocalServer, sandbox: Sandbox) -> None:
+    env = {
+        **os.environ,
+        "OPEN_SANDBOX_DOMAIN": server.base_url.removeprefix("http://"),
+        "OPEN_SANDBOX_API_KEY": API_KEY,
+    }
+    osbox = str(Path(sys.executable).parent / "osbox")
+    typed = b"echo piped-$((2*3))\nexit 2\n"
+    done = subprocess.run(
+        [osbox, "shell", sandbox.id], input=typed, env=env, capture_output=True, timeout=120
+    )
+    assert done.returncode == 2 and b"piped-6" in done.stdout, done
+    # Without a command line of its own, piped input ends with Ctrl-D: the shell exits 0.
+    done = subprocess.run(
+        [osbox, "shell", sandbox.id, "--", "cat"], input=b"one\n", env=env, capture_output=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.count(b"one") == 2, done  # the echo, then cat's copy
+    done = subprocess.run([osbox, "shell", "no-such-sandbox"], env=env, capture_output=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.decode().count("\n") == 1, done
