@@ -114,6 +114,7 @@ class PtySession:
         self._pending = bytearray()
         self._drained = asyncio.Event()
         self._waiter: asyncio.Task[None] | None = None
+        self._closed = False
 
     @property
     def running(self) -> bool:
@@ -141,6 +142,8 @@ class PtySession:
         async with self._start_lock:
             if self.mode is not None:
                 return
+            if self._closed:
+                raise ExecdError(404, CONTEXT_NOT_FOUND, f"pty session {self.id} was deleted")
             try:
                 await (self._start_pipe(handle) if pipe else self._start_terminal(handle))
             except BaseException:
@@ -157,13 +160,15 @@ class PtySession:
         return [shell, "-c", self.command] if self.command else [shell]
 
     async def _spawn(self, handle: SandboxHandle, **kwargs: Any) -> SandboxProcess:
-        for shell in ("bash", "sh"):
+        async def bash_else_sh() -> SandboxProcess:
             try:
-                return await in_sandbox(handle.spawn(self._argv(shell), cwd=self.cwd, **kwargs), "pty_spawn")
-            except ExecdError as exc:
-                if shell == "sh" or "No such file" not in exc.message:
+                return await handle.spawn(self._argv("bash"), cwd=self.cwd, **kwargs)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT or exc.filename != "bash":
                     raise
-        raise AssertionError("unreachable")
+            return await handle.spawn(self._argv("sh"), cwd=self.cwd, **kwargs)
+
+        return await in_sandbox(bash_else_sh(), "pty_spawn")
 
     async def _start_terminal(self, handle: SandboxHandle) -> None:
         controller, follower = await open_terminal(handle)
@@ -304,6 +309,8 @@ class PtySession:
 
     async def close(self) -> None:
         """Kill the process group, end the output, release every descriptor."""
+        async with self._start_lock:  # a start in flight finishes first, and is killed here
+            self._closed = True
         if self.running and self.process is not None:
             self.process.signal_group(signal.SIGKILL)
         if self._waiter is not None:
