@@ -27,9 +27,11 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from osbox import (
+    APIStatusError,
     AsyncSandbox,
     BadRequestError,
     ConflictError,
+    ExecdClient,
     NotFoundError,
     PtyError,
     PtyExit,
@@ -272,6 +274,16 @@ def test_bad_input_is_a_typed_error(sandbox: Sandbox) -> None:
         _post(execd, {"cwd": 5})
     with pytest.raises(ValueError, match="cols"):
         sandbox.pty.create(0, 10)
+    session_id = execd.create_pty()
+    try:
+        with (
+            ExecdClient(execd.base_url, access_token="wrong") as stranger,
+            pytest.raises(APIStatusError) as denied,
+        ):
+            stranger.connect_pty(session_id)  # the proxy checks the token on the upgrade too
+        assert denied.value.status_code in (401, 403)
+    finally:
+        execd.delete_pty(session_id)
     term = sandbox.pty.create()
     try:
         with pytest.raises(TypeError):
