@@ -23,7 +23,6 @@ output that follows starts.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -165,6 +164,8 @@ async def _arecv_within(ws: AsyncWebSocket, seconds: float | None) -> str | byte
     """The next message; TimeoutError after `seconds` (None: no limit)."""
     if seconds is None:
         return await ws.recv()
+    import asyncio  # only here: the sync client should not pay for importing it
+
     return await asyncio.wait_for(ws.recv(), seconds)
 
 

@@ -17,10 +17,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Self
-
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from typing import TYPE_CHECKING, Self
 
 from .._exceptions import PtyError
 from .._operation import APIRequest, given, model, no_content, path
@@ -41,6 +38,11 @@ from .._pty import (
     stdin_frame,
 )
 from .client import AsyncAPIClient
+
+# websockets (and asyncio, for the sync twin) load when a PTY is first used, not with the execd client.
+if TYPE_CHECKING:
+    from websockets.asyncio.client import ClientConnection
+    from websockets.exceptions import ConnectionClosed
 
 __all__ = ["AsyncPtyConnection", "AsyncPtyOperations"]
 
@@ -91,6 +93,8 @@ class AsyncPtyConnection:
         await self._send(control("ping"))
 
     async def _send(self, message: bytes | str) -> None:
+        from websockets.exceptions import ConnectionClosed
+
         try:
             await self._ws.send(message)
         except ConnectionClosed as exc:
@@ -99,6 +103,8 @@ class AsyncPtyConnection:
     async def recv(self, timeout: float | None = None) -> PtyOutput | PtyExit | None:
         """The next output or the exit; None once the socket closed after the exit. Raises
         `PtyError` when it closes before (taken over, dropped) and TimeoutError after `timeout` s."""
+        from websockets.exceptions import ConnectionClosed
+
         while True:
             try:
                 message = await _arecv_within(self._ws, timeout)
@@ -173,6 +179,9 @@ class AsyncPtyOperations(AsyncAPIClient):
         it the server sends everything it kept. `takeover`: take the session from the client holding it
         (else that is a `ConflictError`). `pipe`: start the shell on pipes instead of a terminal.
         """
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import InvalidHandshake, InvalidURI
+
         session = path("{id}", id=session_id)
         url = pty_ws_url(self.base_url, session, since=since, takeover=takeover, pipe=pipe)
         headers = [(name, value) for name, value in self._headers.items() if name.lower() != "accept"]

@@ -18,10 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Self
-
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-from websockets.sync.client import ClientConnection, connect
+from typing import TYPE_CHECKING, Self
 
 from .._exceptions import PtyError
 from .._operation import APIRequest, given, model, no_content, path
@@ -42,6 +39,11 @@ from .._pty import (
     stdin_frame,
 )
 from .client import SyncAPIClient
+
+# websockets (and asyncio, for the sync twin) load when a PTY is first used, not with the execd client.
+if TYPE_CHECKING:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import ClientConnection
 
 __all__ = ["PtyConnection", "PtyOperations"]
 
@@ -92,6 +94,8 @@ class PtyConnection:
         self._send(control("ping"))
 
     def _send(self, message: bytes | str) -> None:
+        from websockets.exceptions import ConnectionClosed
+
         try:
             self._ws.send(message)
         except ConnectionClosed as exc:
@@ -100,6 +104,8 @@ class PtyConnection:
     def recv(self, timeout: float | None = None) -> PtyOutput | PtyExit | None:
         """The next output or the exit; None once the socket closed after the exit. Raises
         `PtyError` when it closes before (taken over, dropped) and TimeoutError after `timeout` s."""
+        from websockets.exceptions import ConnectionClosed
+
         while True:
             try:
                 message = _recv_within(self._ws, timeout)
@@ -172,6 +178,9 @@ class PtyOperations(SyncAPIClient):
         it the server sends everything it kept. `takeover`: take the session from the client holding it
         (else that is a `ConflictError`). `pipe`: start the shell on pipes instead of a terminal.
         """
+        from websockets.exceptions import InvalidHandshake, InvalidURI
+        from websockets.sync.client import connect
+
         session = path("{id}", id=session_id)
         url = pty_ws_url(self.base_url, session, since=since, takeover=takeover, pipe=pipe)
         headers = [(name, value) for name, value in self._headers.items() if name.lower() != "accept"]
