@@ -48,6 +48,9 @@ RULES: list[tuple[str, str]] = [
     (r"\baiter_raw\b", "iter_raw"),
     (r"\b_asleep\b", "_sleep"),
     (r"\b_astopped\b", "_stopped"),
+    # websockets has an asyncio client and a sync one of the same shape.
+    (r"\bwebsockets\.asyncio\b", "websockets.sync"),
+    (r"\b_arecv_within\b", "_recv_within"),
 ]
 _COMPILED = [(re.compile(pattern), replacement) for pattern, replacement in RULES]
 

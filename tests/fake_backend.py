@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import os
 import signal
 import socket
+import termios
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -213,6 +215,11 @@ class FakeProcess(SandboxProcess):
             os.killpg(self.pid, signum)
 
 
+def _take_terminal() -> None:
+    """In the child (a new session's leader): make stdin, a terminal, the controlling one."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 class FakeSandbox(SandboxHandle):
     """A directory and the processes started in it."""
 
@@ -243,6 +250,7 @@ class FakeSandbox(SandboxHandle):
         stderr: int | None = None,
         uid: int | None = None,
         gid: int | None = None,
+        controlling_tty: bool = False,
     ) -> FakeProcess:
         if self.destroyed:
             raise BackendError(f"sandbox {self.sandbox_id} was destroyed")
@@ -256,6 +264,7 @@ class FakeSandbox(SandboxHandle):
                 stdout=stdout if stdout is not None else asyncio.subprocess.DEVNULL,
                 stderr=stderr if stderr is not None else asyncio.subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=_take_terminal if controlling_tty else None,
             )
         started = FakeProcess(process)
         self.processes.append(started)

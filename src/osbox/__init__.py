@@ -27,6 +27,7 @@ _EXPORTS = {
         "NotFoundError",
         "OsboxError",
         "PermissionDeniedError",
+        "PtyError",
         "RateLimitError",
         "SandboxError",
         "StreamError",
@@ -42,6 +43,11 @@ _EXPORTS = {
     "._async.sandbox": ("AsyncSandbox",),
     "._sync.commands": ("CommandHandle",),
     "._async.commands": ("AsyncCommandHandle",),
+    "._pty": ("PtyExit", "PtyOutput", "PtySessionStatus"),
+    "._sync.pty": ("PtyConnection",),
+    "._async.pty": ("AsyncPtyConnection",),
+    "._sync.sandbox_pty": ("PtyHandle", "SandboxPty"),
+    "._async.sandbox_pty": ("AsyncPtyHandle", "AsyncSandboxPty"),
     "._sync.sandbox_files": ("SandboxFiles",),
     "._async.sandbox_files": ("AsyncSandboxFiles",),
     "._streaming": ("STOP",),
@@ -56,8 +62,10 @@ if TYPE_CHECKING:
     from ._async.egress import AsyncEgressClient
     from ._async.execd import AsyncExecdClient
     from ._async.lifecycle import AsyncLifecycleClient
+    from ._async.pty import AsyncPtyConnection
     from ._async.sandbox import AsyncSandbox
     from ._async.sandbox_files import AsyncSandboxFiles
+    from ._async.sandbox_pty import AsyncPtyHandle, AsyncSandboxPty
     from ._async.streaming import AsyncStream
     from ._exceptions import (
         APIConnectionError,
@@ -73,6 +81,7 @@ if TYPE_CHECKING:
         NotFoundError,
         OsboxError,
         PermissionDeniedError,
+        PtyError,
         RateLimitError,
         SandboxError,
         StreamError,
@@ -80,13 +89,16 @@ if TYPE_CHECKING:
     )
     from ._execd import CommandLogs
     from ._files import DownloadResult, FileUpload, Progress
+    from ._pty import PtyExit, PtyOutput, PtySessionStatus
     from ._streaming import STOP
     from ._sync.commands import CommandHandle
     from ._sync.egress import EgressClient
     from ._sync.execd import ExecdClient
     from ._sync.lifecycle import LifecycleClient
+    from ._sync.pty import PtyConnection
     from ._sync.sandbox import Sandbox
     from ._sync.sandbox_files import SandboxFiles
+    from ._sync.sandbox_pty import PtyHandle, SandboxPty
     from ._sync.streaming import Stream
 
 __all__ = [
@@ -100,8 +112,11 @@ __all__ = [
     "AsyncEgressClient",
     "AsyncExecdClient",
     "AsyncLifecycleClient",
+    "AsyncPtyConnection",
+    "AsyncPtyHandle",
     "AsyncSandbox",
     "AsyncSandboxFiles",
+    "AsyncSandboxPty",
     "AsyncStream",
     "AuthenticationError",
     "BadRequestError",
@@ -119,10 +134,17 @@ __all__ = [
     "OsboxError",
     "PermissionDeniedError",
     "Progress",
+    "PtyConnection",
+    "PtyError",
+    "PtyExit",
+    "PtyHandle",
+    "PtyOutput",
+    "PtySessionStatus",
     "RateLimitError",
     "Sandbox",
     "SandboxError",
     "SandboxFiles",
+    "SandboxPty",
     "Stream",
     "StreamError",
     "UnprocessableEntityError",

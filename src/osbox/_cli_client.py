@@ -6,6 +6,7 @@
     osbox upload ID LOCAL REMOTE                      a file in, with a progress bar and a summary line
     osbox download ID REMOTE LOCAL                    a file out, with a progress bar and a summary line
     osbox rm ID...                                    delete sandboxes
+    osbox shell ID [--cwd DIR] [-- COMMAND...]        an interactive terminal (`_cli_shell.py`)
 
 `--url` and `--api-key` default to `OPEN_SANDBOX_DOMAIN` and `OPEN_SANDBOX_API_KEY`, as for the SDK.
 Errors print one line and exit 1. On a terminal, tables and progress bars use rich when it is installed

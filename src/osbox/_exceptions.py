@@ -14,6 +14,7 @@
     │   ├── APIConnectionError         the request did not get an answer
     │   │   └── APITimeoutError
     │   ├── StreamError                a stream ended badly: empty, or an error object arrived mid-stream
+    │   ├── PtyError                   a PTY connection failed: taken over, dropped, or an error frame
     │   └── APIResponseValidationError the answer did not have the expected shape
     └── SandboxError                   raised by the high-level `Sandbox` helpers (e.g. not ready in time)
         └── CommandFailedError         `run(..., check=True)`: the command exited non-zero
@@ -46,6 +47,7 @@ __all__ = [
     "NotFoundError",
     "OsboxError",
     "PermissionDeniedError",
+    "PtyError",
     "RateLimitError",
     "SandboxError",
     "StreamError",
@@ -152,6 +154,19 @@ class StreamError(APIError):
         super().__init__(f"{code}: {message}" if code else message, request=request)
         self.code = code
         self.server_message = message
+
+
+class PtyError(APIError):
+    """A PTY session's WebSocket failed before the session ended.
+
+    `code` says why: `"TAKEN_OVER"` (another client connected with `takeover=True`; don't reconnect
+    blindly), `"DISCONNECTED"` (the connection dropped: reconnect, and the output missed is replayed),
+    or the code of an error frame the server sent (`"START_FAILED"`, `"INVALID_FRAME"`, ...).
+    """
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class APIStatusError(APIError):

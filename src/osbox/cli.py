@@ -18,6 +18,7 @@ from typing import Any
 
 from ._cli_client import CLIENT_SUBCOMMANDS
 from ._cli_images import IMAGE_SUBCOMMANDS
+from ._cli_shell import SHELL_SUBCOMMANDS
 
 __all__ = ["main"]
 
@@ -207,6 +208,7 @@ def _limit_settings(args: argparse.Namespace) -> dict[str, Any]:
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_serve,
     *CLIENT_SUBCOMMANDS,
+    *SHELL_SUBCOMMANDS,
     *IMAGE_SUBCOMMANDS,
 ]
 

@@ -67,9 +67,10 @@ async def test_commands_run_as_any_mapped_uid_and_gid(new_sandbox: MakeSandbox) 
 @requires_root
 async def test_ids_outside_the_range_are_refused(new_sandbox: MakeSandbox) -> None:
     sandbox = await new_sandbox()
-    for options in ({"uid": 65536}, {"uid": 0, "gid": 70000}, {"uid": -1}):
+    ids_cases: list[dict[str, int | None]] = [{"uid": 65536}, {"uid": 0, "gid": 70000}, {"uid": -1}]
+    for options in ids_cases:
         with pytest.raises(ValueError, match="does not exist in this sandbox"):
-            await sandbox.spawn(["true"], env={}, cwd="/", **options)
+            await sandbox.spawn(["true"], env={}, cwd="/", uid=options.get("uid"), gid=options.get("gid"))
     with pytest.raises(ValueError, match="must be an integer"):
         await sandbox.spawn(["true"], env={}, cwd="/", uid="0")  # type: ignore[arg-type]
     assert (await run(sandbox, ["true"]))[0] == 0  # the agent is fine

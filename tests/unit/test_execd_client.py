@@ -283,7 +283,12 @@ def test_every_operation_has_a_case() -> None:
     operations = {
         n for n in dir(AsyncExecdClient) if not n.startswith("_") and not hasattr(AsyncAPIClient, n)
     }
-    assert operations == set(CASES)
+    assert operations == set(CASES) | OUTSIDE_THE_SPEC
+
+
+#: The reference execd's PTY routes, which execd-api.yaml leaves out (a WebSocket among them): tested
+#: against a real server, both twins, in tests/integration/test_pty.py.
+OUTSIDE_THE_SPEC = {"create_pty", "get_pty", "delete_pty", "connect_pty"}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -44,13 +44,14 @@ from ..models.execd import (
     RunInSessionRequest,
 )
 from .files import AsyncFileOperations
+from .pty import AsyncPtyOperations
 from .streaming import AsyncStream
 
 __all__ = ["AsyncExecdClient"]
 
 
-class AsyncExecdClient(AsyncFileOperations):
-    """Client of execd, the agent inside each sandbox: commands, sessions, code, files, metrics.
+class AsyncExecdClient(AsyncFileOperations, AsyncPtyOperations):
+    """Client of execd, the agent inside each sandbox: commands, sessions, code, files, metrics, PTYs.
 
     async with AsyncExecdClient.from_endpoint(await lifecycle.get_endpoint(sandbox_id, 44772)) as execd:
         result = await execd.run_command("uname -a").run()

@@ -33,6 +33,7 @@ from .commands import AsyncCommandHandle
 from .execd import AsyncExecdClient
 from .lifecycle import AsyncLifecycleClient
 from .sandbox_files import AsyncSandboxFiles
+from .sandbox_pty import AsyncSandboxPty
 
 __all__ = ["AsyncSandbox"]
 
@@ -70,6 +71,8 @@ class AsyncSandbox:
         self._killed = False
         #: Read, write, list and test files: `sandbox.files.write(path, "text")`, `.read(path)`, ...
         self.files = AsyncSandboxFiles(lambda: self.execd)
+        #: Interactive terminals: `sandbox.pty.create(cols, rows, on_data=...)`, `.connect(session_id)`.
+        self.pty = AsyncSandboxPty(lambda: self.execd)
 
     @classmethod
     async def create(

@@ -45,13 +45,14 @@ from ..models.execd import (
     RunInSessionRequest,
 )
 from .files import FileOperations
+from .pty import PtyOperations
 from .streaming import Stream
 
 __all__ = ["ExecdClient"]
 
 
-class ExecdClient(FileOperations):
-    """Client of execd, the agent inside each sandbox: commands, sessions, code, files, metrics.
+class ExecdClient(FileOperations, PtyOperations):
+    """Client of execd, the agent inside each sandbox: commands, sessions, code, files, metrics, PTYs.
 
     with ExecdClient.from_endpoint(lifecycle.get_endpoint(sandbox_id, 44772)) as execd:
         result = execd.run_command("uname -a").run()

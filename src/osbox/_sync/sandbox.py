@@ -34,6 +34,7 @@ from .commands import CommandHandle
 from .execd import ExecdClient
 from .lifecycle import LifecycleClient
 from .sandbox_files import SandboxFiles
+from .sandbox_pty import SandboxPty
 
 __all__ = ["Sandbox"]
 
@@ -71,6 +72,8 @@ class Sandbox:
         self._killed = False
         #: Read, write, list and test files: `sandbox.files.write(path, "text")`, `.read(path)`, ...
         self.files = SandboxFiles(lambda: self.execd)
+        #: Interactive terminals: `sandbox.pty.create(cols, rows, on_data=...)`, `.connect(session_id)`.
+        self.pty = SandboxPty(lambda: self.execd)
 
     @classmethod
     def create(

@@ -157,10 +157,16 @@ def _reset_oom_score() -> None:
 
 
 def _fork_exec(
-    argv: list[str], env: dict[str, str], cwd: str, stdio: list[int], ids: tuple[int, int] | None
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str,
+    stdio: list[int],
+    ids: tuple[int, int] | None,
+    take_tty: Any = None,
 ) -> int:
     """Fork, and in the child: new session, stdio, ids (see `identity`), cwd, exec. Raises the
-    child's OSError.
+    child's OSError. `take_tty`, when given, is called in the child on its new stdin to make that
+    terminal its controlling one (imported before the fork: the child must not import).
 
     Everything the child needs is computed before the fork; the child only makes system calls
     (no imports, no locks), so forking from this threaded process is safe.
@@ -174,6 +180,10 @@ def _fork_exec(
             os.setsid()
             for target, fd in enumerate(stdio):
                 os.dup2(fd, target)
+            if take_tty is not None:
+                stage = b"tty"
+                take_tty(0)
+                stage = b"cwd"
             os.closerange(3, error_write)
             os.closerange(error_write + 1, 1 << 20)
             _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)  # Python ignores it; programs expect it
@@ -207,7 +217,7 @@ def _fork_exec(
     if report:
         stage, _, number = report.partition(b":")
         code = int(number or b"0") or 5
-        names = {b"cwd": cwd, b"ids": f"uid/gid {ids}"}
+        names = {b"cwd": cwd, b"ids": f"uid/gid {ids}", b"tty": "the terminal given as stdin"}
         if stage == b"exec" and code == errno.ENOENT and argv[0] == "bash":
             raise OSError(code, "this sandbox has no shell (no bash, no sh on its PATH)", argv[0])
         raise OSError(code, os.strerror(code), names.get(stage, argv[0]))
@@ -221,8 +231,10 @@ def _start_child(
     stdio: list[int | None],
     waiter: Any,
     ids: tuple[int, int] | None = None,
+    controlling_tty: bool = False,
 ) -> int:
     """Start `argv` in a new session (as `ids`, see `identity.child_ids`); returns its pid.
+    With `controlling_tty`, stdin (a terminal) becomes the session's controlling terminal.
 
     With a `waiter`, the pid and a pidfd are sent to it and it gets the exit line later: both
     happen under the reaper's lock, so the exit line can never overtake the pid.
@@ -236,10 +248,19 @@ def _start_child(
         if not isinstance(env, dict):
             raise ValueError("env must be an object of strings")
         merged.update({str(k): str(v) for k, v in env.items()})
+    take_tty = None
+    if controlling_tty:
+        import fcntl  # C modules, only for terminals: most sandboxes never need them
+        import termios
+
+        def take_tty(fd: int) -> None:
+            fcntl.ioctl(fd, termios.TIOCSCTTY, 0)
+
     devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC) if None in stdio else -1
     try:
         with _lock:
-            pid = _fork_exec(argv, merged, cwd, [devnull if fd is None else fd for fd in stdio], ids)
+            stdio_fds = [devnull if fd is None else fd for fd in stdio]
+            pid = _fork_exec(argv, merged, cwd, stdio_fds, ids, take_tty)
             if waiter is not None:
                 pidfd = os.pidfd_open(pid)
                 try:
@@ -367,7 +388,11 @@ def _spawn(request: dict[str, Any], fds: list[int], conn: Any) -> None:
     for index, slot in enumerate(slots):
         stdio[index] = None if slot is None else next(received)
     ids = identity.child_ids(request.get("uid"), request.get("gid"))
-    _start_child(request.get("argv"), request.get("env"), request.get("cwd"), stdio, conn, ids)
+    controlling_tty = request.get("controlling_tty") is True
+    if controlling_tty and stdio[0] is None:
+        raise ValueError("controlling_tty needs a terminal as stdin")
+    argv, env, cwd = request.get("argv"), request.get("env"), request.get("cwd")
+    _start_child(argv, env, cwd, stdio, conn, ids, controlling_tty)
 
 
 def _serve(conn: Any) -> None:

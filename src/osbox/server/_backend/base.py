@@ -199,6 +199,7 @@ class SandboxHandle(abc.ABC):
         stderr: int | None = None,
         uid: int | None = None,
         gid: int | None = None,
+        controlling_tty: bool = False,
     ) -> SandboxProcess:
         """Start `argv` inside the sandbox in a new session/process group.
 
@@ -207,6 +208,10 @@ class SandboxHandle(abc.ABC):
 
         `stdin`/`stdout`/`stderr` are host file descriptors (e.g. pipe ends) handed to the child;
         the caller keeps ownership of its copies. None means /dev/null.
+
+        With `controlling_tty`, `stdin` must be a terminal (a pty's follower end): the child, leader of
+        its new session, makes it its controlling terminal (`TIOCSCTTY`), so job control, Ctrl-C and
+        window-size signals work as in a login shell.
         """
 
     #: Files and directories, as the sandbox user in the sandbox's own view of paths.

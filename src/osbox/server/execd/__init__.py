@@ -1,4 +1,4 @@
-"""The execd API of `osbox serve`: commands, sessions, code contexts, files, directories, metrics.
+"""The execd API of `osbox serve`: commands, sessions, code contexts, files, directories, metrics, PTYs.
 
 One `ExecdService` serves every sandbox. The server shell's proxy authenticates a request,
 rewrites its `path` to the execd path (e.g. `/command`) and hands it over with its target sandbox,
@@ -24,6 +24,7 @@ from .app import build_app
 from .code import CodeApi
 from .commands import CommandsApi
 from .metrics import MetricsApi
+from .pty import PtyApi
 from .request_state import ExecdRequestState, with_request_state
 from .sessions import SessionsApi
 from .state import ExecdLimits, StateStore
@@ -44,7 +45,8 @@ class ExecdService:
         self._metrics = MetricsApi()
         commands = CommandsApi(self._store, self._sessions.delete)
         code = CodeApi(self._store, commands.start)
-        self.app: ASGIApp = build_app(commands, self._sessions, code, self._metrics)
+        self._pty = PtyApi()
+        self.app: ASGIApp = build_app(commands, self._sessions, code, self._metrics, self._pty)
 
     async def serve(self, handle: SandboxHandle, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one execd request (HTTP or WebSocket) for the sandbox behind `handle`."""
@@ -65,6 +67,7 @@ class ExecdService:
         """Kill the sandbox's running commands, session runs and kernels, and drop all its state."""
         state = self._store.pop(sandbox_id)
         self._metrics.forget(sandbox_id)
+        await self._pty.forget(sandbox_id)
         if state is not None:
             ends = [run.kill() for run in state.executions()] + [c.close() for c in state.contexts.values()]
             await asyncio.gather(*ends, return_exceptions=True)
@@ -74,4 +77,5 @@ class ExecdService:
         """Forget every sandbox and remove the service's temp files."""
         for state in self._store.all():
             await self.forget(state.sandbox_id)
+        await self._pty.aclose()
         self._store.close()

@@ -13,13 +13,14 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from .code import CodeApi
 from .commands import CommandsApi
 from .errors import RUNTIME_ERROR, ExecdError, error_body, error_response, log
 from .files import FILE_ROUTES
 from .metrics import MetricsApi
+from .pty import PtyApi
 from .sessions import SessionsApi
 from .transfer import download, upload
 
@@ -58,7 +59,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
 
 
-def build_app(commands: CommandsApi, sessions: SessionsApi, code: CodeApi, metrics: MetricsApi) -> Starlette:
+def build_app(
+    commands: CommandsApi, sessions: SessionsApi, code: CodeApi, metrics: MetricsApi, pty: PtyApi
+) -> Starlette:
     """The execd app over the given endpoint groups."""
     table: list[tuple[str, Endpoint, list[str]]] = [
         ("/ping", ping, ["GET"]),
@@ -81,6 +84,10 @@ def build_app(commands: CommandsApi, sessions: SessionsApi, code: CodeApi, metri
         ("/code/contexts", code.delete_language, ["DELETE"]),
         ("/code/contexts/{id}", code.get, ["GET"]),
         ("/code/contexts/{id}", code.delete, ["DELETE"]),
+        ("/pty", pty.create, ["POST"]),
+        ("/pty/{id}", pty.status, ["GET"]),
+        ("/pty/{id}", pty.delete, ["DELETE"]),
     ]
-    routes = [Route(path, _guarded(fn), methods=methods) for path, fn, methods in table]
+    routes: list[BaseRoute] = [Route(path, _guarded(fn), methods=methods) for path, fn, methods in table]
+    routes.append(WebSocketRoute("/pty/{id}/ws", pty.websocket))
     return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})

@@ -167,6 +167,7 @@ class BwrapSandbox(SandboxHandle):
         stderr: int | None = None,
         uid: int | None = None,
         gid: int | None = None,
+        controlling_tty: bool = False,
     ) -> BwrapProcess:
         """Start `argv` in a new session inside the sandbox (see `SandboxHandle.spawn`)."""
         stdio = (stdin, stdout, stderr)
@@ -179,6 +180,8 @@ class BwrapSandbox(SandboxHandle):
             "uid": uid,
             "gid": gid,
         }
+        if controlling_tty:
+            message["controlling_tty"] = True
         result, fds, conn = await self._request(message, [fd for fd in stdio if fd is not None], keep=True)
         assert conn is not None
         return BwrapProcess(self, conn, fds[0], int(result["pid"]))

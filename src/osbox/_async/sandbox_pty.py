@@ -1,0 +1,203 @@
+"""`sandbox.pty`: interactive terminals in a sandbox, with reconnects that lose nothing.
+
+    async with await AsyncSandbox.create() as sandbox:
+        term = await sandbox.pty.create(cols=100, rows=30, on_data=sys.stdout.buffer.write)
+        await term.send_input("python3\\n")
+        await term.read_until(">>> ")
+        await term.send_input("exit()\\n")
+        await term.send_input("exit 3\\n")
+        assert await term.wait() == 3
+
+A handle reads its output as its methods run (`read`, `read_until`, `wait`, iterating it) and hands
+every chunk to `on_data` too; it keeps the output offset, so `reconnect()` after a dropped connection
+(or from another process, with `sandbox.pty.connect(session_id)`) gets exactly what was missed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import Self
+
+from .._exceptions import NotFoundError
+from .._pty import PtyExit, PtyOutput
+from .execd import AsyncExecdClient
+from .pty import AsyncPtyConnection
+
+__all__ = ["AsyncPtyHandle", "AsyncSandboxPty"]
+
+OnData = Callable[[bytes], object]
+
+
+class AsyncPtyHandle:
+    """A PTY session and this client's connection to it (from `sandbox.pty.create` or `.connect`).
+
+    `session_id` names the session; `exit_code` is set once its process ended (128 + N for signal N).
+    Leaving `async with` kills the session; `disconnect()` leaves it running.
+    """
+
+    def __init__(
+        self, execd: Callable[[], AsyncExecdClient], connection: AsyncPtyConnection, on_data: OnData | None
+    ) -> None:
+        self._execd = execd
+        self._connection = connection
+        self._on_data = on_data
+        self._unread = bytearray()
+        self.session_id = connection.session_id
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._connection.exit_code
+
+    @property
+    def offset(self) -> int:
+        """Where the next output byte starts in the session's output (what `reconnect` resumes from)."""
+        return self._connection.offset
+
+    async def send_input(self, data: bytes | str) -> None:
+        """Type `data` (text as UTF-8): `"ls\\n"`; `"\\x03"` is Ctrl-C, `"\\x04"` Ctrl-D."""
+        await self._connection.send_input(data)
+
+    async def resize(self, cols: int, rows: int) -> None:
+        """Set the terminal's size; the program in front gets SIGWINCH."""
+        await self._connection.resize(cols, rows)
+
+    async def signal(self, name: str) -> None:
+        """Signal the shell's process group by name (`"SIGTERM"`); Ctrl-C is `send_input("\\x03")`."""
+        await self._connection.signal(name)
+
+    async def _next(self, timeout: float | None) -> bytes | None:
+        """The next output chunk (given to `on_data`), or None at the exit."""
+        while True:
+            event = await self._connection.recv(timeout)
+            if isinstance(event, PtyOutput):
+                if self._on_data is not None:
+                    self._on_data(event.data)
+                return event.data
+            if event is None or isinstance(event, PtyExit):
+                return None
+
+    async def read(self, timeout: float | None = None) -> bytes | None:
+        """The next output (or what `read_until` left unread); None once the process has exited.
+        TimeoutError after `timeout` seconds without any."""
+        if self._unread:
+            data = bytes(self._unread)
+            self._unread.clear()
+            return data
+        return await self._next(timeout)
+
+    async def read_until(self, marker: bytes | str, *, timeout: float = 30.0) -> bytes:
+        """Read until the output contains `marker`; returns it up to and including the marker (the
+        rest stays for the next read). TimeoutError after `timeout` seconds, EOFError if the process
+        exits first; both say what was read."""
+        wanted = marker.encode() if isinstance(marker, str) else marker
+        deadline = time.monotonic() + timeout
+        while (found := self._unread.find(wanted)) < 0:
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise TimeoutError
+                data = await self._next(left)
+            except TimeoutError:
+                raise TimeoutError(f"no {wanted!r} within {timeout} s; read: {self._tail()!r}") from None
+            if data is None:
+                raise EOFError(f"the process exited before {wanted!r}; read: {self._tail()!r}")
+            self._unread += data
+        end = found + len(wanted)
+        data = bytes(self._unread[:end])
+        del self._unread[:end]
+        return data
+
+    def _tail(self) -> bytes:
+        return bytes(self._unread[-500:])
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        while (data := await self.read()) is not None:
+            yield data
+
+    async def wait(self, timeout: float | None = None) -> int:
+        """Read (and hand to `on_data`) until the process exits; its exit status."""
+        self._unread.clear()
+        while await self._next(timeout) is not None:
+            pass
+        code = self.exit_code
+        assert code is not None
+        return code
+
+    async def reconnect(self, *, takeover: bool = True) -> None:
+        """Open a new connection that resumes at `offset` (after a `PtyError` "DISCONNECTED", say):
+        the output missed comes first. `takeover` takes the session from whoever holds it now."""
+        old = self._connection
+        with contextlib.suppress(Exception):  # the old socket may be broken already
+            await old.aclose()
+        execd = self._execd()
+        self._connection = await execd.connect_pty(self.session_id, since=old.offset, takeover=takeover)
+
+    async def disconnect(self) -> None:
+        """Close this connection; the session and its process go on."""
+        await self._connection.aclose()
+
+    async def kill(self) -> None:
+        """Kill the session's processes and delete the session."""
+        await self._execd().delete_pty(self.session_id)
+        await self._connection.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        with contextlib.suppress(NotFoundError):  # already gone
+            await self.kill()
+
+
+class AsyncSandboxPty:
+    """Terminals in one sandbox (`sandbox.pty`)."""
+
+    def __init__(self, execd: Callable[[], AsyncExecdClient]) -> None:
+        self._execd = execd
+
+    async def create(
+        self,
+        cols: int = 80,
+        rows: int = 24,
+        *,
+        on_data: OnData | None = None,
+        cwd: str | None = None,
+        command: str | None = None,
+        pipe: bool = False,
+    ) -> AsyncPtyHandle:
+        """Start a shell on a new terminal of `cols` x `rows` (or `command` instead of a shell; with
+        `pipe=True` on pipes, stdout and stderr apart, no terminal). `on_data` gets each output chunk.
+
+            term = sandbox.pty.create(120, 40, on_data=sys.stdout.buffer.write)
+        """
+        execd = self._execd()
+        session_id = await execd.create_pty(cwd=cwd, command=command)
+        connection = await execd.connect_pty(session_id, pipe=pipe)
+        if not pipe:
+            await connection.resize(cols, rows)
+        return AsyncPtyHandle(self._execd, connection, on_data)
+
+    async def connect(
+        self,
+        session_id: str,
+        *,
+        on_data: OnData | None = None,
+        since: int | None = None,
+        takeover: bool = True,
+    ) -> AsyncPtyHandle:
+        """Attach to an existing session: what it wrote since `since` comes first (everything kept,
+        up to 1 MiB, when None); `takeover` takes it from the client holding it."""
+        connection = await self._execd().connect_pty(session_id, since=since, takeover=takeover)
+        return AsyncPtyHandle(self._execd, connection, on_data)
+
+    async def kill(self, session_id: str) -> None:
+        """Kill a session's processes and delete it."""
+        await self._execd().delete_pty(session_id)

@@ -1,0 +1,143 @@
+"""`osbox shell ID [--cwd DIR] [COMMAND...]`: an interactive terminal in a sandbox.
+
+The local terminal goes into raw mode (every key, Ctrl-C included, goes to the sandbox's terminal,
+whose line discipline and programs decide what it means), window-size changes (SIGWINCH) resize the
+remote terminal, and osbox exits with the shell's exit status. The local terminal is restored however
+the session ends. With stdin not a terminal, its bytes are typed into the shell and its end is a
+Ctrl-D. The session is deleted at the end (its processes killed).
+
+One thread reads the WebSocket and writes the output; the main thread waits (`select`) on stdin and a
+wake-up pipe that the output thread (at the end) and the SIGWINCH handler write to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import select
+import signal
+import sys
+import termios
+import threading
+import tty
+from typing import TYPE_CHECKING
+
+from ._cli_client import _command_line, _connection, _execd, _guarded
+
+if TYPE_CHECKING:
+    from . import PtyConnection
+
+__all__ = ["SHELL_SUBCOMMANDS"]
+
+_END = b"e"
+_RESIZED = b"w"
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _size(fd: int) -> tuple[int, int]:
+    size = os.get_terminal_size(fd)
+    return size.columns or 80, size.lines or 24
+
+
+class _Output(threading.Thread):
+    """Copies the session's output to stdout until the exit; then wakes the main thread."""
+
+    def __init__(self, conn: PtyConnection, out_fd: int, wake_fd: int) -> None:
+        super().__init__(name="osbox-shell-output", daemon=True)
+        self._conn, self._out_fd, self._wake_fd = conn, out_fd, wake_fd
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from . import PtyOutput
+
+        try:
+            while isinstance(event := self._conn.recv(), PtyOutput):
+                _write_all(self._out_fd, event.data)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            os.write(self._wake_fd, _END)
+
+
+def _interact(conn: PtyConnection) -> int:
+    in_fd, out_fd = sys.stdin.fileno(), sys.stdout.fileno()
+    terminal = os.isatty(in_fd)
+    size_fd = out_fd if os.isatty(out_fd) else in_fd
+    wake_r, wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+    saved = termios.tcgetattr(in_fd) if terminal else None
+    previous = signal.signal(signal.SIGWINCH, lambda _signum, _frame: os.write(wake_w, _RESIZED))
+    output = _Output(conn, out_fd, wake_w)
+    try:
+        if terminal:
+            conn.resize(*_size(size_fd))
+            tty.setraw(in_fd)
+        output.start()
+        watched = [in_fd, wake_r]
+        while True:
+            ready, _, _ = select.select(watched, [], [])
+            if wake_r in ready:
+                woken = os.read(wake_r, 256)
+                if _END in woken:
+                    break
+                if _RESIZED in woken and os.isatty(size_fd):
+                    conn.resize(*_size(size_fd))
+            if in_fd in ready:
+                data = os.read(in_fd, 4096)
+                if data:
+                    conn.send_input(data)
+                else:  # end of piped input: the shell sees Ctrl-D
+                    watched = [wake_r]
+                    conn.send_input(b"\x04")
+    finally:
+        if saved is not None:
+            termios.tcsetattr(in_fd, termios.TCSADRAIN, saved)
+        signal.signal(signal.SIGWINCH, previous)
+        with contextlib.suppress(Exception):
+            conn.close()
+        output.join(timeout=5)
+        os.close(wake_r)
+        os.close(wake_w)
+    if output.error is not None:
+        raise output.error
+    return conn.exit_code if conn.exit_code is not None else 1
+
+
+def _shell(args: argparse.Namespace) -> int:
+    from . import OsboxError
+
+    words = args.words[1:] if args.words[:1] == ["--"] else args.words
+    command = _command_line(words) if words else None
+    with _execd(args) as execd:
+        session_id = execd.create_pty(cwd=args.cwd, command=command)
+        try:
+            return _interact(execd.connect_pty(session_id))
+        except KeyboardInterrupt:  # only without a terminal (raw mode passes Ctrl-C on)
+            return 130
+        finally:
+            with contextlib.suppress(OsboxError):
+                execd.delete_pty(session_id)
+
+
+def _add_shell(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    shell = commands.add_parser(
+        "shell",
+        parents=[_connection()],
+        help="an interactive terminal in a sandbox",
+        usage="osbox shell [options] ID [-- COMMAND...]",
+        description="Open a terminal in sandbox ID running a shell (or COMMAND); osbox exits with its exit "
+        "status. Keys, Ctrl-C included, go to the sandbox; window-size changes follow.",
+    )
+    shell.add_argument("--cwd", default=None, help="working directory in the sandbox (created if missing)")
+    shell.add_argument("sandbox_id")
+    shell.add_argument("words", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    shell.set_defaults(handler=_guarded(_shell))
+
+
+#: Registrars `osbox.cli` adds to its parser.
+SHELL_SUBCOMMANDS = [_add_shell]

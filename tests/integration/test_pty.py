@@ -1,0 +1,415 @@
+"""PTY sessions against a real `osbox serve`, through the server proxy, on both twins: a real terminal
+(python3 interactive, resize, `stty size`, job control and Ctrl-C through the tty), replay on reconnect,
+one holder at a time and takeover, pipe mode, the reference's frames on the wire, bad input, and
+`osbox shell` driven through a pseudo-terminal like a user's.
+
+Every wait reads output until what is expected appears, with a deadline; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from osbox import (
+    APIStatusError,
+    AsyncSandbox,
+    BadRequestError,
+    ConflictError,
+    ExecdClient,
+    NotFoundError,
+    PtyError,
+    PtyExit,
+    PtyOutput,
+    Sandbox,
+)
+from osbox.server import LocalServer
+from tests.polling import wait_until
+
+from .server_fixtures import API_KEY, requires_runtime
+
+pytestmark = requires_runtime
+
+PROMPT = "$ "
+#: A job that says when it runs (in the foreground: bash hands it the terminal before it starts).
+FOREGROUND_JOB = "sh -c 'echo job-$((6*7)); exec sleep 300'\n"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LocalServer]:
+    with LocalServer(api_key=API_KEY) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def sandbox(server: LocalServer) -> Iterator[Sandbox]:
+    with Sandbox.create(base_url=server.base_url + "/v1", api_key=API_KEY) as created:
+        yield created
+
+
+def test_python3_interactive_resize_and_stty_size(sandbox: Sandbox) -> None:
+    seen: list[bytes] = []
+    with sandbox.pty.create(100, 30, on_data=seen.append) as term:
+        term.read_until(PROMPT)
+        term.send_input("stty size; tty\n")
+        assert term.read_until("30 100").endswith(b"30 100")
+        assert term.read_until("/dev/pts/").endswith(b"/dev/pts/")  # a terminal of the sandbox's own
+
+        term.send_input("python3 -q\n")
+        term.read_until(">>> ")
+        term.send_input("import os, sys; print(sys.stdin.isatty(), os.get_terminal_size())\n")
+        term.read_until("True os.terminal_size(columns=100, lines=30)")
+        term.resize(132, 43)
+        term.send_input("print(os.get_terminal_size())\n")
+        term.read_until("os.terminal_size(columns=132, lines=43)")
+        term.send_input("exit()\n")
+        term.read_until(PROMPT)
+        term.send_input("stty size\n")
+        term.read_until("43 132")
+        term.send_input("exit 5\n")
+        assert term.wait() == 5
+    assert b"".join(seen).count(b"43 132") >= 1  # on_data saw everything read
+
+
+async def test_the_async_twin_python3_resize_job_control(server: LocalServer) -> None:
+    async with await AsyncSandbox.create(base_url=server.base_url + "/v1", api_key=API_KEY) as sandbox:
+        term = await sandbox.pty.create(90, 20)
+        await term.read_until(PROMPT)
+        await term.send_input("python3 -q\n")
+        await term.read_until(">>> ")
+        await term.resize(61, 17)
+        await term.send_input("import os; print(os.get_terminal_size())\n")
+        await term.read_until("columns=61, lines=17")
+        await term.send_input("print('loop', 6 * 7) or exec('while True: pass')\n")
+        await term.read_until("loop 42")
+        await term.send_input("\x03")  # Ctrl-C through the terminal: the loop, not python, is interrupted
+        await term.read_until("KeyboardInterrupt")
+        await term.read_until(">>> ")
+        await term.send_input("exit()\n")
+        await term.read_until(PROMPT)
+        await term.send_input("stty size\n")
+        await term.read_until("17 61")
+        # Job control: a stopped job, then Ctrl-C on a foreground one; the shell survives both.
+        await term.send_input(FOREGROUND_JOB)
+        await term.read_until("job-42")  # printed by the job: it is in the foreground now
+        await term.send_input("\x1a")  # Ctrl-Z
+        await term.read_until("Stopped")
+        await term.send_input("kill -9 %1; wait; echo gone-$((6*7))\n")
+        await term.read_until("gone-42")
+        await term.send_input(FOREGROUND_JOB)
+        await term.read_until("job-42")
+        await term.send_input("\x03")
+        await term.send_input("echo after=$?\n")
+        await term.read_until("after=130")
+        await term.send_input("exit 3\n")
+        assert await term.wait() == 3
+        status = await sandbox.execd.get_pty(term.session_id)
+        assert (status.running, status.exit_code, status.mode) == (False, 3, "pty")
+        await term.kill()
+        with pytest.raises(NotFoundError):
+            await sandbox.execd.get_pty(term.session_id)
+
+
+def test_reconnect_replays_exactly_what_was_missed(sandbox: Sandbox) -> None:
+    term = sandbox.pty.create()
+    try:
+        term.read_until(PROMPT)
+        term.send_input("echo one-$((1+1))\n")
+        term.read_until("one-2")
+        term.read_until(PROMPT)
+        seen_until = term.offset
+        term.disconnect()
+        # Output made while nobody is connected: the server keeps it.
+        other = sandbox.pty.connect(term.session_id, since=seen_until)
+        other.send_input("echo two-$((2+2))\n")
+        other.read_until("two-4")
+        other.disconnect()
+
+        term.reconnect()  # resumes at the offset it had: the echo and "two-4", once, and nothing before
+        replayed = term.read_until("two-4")
+        assert b"one-2" not in replayed and replayed.count(b"two-4") == 1
+        assert sandbox.execd.get_pty(term.session_id).output_offset >= term.offset
+
+        everything = sandbox.pty.connect(term.session_id)  # no `since`: all that was kept
+        assert b"one-2" in everything.read_until("two-4")
+        everything.send_input("exit 0\n")
+        assert everything.wait() == 0
+        # After the exit a reconnect still gets the replay and the exit status.
+        late = sandbox.pty.connect(term.session_id, since=0)
+        assert b"two-4" in late.read_until("two-4")
+        assert late.wait() == 0
+    finally:
+        sandbox.pty.kill(term.session_id)
+
+
+def test_one_holder_at_a_time_and_takeover(sandbox: Sandbox) -> None:
+    first = sandbox.pty.create()
+    try:
+        first.read_until(PROMPT)
+        with pytest.raises(ConflictError) as refused:
+            sandbox.pty.connect(first.session_id, takeover=False)
+        assert refused.value.code == "ALREADY_CONNECTED"
+
+        second = sandbox.pty.connect(first.session_id, takeover=True)
+        with pytest.raises(PtyError) as taken:
+            first.read(timeout=30)
+            first.read(timeout=30)  # (its replay may be pending)
+        assert taken.value.code == "TAKEN_OVER"
+        second.send_input("echo x-$((3*3))\n")
+        second.read_until("x-9")  # the same shell goes on
+        first.reconnect()  # and the first can take it back
+        first.send_input("echo y-$((4*4))\n")
+        first.read_until("y-16")
+    finally:
+        first.kill()
+
+
+def test_pipe_mode_keeps_stdout_and_stderr_apart(sandbox: Sandbox) -> None:
+    execd = sandbox.execd
+    session_id = execd.create_pty(cwd="/tmp/pty-new-dir")
+    try:
+        with execd.connect_pty(session_id, pipe=True) as conn:
+            conn.send_input("pwd; echo out; echo err >&2; tty; exit 4\n")
+            outputs: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+            end = None
+            while end is None:
+                event = conn.recv(timeout=30)
+                if isinstance(event, PtyOutput):
+                    outputs[event.channel] += event.data
+                else:
+                    end = event
+            assert conn.mode == "pipe"
+        assert end == PtyExit(4)
+        assert outputs == {"stdout": b"/tmp/pty-new-dir\nout\nnot a tty\n", "stderr": b"err\n"}
+        assert execd.get_pty(session_id).mode == "pipe"
+    finally:
+        execd.delete_pty(session_id)
+
+
+def test_command_sessions_and_kill(sandbox: Sandbox) -> None:
+    with sandbox.pty.create(command="printf 'a\\nb\\n'") as listed:
+        assert b"".join(listed) == b"a\r\nb\r\n"  # the iterator form: every chunk until the exit
+        assert listed.exit_code == 0
+    term = sandbox.pty.create(command="printf 'ready\\n'; exec sleep 300")
+    term.read_until("ready")
+    term.kill()  # its processes die, the session goes
+    with pytest.raises(NotFoundError):
+        sandbox.execd.get_pty(term.session_id)
+    killed = sandbox.pty.create(command="echo started; exec sleep 300")
+    killed.read_until("started")
+    killed.signal("SIGTERM")
+    assert killed.wait() == 128 + 15
+    killed.kill()
+
+
+def test_the_reference_frames_on_the_wire(sandbox: Sandbox) -> None:
+    """What a client of the reference execd sends and expects, byte for byte."""
+    execd = sandbox.execd
+    headers = {name: value for name, value in execd._headers.items() if name.lower() != "accept"}
+    session_id = execd.create_pty()
+    url = execd.base_url.replace("http", "ws", 1) + f"/pty/{session_id}/ws"
+    try:
+        with connect(url, additional_headers=headers) as ws:
+            connected = json.loads(ws.recv(timeout=30))
+            assert connected["type"] == "connected" and connected["mode"] == "pty"
+            assert connected["session_id"] == session_id
+            ws.send(json.dumps({"type": "ping"}))
+            ws.send(json.dumps({"type": "bogus"}))
+            ws.send(json.dumps({"type": "resize", "cols": 0, "rows": 5}))
+            ws.send(json.dumps({"type": "signal", "signal": "SIGNOPE"}))
+            ws.send(json.dumps({"type": "stdin", "data": "echo text-$((5*5))\n"}))
+            ws.send(b"\x00exit 9\n")
+            frames: list[str] = []
+            output = b""
+            while not frames or json.loads(frames[-1])["type"] != "exit":
+                message = ws.recv(timeout=30)
+                if isinstance(message, bytes):
+                    assert message[0] == 1  # stdout
+                    output += message[1:]
+                else:
+                    frames.append(message)
+        kinds = [json.loads(frame) for frame in frames]
+        assert kinds[0] == {"type": "pong"}
+        assert [k["code"] for k in kinds if k["type"] == "error"] == ["INVALID_FRAME"] * 3
+        assert kinds[-1] == {"type": "exit", "exit_code": 9}
+        assert b"text-25" in output
+        with connect(url + "?since=3", additional_headers=headers) as ws:
+            replay = ws.recv(timeout=30)
+            assert isinstance(replay, bytes) and replay[0] == 3
+            assert int.from_bytes(replay[1:9], "big") == 3 and replay[9:] == output[3:]
+            assert json.loads(ws.recv(timeout=30))["offset"] == len(output)
+            assert json.loads(ws.recv(timeout=30)) == {"type": "exit", "exit_code": 9}
+        with pytest.raises(InvalidStatus) as missing:
+            connect(url.replace(session_id, "nope"), additional_headers=headers)
+        assert missing.value.response.status_code == 404
+        assert json.loads(missing.value.response.body)["code"] == "CONTEXT_NOT_FOUND"
+    finally:
+        execd.delete_pty(session_id)
+
+
+def test_bad_input_is_a_typed_error(sandbox: Sandbox) -> None:
+    execd = sandbox.execd
+    with pytest.raises(NotFoundError):
+        execd.get_pty("nope")
+    with pytest.raises(NotFoundError):
+        execd.delete_pty("nope")
+    with pytest.raises(NotFoundError):
+        execd.connect_pty("nope")
+    with pytest.raises(BadRequestError):
+        _post(execd, {"cwd": 5})
+    with pytest.raises(ValueError, match="cols"):
+        sandbox.pty.create(0, 10)
+    session_id = execd.create_pty()
+    try:
+        with (
+            ExecdClient(execd.base_url, access_token="wrong") as stranger,
+            pytest.raises(APIStatusError) as denied,
+        ):
+            stranger.connect_pty(session_id)  # the proxy checks the token on the upgrade too
+        assert denied.value.status_code in (401, 403)
+    finally:
+        execd.delete_pty(session_id)
+    term = sandbox.pty.create()
+    try:
+        with pytest.raises(TypeError):
+            term.send_input(42)  # type: ignore[arg-type]
+    finally:
+        term.kill()
+
+
+def _post(execd: object, body: object) -> None:
+    from osbox._operation import APIRequest, no_content
+
+    execd._call(APIRequest("POST", "/pty", json=body, parse=no_content))  # type: ignore[attr-defined]
+
+
+# --- `osbox shell`, as a user runs it in a terminal ------------------------------------------------------
+
+
+class _Terminal:
+    """The user's side of a pseudo-terminal that runs `osbox shell`."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.seen = b""
+
+    def read_until(self, wanted: bytes, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while wanted not in self.seen:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {wanted!r} on the terminal; it shows {self.seen[-800:]!r}"
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if ready:
+                try:
+                    chunk = os.read(self.fd, 65536)
+                except OSError as exc:  # EIO: the program has gone
+                    assert exc.errno == errno.EIO
+                    chunk = b""
+                assert chunk, f"the terminal closed before {wanted!r}; it showed {self.seen[-800:]!r}"
+                self.seen += chunk
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.fd, keys)
+
+
+def test_osbox_shell_in_a_pseudo_terminal(server: LocalServer, sandbox: Sandbox) -> None:
+    env = {
+        **os.environ,
+        "OPEN_SANDBOX_DOMAIN": server.base_url.removeprefix("http://"),
+        "OPEN_SANDBOX_API_KEY": API_KEY,
+        "TERM": "xterm",
+    }
+    controller, follower = os.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
+    saved = termios.tcgetattr(follower)
+    argv = [str(Path(sys.executable).parent / "osbox"), "shell", sandbox.id]
+    process = subprocess.Popen(
+        argv, env=env, stdin=follower, stdout=follower, stderr=follower, start_new_session=True
+    )
+    try:
+        user = _Terminal(controller)
+        user.read_until(PROMPT.encode())
+        user.type(b"stty size\r")
+        user.read_until(b"33 111")
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 150, 0, 0))
+        os.killpg(process.pid, signal.SIGWINCH)  # , as the terminal emulator's resize sends
+        user.type(FOREGROUND_JOB.replace("\n", "\r").encode())
+        user.read_until(b"job-42")
+        user.type(b"\x03")  # raw mode: Ctrl-C reaches the sandbox's terminal, not osbox
+        user.type(b"stty size; echo code=$?\r")
+        user.read_until(b"40 150")
+        user.read_until(b"code=0")
+        user.type(b"exit 7\r")
+        assert process.wait(timeout=60) == 7
+        assert termios.tcgetattr(follower) == saved  # the terminal is as osbox found it
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(follower)
+        os.close(controller)
+
+
+def test_a_connected_client_loses_no_output(sandbox: Sandbox) -> None:
+    """More than the 1 MiB the server keeps, read slowly: the process waits for the client instead."""
+    term = sandbox.pty.create(command="stty -onlcr; seq 1 300000; echo done-$((9*9))", pipe=False)
+    try:
+        output = bytearray()
+        while (chunk := term.read(timeout=60)) is not None:
+            output += chunk
+        assert term.exit_code == 0
+        lines = bytes(output).split(b"\n")
+        assert lines[:300000] == [str(n).encode() for n in range(1, 300001)]
+        assert lines[300000] == b"done-81"
+    finally:
+        term.kill()
+
+
+def test_kill_leaves_no_process_and_no_descriptor(server: LocalServer, sandbox: Sandbox) -> None:
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))  # the server runs in this process
+
+    sandbox.pty.create().kill()  # warm-up: first-use imports and pools
+    before = open_fds()
+    for _ in range(5):
+        term = sandbox.pty.create(command="echo up; exec sleep 301")
+        term.read_until("up")
+        term.kill()
+    assert sandbox.run("pgrep -f 'sleep 30[1]' || echo none").stdout == "none\n"
+    wait_until(lambda: open_fds() <= before, what=f"the server's descriptors back to {before}")
+
+
+def test_osbox_shell_with_piped_input_and_a_bad_id(server: LocalServer, sandbox: Sandbox) -> None:
+    env = {
+        **os.environ,
+        "OPEN_SANDBOX_DOMAIN": server.base_url.removeprefix("http://"),
+        "OPEN_SANDBOX_API_KEY": API_KEY,
+    }
+    osbox = str(Path(sys.executable).parent / "osbox")
+    typed = b"echo piped-$((2*3))\nexit 2\n"
+    done = subprocess.run(
+        [osbox, "shell", sandbox.id], input=typed, env=env, capture_output=True, timeout=120
+    )
+    assert done.returncode == 2 and b"piped-6" in done.stdout, done
+    # Without a command line of its own, piped input ends with Ctrl-D: the shell exits 0.
+    done = subprocess.run(
+        [osbox, "shell", sandbox.id, "--", "cat"], input=b"one\n", env=env, capture_output=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.count(b"one") == 2, done  # the echo, then cat's copy
+    done = subprocess.run([osbox, "shell", "no-such-sandbox"], env=env, capture_output=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.decode().count("\n") == 1, done
