@@ -44,6 +44,8 @@ _EXPORTS = {
     "._async.commands": ("AsyncCommandHandle",),
     "._sync.sandbox_files": ("SandboxFiles",),
     "._async.sandbox_files": ("AsyncSandboxFiles",),
+    "._sync.sandbox_egress": ("SandboxEgress",),
+    "._async.sandbox_egress": ("AsyncSandboxEgress",),
     "._streaming": ("STOP",),
     "._sync.streaming": ("Stream",),
     "._async.streaming": ("AsyncStream",),
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     from ._async.execd import AsyncExecdClient
     from ._async.lifecycle import AsyncLifecycleClient
     from ._async.sandbox import AsyncSandbox
+    from ._async.sandbox_egress import AsyncSandboxEgress
     from ._async.sandbox_files import AsyncSandboxFiles
     from ._async.streaming import AsyncStream
     from ._exceptions import (
@@ -86,6 +89,7 @@ if TYPE_CHECKING:
     from ._sync.execd import ExecdClient
     from ._sync.lifecycle import LifecycleClient
     from ._sync.sandbox import Sandbox
+    from ._sync.sandbox_egress import SandboxEgress
     from ._sync.sandbox_files import SandboxFiles
     from ._sync.streaming import Stream
 
@@ -101,6 +105,7 @@ __all__ = [
     "AsyncExecdClient",
     "AsyncLifecycleClient",
     "AsyncSandbox",
+    "AsyncSandboxEgress",
     "AsyncSandboxFiles",
     "AsyncStream",
     "AuthenticationError",
@@ -121,6 +126,7 @@ __all__ = [
     "Progress",
     "RateLimitError",
     "Sandbox",
+    "SandboxEgress",
     "SandboxError",
     "SandboxFiles",
     "Stream",

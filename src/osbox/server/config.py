@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .egress.hostnet import HostNetworkConfig
 
 __all__ = ["ServerConfig"]
 
@@ -63,6 +67,13 @@ class ServerConfig:
     #: Disk space all snapshots together may take (their files' data; holes are free). A snapshot
     #: that would take more ends `Failed`, saying so.
     snapshots_max_bytes: int = 10 * 2**30
+    #: Sandbox networks (root only; README "Networking and egress"): the network of a sandbox created
+    #: without a `networkPolicy`. "none": no sandbox has one and the host is left alone; "open": NAT'ed
+    #: outbound access, isolated from the host and other sandboxes; "filtered": that under an egress
+    #: policy (allow-all until one is set). A `networkPolicy` means "filtered" (any switch but "none").
+    network: Literal["none", "open", "filtered"] = "none"
+    #: The host side's layout (address pool, interface prefix, upstream DNS, ...); None: the defaults.
+    network_host: HostNetworkConfig | None = None
 
     @property
     def db_path(self) -> Path:

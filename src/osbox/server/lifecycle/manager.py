@@ -21,6 +21,8 @@ from .._backend.base import Backend, BackendError, Mount, SandboxHandle, Sandbox
 from .._confined import make_dirs_beneath
 from .._store import Store
 from ..config import ServerConfig
+from ..egress.networks import NETWORK_EXTENSION, NetworkChoice, network_choice
+from ..egress.policy import PolicyError
 from ..tokens import TokenMinter, new_salt
 from .errors import ApiError, bad_request, conflict, not_found
 from .reaper import Reaper
@@ -204,6 +206,10 @@ class SandboxManager:
             raise conflict("SANDBOX::SANDBOX_NOT_RUNNING", f"Sandbox {sandbox_id!r} is {record.state}")
         return handle
 
+    def live_ids(self) -> tuple[str, ...]:
+        """The ids of the sandboxes this server holds a live handle of."""
+        return tuple(self._handles)
+
     def tokens(self, sandbox_id: str) -> tuple[str, str]:
         """(execd access token, egress auth token) of a sandbox; 404 when unknown."""
         record = self._record(sandbox_id)
@@ -323,6 +329,8 @@ class SandboxManager:
             parts.append(f"Resource limits are not enforced: {handle.limits_message}")
         if handle.disk_message:
             parts.append(handle.disk_message)
+        if handle.network_message:
+            parts.append(handle.network_message)
         return " ".join(parts)
 
     @staticmethod
@@ -495,7 +503,21 @@ class SandboxManager:
                 )
                 for m in record.mounts
             ],
+            network=self._network(record),
         )
+
+    def _network(self, record: SandboxRecord) -> NetworkChoice:
+        """The network the record asks for (checked at create; a record that no longer parses gets
+        none: fail-closed)."""
+        try:
+            return network_choice(
+                self.config.network,
+                record.extras.get("networkPolicy"),
+                record.extensions.get(NETWORK_EXTENSION),
+            )
+        except PolicyError as exc:
+            _log.warning("sandbox %s gets no network: %s", record.id, exc)
+            return NetworkChoice()
 
     def _save(self, record: SandboxRecord) -> None:
         self.store.put_sandbox(

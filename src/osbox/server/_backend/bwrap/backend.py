@@ -42,8 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from ..._logtail import tail
+from ...egress.networks import SandboxNetworks
 from ..base import Backend, BackendError, SandboxHandle, SandboxSpec
-from . import disk
+from . import disk, network
 from . import layout as lay
 from .agent_client import close_fds, request
 from .agent_code import agent_files
@@ -101,6 +102,7 @@ class BwrapBackend(Backend):
         die_with_server: bool = False,
         id_registry: IdRangeRegistry | None = None,
         pool_disk_bytes: int | None = None,
+        networks: SandboxNetworks | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -133,6 +135,7 @@ class BwrapBackend(Backend):
         self._pool_dir = self.data_dir / "pool"
         #: The disk quota of pre-started sandboxes (the server's default): other sizes start their own.
         self._pool_disk_bytes = pool_disk_bytes
+        self._networks = networks
         self._pool: WarmPool[BwrapSandbox] = WarmPool(
             pool_size, launch=self._launch_blank, discard=self._discard_blank, usable=self.is_alive
         )
@@ -300,6 +303,7 @@ class BwrapBackend(Backend):
         if base_env is not None:
             message["base_env"] = base_env
         try:
+            await network.connect(self._networks, handle, spec.network)
             await request(handle.layout.socket, message)
         except BaseException as exc:
             await self.destroy(handle)
@@ -566,6 +570,7 @@ class BwrapBackend(Backend):
             return
         sandbox.destroyed = True
         problem = await kill_tree(sandbox._agent_pidfd, sandbox._bwrap_pidfd, sandbox.cgroup)
+        await network.disconnect(self._networks, sandbox)
         if sandbox._bwrap is not None:
             sandbox._bwrap.poll()
         sandbox._agent_pidfd = sandbox._bwrap_pidfd = -1
@@ -632,6 +637,7 @@ class BwrapBackend(Backend):
                 ids_mapped=bool(record.get("ids_mapped")),
                 disk_message=str(record.get("disk_message", "")),
             )
+            await network.readopt(self._networks, handle)
             return handle
         except (BackendError, OSError, ValueError, KeyError, TypeError, TimeoutError):
             return None
