@@ -15,6 +15,7 @@ from .datadir import prepare_data_dir
 from .egress.app import create_egress_app
 from .egress.engine import Denial
 from .egress.networks import SandboxNetworks
+from .egress.vault import CredentialVault
 from .execd import ExecdLimits, ExecdService
 from .forwarder import ForwarderPool
 from .lifecycle.manager import SandboxManager
@@ -112,7 +113,10 @@ class Runtime:
         """The egress API of a Running sandbox (404/409 ApiError otherwise), over its policy."""
         self.sandbox_handle(sandbox_id)
         auth_token = self.manager.tokens(sandbox_id)[1]
-        return create_egress_app(self.networks.policy_store(sandbox_id), auth_token=auth_token)
+        vault = CredentialVault(
+            self.config.sandboxes_dir / sandbox_id, self.manager.vault_key(sandbox_id), sandbox_id
+        )
+        return create_egress_app(self.networks.policy_store(sandbox_id), auth_token=auth_token, vault=vault)
 
     def _record_denial(self, sandbox_id: str, denial: Denial) -> None:
         """A denied name or connection, as an event of the sandbox (its diagnostics show it)."""

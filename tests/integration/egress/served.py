@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from osbox import AsyncLifecycleClient, AsyncSandbox
 from osbox.server import AsyncLocalServer
@@ -26,7 +27,7 @@ from osbox.server.egress.hostnet import HostNetworkConfig
 from .fake_internet import DNS_ADDRESS, public_servers, wire_public
 from .netns import netns_path, network_namespaces, run_in
 
-__all__ = ["CURL", "Served", "served_internet"]
+__all__ = ["API_KEY", "CURL", "Served", "fake_public", "served_internet"]
 
 API_KEY = "egress-test-key"
 CURL = "curl -sS --max-time 5 --connect-timeout 5"
@@ -43,6 +44,13 @@ class Served:
     @property
     def host(self) -> str:
         return self.names["host"]
+
+    @property
+    def port(self) -> int:
+        """The server's port on the machine's loopback (which no sandbox may reach)."""
+        port = urlsplit(self.server.base_url).port
+        assert port is not None
+        return port
 
     def lifecycle(self) -> AsyncLifecycleClient:
         """A lifecycle client of the server (close it after use)."""
@@ -92,9 +100,13 @@ async def served_internet(
     network: str = "open",
     data_dir: Path | None = None,
     prefix: str | None = None,
+    keep: bool = False,
     **config: Any,
 ) -> AsyncIterator[Served]:
-    """An `AsyncLocalServer` with sandbox networks in `names` (default: a fresh fake internet)."""
+    """An `AsyncLocalServer` with sandbox networks in `names` (default: a fresh fake internet); with
+    `keep`, its sandboxes outlive it (to be re-adopted by the next one on `data_dir`)."""
+    if keep:
+        config = {"destroy_on_shutdown": False, "sandboxes_die_with_server": False, **config}
     async with contextlib.AsyncExitStack() as stack:
         if names is None:
             names = await stack.enter_async_context(fake_public())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import uuid
@@ -217,6 +218,11 @@ class SandboxManager:
             self._tokens.token("execd", sandbox_id, record.token_salt),
             self._tokens.token("egress", sandbox_id, record.token_salt),
         )
+
+    def vault_key(self, sandbox_id: str) -> bytes:
+        """The 32-byte key of the sandbox's Credential Vault (derived like its tokens); 404 when unknown."""
+        record = self._record(sandbox_id)
+        return hashlib.sha256(self._tokens.token("vault", sandbox_id, record.token_salt).encode()).digest()
 
     # Create and delete.
 
