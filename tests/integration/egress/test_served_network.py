@@ -3,6 +3,8 @@ served.py), their policy set at create and changed through the egress API (port 
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -311,3 +313,32 @@ async def eventually_serving(sandbox: AsyncSandbox) -> bool:
         return True if done.exit_code == 0 else None
 
     return await wait_until_async(serving, timeout=15, what="the sandbox's http.server")
+
+
+async def test_the_cli_creates_with_allow_and_edits_the_policy(served: Served) -> None:
+    connection = ("--url", f"{served.server.base_url}/v1", "--api-key", API_KEY)
+
+    async def osbox(*argv: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).with_name("osbox")),
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        return out.decode()
+
+    sandbox_id = (await osbox("create", "--allow", "allowed.test", *connection)).strip()
+    try:
+        shown = await osbox("egress", "get", sandbox_id, *connection)
+        assert shown.splitlines()[:2] == ["mode: enforcing", "enforcement: dns+nft"]
+        assert shown.splitlines()[2:] == ["default: deny", "allow allowed.test"]
+        after = await osbox("egress", "allow", sandbox_id, "other.test", *connection)
+        assert after.splitlines()[3:] == ["allow other.test", "allow allowed.test"]
+        after = await osbox("egress", "deny", sandbox_id, "*.allowed.test", *connection)
+        assert after.splitlines()[3] == "deny *.allowed.test"
+        after = await osbox("egress", "rm", sandbox_id, "other.test", "*.allowed.test", *connection)
+        assert after.splitlines()[3:] == ["allow allowed.test"]
+    finally:
+        await osbox("rm", sandbox_id, *connection)
