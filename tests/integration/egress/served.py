@@ -16,13 +16,14 @@ import secrets
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from osbox import AsyncLifecycleClient, AsyncSandbox
 from osbox.server import AsyncLocalServer
-from osbox.server.egress.hostnet import HostNetworkConfig
+from osbox.server.egress.hostnet import DEFAULT_POOL, HostNetworkConfig
 
 from .fake_internet import DNS_ADDRESS, public_servers, wire_public
 from .netns import netns_path, network_namespaces, run_in
@@ -72,11 +73,12 @@ class Served:
         return listed.stdout if listed.returncode == 0 else ""
 
 
-def network_host(host: str, prefix: str) -> HostNetworkConfig:
+def network_host(host: str, prefix: str, pool: IPv4Network = DEFAULT_POOL) -> HostNetworkConfig:
     """The host side in the test's `host` namespace; the fake internet is on-link there (not a LAN to
     protect), its DNS is the upstream."""
     return HostNetworkConfig(
         prefix=prefix,
+        pool=pool,
         upstream_dns=DNS_ADDRESS,
         uplinks=("to-pub",),
         protect_lans=False,
@@ -101,6 +103,7 @@ async def served_internet(
     data_dir: Path | None = None,
     prefix: str | None = None,
     keep: bool = False,
+    pool: IPv4Network = DEFAULT_POOL,
     **config: Any,
 ) -> AsyncIterator[Served]:
     """An `AsyncLocalServer` with sandbox networks in `names` (default: a fresh fake internet); with
@@ -115,7 +118,7 @@ async def served_internet(
             data_dir,
             api_key=API_KEY,
             network=network,
-            network_host=network_host(names["host"], prefix),
+            network_host=network_host(names["host"], prefix, pool),
             **{"warm_pool_size": 0, "min_timeout_seconds": 1, **config},
         )
         await stack.enter_async_context(server)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import AsyncIterator
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -342,3 +343,25 @@ async def test_the_cli_creates_with_allow_and_edits_the_policy(served: Served) -
         assert after.splitlines()[3:] == ["allow allowed.test"]
     finally:
         await osbox("rm", sandbox_id, *connection)
+
+
+async def test_a_server_whose_network_cannot_start_says_why() -> None:
+    """As without root: the host side refuses to start (here: a pool clashing with the host's routes),
+    so sandboxes run without a network, saying why, and a create asking for a policy fails."""
+    reason = netns_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    async with served_internet(pool=IPv4Network("198.18.0.0/16")) as served:
+        async with await served.sandbox() as sandbox:
+            info = await sandbox.info()
+            assert "No network: the sandbox pool 198.18.0.0/16 overlaps" in (info.status.message or "")
+            status = await sandbox.egress.get()
+            assert status.enforcement_mode is not None and status.enforcement_mode.value == "none"
+            assert "overlaps" in (status.reason or "")
+        async with served.lifecycle() as lifecycle:
+            created = await lifecycle.create_sandbox(
+                image="python:3.11", entrypoint=["sleep", "60"], network_policy=DENY_BUT_ALLOWED
+            )
+            assert created.status.state == "Failed"
+            assert "network mode 'filtered' is not available" in (created.status.message or "")
+            await lifecycle.delete_sandbox(created.id)

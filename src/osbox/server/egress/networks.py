@@ -55,6 +55,9 @@ class NetworkChoice:
 
     mode: NetworkMode = "none"
     policy: Policy = field(default_factory=Policy.allow_all)
+    requested: bool = False
+    """Asked for by the create (a policy or the extension), not just the server's default: a server
+    that cannot give it fails the create; the default degrades to no network, saying why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,7 @@ def network_choice(server_mode: NetworkMode, network_policy: object, extension: 
     server whose switch is `server_mode`. Raises `PolicyError` (a 400) for a bad policy or mode."""
     policy = policy_from_create(network_policy)
     mode: NetworkMode
+    requested = extension is not None or network_policy not in (None, {})
     if extension is not None:
         chosen = extension.strip().lower()
         if chosen not in _MODES:
@@ -82,7 +86,7 @@ def network_choice(server_mode: NetworkMode, network_policy: object, extension: 
         mode = server_mode
     if mode != "filtered" and policy != Policy.allow_all():
         raise PolicyError(f"networkPolicy needs network mode 'filtered', not {mode!r}")
-    return NetworkChoice(mode, policy)
+    return NetworkChoice(mode, policy, requested)
 
 
 class SandboxNetworks:
@@ -121,7 +125,7 @@ class SandboxNetworks:
         try:
             self.host = await HostNetwork.start(self._host_config)
         except NetworkUnavailable as exc:
-            self.unavailable = str(exc)
+            self.unavailable = str(exc).removeprefix("no network: ")
             _log.warning("sandboxes get no network: %s", exc)
 
     async def connect(
@@ -132,7 +136,7 @@ class SandboxNetworks:
         Raises `NetworkUnavailable` or `EgressUnavailable` (the message says why) when it cannot be
         had here; nothing is left behind then.
         """
-        if choice.mode == "none":
+        if choice.mode == "none" or (self.host is None and not choice.requested):
             reason = self.unavailable or f"extensions.{NETWORK_EXTENSION} is 'none'"
             return NetworkStatus(f"No network: {reason}.")
         if self.host is None:
@@ -280,7 +284,7 @@ def _load(state_dir: Path) -> NetworkChoice:
         mode = saved["mode"]
         if mode not in _MODES:
             raise ValueError(f"unknown mode {mode!r}")
-        return NetworkChoice(mode, policy_from_create(saved["policy"]))
+        return NetworkChoice(mode, policy_from_create(saved["policy"]), requested=True)
     except FileNotFoundError:
         return NetworkChoice()
     except (OSError, ValueError, KeyError, TypeError) as exc:
