@@ -29,6 +29,9 @@ BENCHMARKS = [
     "memory",
     "files",
     "code",
+    "egress",
+    "hostnet",
+    "sandbox_network",
 ]
 
 
