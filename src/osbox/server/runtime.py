@@ -76,7 +76,6 @@ class Runtime:
         self.networks = SandboxNetworks(
             self.config.network, self.config.network_host, on_denied=self._record_denial
         )
-        await self.networks.start()
         self.backend = self._given_backend or _default_backend(self.config, self.networks)
         self.manager = SandboxManager(self.config, self.store, self.backend, tokens)
         self.snapshots = SnapshotManager(self.config, self.store, self.manager)
@@ -92,9 +91,14 @@ class Runtime:
         self._execd = ExecdService(log_dir=config.data_dir / "execd", limits=limits)
         self.manager.add_forget_hook(self._execd.forget)
         self.snapshots.start()
-        await self.manager.start()
-        await self.networks.sweep(self.manager.live_ids())  # links of sandboxes gone meanwhile
-        await self.backend.start()  # after re-adoption: a warm pool's start-ups compete for the CPU
+        await self.networks.start()
+        try:
+            await self.manager.start()
+            await self.networks.sweep(self.manager.live_ids())  # links of sandboxes gone meanwhile
+            await self.backend.start()  # after re-adoption: a warm pool's start-ups compete for the CPU
+        except BaseException:
+            await self.networks.close()  # a server that failed to start leaves no host table behind
+            raise  # after re-adoption: a warm pool's start-ups compete for the CPU
 
     @property
     def execd(self) -> ExecdService:
