@@ -26,7 +26,7 @@ from osbox.server.egress.app import AUTH_HEADER
 from tests.polling import wait_until_async
 
 from .fake_internet import HOSTS, http_server
-from .netns import netns_missing
+from .netns import netns_missing, run_in
 from .served import API_KEY, CURL, Served, fake_public, served_internet
 
 pytestmark = pytest.mark.timeout(120)
@@ -365,3 +365,14 @@ async def test_a_server_whose_network_cannot_start_says_why() -> None:
             assert created.status.state == "Failed"
             assert "network mode 'filtered' is not available" in (created.status.message or "")
             await lifecycle.delete_sandbox(created.id)
+
+
+async def test_a_restart_sweeps_the_links_a_crashed_server_left() -> None:
+    reason = netns_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    async with fake_public() as names:
+        stale = "otcr-0123456789"  # named like a host end of a sandbox that is gone
+        await run_in(names["host"], "ip", "link", "add", stale, "type", "veth", "peer", "name", "stale-peer")
+        async with served_internet(names, prefix="otcr") as served:
+            assert await served.host_links() == []
