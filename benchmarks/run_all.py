@@ -30,6 +30,9 @@ BENCHMARKS = [
     "files",
     "code",
     "pty",
+    "egress",
+    "hostnet",
+    "sandbox_network",
 ]
 
 

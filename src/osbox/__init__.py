@@ -50,6 +50,8 @@ _EXPORTS = {
     "._async.sandbox_pty": ("AsyncPtyHandle", "AsyncSandboxPty"),
     "._sync.sandbox_files": ("SandboxFiles",),
     "._async.sandbox_files": ("AsyncSandboxFiles",),
+    "._sync.sandbox_egress": ("SandboxEgress",),
+    "._async.sandbox_egress": ("AsyncSandboxEgress",),
     "._streaming": ("STOP",),
     "._sync.streaming": ("Stream",),
     "._async.streaming": ("AsyncStream",),
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
     from ._async.lifecycle import AsyncLifecycleClient
     from ._async.pty import AsyncPtyConnection
     from ._async.sandbox import AsyncSandbox
+    from ._async.sandbox_egress import AsyncSandboxEgress
     from ._async.sandbox_files import AsyncSandboxFiles
     from ._async.sandbox_pty import AsyncPtyHandle, AsyncSandboxPty
     from ._async.streaming import AsyncStream
@@ -97,6 +100,7 @@ if TYPE_CHECKING:
     from ._sync.lifecycle import LifecycleClient
     from ._sync.pty import PtyConnection
     from ._sync.sandbox import Sandbox
+    from ._sync.sandbox_egress import SandboxEgress
     from ._sync.sandbox_files import SandboxFiles
     from ._sync.sandbox_pty import PtyHandle, SandboxPty
     from ._sync.streaming import Stream
@@ -115,6 +119,7 @@ __all__ = [
     "AsyncPtyConnection",
     "AsyncPtyHandle",
     "AsyncSandbox",
+    "AsyncSandboxEgress",
     "AsyncSandboxFiles",
     "AsyncSandboxPty",
     "AsyncStream",
@@ -142,6 +147,7 @@ __all__ = [
     "PtySessionStatus",
     "RateLimitError",
     "Sandbox",
+    "SandboxEgress",
     "SandboxError",
     "SandboxFiles",
     "SandboxPty",

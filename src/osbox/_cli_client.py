@@ -7,6 +7,8 @@
     osbox download ID REMOTE LOCAL                    a file out, with a progress bar and a summary line
     osbox rm ID...                                    delete sandboxes
     osbox shell ID [--cwd DIR] [-- COMMAND...]        an interactive terminal (`_cli_shell.py`)
+    osbox create --allow pypi.org ...                 its outbound traffic denied but to these targets
+    osbox egress get|allow|deny|rm ID ...             its egress policy (`_cli_egress.py`)
 
 `--url` and `--api-key` default to `OPEN_SANDBOX_DOMAIN` and `OPEN_SANDBOX_API_KEY`, as for the SDK.
 Errors print one line and exit 1. On a terminal, tables and progress bars use rich when it is installed
@@ -181,6 +183,7 @@ def _create(args: argparse.Namespace) -> int:
         env=_pairs(args.env, "--env"),
         metadata=_pairs(args.metadata, "--metadata"),
         resource_limits=given(cpu=args.cpu, memory=args.memory),  # the SDK's defaults for the rest
+        network_policy=_allow_only(args.allow),
         keep=True,
         base_url=args.url,
         api_key=args.api_key,
@@ -286,6 +289,13 @@ def _download(args: argparse.Namespace) -> int:
     return _transfer(args, move, Path(args.remote).name, what)
 
 
+def _allow_only(targets: Sequence[str] | None) -> dict[str, Any] | None:
+    """`--allow` given: a policy denying everything but these targets; else None (no policy)."""
+    if not targets:
+        return None
+    return {"defaultAction": "deny", "egress": [{"action": "allow", "target": t} for t in targets]}
+
+
 def _rm(args: argparse.Namespace) -> int:
     with _lifecycle(args) as lifecycle:
         for sandbox_id in args.sandbox_ids:
@@ -339,6 +349,12 @@ def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     create.add_argument("--metadata", action="append", metavar="K=V", help="metadata label (repeatable)")
     create.add_argument("--cpu", help="CPU limit, e.g. 500m or 2 (default 1)")
     create.add_argument("--memory", help="memory limit, e.g. 512Mi (default 2Gi)")
+    create.add_argument(
+        "--allow",
+        action="append",
+        metavar="TARGET",
+        help="deny all outbound traffic but to this domain, *.domain, IP or CIDR (repeatable)",
+    )
     create.set_defaults(handler=_guarded(_create))
 
     exec_ = commands.add_parser(

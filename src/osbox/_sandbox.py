@@ -16,8 +16,8 @@ from ._exceptions import CommandFailedError, NotFoundError, SandboxError
 from ._wire import EXECD_PORT
 from .models.events import COMMAND_EXEC_ERROR, Execution, ExecutionError
 from .models.execd import CommandStatusResponse
+from .models.lifecycle import NetworkPolicy, SandboxState
 from .models.lifecycle import Sandbox as SandboxInfo
-from .models.lifecycle import SandboxState
 
 __all__ = ["DEFAULT_ENTRYPOINT", "DEFAULT_IMAGE", "DEFAULT_RESOURCE_LIMITS", "EXECD_PORT"]
 
@@ -64,8 +64,10 @@ def _create_fields(
     env: Mapping[str, str] | None,
     metadata: Mapping[str, str] | None,
     resource_limits: Mapping[str, str] | None,
+    network_policy: NetworkPolicy | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
+        "network_policy": network_policy,
         "image": image,
         "entrypoint": list(entrypoint if entrypoint is not None else DEFAULT_ENTRYPOINT),
         "timeout": None if lifetime is None else int(lifetime),

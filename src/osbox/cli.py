@@ -14,9 +14,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._cli_client import CLIENT_SUBCOMMANDS
+from ._cli_egress import EGRESS_SUBCOMMANDS
+
+if TYPE_CHECKING:
+    from .server.egress.hostnet import HostNetworkConfig
 from ._cli_images import IMAGE_SUBCOMMANDS
 from ._cli_shell import SHELL_SUBCOMMANDS
 
@@ -96,6 +100,8 @@ def _serve(args: argparse.Namespace) -> int:
         api_key=api_key,
         host=args.host,
         warm_pool_size=pool,
+        network=args.network,
+        network_host=_network_host(args),
         **_limit_settings(args),
     )
     _log.info("osbox serve on %s:%d, data in %s", args.host, args.port, config.data_dir)
@@ -156,10 +162,42 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="what a sandbox may write outside its volumes (default 10Gi)",
     )
     limits.add_argument("--max-disk", type=_bytes, metavar="BYTES", help="the most a request may ask (100Gi)")
+    network = serve.add_argument_group(
+        "sandbox networks (root only; see the README's 'Networking and egress')"
+    )
+    network.add_argument(
+        "--network",
+        choices=["none", "open", "filtered"],
+        default="none",
+        help="what a sandbox created without a networkPolicy gets: no network (default), outbound access "
+        "through NAT, or that under an egress policy; 'none' leaves the host's network untouched",
+    )
+    network.add_argument(
+        "--network-pool",
+        type=ipaddress.IPv4Network,
+        metavar="CIDR",
+        help="IPv4 network the sandboxes' /30 links come from (100.96.0.0/16)",
+    )
+    network.add_argument(
+        "--dns-upstream",
+        type=ipaddress.ip_address,
+        metavar="ADDRESS",
+        help="DNS server the sandboxes' resolvers ask (default: resolv.conf's)",
+    )
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     serve.set_defaults(handler=_serve)
+
+
+def _network_host(args: argparse.Namespace) -> HostNetworkConfig | None:
+    """The host side's layout from `--network-pool` and `--dns-upstream` (None: the defaults)."""
+    if args.network_pool is None and args.dns_upstream is None:
+        return None
+    from .server.egress.hostnet import DEFAULT_POOL, HostNetworkConfig
+
+    upstream = (str(args.dns_upstream), 53) if args.dns_upstream else None
+    return HostNetworkConfig(pool=args.network_pool or DEFAULT_POOL, upstream_dns=upstream)
 
 
 def _cores(text: str) -> float:
@@ -209,6 +247,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
     _add_serve,
     *CLIENT_SUBCOMMANDS,
     *SHELL_SUBCOMMANDS,
+    *EGRESS_SUBCOMMANDS,
     *IMAGE_SUBCOMMANDS,
 ]
 

@@ -99,8 +99,8 @@ def _bounded(case: Any) -> Any:
 def not_a_server_error_but_not_supported(ctx: Any, response: Any, case: Any) -> bool | None:
     """`not_a_server_error`, except for the two documented 501 `NOT_SUPPORTED` answers of osbox serve.
 
-    - the egress API: `osbox serve` does not implement the egress sidecar yet (issue 8), so every
-      egress route answers 501 by design;
+    - the egress API: the fuzzed server has no sandbox networks, so a policy change answers 501
+      saying so, and Credential Vault bindings (credential injection) answer 501 by design;
     - code contexts in a language other than python (the spec's `bash` example among them): the
       feature exists in the contract, not in this runtime, and saying so is the honest answer.
     Any other 5xx, and a 501 anywhere else, fails.

@@ -82,7 +82,7 @@ def test_proxy_answers_502_when_nothing_listens(lifecycle_server: LocalServer, e
     unknown = httpx2.get(f"{lifecycle_server.base_url}/sandboxes/nope/proxy/8000/")
     assert unknown.status_code == 404
     egress = httpx2.get(f"{lifecycle_server.base_url}/sandboxes/{echo_sandbox}/proxy/18080/policy")
-    assert egress.status_code == 501 and egress.json()["code"] == "NOT_SUPPORTED"
+    assert egress.status_code == 401 and egress.json()["code"] == "UNAUTHORIZED"  # its own token
 
 
 def test_direct_endpoint_forwards_tcp_per_sandbox(

@@ -27,6 +27,7 @@ from ..models.egress import (
     CredentialVaultMutationRequest,
     CredentialVaultState,
     DeletePolicyRulesRequest,
+    NetworkPolicy,
     NetworkRule,
     PatchPolicyRulesRequest,
     PolicyStatusResponse,
@@ -66,6 +67,16 @@ class AsyncEgressClient(AsyncAPIClient):
     async def get_policy(self) -> PolicyStatusResponse:
         """The policy in force and the sidecar's mode (`GET /policy`)."""
         return await self._call(APIRequest("GET", "/policy", parse=model(PolicyStatusResponse)))
+
+    async def replace_policy(
+        self, policy: NetworkPolicy | Mapping[str, Any] | None = None
+    ) -> PolicyStatusResponse:
+        """Replace the whole policy (`POST /policy`); None (an empty body) means deny everything.
+
+        egress.replace_policy({"defaultAction": "deny", "egress": [{"action": "allow", "target": "x.org"}]})
+        """
+        body = None if policy is None else NetworkPolicy.model_validate(policy).to_wire()
+        return await self._call(APIRequest("POST", "/policy", json=body, parse=model(PolicyStatusResponse)))
 
     async def patch_policy(self, rules: Sequence[NetworkRule | Mapping[str, Any]]) -> PolicyStatusResponse:
         """Merge `rules` ahead of the current ones (`PATCH /policy`); the first rule per target wins.

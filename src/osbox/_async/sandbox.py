@@ -28,10 +28,12 @@ from .._base_client import ClientOptions
 from .._exceptions import APIError, AuthenticationError, NotFoundError, PermissionDeniedError, SandboxError
 from .._sandbox import DEFAULT_IMAGE, EXECD_PORT, _Backoff, _checked, _create_fields, _is_running
 from ..models.events import Execution
+from ..models.lifecycle import NetworkPolicy
 from ..models.lifecycle import Sandbox as SandboxInfo
 from .commands import AsyncCommandHandle
 from .execd import AsyncExecdClient
 from .lifecycle import AsyncLifecycleClient
+from .sandbox_egress import AsyncSandboxEgress
 from .sandbox_files import AsyncSandboxFiles
 from .sandbox_pty import AsyncSandboxPty
 
@@ -73,6 +75,8 @@ class AsyncSandbox:
         self.files = AsyncSandboxFiles(lambda: self.execd)
         #: Interactive terminals: `sandbox.pty.create(cols, rows, on_data=...)`, `.connect(session_id)`.
         self.pty = AsyncSandboxPty(lambda: self.execd)
+        #: The outbound network policy: `sandbox.egress.get()`, `.patch(rules)`, `.replace(policy)`, ...
+        self.egress = AsyncSandboxEgress(lambda: self.id, lifecycle, options)
 
     @classmethod
     async def create(
@@ -85,6 +89,7 @@ class AsyncSandbox:
         env: Mapping[str, str] | None = None,
         metadata: Mapping[str, str] | None = None,
         resource_limits: Mapping[str, str] | None = None,
+        network_policy: NetworkPolicy | Mapping[str, Any] | None = None,
         keep: bool = False,
         use_server_proxy: bool = False,
         lifecycle: AsyncLifecycleClient | None = None,
@@ -99,10 +104,12 @@ class AsyncSandbox:
         deleted and `SandboxError` says why; the client option `timeout` bounds each HTTP request.
         `entrypoint` defaults to one that idles (`tail -f /dev/null`). `resource_limits` is always sent
         (every OpenSandbox server accepts that): the given keys over the defaults `{"cpu": "1", "memory":
-        "2Gi"}`. `options` (timeout, max_retries, headers, http_client) go to both clients.
+        "2Gi"}`. `network_policy` (`{"defaultAction": "deny", "egress": [{"action": "allow", "target":
+        "pypi.org"}]}`) filters its outbound traffic from the start; change it later through `egress`.
+        `options` (timeout, max_retries, headers, http_client) go to the clients.
         """
         sandbox = cls._open("", lifecycle, base_url, api_key, keep, ready_timeout, use_server_proxy, options)
-        fields = _create_fields(image, entrypoint, lifetime, env, metadata, resource_limits)
+        fields = _create_fields(image, entrypoint, lifetime, env, metadata, resource_limits, network_policy)
         await sandbox._start(fields)
         return sandbox
 
@@ -298,6 +305,7 @@ class AsyncSandbox:
             await self._close_clients()
 
     async def _close_clients(self) -> None:
+        await self.egress.aclose()
         if self._execd is not None:
             await self._execd.aclose()
             self._execd = None

@@ -28,6 +28,7 @@ from ..models.egress import (
     CredentialVaultMutationRequest,
     CredentialVaultState,
     DeletePolicyRulesRequest,
+    NetworkPolicy,
     NetworkRule,
     PatchPolicyRulesRequest,
     PolicyStatusResponse,
@@ -67,6 +68,14 @@ class EgressClient(SyncAPIClient):
     def get_policy(self) -> PolicyStatusResponse:
         """The policy in force and the sidecar's mode (`GET /policy`)."""
         return self._call(APIRequest("GET", "/policy", parse=model(PolicyStatusResponse)))
+
+    def replace_policy(self, policy: NetworkPolicy | Mapping[str, Any] | None = None) -> PolicyStatusResponse:
+        """Replace the whole policy (`POST /policy`); None (an empty body) means deny everything.
+
+        egress.replace_policy({"defaultAction": "deny", "egress": [{"action": "allow", "target": "x.org"}]})
+        """
+        body = None if policy is None else NetworkPolicy.model_validate(policy).to_wire()
+        return self._call(APIRequest("POST", "/policy", json=body, parse=model(PolicyStatusResponse)))
 
     def patch_policy(self, rules: Sequence[NetworkRule | Mapping[str, Any]]) -> PolicyStatusResponse:
         """Merge `rules` ahead of the current ones (`PATCH /policy`); the first rule per target wins.

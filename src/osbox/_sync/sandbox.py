@@ -29,12 +29,13 @@ from .._base_client import ClientOptions
 from .._exceptions import APIError, AuthenticationError, NotFoundError, PermissionDeniedError, SandboxError
 from .._sandbox import DEFAULT_IMAGE, EXECD_PORT, _Backoff, _checked, _create_fields, _is_running
 from ..models.events import Execution
+from ..models.lifecycle import NetworkPolicy
 from ..models.lifecycle import Sandbox as SandboxInfo
 from .commands import CommandHandle
 from .execd import ExecdClient
 from .lifecycle import LifecycleClient
+from .sandbox_egress import SandboxEgress
 from .sandbox_files import SandboxFiles
-from .sandbox_pty import SandboxPty
 
 __all__ = ["Sandbox"]
 
@@ -72,8 +73,8 @@ class Sandbox:
         self._killed = False
         #: Read, write, list and test files: `sandbox.files.write(path, "text")`, `.read(path)`, ...
         self.files = SandboxFiles(lambda: self.execd)
-        #: Interactive terminals: `sandbox.pty.create(cols, rows, on_data=...)`, `.connect(session_id)`.
-        self.pty = SandboxPty(lambda: self.execd)
+        #: The outbound network policy: `sandbox.egress.get()`, `.patch(rules)`, `.replace(policy)`, ...
+        self.egress = SandboxEgress(lambda: self.id, lifecycle, options)
 
     @classmethod
     def create(
@@ -86,6 +87,7 @@ class Sandbox:
         env: Mapping[str, str] | None = None,
         metadata: Mapping[str, str] | None = None,
         resource_limits: Mapping[str, str] | None = None,
+        network_policy: NetworkPolicy | Mapping[str, Any] | None = None,
         keep: bool = False,
         use_server_proxy: bool = False,
         lifecycle: LifecycleClient | None = None,
@@ -100,10 +102,12 @@ class Sandbox:
         deleted and `SandboxError` says why; the client option `timeout` bounds each HTTP request.
         `entrypoint` defaults to one that idles (`tail -f /dev/null`). `resource_limits` is always sent
         (every OpenSandbox server accepts that): the given keys over the defaults `{"cpu": "1", "memory":
-        "2Gi"}`. `options` (timeout, max_retries, headers, http_client) go to both clients.
+        "2Gi"}`. `network_policy` (`{"defaultAction": "deny", "egress": [{"action": "allow", "target":
+        "pypi.org"}]}`) filters its outbound traffic from the start; change it later through `egress`.
+        `options` (timeout, max_retries, headers, http_client) go to the clients.
         """
         sandbox = cls._open("", lifecycle, base_url, api_key, keep, ready_timeout, use_server_proxy, options)
-        fields = _create_fields(image, entrypoint, lifetime, env, metadata, resource_limits)
+        fields = _create_fields(image, entrypoint, lifetime, env, metadata, resource_limits, network_policy)
         sandbox._start(fields)
         return sandbox
 
@@ -297,6 +301,7 @@ class Sandbox:
             self._close_clients()
 
     def _close_clients(self) -> None:
+        self.egress.close()
         if self._execd is not None:
             self._execd.close()
             self._execd = None

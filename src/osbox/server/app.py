@@ -138,7 +138,9 @@ async def health(request: Request) -> Response:
 def create_app(config: ServerConfig, *, backend: Backend | None = None) -> Starlette:
     """The whole `osbox serve` app; its lifespan starts and stops the runtime (and its sandboxes)."""
     runtime = Runtime(config, backend)
-    proxy = SandboxProxy(runtime.sandbox_handle, runtime.execd_token, lambda: runtime.execd)
+    proxy = SandboxProxy(
+        runtime.sandbox_handle, runtime.execd_token, lambda: runtime.execd, egress=runtime.egress_app
+    )
     routes = lifecycle_routes(proxy)
 
     @contextlib.asynccontextmanager

@@ -6,6 +6,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .egress.hostnet import HostNetworkConfig
 
 __all__ = ["ServerConfig", "parse_mirrors"]
 
@@ -98,6 +102,13 @@ class ServerConfig:
     #: Registry mirrors ({"docker.io": "127.0.0.1:5000"}): `python:3.12` is pulled from the mirror
     #: and keeps its name. `$OSBOX_REGISTRY_MIRRORS` ("docker.io=host:port,...") sets the default.
     registry_mirrors: Mapping[str, str] = field(default_factory=_env_mirrors)
+    #: Sandbox networks (root only; README "Networking and egress"): the network of a sandbox created
+    #: without a `networkPolicy`. "none": no sandbox has one and the host is left alone; "open": NAT'ed
+    #: outbound access, isolated from the host and other sandboxes; "filtered": that under an egress
+    #: policy (allow-all until one is set). A `networkPolicy` means "filtered" (any switch but "none").
+    network: Literal["none", "open", "filtered"] = "none"
+    #: The host side's layout (address pool, interface prefix, upstream DNS, ...); None: the defaults.
+    network_host: HostNetworkConfig | None = None
 
     @property
     def db_path(self) -> Path:

@@ -1,9 +1,10 @@
 """The server proxy: `/sandboxes/{id}/proxy/{port}[/{path}]`, unauthenticated by API key.
 
 Port 44772 is execd: the `X-EXECD-ACCESS-TOKEN` header is checked in constant time and the
-request is dispatched in-process to the execd ASGI app. Port 18080 (egress) is not implemented
-yet. Any other port is relayed as HTTP/1.1 over `handle.connect(port)` with h11: method, query,
-headers and body stream both ways; hop-by-hop and credential headers are dropped.
+request is dispatched in-process to the execd ASGI app. Port 18080 is the sandbox's egress API,
+in-process too (`egress.app`, which checks `OPENSANDBOX-EGRESS-AUTH` in constant time). Any other
+port is relayed as HTTP/1.1 over `handle.connect(port)` with h11: method, query, headers and body
+stream both ways; hop-by-hop and credential headers are dropped.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 from collections.abc import Callable
 
 import h11
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from osbox._wire import EGRESS_PORT, EXECD_PORT, EXECD_TOKEN_HEADER
 
@@ -77,6 +78,12 @@ def _response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, b
     return [(name, value) for name, value in headers if name.lower() not in _HOP_BY_HOP]
 
 
+def _inner_scope(scope: Scope, rest: str) -> Scope:
+    """The request as an in-process app behind the proxy sees it: its path is `/rest`."""
+    path = "/" + rest
+    return {**scope, "path": path, "raw_path": path.encode(), "root_path": "", "path_params": {}}
+
+
 class SandboxProxy:
     """ASGI endpoint for the proxy routes (HTTP, and WebSocket for execd)."""
 
@@ -85,10 +92,13 @@ class SandboxProxy:
         lookup: Callable[[str], SandboxHandle],
         token_of: Callable[[str], str],
         execd: Callable[[], ExecdService],
+        egress: Callable[[str], ASGIApp] | None = None,
     ) -> None:
+        """`egress` gives the egress API app of a sandbox (None: port 18080 answers 501)."""
         self._lookup = lookup
         self._token_of = token_of
         self._execd = execd  # resolved per request: the service starts with the server
+        self._egress = egress
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         params = scope.get("path_params", {})
@@ -97,10 +107,10 @@ class SandboxProxy:
             raise ApiError(400, "SANDBOX::INVALID_PARAMETER", f"port {port} is not between 1 and 65535")
         if port == EXECD_PORT:
             await self._to_execd(sandbox_id, rest, scope, receive, send)
-        elif port == EGRESS_PORT:
-            raise ApiError(
-                501, "NOT_SUPPORTED", "The egress sidecar API is not implemented by osbox serve yet"
-            )
+        elif port == EGRESS_PORT and scope["type"] == "http":
+            if self._egress is None:
+                raise ApiError(501, "NOT_SUPPORTED", "This server has no egress API")
+            await self._egress(sandbox_id)(_inner_scope(scope, rest), receive, send)
         elif scope["type"] != "http":
             # A WebSocket to an arbitrary port: use the direct endpoint, which relays raw TCP.
             await send({"type": "websocket.close", "code": 1003, "reason": "use the direct endpoint"})
@@ -116,15 +126,7 @@ class SandboxProxy:
                 return
             raise ApiError(401, "UNAUTHORIZED", f"invalid or missing header {EXECD_TOKEN_HEADER}")
         handle = self._lookup(sandbox_id)
-        path = "/" + rest
-        inner: Scope = {
-            **scope,
-            "path": path,
-            "raw_path": path.encode(),
-            "root_path": "",
-            "path_params": {},
-        }
-        await self._execd().serve(handle, inner, receive, send)
+        await self._execd().serve(handle, _inner_scope(scope, rest), receive, send)
 
     async def _relay_http(
         self, handle: SandboxHandle, port: int, path: str, scope: Scope, receive: Receive, send: Send

@@ -5,26 +5,34 @@ from __future__ import annotations
 import logging
 import resource
 
+from starlette.types import ASGIApp
+
 from ._backend import default_backend
 from ._backend.base import Backend, SandboxHandle
 from ._store import Store
 from .config import ServerConfig
 from .datadir import prepare_data_dir
+from .egress.app import create_egress_app
+from .egress.engine import Denial
+from .egress.networks import SandboxNetworks
+from .egress.vault import CredentialVault
 from .execd import ExecdLimits, ExecdService
 from .forwarder import ForwarderPool
 from .lifecycle.manager import SandboxManager
+from .lifecycle.records import format_time
 from .lifecycle.snapshots import SnapshotManager
 from .tokens import TokenMinter, load_or_create_key
 
 __all__ = ["Runtime"]
 
 
-def _default_backend(config: ServerConfig) -> Backend:
+def _default_backend(config: ServerConfig, networks: SandboxNetworks) -> Backend:
     return default_backend(
         config.data_dir,
         pool_size=config.warm_pool_size,
         die_with_server=config.sandboxes_die_with_server,
         pool_disk_bytes=config.default_disk_bytes,
+        networks=networks,
     )
 
 
@@ -56,6 +64,7 @@ class Runtime:
         self.manager: SandboxManager
         self.snapshots: SnapshotManager
         self.forwarders: ForwarderPool
+        self.networks: SandboxNetworks
 
     async def start(self) -> None:
         """Check and prepare the data dir, open the store, start the backend, re-adopt surviving
@@ -64,7 +73,10 @@ class Runtime:
         prepare_data_dir(self.config)
         tokens = TokenMinter(load_or_create_key(self.config.secret_key_path))
         self.store = Store(self.config.db_path)
-        self.backend = self._given_backend or _default_backend(self.config)
+        self.networks = SandboxNetworks(
+            self.config.network, self.config.network_host, on_denied=self._record_denial
+        )
+        self.backend = self._given_backend or _default_backend(self.config, self.networks)
         self.manager = SandboxManager(self.config, self.store, self.backend, tokens)
         self.snapshots = SnapshotManager(self.config, self.store, self.manager)
         self.forwarders = ForwarderPool(self.config.host, self.sandbox_handle)
@@ -79,8 +91,14 @@ class Runtime:
         self._execd = ExecdService(log_dir=config.data_dir / "execd", limits=limits)
         self.manager.add_forget_hook(self._execd.forget)
         self.snapshots.start()
-        await self.manager.start()
-        await self.backend.start()  # after re-adoption: a warm pool's start-ups compete for the CPU
+        await self.networks.start()
+        try:
+            await self.manager.start()
+            await self.networks.sweep(self.manager.live_ids())  # links of sandboxes gone meanwhile
+            await self.backend.start()  # after re-adoption: a warm pool's start-ups compete for the CPU
+        except BaseException:
+            await self.networks.close()  # a server that failed to start leaves no host table behind
+            raise  # after re-adoption: a warm pool's start-ups compete for the CPU
 
     @property
     def execd(self) -> ExecdService:
@@ -95,6 +113,32 @@ class Runtime:
         """The per-sandbox execd access token (404 ApiError for an unknown sandbox)."""
         return self.manager.tokens(sandbox_id)[0]
 
+    def egress_app(self, sandbox_id: str) -> ASGIApp:
+        """The egress API of a Running sandbox (404/409 ApiError otherwise), over its policy."""
+        self.sandbox_handle(sandbox_id)
+        auth_token = self.manager.tokens(sandbox_id)[1]
+        vault = CredentialVault(
+            self.config.sandboxes_dir / sandbox_id, self.manager.vault_key(sandbox_id), sandbox_id
+        )
+        return create_egress_app(self.networks.policy_store(sandbox_id), auth_token=auth_token, vault=vault)
+
+    def _record_denial(self, sandbox_id: str, denial: Denial) -> None:
+        """A denied name or connection, as an event of the sandbox (its diagnostics show it)."""
+        if denial.kind == "dns":
+            message = f"Egress denied: DNS query for {denial.target} ({denial.detail}) answered NXDOMAIN."
+        else:
+            message = f"Egress denied: connection to {denial.target} ({denial.detail}) refused."
+        try:
+            self.store.add_event(
+                sandbox_id,
+                at=format_time(denial.at),
+                state="Running",
+                reason="egress_denied",
+                message=message,
+            )
+        except Exception:  # a denial must never break the resolver that reports it
+            logging.getLogger("osbox.server").exception("recording an egress denial failed")
+
     async def close(self) -> None:
         """Stop forwarders and copies, destroy or keep sandboxes per config, release everything."""
         try:
@@ -104,4 +148,7 @@ class Runtime:
             await self._execd.aclose()
             await self.backend.close()
         finally:
-            self.store.close()
+            try:
+                await self.networks.close()  # also after a failure: no host table outlives the server
+            finally:
+                self.store.close()

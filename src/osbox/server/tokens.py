@@ -26,7 +26,7 @@ __all__ = ["SecretKeyError", "TokenMinter", "load_or_create_key", "new_salt"]
 _KEY_BYTES = 32
 
 #: What a token opens: the execd API (through the proxy) or the egress sidecar's API.
-Purpose = Literal["execd", "egress"]
+Purpose = Literal["execd", "egress", "vault"]
 
 
 class SecretKeyError(Exception):

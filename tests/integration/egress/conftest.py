@@ -1,5 +1,6 @@
 """Fixtures of the egress tests: the fake internet (see fake_internet.py), skipped without root/nft, and a
-leak check after every test (no namespace of ours, no /etc/netns overlay, no nft session thread left)."""
+leak check after every test (no namespace this process made, no /etc/netns overlay of one, no nft session
+thread left)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from .fake_internet import FakeInternet, fake_internet
-from .netns import NETNS_PREFIX, netns_missing
+from .netns import MADE_HERE, netns_missing
 
 
 @pytest.fixture
@@ -32,6 +33,6 @@ def no_leaks() -> Iterator[None]:
     assert leaked_threads == [], "nft session threads left running (hold their namespaces alive)"
     if netns_missing() is None:
         listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-        assert [n for n in listed.split() if n.startswith(NETNS_PREFIX)] == []
+        assert [n for n in listed.split() if n in MADE_HERE] == []
         overlays = os.listdir("/etc/netns") if os.path.isdir("/etc/netns") else []
-        assert [n for n in overlays if n.startswith(NETNS_PREFIX)] == []
+        assert [n for n in overlays if n in MADE_HERE] == []

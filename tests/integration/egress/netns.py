@@ -18,6 +18,7 @@ import pytest
 from osbox.server.egress.netns import netns_socket_factory
 
 __all__ = [
+    "MADE_HERE",
     "NETNS_PREFIX",
     "netns_missing",
     "netns_path",
@@ -29,7 +30,10 @@ __all__ = [
 ]
 
 NETNS_PREFIX = "osbxt-"
-"""Every namespace the tests make is named osbxt-<random>-<role>; a leak check looks for the prefix."""
+"""Every namespace the tests make is named osbxt-<random>-<role>."""
+MADE_HERE: set[str] = set()
+"""The namespaces this test process made and has not deleted: what the leak check looks at (other
+test runs on the machine make namespaces of the same prefix at the same time)."""
 
 
 def netns_missing() -> str | None:
@@ -87,6 +91,7 @@ async def network_namespaces(roles: Sequence[str]) -> AsyncIterator[dict[str, st
         for name in names.values():
             run("ip", "netns", "add", name)
             made.append(name)
+            MADE_HERE.add(name)
             run("ip", "-n", name, "link", "set", "lo", "up")
         yield names
     finally:
@@ -94,3 +99,4 @@ async def network_namespaces(roles: Sequence[str]) -> AsyncIterator[dict[str, st
             shutil.rmtree(f"/etc/netns/{name}", ignore_errors=True)
             with contextlib.suppress(RuntimeError):
                 run("ip", "netns", "del", name)
+                MADE_HERE.discard(name)

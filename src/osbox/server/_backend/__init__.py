@@ -5,9 +5,13 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .base import Backend, BackendError, Mount, SandboxHandle, SandboxProcess, SandboxSpec
 from .bwrap.disk import remove_tree
+
+if TYPE_CHECKING:
+    from ..egress.networks import SandboxNetworks
 
 __all__ = [
     "Backend",
@@ -22,11 +26,16 @@ __all__ = [
 
 
 def default_backend(
-    data_dir: Path, *, pool_size: int = 0, die_with_server: bool = False, pool_disk_bytes: int | None = None
+    data_dir: Path,
+    *,
+    pool_size: int = 0,
+    die_with_server: bool = False,
+    pool_disk_bytes: int | None = None,
+    networks: SandboxNetworks | None = None,
 ) -> Backend:
     """The backend for this machine (`pool_size` sandboxes kept pre-started, each with a disk quota
-    of `pool_disk_bytes`; with `die_with_server`, sandboxes end when this process does); raises
-    `BackendError` saying what to install when there is none."""
+    of `pool_disk_bytes`; with `die_with_server`, sandboxes end when this process does; `networks`
+    gives sandboxes their networks); raises `BackendError` saying what to install when there is none."""
     if not sys.platform.startswith("linux"):
         raise BackendError(
             f"osbox serve isolates sandboxes with Linux namespaces and cgroups; this is {sys.platform}. "
@@ -40,5 +49,9 @@ def default_backend(
     from .bwrap.backend import BwrapBackend
 
     return BwrapBackend(
-        data_dir, pool_size=pool_size, die_with_server=die_with_server, pool_disk_bytes=pool_disk_bytes
+        data_dir,
+        pool_size=pool_size,
+        die_with_server=die_with_server,
+        pool_disk_bytes=pool_disk_bytes,
+        networks=networks,
     )

@@ -27,7 +27,10 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
+
+if TYPE_CHECKING:
+    from ..egress.networks import NetworkChoice
 
 __all__ = [
     "Backend",
@@ -150,6 +153,8 @@ class SandboxSpec:
     #: The image to run in; None runs the sandbox in a read-only view of the host's own tree
     #: (the warm pool's blank sandboxes, and backends' own tests).
     image: ImageRoot | None = None
+    #: The network it gets, set up before its entrypoint starts (None: none).
+    network: NetworkChoice | None = None
 
 
 class SandboxProcess(abc.ABC):
@@ -175,6 +180,10 @@ class SandboxHandle(abc.ABC):
     limits_message: str
     #: A sentence for the sandbox's status about its disk quota ("" when there is none to tell).
     disk_message: str = ""
+    #: A sentence for the sandbox's status about its network, and the address its resolv.conf should
+    #: name as nameserver (None: no network).
+    network_message: str = ""
+    nameserver: str | None = None
     #: Host path of the file that collects the entrypoint's stdout and stderr.
     log_path: Path
     #: The host uids the sandbox's processes may run as. A file in a sandbox-writable tree owned

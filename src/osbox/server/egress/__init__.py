@@ -1,6 +1,6 @@
 """The egress engine: policy, policy DNS resolver and nftables enforcement for one sandbox network.
 
-Not wired into sandboxes yet (see the README's "Networking and egress"). Modules:
+Wired into sandboxes by `networks` (see the README's "Networking and egress"). Modules:
 
 * `policy`: the policy model and the `/policy` edits, pure.
 * `resolver`: an asyncio DNS server answering NXDOMAIN for denied names and reporting allowed answers.
@@ -13,6 +13,8 @@ Not wired into sandboxes yet (see the README's "Networking and egress"). Modules
 * `hostnet`: `HostNetwork`, the host side of every sandbox's network (veths, a /30 pool, NAT, isolation);
   `host_nft`: its nftables table, rendered; `sandbox_network`: `connect_sandbox`, one sandbox in mode
   none, open or filtered.
+* `networks`: `SandboxNetworks`, every sandbox network of a server (which mode, kept across restarts);
+  `vault`: the Credential Vault of the egress app.
 """
 
 from .policy import MAX_RULES, Action, Policy, PolicyError, Rule

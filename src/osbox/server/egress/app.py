@@ -1,9 +1,10 @@
-"""The egress HTTP API of one sandbox (`egress-api.yaml`: `/policy`, `/healthz`), as its own app.
+"""The egress HTTP API of one sandbox (`egress-api.yaml`: `/policy`, `/healthz`, `/credential-vault`).
 
-Not mounted into `osbox serve` yet. It works on a `PolicyStore` (e.g. `SandboxEgress`): the app parses
-and merges, the store enforces. Errors are `{code, message}`: 400 for bad input (including more rules than
-the cap), 401 without the right `OPENSANDBOX-EGRESS-AUTH` token (compared in constant time), 405, and 501
-when the machine cannot enforce the policy asked for. The Credential Vault routes are not here yet.
+Served by `osbox serve` as port 18080 of each sandbox (through its proxy). It works on a `PolicyStore`
+(e.g. `SandboxEgress`): the app parses and merges, the store enforces. Errors are `{code, message}`: 400
+for bad input (including more rules than the cap), 401 without the right `OPENSANDBOX-EGRESS-AUTH` token
+(compared in constant time), 405, and 501 when the machine cannot enforce the policy asked for. The
+Credential Vault routes are `vault.CredentialVault`'s (credentials only: bindings, i.e. injection, 501).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .._body import BadBody, read_json
 from .enforcer import Enforcement
 from .engine import EgressUnavailable
 from .policy import Policy, PolicyError, parse_delete_body, parse_patch_body, policy_from_body
+from .vault import CredentialVault, VaultError
 
 __all__ = ["AUTH_HEADER", "BODY_LIMIT", "PolicyStore", "create_egress_app"]
 
@@ -45,9 +47,11 @@ class PolicyStore(Protocol):
         """Put `policy` in force; `EgressUnavailable` when the machine cannot enforce it."""
 
 
-def create_egress_app(store: PolicyStore, *, auth_token: str | None) -> Starlette:
-    """The egress app over `store`; `auth_token` None leaves `/policy` open (as the reference does when
-    it has no token)."""
+def create_egress_app(
+    store: PolicyStore, *, auth_token: str | None, vault: CredentialVault | None = None
+) -> Starlette:
+    """The egress app over `store` (and `vault`: the `/credential-vault` routes; None: 501 there);
+    `auth_token` None leaves the routes open (as the reference does when it has no token)."""
     expected = auth_token.encode() if auth_token is not None else None
 
     def authorized(request: Request) -> bool:
@@ -90,10 +94,53 @@ def create_egress_app(store: PolicyStore, *, auth_token: str | None) -> Starlett
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
+    async def vault_route(request: Request) -> Response:
+        if not authorized(request):
+            return _error(401, "UNAUTHORIZED", f"missing or wrong {AUTH_HEADER} header")
+        if vault is None:
+            return _error(501, "NOT_SUPPORTED", "this sandbox has no credential vault")
+        try:
+            return await _vault_answer(vault, request)
+        except BadBody as exc:
+            return _error(400, "INVALID_REQUEST", str(exc))
+        except VaultError as exc:
+            return _error(exc.status, exc.code, str(exc))
+
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
     return Starlette(
-        routes=[Route("/policy", policy_route, methods=methods), Route("/healthz", healthz, methods=["GET"])]
+        routes=[
+            Route("/policy", policy_route, methods=methods),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/credential-vault", vault_route, methods=["GET", "POST", "PATCH", "DELETE"]),
+            Route("/credential-vault/{kind:str}", vault_route, methods=["GET"]),
+            Route("/credential-vault/{kind:str}/{name:str}", vault_route, methods=["GET"]),
+        ]
     )
+
+
+async def _vault_answer(vault: CredentialVault, request: Request) -> Response:
+    """One `/credential-vault` request (see `vault.py`); `VaultError` for what it refuses."""
+    kind, name = request.path_params.get("kind"), request.path_params.get("name")
+    if kind is None:
+        if request.method == "POST":
+            return JSONResponse(vault.create(await read_json(request, BODY_LIMIT)), status_code=201)
+        if request.method == "PATCH":
+            return JSONResponse(vault.mutate(await read_json(request, BODY_LIMIT)))
+        if request.method == "DELETE":
+            vault.delete()
+            return Response(status_code=204)
+        return JSONResponse(vault.state())
+    if kind == "credentials":
+        if name is None:
+            state = vault.state()
+            return JSONResponse({"revision": state["revision"], "credentials": state["credentials"]})
+        return JSONResponse(vault.credential(name))
+    if kind == "bindings":
+        revision = vault.revision()
+        if name is None:
+            return JSONResponse({"revision": revision, "bindings": []})
+        raise VaultError(404, "NOT_FOUND", f"no binding {name!r} (bindings are not supported)")
+    raise VaultError(404, "NOT_FOUND", f"no such route: /credential-vault/{kind}")
 
 
 def _status(store: PolicyStore, *, include_policy: bool = False, reason: str | None = None) -> Response:

@@ -1,6 +1,6 @@
 """One sandbox's egress, assembled: its policy, the policy resolver and the nftables enforcer.
 
-This is the object a sandbox will own once the backend wires networking in (not yet): start it with the
+The object a filtered sandbox's network owns (`sandbox_network.connect_sandbox`): start it with the
 create request's policy, hand it to the egress app as its policy store, close it with the sandbox.
 
 A policy that filters anything needs `dns+nft`: where the probe finds less (no nft, not root), `start`

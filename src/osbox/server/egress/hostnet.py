@@ -279,6 +279,14 @@ class HostNetwork:
         async with self._lock:
             await self._detach(sandbox_id)
 
+    async def drop_stale_link(self, sandbox_id: str) -> None:
+        """Remove the host end named for `sandbox_id` if one is left from a previous run (a re-adopted
+        sandbox is attached afresh, at the same addresses); no-op when it is attached here."""
+        async with self._lock:
+            if sandbox_id not in self.attachments:
+                command = f"link del {self.interface_name(sandbox_id)}"
+                await _ip_batch(self.config.host_netns, [command], check=False)
+
     async def set_exceptions(self, sandbox_id: str, networks: Iterable[IPNetwork]) -> None:
         """Let the sandbox reach these networks although protected (its policy's IP/CIDR allow rules);
         replaces the previous ones. Never the host itself nor another sandbox."""

@@ -35,6 +35,7 @@ __all__ = [
     "Admission",
     "interval_elements",
     "render_admissions",
+    "render_dns_redirect",
     "render_removal",
     "render_ruleset",
 ]
@@ -104,11 +105,8 @@ def render_ruleset(
         ):
             elements = interval_elements(n for n in networks if n.version == version)
             lines += _set(f"{name}_v{version}", version, ["interval"], elements)
+    lines += _dns_chain(resolver_ip, port)
     lines += [
-        "  chain dns {",
-        "    type nat hook output priority -100; policy accept;",
-        f"    meta l4proto {{ tcp, udp }} th dport 53 dnat {ip_kw} to {_host_port(resolver_ip, port)}",
-        "  }",
         # Every refusal goes through here: reported to NFLOG (rate-limited, so a flood costs nothing),
         # then refused at once (a reset or an ICMP error, not a silent drop that clients wait out).
         "  chain refuse {",
@@ -150,6 +148,27 @@ def render_ruleset(
         lines.append("    goto refuse")
     lines += ["  }", "}"]
     return "\n".join(lines) + "\n"
+
+
+def render_dns_redirect(resolver: tuple[str, int]) -> str:
+    """The `nft -f` script that (re)defines table `inet osbox` with the DNS redirect alone: what an
+    unfiltered (`open`) sandbox gets, so its DNS reaches its resolver whatever its resolv.conf names."""
+    host, port = resolver
+    lines = [f"table inet {TABLE}", f"delete table inet {TABLE}", f"table inet {TABLE} {{"]
+    lines += _dns_chain(ipaddress.ip_address(host), port)
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _dns_chain(resolver: IPAddress, port: int) -> list[str]:
+    """Chain `dns`: DNS to any address, UDP or TCP port 53, DNAT'ed to the resolver."""
+    return [
+        "  chain dns {",
+        "    type nat hook output priority -100; policy accept;",
+        f"    meta l4proto {{ tcp, udp }} th dport 53 dnat {_family_keyword(resolver.version)} to "
+        f"{_host_port(resolver, port)}",
+        "  }",
+    ]
 
 
 def render_admissions(admissions: Iterable[Admission]) -> str:

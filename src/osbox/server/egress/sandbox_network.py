@@ -3,7 +3,8 @@
 * `none`: no link; the namespace has its own loopback only (what bwrap's `--unshare-net` gives).
 * `open`: a link from `HostNetwork.attach` (NAT, isolation) and a resolver on the link's gateway that
   answers everything (a plain forwarder to the host's upstream): the sandbox's resolv.conf names
-  `nameserver`.
+  `nameserver`, and where nftables works, DNS to any other address is redirected there too (a
+  namespace table holding only that redirect), so a resolv.conf naming another server still works.
 * `filtered`: `open` plus the engine (`SandboxEgress`): the policy in the namespace's own nft table, DNS
   from any address redirected to the policy resolver on the gateway, the host's protected networks
   refused there too (with events), and the policy's IP/CIDR allow rules excepted on the host side.
@@ -18,12 +19,16 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from .enforcer import probe_enforcement
 from .engine import Denial, SandboxEgress
 from .hostnet import Attachment, HostNetwork, NetworkUnavailable
+from .nft import render_dns_redirect, render_removal
+from .nft_runner import NftError, run_nft
 from .policy import Policy
 from .resolver import PolicyResolver, ResolvedAddress
 
@@ -41,6 +46,7 @@ class SandboxNetwork:
     attachment: Attachment | None = None
     egress: SandboxEgress | None = None
     resolver: PolicyResolver | None = None
+    redirected: str | None = None  # the namespace whose DNS redirect (mode `open`) is to be removed
 
     @property
     def nameserver(self) -> str | None:
@@ -61,10 +67,14 @@ class SandboxNetwork:
                 await self.egress.close()
             if self.resolver is not None:
                 await self.resolver.close()
+            if self.redirected is not None:
+                with contextlib.suppress(NftError):  # the namespace is gone already: so is the table
+                    await run_nft(self.redirected, render_removal())
         finally:
             if self.host is not None and self.attachment is not None:
                 await self.host.detach(self.attachment.sandbox_id)
             self.egress = self.resolver = self.attachment = None
+            self.redirected = None
 
 
 async def connect_sandbox(
@@ -101,6 +111,9 @@ async def connect_sandbox(
                 socket_factory=host.socket_factory,
             )
             await network.resolver.start(*listen)
+            if (await probe_enforcement(netns)).mode == "dns+nft":
+                await run_nft(netns, render_dns_redirect(listen))
+                network.redirected = netns
         else:
             network.egress = SandboxEgress(
                 netns,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import uuid
@@ -24,6 +25,8 @@ from ..config import ServerConfig
 from ..images.errors import ImageError
 from ..images.skopeo import Credentials
 from ..images.store import RootFS
+from ..egress.networks import NETWORK_EXTENSION, NetworkChoice, network_choice
+from ..egress.policy import PolicyError
 from ..tokens import TokenMinter, new_salt
 from .errors import ApiError, bad_request, conflict, not_found
 from .images import LaunchSettings, SandboxImages, launch_settings
@@ -215,6 +218,10 @@ class SandboxManager:
             raise conflict("SANDBOX::SANDBOX_NOT_RUNNING", f"Sandbox {sandbox_id!r} is {record.state}")
         return handle
 
+    def live_ids(self) -> tuple[str, ...]:
+        """The ids of the sandboxes this server holds a live handle of."""
+        return tuple(self._handles)
+
     def tokens(self, sandbox_id: str) -> tuple[str, str]:
         """(execd access token, egress auth token) of a sandbox; 404 when unknown."""
         record = self._record(sandbox_id)
@@ -222,6 +229,11 @@ class SandboxManager:
             self._tokens.token("execd", sandbox_id, record.token_salt),
             self._tokens.token("egress", sandbox_id, record.token_salt),
         )
+
+    def vault_key(self, sandbox_id: str) -> bytes:
+        """The 32-byte key of the sandbox's Credential Vault (derived like its tokens); 404 when unknown."""
+        record = self._record(sandbox_id)
+        return hashlib.sha256(self._tokens.token("vault", sandbox_id, record.token_salt).encode()).digest()
 
     # Create and delete.
 
@@ -379,6 +391,8 @@ class SandboxManager:
             parts.append(f"Resource limits are not enforced: {handle.limits_message}")
         if handle.disk_message:
             parts.append(handle.disk_message)
+        if handle.network_message:
+            parts.append(handle.network_message)
         return " ".join(parts)
 
     @staticmethod
@@ -552,7 +566,21 @@ class SandboxManager:
                 )
                 for m in record.mounts
             ],
+            network=self._network(record),
         )
+
+    def _network(self, record: SandboxRecord) -> NetworkChoice:
+        """The network the record asks for (checked at create; a record that no longer parses gets
+        none: fail-closed)."""
+        try:
+            return network_choice(
+                self.config.network,
+                record.extras.get("networkPolicy"),
+                record.extensions.get(NETWORK_EXTENSION),
+            )
+        except PolicyError as exc:
+            _log.warning("sandbox %s gets no network: %s", record.id, exc)
+            return NetworkChoice()
 
     def _save(self, record: SandboxRecord) -> None:
         self.store.put_sandbox(

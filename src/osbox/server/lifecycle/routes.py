@@ -64,6 +64,7 @@ async def create_sandbox(request: Request) -> Response:
         min_timeout=config.min_timeout_seconds,
         max_timeout=config.max_timeout_seconds,
         volumes_dir=config.volumes_dir,
+        network_mode=config.network,
     )
     seed = None
     if params.snapshot_id is not None:

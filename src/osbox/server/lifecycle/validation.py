@@ -20,6 +20,9 @@ from .._confined import is_symlink_refusal, open_under
 from ..images.errors import InvalidReference
 from ..images.reference import parse_reference
 from ..images.skopeo import Credentials
+from ..egress.networks import NETWORK_EXTENSION, network_choice
+from ..egress.policy import PolicyError
+from ..egress.sandbox_network import NetworkMode
 from .errors import ApiError, bad_request
 
 __all__ = [
@@ -388,9 +391,15 @@ def _parse_extensions(value: Any) -> dict[str, str]:
 
 
 def parse_create_request(
-    body: Any, *, min_timeout: int, max_timeout: int | None, volumes_dir: Path
+    body: Any,
+    *,
+    min_timeout: int,
+    max_timeout: int | None,
+    volumes_dir: Path,
+    network_mode: NetworkMode = "none",
 ) -> CreateParams:
-    """Check a `CreateSandboxRequest` body; raises a 400 ApiError on the first problem found."""
+    """Check a `CreateSandboxRequest` body; raises a 400 ApiError on the first problem found.
+    `network_mode` is the server's switch (a `networkPolicy` is checked against it)."""
     request = _expect_dict(body, "request body")
     image, snapshot_id = request.get("image"), request.get("snapshotId")
     if (image is None) == (snapshot_id is None):
@@ -412,6 +421,11 @@ def parse_create_request(
     for key, kind in (("networkPolicy", dict), ("credentialProxy", dict), ("secureAccess", bool)):
         if key in extras and not isinstance(extras[key], kind):
             raise bad_request(f"{key} has the wrong type")
+    extensions = _parse_extensions(request.get("extensions"))
+    try:  # checked here for a 400; the backend sets the network up
+        network_choice(network_mode, extras.get("networkPolicy"), extensions.get(NETWORK_EXTENSION))
+    except PolicyError as exc:
+        raise bad_request(str(exc)) from None
     return CreateParams(
         image=image_spec,
         snapshot_id=snapshot_id,
@@ -423,7 +437,7 @@ def parse_create_request(
         metadata=validate_metadata(request.get("metadata")),
         platform=_parse_platform(request.get("platform")),
         mounts=_parse_volumes(request.get("volumes"), volumes_dir),
-        extensions=_parse_extensions(request.get("extensions")),
+        extensions=extensions,
         extras=extras,
         disk_bytes=disk,
         image_auth=image_auth,

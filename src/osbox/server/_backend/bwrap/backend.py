@@ -42,8 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from ..._logtail import tail
+from ...egress.networks import SandboxNetworks
 from ..base import Backend, BackendError, ImageRoot, SandboxHandle, SandboxSpec
-from . import disk
+from . import disk, network
 from . import layout as lay
 from .agent_client import close_fds, request
 from .agent_code import agent_files
@@ -105,6 +106,7 @@ class BwrapBackend(Backend):
         die_with_server: bool = False,
         id_registry: IdRangeRegistry | None = None,
         pool_disk_bytes: int | None = None,
+        networks: SandboxNetworks | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -139,6 +141,7 @@ class BwrapBackend(Backend):
         self._pool_disk_bytes = pool_disk_bytes
         #: The image pre-started sandboxes run: the last one a create asked for (None: the host's tree).
         self._pool_image: ImageRoot | None = None
+        self._networks = networks
         self._pool: WarmPool[BwrapSandbox] = WarmPool(
             pool_size,
             launch=self._launch_blank,
@@ -316,6 +319,7 @@ class BwrapBackend(Backend):
         if base_env is not None:
             message["base_env"] = base_env
         try:
+            await network.connect(self._networks, handle, spec.network)
             await request(handle.layout.socket, message)
         except BaseException as exc:
             await self.destroy(handle)
@@ -614,6 +618,7 @@ class BwrapBackend(Backend):
             return
         sandbox.destroyed = True
         problem = await kill_tree(sandbox._agent_pidfd, sandbox._bwrap_pidfd, sandbox.cgroup)
+        await network.disconnect(self._networks, sandbox)
         if sandbox._bwrap is not None:
             sandbox._bwrap.poll()
         sandbox._agent_pidfd = sandbox._bwrap_pidfd = -1
@@ -680,6 +685,7 @@ class BwrapBackend(Backend):
                 ids_mapped=bool(record.get("ids_mapped")),
                 disk_message=str(record.get("disk_message", "")),
             )
+            await network.readopt(self._networks, handle)
             return handle
         except (BackendError, OSError, ValueError, KeyError, TypeError, TimeoutError):
             return None

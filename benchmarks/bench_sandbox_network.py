@@ -1,0 +1,277 @@
+"""Sandbox networks end to end: real bwrap sandboxes of an `osbox serve` reaching the fake internet.
+
+The server (`AsyncLocalServer`, warm pool 2, on a loop thread of its own) and the fake internet are the
+integration tests' (`tests/integration/egress/served.py`): the host side runs in a namespace the
+benchmark makes, the public side serves DNS (198.18.0.2) and HTTP (198.18.0.10). Measured, each against a
+baseline of the same run, interleaved:
+- create -> first output (as `bench_sandbox_start.py`: create, endpoint, execd client, first stdout
+  of `echo ready`) with a policy (default deny, one name and one CIDR allowed) vs without a network
+  (`osbox.network=none`) and in mode `open`;
+- HTTP throughput: `curl` in a sandbox (open, and filtered with the server allowed by CIDR) downloading a
+  body vs the same `curl` in the host namespace;
+- TCP connect latency: a probe script timing connects, in the sandbox vs in the host namespace;
+- DNS lookup latency: the probe timing UDP queries for an allowed name through the policy resolver (from a
+  filtered sandbox) vs straight to the upstream (from the host namespace).
+Goals: with a policy, p50 create -> first output <= 50 ms; sandbox (open) throughput >= 0.8x the host's.
+Root only.
+
+    python benchmarks/bench_sandbox_network.py [--quick]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from _common import REPO, Goal, Report, median, ms, parse_args, percentile, us
+from bench_egress import LoopThread
+from bench_hostnet import SERVER, bulk_server
+
+from osbox import ExecdClient, LifecycleClient
+
+sys.path.insert(0, str(REPO))
+from tests.integration.egress.fake_internet import DNS_ADDRESS
+from tests.integration.egress.netns import netns_missing
+from tests.integration.egress.served import API_KEY, Served, fake_public, served_internet
+
+GOAL_P50_S = 0.050
+GOAL_RATIO = 0.8
+POLICY = {
+    "defaultAction": "deny",
+    "egress": [
+        {"action": "allow", "target": "allowed.test"},
+        {"action": "allow", "target": f"{SERVER[0]}/32"},
+    ],
+}
+KINDS: dict[str, dict[str, Any]] = {
+    "none": {"extensions": {"osbox.network": "none"}},
+    "open": {},
+    "policy": {"network_policy": POLICY},
+}
+PROBE = """
+import json, socket, sys, time
+kind, host, port, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+times = []
+if kind == "connect":
+    for _ in range(count):
+        sock = socket.socket()
+        start = time.perf_counter()
+        sock.connect((host, port))
+        times.append(time.perf_counter() - start)
+        sock.close()
+else:
+    query = b"\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00"
+    query += b"\\x07allowed\\x04test\\x00\\x00\\x01\\x00\\x01"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.connect((host, port))
+        for _ in range(count):
+            start = time.perf_counter()
+            sock.send(query)
+            sock.recv(512)
+            times.append(time.perf_counter() - start)
+print(json.dumps(times))
+"""
+CURL = ["curl", "-sS", "-o", "/dev/null", "-w", "%{speed_download}", f"http://{SERVER[0]}:{SERVER[1]}/"]
+
+
+class Running:
+    """The fake internet and the server, kept up on a loop thread until `stop`."""
+
+    def __init__(self, runner: LoopThread, size: int) -> None:
+        self._runner = runner
+        self._size = size
+        self._stop: asyncio.Event | None = None
+        self._done: concurrent.futures.Future[None] | None = None
+
+    def start(self) -> Served:
+        ready: asyncio.Future[Served] = self._runner.loop.create_future()
+        self._done = asyncio.run_coroutine_threadsafe(self._serve(ready), self._runner.loop)
+        return self._runner.call(_wait(ready))
+
+    async def _serve(self, ready: asyncio.Future[Served]) -> None:
+        self._stop = asyncio.Event()
+        try:
+            async with self._up() as served:
+                ready.set_result(served)
+                await self._stop.wait()
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            raise
+
+    @contextlib.asynccontextmanager
+    async def _up(self) -> AsyncIterator[Served]:
+        async with fake_public() as names:
+            server, close_body = await bulk_server(names["public"], self._size)
+            try:
+                async with served_internet(names, warm_pool_size=2) as served:
+                    yield served
+            finally:
+                server.close()
+                await server.wait_closed()
+                close_body()
+
+    def stop(self) -> None:
+        assert self._stop is not None and self._done is not None
+        self._runner.loop.call_soon_threadsafe(self._stop.set)
+        self._done.result(timeout=120)
+
+
+async def _wait(future: asyncio.Future[Served]) -> Served:
+    return await future
+
+
+def start_one(lifecycle: LifecycleClient, fields: dict[str, Any]) -> float:
+    """Seconds from create to the first stdout of `echo ready`; the sandbox is deleted after (untimed)."""
+    t0 = time.perf_counter()
+    sandbox = lifecycle.create_sandbox(
+        image="python:3.11", entrypoint=["sleep", "infinity"], timeout=600, **fields
+    )
+    try:
+        if sandbox.status.state != "Running":
+            raise RuntimeError(f"sandbox {sandbox.id} is {sandbox.status.state}: {sandbox.status.message}")
+        endpoint = lifecycle.get_endpoint(sandbox.id, 44772)
+        with ExecdClient.from_endpoint(endpoint) as execd, execd.run_command("echo ready") as stream:
+            for event in stream:
+                if event.type == "stdout":
+                    return time.perf_counter() - t0
+        raise RuntimeError("the command ended without stdout")
+    finally:
+        lifecycle.delete_sandbox(sandbox.id)
+
+
+def in_sandbox(execd: ExecdClient, command: str) -> str:
+    execution = execd.run_command(command).run()
+    if execution.exit_code != 0:
+        raise RuntimeError(f"{command!r} failed: {execution.stderr}")
+    return execution.stdout
+
+
+def in_host(host: str, argv: list[str]) -> str:
+    done = subprocess.run(["ip", "netns", "exec", host, *argv], capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def main() -> None:
+    args = parse_args(__doc__ or "")
+    starts, rounds, size, probes = (6, 3, 64 << 20, 50) if args.quick else (30, 6, 256 << 20, 200)
+    report = Report.start("sandbox_network", args.quick)
+    missing = netns_missing()
+    if missing is not None:
+        report.notes.append(f"skipped: {missing}")
+        report.emit()
+        return
+    runner = LoopThread()
+    running = Running(runner, size)
+    served = running.start()
+    try:
+        with LifecycleClient(f"{served.server.base_url}/v1", API_KEY, timeout=60) as lifecycle:
+            for fields in KINDS.values():
+                start_one(lifecycle, fields)  # warm-up, not counted
+            start_times: dict[str, list[float]] = {kind: [] for kind in KINDS}
+            for _ in range(starts):
+                for kind, fields in KINDS.items():
+                    start_times[kind].append(start_one(lifecycle, fields))
+            figures: dict[str, Any] = {}
+            print(f"\ncreate -> first output, {starts} each (interleaved)")
+            for kind, values in start_times.items():
+                p50, p95 = median(values), percentile(values, 95)
+                print(f"  {kind:8s} p50 {ms(p50):>10s}  p95 {ms(p95):>10s}")
+                figures[f"start_{kind}_p50_ms"] = round(p50 * 1000, 2)
+                figures[f"start_{kind}_p95_ms"] = round(p95 * 1000, 2)
+            report.goals.append(
+                Goal(
+                    "p50 create -> first output with a policy",
+                    median(start_times["policy"]) * 1000,
+                    50,
+                    "<=",
+                    " ms",
+                )
+            )
+            measure_traffic(lifecycle, served, rounds, probes, figures, report)
+            report.figures["sandbox_network"] = figures
+    finally:
+        running.stop()
+        runner.stop()
+    report.emit()
+
+
+def measure_traffic(
+    lifecycle: LifecycleClient,
+    served: Served,
+    rounds: int,
+    probes: int,
+    figures: dict[str, Any],
+    report: Report,
+) -> None:
+    """Throughput, connect and DNS latency: sandboxes (open, filtered) vs the host namespace."""
+    opened = lifecycle.create_sandbox(image="python:3.11", entrypoint=["sleep", "infinity"], timeout=600)
+    filtered = lifecycle.create_sandbox(
+        image="python:3.11", entrypoint=["sleep", "infinity"], timeout=600, network_policy=POLICY
+    )
+    clients = {
+        "open": ExecdClient.from_endpoint(lifecycle.get_endpoint(opened.id, 44772)),
+        "filtered": ExecdClient.from_endpoint(lifecycle.get_endpoint(filtered.id, 44772)),
+    }
+    try:
+        for execd in clients.values():
+            execd.upload_file("/tmp/probe.py", PROBE)
+        with open("/tmp/osbox-bench-probe.py", "w") as probe:
+            probe.write(PROBE)
+        speeds: dict[str, list[float]] = {"host": [], "open": [], "filtered": []}
+        for _ in range(rounds):
+            speeds["host"].append(float(in_host(served.host, CURL)))
+            for name, execd in clients.items():
+                speeds[name].append(float(in_sandbox(execd, " ".join(CURL))))
+        print(f"\nHTTP download of the body, {rounds} rounds (MiB/s, median)")
+        for name, values in speeds.items():
+            print(f"  {name:8s} {median(values) / 2**20:10.0f}")
+            figures[f"http_{name}_mib_s"] = round(median(values) / 2**20, 1)
+        ratio = median(speeds["open"]) / median(speeds["host"])
+        figures["http_open_vs_host"] = round(ratio, 3)
+        figures["http_filtered_vs_host"] = round(median(speeds["filtered"]) / median(speeds["host"]), 3)
+        report.goals.append(Goal("sandbox (open) HTTP throughput vs host", ratio, GOAL_RATIO, ">=", "x"))
+
+        connect_args = ["connect", SERVER[0], str(SERVER[1]), str(probes)]
+        host_connects = json.loads(
+            in_host(served.host, ["python3", "/tmp/osbox-bench-probe.py", *connect_args])
+        )
+        print(f"\nTCP connect, {probes} each (p50 / p95)")
+        rows = {"host": host_connects}
+        for name, execd in clients.items():
+            rows[name] = json.loads(in_sandbox(execd, "python3 /tmp/probe.py " + " ".join(connect_args)))
+        for name, values in rows.items():
+            print(f"  {name:8s} {us(median(values)):>10s} {us(percentile(values, 95)):>10s}")
+            figures[f"connect_{name}_p50_us"] = round(median(values) * 1e6, 1)
+
+        direct = json.loads(
+            in_host(
+                served.host,
+                ["python3", "/tmp/osbox-bench-probe.py", "dns", DNS_ADDRESS[0], "53", str(probes)],
+            )
+        )
+        resolver = json.loads(
+            in_sandbox(clients["filtered"], f"python3 /tmp/probe.py dns 192.0.2.53 53 {probes}")
+        )
+        print(f"\nDNS lookup of allowed.test, {probes} each (p50 / p95)")
+        for name, values in (("direct", direct), ("resolver", resolver)):
+            print(f"  {name:8s} {us(median(values)):>10s} {us(percentile(values, 95)):>10s}")
+            figures[f"dns_{name}_p50_us"] = round(median(values) * 1e6, 1)
+        figures["dns_resolver_vs_direct"] = round(median(resolver) / median(direct), 2)
+    finally:
+        for execd in clients.values():
+            execd.close()
+        for sandbox in (opened, filtered):
+            lifecycle.delete_sandbox(sandbox.id)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+# Generated from src/osbox/_async/sandbox_egress.py by scripts/unasync.py: do not edit.
+"""`SandboxEgress`: `sandbox.egress`, the sandbox's outbound network policy at runtime.
+
+    with Sandbox.create(network_policy={"defaultAction": "deny"}) as sandbox:
+        sandbox.egress.patch([{"action": "allow", "target": "pypi.org"}])
+        status = sandbox.egress.get()      # status.policy, status.mode, status.enforcement_mode
+        sandbox.egress.remove(["pypi.org"])
+
+It sits on the sandbox's egress API (port 18080), reached through the endpoint the lifecycle API gives
+(its `OPENSANDBOX-EGRESS-AUTH` header included); the Credential Vault is on `sandbox.egress.client()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .._base_client import ClientOptions
+from .._wire import EGRESS_PORT
+from ..models.egress import NetworkPolicy, NetworkRule, PolicyStatusResponse
+from .egress import EgressClient
+from .lifecycle import LifecycleClient
+
+__all__ = ["SandboxEgress"]
+
+
+class SandboxEgress:
+    """Get, patch, replace and remove the egress rules of one sandbox (`sandbox.egress`)."""
+
+    def __init__(
+        self, sandbox_id: Callable[[], str], lifecycle: LifecycleClient, options: ClientOptions
+    ) -> None:
+        # A function, not the id: it is known only once the sandbox is created.
+        self._sandbox_id = sandbox_id
+        self._lifecycle = lifecycle
+        self._options = options
+        self._client: EgressClient | None = None
+
+    def client(self) -> EgressClient:
+        """The egress client of this sandbox, for the Credential Vault too (opened on first use from
+        the endpoint the lifecycle API gives, closed with the sandbox)."""
+        if self._client is None:
+            endpoint = self._lifecycle.get_endpoint(self._sandbox_id(), EGRESS_PORT)
+            self._client = EgressClient.from_endpoint(endpoint, **self._options)
+        return self._client
+
+    def get(self) -> PolicyStatusResponse:
+        """The policy in force, its derived mode and how it is enforced (`enforcement_mode`, `reason`)."""
+        client = self.client()
+        return client.get_policy()
+
+    def patch(self, rules: Sequence[NetworkRule | Mapping[str, Any]]) -> PolicyStatusResponse:
+        """Put `rules` ahead of the current ones (the first rule per target wins); new connections see it.
+
+        sandbox.egress.patch([{"action": "allow", "target": "*.pypi.org"}])
+        """
+        client = self.client()
+        return client.patch_policy(rules)
+
+    def replace(self, policy: NetworkPolicy | Mapping[str, Any] | None) -> PolicyStatusResponse:
+        """Replace the whole policy; None denies everything.
+
+        sandbox.egress.replace({"defaultAction": "deny", "egress": [{"action": "allow", "target": "x.org"}]})
+        """
+        client = self.client()
+        return client.replace_policy(policy)
+
+    def remove(self, targets: Sequence[str]) -> PolicyStatusResponse:
+        """Remove the rules for these targets (unknown ones are ignored).
+
+        sandbox.egress.remove(["pypi.org"])
+        """
+        client = self.client()
+        return client.delete_policy_rules(targets)
+
+    def close(self) -> None:
+        """Close the egress client, if one was opened."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None

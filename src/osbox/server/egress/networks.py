@@ -1,0 +1,292 @@
+"""Every sandbox network of one server: which mode each sandbox gets, setting it up and tearing it down,
+its policy kept across a restart, and the policy store the egress API works on.
+
+Modes (see `sandbox_network`): `none`, `open`, `filtered`. Which one a sandbox gets:
+
+* the server-wide switch (`ServerConfig.network`, `osbox serve --network`) is the mode of a sandbox
+  created without a `networkPolicy`; `none` also means the host is left alone (no veth, no nft table);
+* a create with a non-empty `networkPolicy` gets `filtered` with that policy;
+* the extension `osbox.network` (`none`, `open` or `filtered`) chooses explicitly (a policy needs
+  `filtered`).
+
+A mode that needs a network on a server that has none (switched off, or not root) fails the create with
+the reason, as does a policy the machine cannot enforce; it never runs unfiltered. Each networked
+sandbox's mode and policy are kept in `<state dir>/network.json` (server-only), so a re-adopted sandbox
+gets the same network and policy after a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import get_args
+
+from .app import PolicyStore
+from .enforcer import Enforcement
+from .engine import Denial, EgressUnavailable
+from .hostnet import HostNetwork, HostNetworkConfig, NetworkUnavailable
+from .policy import Policy, PolicyError, policy_from_create
+from .sandbox_network import NetworkMode, SandboxNetwork, connect_sandbox
+
+__all__ = [
+    "NETWORK_EXTENSION",
+    "NetworkChoice",
+    "NetworkStatus",
+    "SandboxNetworks",
+    "network_choice",
+]
+
+_log = logging.getLogger("osbox.server.network")
+
+NETWORK_EXTENSION = "osbox.network"
+"""The create request's `extensions` key choosing a sandbox's network mode explicitly."""
+_MODES: tuple[NetworkMode, ...] = get_args(NetworkMode)
+_RECORD = "network.json"
+_OFF = "networking is off on this server (start osbox serve with --network open or --network filtered)"
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkChoice:
+    """The network a sandbox is to get: its mode and (mode `filtered`) its policy."""
+
+    mode: NetworkMode = "none"
+    policy: Policy = field(default_factory=Policy.allow_all)
+    requested: bool = False
+    """Asked for by the create (a policy or the extension), not just the server's default: a server
+    that cannot give it fails the create; the default degrades to no network, saying why."""
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkStatus:
+    """What a connected sandbox's status says about its network, and the nameserver its resolv.conf
+    should name (None without a network)."""
+
+    message: str
+    nameserver: str | None = None
+
+
+def network_choice(server_mode: NetworkMode, network_policy: object, extension: str | None) -> NetworkChoice:
+    """The network of a sandbox created with this `networkPolicy` and `osbox.network` extension on a
+    server whose switch is `server_mode`. Raises `PolicyError` (a 400) for a bad policy or mode."""
+    policy = policy_from_create(network_policy)
+    mode: NetworkMode
+    requested = extension is not None or network_policy not in (None, {})
+    if extension is not None:
+        chosen = extension.strip().lower()
+        if chosen not in _MODES:
+            raise PolicyError(f"extensions.{NETWORK_EXTENSION} must be one of {', '.join(_MODES)}")
+        mode = next(m for m in _MODES if m == chosen)
+    elif network_policy not in (None, {}):
+        mode = "filtered"
+    else:
+        mode = server_mode
+    if mode != "filtered" and policy != Policy.allow_all():
+        raise PolicyError(f"networkPolicy needs network mode 'filtered', not {mode!r}")
+    return NetworkChoice(mode, policy, requested)
+
+
+class SandboxNetworks:
+    """The server's sandbox networks. `start` it with the server, `close` it at the end.
+
+    networks = SandboxNetworks("open", HostNetworkConfig(), on_denied=record_event)
+    await networks.start()
+    status = await networks.connect("sbx-1", "/proc/4242/ns/net", state_dir, NetworkChoice("open"))
+    ...
+    await networks.disconnect("sbx-1")
+    """
+
+    def __init__(
+        self,
+        mode: NetworkMode,
+        host_config: HostNetworkConfig | None = None,
+        *,
+        on_denied: Callable[[str, Denial], None] | None = None,
+    ) -> None:
+        """`mode` is the server-wide switch; `host_config` lays out the host side; `on_denied` gets
+        each recorded denial with its sandbox's id."""
+        self.mode = mode
+        self._host_config = host_config or HostNetworkConfig()
+        self._on_denied = on_denied
+        self.host: HostNetwork | None = None
+        self.unavailable = _OFF if mode == "none" else ""
+        """Why sandboxes cannot have a network here ("" when they can)."""
+        self._networks: dict[str, SandboxNetwork] = {}
+        self._state_dirs: dict[str, Path] = {}
+
+    async def start(self) -> None:
+        """Start the host side (unless the switch is `none`); where it cannot start (not root, no
+        nft), sandboxes run without a network and `unavailable` says why."""
+        if self.mode == "none":
+            return
+        try:
+            self.host = await HostNetwork.start(self._host_config)
+        except NetworkUnavailable as exc:
+            self.unavailable = str(exc).removeprefix("no network: ")
+            _log.warning("sandboxes get no network: %s", exc)
+
+    async def connect(
+        self, sandbox_id: str, netns: str, state_dir: Path, choice: NetworkChoice
+    ) -> NetworkStatus:
+        """Set up the network `choice` asks for in the namespace at `netns`; before the entrypoint runs.
+
+        Raises `NetworkUnavailable` or `EgressUnavailable` (the message says why) when it cannot be
+        had here; nothing is left behind then.
+        """
+        if choice.mode == "none" or (self.host is None and not choice.requested):
+            reason = self.unavailable or f"extensions.{NETWORK_EXTENSION} is 'none'"
+            return NetworkStatus(f"No network: {reason}.")
+        if self.host is None:
+            raise NetworkUnavailable(f"network mode {choice.mode!r} is not available: {self.unavailable}")
+        network = await connect_sandbox(
+            self.host,
+            sandbox_id,
+            netns,
+            choice.mode,
+            policy=choice.policy,
+            on_denied=self._denied(sandbox_id),
+        )
+        try:
+            _save(state_dir, choice)
+        except BaseException:
+            await network.close()
+            raise
+        self._networks[sandbox_id] = network
+        self._state_dirs[sandbox_id] = state_dir
+        return self.status(sandbox_id)
+
+    async def readopt(self, sandbox_id: str, netns: str, state_dir: Path) -> NetworkStatus:
+        """Give a re-adopted sandbox the network (and policy) it had. Never raises: a sandbox whose
+        network cannot be set up again runs with none (fail-closed), and its status says why."""
+        choice = _load(state_dir)
+        if choice.mode == "none":
+            return NetworkStatus("No network.")
+        try:
+            if self.host is None:
+                raise NetworkUnavailable(self.unavailable)
+            await self.host.drop_stale_link(sandbox_id)
+            return await self.connect(sandbox_id, netns, state_dir, choice)
+        except Exception as exc:
+            _log.warning("sandbox %s runs without its network after the restart: %s", sandbox_id, exc)
+            return NetworkStatus(f"No network: setting it up again after the restart failed: {exc}.")
+
+    def status(self, sandbox_id: str) -> NetworkStatus:
+        """The status of a connected sandbox's network."""
+        network = self._networks[sandbox_id]
+        nameserver = network.nameserver
+        address = network.attachment.address if network.attachment is not None else None
+        if network.egress is None:
+            return NetworkStatus(f"Network: open (address {address}, DNS {nameserver}).", nameserver)
+        enforcement = network.egress.enforcement
+        why = f": {enforcement.reason}" if enforcement.reason else ""
+        return NetworkStatus(
+            f"Network: filtered by its egress policy (address {address}, DNS {nameserver}; "
+            f"enforcement {enforcement.mode}{why}).",
+            nameserver,
+        )
+
+    async def disconnect(self, sandbox_id: str) -> None:
+        """Remove the sandbox's network (link, nft table, resolver); no-op for one without."""
+        network = self._networks.pop(sandbox_id, None)
+        self._state_dirs.pop(sandbox_id, None)
+        if network is not None:
+            await network.close()
+
+    async def sweep(self, live_ids: Iterable[str]) -> None:
+        """Remove host ends a previous run left for sandboxes that are gone (after re-adoption)."""
+        if self.host is not None:
+            await self.host.sweep(live_ids)
+
+    def policy_store(self, sandbox_id: str) -> PolicyStore:
+        """What the egress API of this sandbox works on: its policy, or why it has none."""
+        network = self._networks.get(sandbox_id)
+        if network is None or network.egress is None:
+            if network is not None:
+                reason = (
+                    "network mode 'open': nothing is filtered; create the sandbox with a networkPolicy "
+                    f"(or extensions.{NETWORK_EXTENSION}='filtered') to have a policy"
+                )
+            else:
+                reason = f"the sandbox has no network: {self.unavailable or 'it was created without one'}"
+            return _Unfiltered(reason)
+        return _Filtered(network, self._state_dirs[sandbox_id])
+
+    async def close(self) -> None:
+        """Stop every resolver and remove every link and the host's table. Sandboxes keep running;
+        a restarted server connects them again (`readopt`)."""
+        try:
+            for sandbox_id in list(self._networks):
+                try:
+                    await self._networks.pop(sandbox_id).close()
+                except Exception:
+                    _log.exception("closing the network of sandbox %s failed", sandbox_id)
+        finally:
+            self._state_dirs.clear()
+            if self.host is not None:
+                await self.host.close()
+                self.host = None
+
+    def _denied(self, sandbox_id: str) -> Callable[[Denial], None] | None:
+        on_denied = self._on_denied
+        if on_denied is None:
+            return None
+        return lambda denial: on_denied(sandbox_id, denial)
+
+
+class _Unfiltered:
+    def __init__(self, reason: str) -> None:
+        self.policy = Policy.allow_all()
+        self.enforcement = Enforcement("none", reason)
+
+    async def replace(self, policy: Policy) -> None:
+        raise EgressUnavailable(f"cannot change the egress policy: {self.enforcement.reason}")
+
+
+class _Filtered:
+    def __init__(self, network: SandboxNetwork, state_dir: Path) -> None:
+        assert network.egress is not None
+        self._network = network
+        self._egress = network.egress
+        self._state_dir = state_dir
+
+    @property
+    def policy(self) -> Policy:
+        return self._egress.policy
+
+    @property
+    def enforcement(self) -> Enforcement:
+        return self._egress.enforcement
+
+    async def replace(self, policy: Policy) -> None:
+        await self._network.replace_policy(policy)
+        _save(self._state_dir, NetworkChoice("filtered", policy))
+
+
+def _save(state_dir: Path, choice: NetworkChoice) -> None:
+    """Write `network.json` atomically into the state dir (the server's own: no sandbox writes there)."""
+    record = {"mode": choice.mode, "policy": choice.policy.to_model().model_dump(mode="json", by_alias=True)}
+    temp = state_dir / f".{_RECORD}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(record, out)
+    os.replace(temp, state_dir / _RECORD)
+
+
+def _load(state_dir: Path) -> NetworkChoice:
+    """The recorded choice; mode `none` when there is none or it is unreadable (fail-closed)."""
+    try:
+        fd = os.open(state_dir / _RECORD, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd) as record:
+            saved = json.load(record)
+        mode = saved["mode"]
+        if mode not in _MODES:
+            raise ValueError(f"unknown mode {mode!r}")
+        return NetworkChoice(mode, policy_from_create(saved["policy"]), requested=True)
+    except FileNotFoundError:
+        return NetworkChoice()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        _log.warning("the network record in %s is unusable (%s): no network", state_dir, exc)
+        return NetworkChoice()
