@@ -29,10 +29,10 @@ from tests.integration.images.registry import (
     OciLayoutBuilder,
     busybox_layer,
     file,
-    local_registry,
     tools_missing,
 )
 
+from osbox.server.images.local_registry import local_registry
 from osbox.server.images.store import ImageStore, ImageStoreConfig
 
 LAYER_BYTES = 25 * 10**6

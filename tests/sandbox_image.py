@@ -17,14 +17,20 @@ from pathlib import Path
 import pytest
 
 from osbox.server.images.debian import DEBIAN_REF_NAME, debian_image
+from osbox.server.images.local_registry import LocalRegistry, local_registry
 from osbox.server.images.store import ImageStore, ImageStoreConfig
-from tests.integration.images.registry import LocalRegistry, local_registry, tools_missing
+from tests.integration.images.registry import tools_missing
 
 CACHE_DIR = Path(os.environ.get("OSBOX_TEST_IMAGE_CACHE", Path.home() / ".cache" / "osbox-test-images"))
 #: Processes that live for the whole session (the registry): not leaks of any one test.
 SESSION_PROCESSES: set[int] = set()
 #: The names tests create sandboxes from; each is the Debian image.
-TEST_IMAGES = ("library/python:3.11", "library/python:latest", "library/debian:12")
+TEST_IMAGES = (
+    "library/python:3.11",
+    "library/python:latest",
+    "library/debian:12",
+    "opensandbox/code-interpreter:v1.1.1",
+)
 
 
 def _unavailable() -> str | None:

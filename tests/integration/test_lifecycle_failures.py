@@ -150,6 +150,7 @@ def test_a_graceful_stop_destroys_a_pool_sandbox_a_failed_create_took(
     ):
         # The pool pre-starts sandboxes of the image created last: the first create of it
         # starts its own, and the pool fills with that image for the next one.
+        wait_until(lambda: len(_pool_dirs(first)) == 1, what="a full warm pool")
         blank = _pool_dirs(first)  # pre-started before any image was asked for
         started = api.post("/sandboxes", json=_BODY).json()
         assert started["status"]["state"] == "Running", started

@@ -16,18 +16,17 @@ from pathlib import Path
 
 import pytest
 
+from osbox.server.images.local_registry import LocalRegistry, local_registry
 from osbox.server.images.platform import Platform, host_platform
 from osbox.server.images.store import ImageStore, ImageStoreConfig
 
 from .registry import (
     ImageSpec,
-    LocalRegistry,
     OciLayoutBuilder,
     busybox_layer,
     directory,
     file,
     hardlink,
-    local_registry,
     symlink,
     tools_missing,
 )

@@ -5,25 +5,31 @@
 
 The image is Debian 12 (minbase) with python3, ipykernel and a few tools, a user `sandbox`
 (1000:1000, home /home/sandbox) it runs as, and /workspace as its working directory: the same
-shape a sandbox had on the host before images. Building takes about a minute (packages from the
-Debian mirror), so the result is cached under `cache_dir`, keyed by the recipe: a second build is
-a lookup. Root only (mmdebstrap's root mode makes the files' owners right).
+shape a sandbox had on the host before images. A second layer holds a stand-in for the official
+code-interpreter image's entrypoint, `/opt/code-interpreter/code-interpreter.sh`: a Jupyter kernel
+whose shell channel listens on 127.0.0.1:44771, the port the official code-interpreter SDK probes.
+
+Building takes about a minute (packages from the Debian mirror), so the result is cached under
+`cache_dir`, keyed by the recipe: a second build is a lookup. Root only (mmdebstrap's root mode
+makes the files' owners right).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from .platform import host_platform
 
-__all__ = ["DEBIAN_REF_NAME", "debian_image"]
+__all__ = ["CODE_INTERPRETER_SCRIPT", "DEBIAN_REF_NAME", "debian_image"]
 
 DEBIAN_REF_NAME = "debian-python"
 _SUITE = "bookworm"
@@ -48,6 +54,20 @@ _CONFIG = {
     "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"],
     "Cmd": ["/bin/bash"],
 }
+CODE_INTERPRETER_SCRIPT = "/opt/code-interpreter/code-interpreter.sh"
+_CODE_INTERPRETER = """#!/bin/sh
+# osbox's stand-in for the official code-interpreter image's entrypoint: a Jupyter kernel whose
+# shell channel listens on 127.0.0.1:${JUPYTER_PORT:-44771}, which the official SDK probes before it
+# calls the sandbox ready. Code contexts run through osbox's execd, in kernels of their own.
+set -e
+port=${JUPYTER_PORT:-44771}
+connection=/tmp/code-interpreter-kernel.json
+key=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n')
+json='{"transport": "tcp", "ip": "127.0.0.1", "shell_port": %d, "iopub_port": %d, "stdin_port": %d,'
+json="$json"' "control_port": %d, "hb_port": %d, "key": "%s", "signature_scheme": "hmac-sha256"}'
+printf "$json\\n" "$port" $((port + 2)) $((port + 3)) $((port + 4)) $((port + 5)) "$key" > "$connection"
+exec python3 -m ipykernel_launcher -f "$connection"
+"""
 _OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 _OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 _OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -55,7 +75,9 @@ _ZSTD_LAYER = "application/vnd.oci.image.layer.v1.tar+zstd"
 
 
 def _recipe_key(mirror: str) -> str:
-    recipe = json.dumps([_SUITE, _PACKAGES, _CUSTOMIZE, _EXCLUDE, _CONFIG, mirror, str(host_platform())])
+    recipe = json.dumps(
+        [_SUITE, _PACKAGES, _CUSTOMIZE, _EXCLUDE, _CONFIG, _CODE_INTERPRETER, mirror, str(host_platform())]
+    )
     return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 
@@ -84,26 +106,39 @@ def debian_image(cache_dir: Path, *, mirror: str = "http://deb.debian.org/debian
 
 
 def _write_layout(root: Path, tar: Path) -> None:
-    """An OCI image layout of one zstd layer (the rootfs tar) and the image config."""
+    """An OCI image layout: the rootfs tar and the code-interpreter script as zstd layers, and the config."""
     blobs = root / "blobs" / "sha256"
     blobs.mkdir(parents=True)
     (root / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
-    diff_id = _sha256_file(tar)
-    compressed = root / "layer.tar.zst"
-    subprocess.run(["zstd", "-q", "-T0", "-6", str(tar), "-o", str(compressed)], check=True, timeout=600)
-    layer = _move_blob(blobs, compressed, _ZSTD_LAYER)
+    script_tar = root / "script.tar"
+    with tarfile.open(script_tar, "w", format=tarfile.PAX_FORMAT) as archive:
+        for directory in ("opt", "opt/code-interpreter"):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            archive.addfile(info)
+        data = _CODE_INTERPRETER.encode()
+        info = tarfile.TarInfo(CODE_INTERPRETER_SCRIPT.lstrip("/"))
+        info.mode, info.size = 0o755, len(data)
+        archive.addfile(info, io.BytesIO(data))
+    layers, diff_ids = [], []
+    for path in (tar, script_tar):
+        diff_ids.append(_sha256_file(path))
+        compressed = path.with_suffix(".tar.zst")
+        subprocess.run(["zstd", "-q", "-T0", "-6", str(path), "-o", str(compressed)], check=True, timeout=600)
+        layers.append(_move_blob(blobs, compressed, _ZSTD_LAYER))
+    script_tar.unlink()
     platform = host_platform()
     config: dict[str, Any] = {
         "architecture": platform.architecture,
         "os": platform.os,
         "config": _CONFIG,
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
     }
     manifest = {
         "schemaVersion": 2,
         "mediaType": _OCI_MANIFEST,
         "config": _bytes_blob(blobs, json.dumps(config).encode(), _OCI_CONFIG),
-        "layers": [layer],
+        "layers": layers,
     }
     descriptor = _bytes_blob(blobs, json.dumps(manifest).encode(), _OCI_MANIFEST)
     descriptor["annotations"] = {"org.opencontainers.image.ref.name": DEBIAN_REF_NAME}
