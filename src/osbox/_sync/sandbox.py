@@ -36,6 +36,7 @@ from .execd import ExecdClient
 from .lifecycle import LifecycleClient
 from .sandbox_egress import SandboxEgress
 from .sandbox_files import SandboxFiles
+from .sandbox_pty import SandboxPty
 
 __all__ = ["Sandbox"]
 
@@ -73,6 +74,8 @@ class Sandbox:
         self._killed = False
         #: Read, write, list and test files: `sandbox.files.write(path, "text")`, `.read(path)`, ...
         self.files = SandboxFiles(lambda: self.execd)
+        #: Interactive terminals: `sandbox.pty.create(cols, rows, on_data=...)`, `.connect(session_id)`.
+        self.pty = SandboxPty(lambda: self.execd)
         #: The outbound network policy: `sandbox.egress.get()`, `.patch(rules)`, `.replace(policy)`, ...
         self.egress = SandboxEgress(lambda: self.id, lifecycle, options)
 

@@ -34,6 +34,7 @@ __all__ = [
     "check_mapped",
     "child_ids",
     "enter_root",
+    "file_capabilities",
     "owner_change",
     "privileged",
     "set_default_ids",
@@ -193,18 +194,24 @@ def act_as_default_user() -> None:
 def owner_change() -> Any:
     """A context in which this thread may chown (the files API's `owner`/`group`), as a command run
     with `uid=0` could: raises CAP_CHOWN in the effective set for the block."""
+    return file_capabilities(_CAP_CHOWN)
+
+
+def file_capabilities(mask: int = _FILE_CAPS) -> Any:
+    """A context in which this thread holds the file capabilities in `mask` (see `_FILE_CAPS`),
+    whatever user its file operations act as; they are lowered again after the block."""
 
     class _Raised:
         def __enter__(self) -> None:
             if privileged() and _state.get("capset") is not None:
                 permitted = _capabilities("CapPrm")
-                _state["capset"](permitted, 0, _effective() | (permitted & _CAP_CHOWN))
+                _state["capset"](permitted, 0, _effective() | (permitted & mask))
 
         def __exit__(self, *exc: object) -> None:
             if privileged() and _state.get("capset") is not None:
                 permitted = _capabilities("CapPrm")
                 lowered = _state.get("default", (0, 0))[0] != 0
-                _state["capset"](permitted, 0, _effective() & ~_CAP_CHOWN if lowered else permitted)
+                _state["capset"](permitted, 0, _effective() & ~mask if lowered else permitted)
 
     return _Raised()
 

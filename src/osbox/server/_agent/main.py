@@ -305,9 +305,28 @@ def _op_ping(request: dict[str, Any]) -> tuple[object, list[int]]:
     return info, [os.pidfd_open(os.getpid())]
 
 
+#: The files the server writes for an image sandbox (bound over the image's own).
+_WRITTEN_ETC = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
+
+
+def _write_etc(files: object) -> None:
+    """Rewrite files of `_WRITTEN_ETC` (e.g. resolv.conf, once the sandbox's network is up)."""
+    if not isinstance(files, dict) or not set(files) <= set(_WRITTEN_ETC):
+        raise ValueError(f"etc may only name {', '.join(_WRITTEN_ETC)}")
+    with identity.file_capabilities():
+        for path, content in files.items():
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.write(fd, str(content).encode())
+            finally:
+                os.close(fd)
+
+
 def _op_start(request: dict[str, Any]) -> tuple[object, list[int]]:
     if _entrypoint["pid"] is not None:
         raise ValueError("the entrypoint was already started")
+    if request.get("etc") and _image:
+        _write_etc(request["etc"])
     base_env = request.get("base_env")
     if base_env is not None:
         # A sandbox started ahead of time (warm pool) learns its owner's environment here; every
@@ -450,6 +469,9 @@ def _enter_image(root: str, user: str) -> None:
                 os.chown("/workspace", account.uid, account.gid)
             except FileExistsError:
                 pass
+            for path in _WRITTEN_ETC:  # bwrap made them the agent's: they are root's, readable by all
+                os.chown(path, 0, 0, follow_symlinks=False)
+                os.chmod(path, 0o644)
             result.append(None)
         except BaseException as exc:  # reported by the main thread
             result.append(exc)

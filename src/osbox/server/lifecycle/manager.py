@@ -22,11 +22,11 @@ from .._backend.base import Backend, BackendError, Mount, SandboxHandle, Sandbox
 from .._confined import make_dirs_beneath
 from .._store import Store
 from ..config import ServerConfig
+from ..egress.networks import NETWORK_EXTENSION, NetworkChoice, network_choice
+from ..egress.policy import PolicyError
 from ..images.errors import ImageError
 from ..images.skopeo import Credentials
 from ..images.store import RootFS
-from ..egress.networks import NETWORK_EXTENSION, NetworkChoice, network_choice
-from ..egress.policy import PolicyError
 from ..tokens import TokenMinter, new_salt
 from .errors import ApiError, bad_request, conflict, not_found
 from .images import LaunchSettings, SandboxImages, launch_settings

@@ -17,12 +17,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .._confined import is_symlink_refusal, open_under
-from ..images.errors import InvalidReference
-from ..images.reference import parse_reference
-from ..images.skopeo import Credentials
 from ..egress.networks import NETWORK_EXTENSION, network_choice
 from ..egress.policy import PolicyError
 from ..egress.sandbox_network import NetworkMode
+from ..images.errors import InvalidReference
+from ..images.reference import parse_reference
+from ..images.skopeo import Credentials
 from .errors import ApiError, bad_request
 
 __all__ = [

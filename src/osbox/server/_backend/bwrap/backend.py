@@ -320,6 +320,8 @@ class BwrapBackend(Backend):
             message["base_env"] = base_env
         try:
             await network.connect(self._networks, handle, spec.network)
+            if spec.image is not None and handle.nameserver:
+                message["etc"] = {"/etc/resolv.conf": lay.resolv_conf(handle.nameserver)}
             await request(handle.layout.socket, message)
         except BaseException as exc:
             await self.destroy(handle)

@@ -49,6 +49,7 @@ __all__ = [
     "bwrap_argv",
     "hidden_paths",
     "image_etc_files",
+    "resolv_conf",
     "root_entries",
     "sandbox_passwd",
     "shadow_dirs",
@@ -260,8 +261,15 @@ def image_etc_files(hostname: str) -> dict[str, str]:
             f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
         ),
         "/etc/hostname": f"{hostname}\n",
-        "/etc/resolv.conf": "# osbox: this sandbox has no network, so no name server\n",
+        "/etc/resolv.conf": resolv_conf(None),
     }
+
+
+def resolv_conf(nameserver: str | None) -> str:
+    """An image sandbox's /etc/resolv.conf: its network's resolver (written once it is attached)."""
+    if nameserver is None:
+        return "# osbox: this sandbox has no network, so no name server\n"
+    return f"# osbox: the sandbox network's resolver\nnameserver {nameserver}\n"
 
 
 def sandbox_passwd() -> tuple[str, str]:
