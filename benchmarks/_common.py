@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 RESULT_PREFIX = "BENCH-RESULT "
 #: What every benchmark sandbox is created with: an idle entrypoint; a 10-minute lifetime, so a
 #: sandbox that cleanup somehow missed still expires.
-SANDBOX_ARGS: dict[str, Any] = {"image": "ubuntu:22.04", "entrypoint": ["sleep", "infinity"], "timeout": 600}
+#: Every sandbox of the benchmarks: the tests' Debian image (`image_mirror`), idling.
+SANDBOX_ARGS: dict[str, Any] = {"image": "python:3.11", "entrypoint": ["sleep", "infinity"], "timeout": 600}
 
 
 def parse_args(description: str, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> Any:
@@ -238,8 +239,41 @@ class ServerProcess:
         return ""
 
 
+#: Where the benchmarks' Debian image and image store are cached (the tests' cache: built once).
+IMAGE_CACHE = Path(os.environ.get("OSBOX_TEST_IMAGE_CACHE", Path.home() / ".cache" / "osbox-test-images"))
+
+
+@contextlib.contextmanager
+def image_mirror() -> Iterator[None]:
+    """Sandboxes of `python:3.11` run the Debian image the tests build, served from a local registry
+    and already in the image store, as for the tests: the environment of this process (and the servers
+    it starts) points `osbox serve` at them."""
+    from osbox.server.images.debian import debian_mirror
+
+    keys = ("OSBOX_REGISTRY_MIRRORS", "OSBOX_IMAGE_STORE")
+    saved = {key: os.environ.get(key) for key in keys}
+    with debian_mirror(IMAGE_CACHE, ["library/python:3.11"]) as registry:
+        os.environ["OSBOX_REGISTRY_MIRRORS"] = f"docker.io={registry.host}"
+        os.environ["OSBOX_IMAGE_STORE"] = str(IMAGE_CACHE / "store")
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
 @contextlib.contextmanager
 def osbox_server() -> Iterator[ServerProcess]:
+    """`_osbox_server` with the benchmarks' image mirror (see `image_mirror`)."""
+    with image_mirror(), _osbox_server() as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _osbox_server() -> Iterator[ServerProcess]:
     """Run `python -m osbox.cli serve` as a subprocess on a free port; clean everything up after.
 
     A subprocess rather than the in-process `LocalServer`, so the server's memory is measurable on its

@@ -30,7 +30,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from _common import REPO, Goal, Report, median, ms, parse_args, percentile, us
+from _common import REPO, Goal, Report, image_mirror, median, ms, parse_args, percentile, us
 from bench_egress import LoopThread
 from bench_hostnet import SERVER, bulk_server
 
@@ -169,6 +169,8 @@ def main() -> None:
         report.notes.append(f"skipped: {missing}")
         report.emit()
         return
+    stack = contextlib.ExitStack()
+    stack.enter_context(image_mirror())  # sandboxes of python:3.11 run the tests' Debian image
     runner = LoopThread()
     running = Running(runner, size)
     served = running.start()
@@ -201,6 +203,7 @@ def main() -> None:
     finally:
         running.stop()
         runner.stop()
+        stack.close()
     report.emit()
 
 

@@ -25,6 +25,7 @@ BENCHMARKS = [
     "stream_parse",
     "import",
     "sandbox_start",
+    "image_disk",
     "concurrency",
     "memory",
     "files",

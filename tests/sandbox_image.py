@@ -16,9 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from osbox.server.images.debian import DEBIAN_REF_NAME, debian_image
-from osbox.server.images.local_registry import LocalRegistry, local_registry
-from osbox.server.images.store import ImageStore, ImageStoreConfig
+from osbox.server.images.debian import debian_mirror
 from tests.integration.images.registry import tools_missing
 
 CACHE_DIR = Path(os.environ.get("OSBOX_TEST_IMAGE_CACHE", Path.home() / ".cache" / "osbox-test-images"))
@@ -45,26 +43,19 @@ def _unavailable() -> str | None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def sandbox_image_registry() -> Iterator[LocalRegistry | None]:
+def sandbox_image_registry() -> Iterator[str | None]:  # the mirror's host:port
     """The session's registry mirror of Docker Hub, with the test image under `TEST_IMAGES`."""
     if _unavailable() is not None:
         yield None
         return
-    layout = debian_image(CACHE_DIR)
-    with local_registry() as registry:
+    with debian_mirror(CACHE_DIR, TEST_IMAGES) as registry:
         SESSION_PROCESSES.add(registry.pid)
-        for name in TEST_IMAGES:
-            registry.push(layout, DEBIAN_REF_NAME, name)
-        # Pulled before any test: a create of a stored image answers Running at once (tests of the
-        # Pending-while-pulling path use stores of their own).
-        store = ImageStore(ImageStoreConfig(root=CACHE_DIR / "store", mirrors={"docker.io": registry.host}))
-        for name in TEST_IMAGES:
-            store.ensure(name.removeprefix("library/"))
+        mirror = registry.host
         saved = {key: os.environ.get(key) for key in ("OSBOX_REGISTRY_MIRRORS", "OSBOX_IMAGE_STORE")}
-        os.environ["OSBOX_REGISTRY_MIRRORS"] = f"docker.io={registry.host}"
+        os.environ["OSBOX_REGISTRY_MIRRORS"] = f"docker.io={mirror}"
         os.environ["OSBOX_IMAGE_STORE"] = str(CACHE_DIR / "store")
         try:
-            yield registry
+            yield mirror
         finally:
             for key, value in saved.items():
                 if value is None:

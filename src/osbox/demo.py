@@ -10,6 +10,7 @@ same in three lines with the high-level `Sandbox`. Run with `python -m osbox.dem
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -26,8 +27,7 @@ from osbox import APIError, ExecdClient, LifecycleClient, Sandbox
 from osbox.models import Sandbox as SandboxInfo
 from osbox.models import StreamEvent
 from osbox.server import LocalServer
-from osbox.server.images.debian import DEBIAN_REF_NAME, debian_image
-from osbox.server.images.local_registry import local_registry
+from osbox.server.images.debian import debian_mirror
 
 console = Console()
 
@@ -67,12 +67,10 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("The demo builds a Debian image and runs it in sandboxes: run it as root (make demo).")
     start = time.perf_counter()
-    with console.status("Building the demo's Debian image with mmdebstrap (once; cached in ~/.cache)"):
-        layout = debian_image(CACHE_DIR)
-    console.print(f"Debian image ready {_elapsed(start)}")
-    with local_registry() as registry:
-        registry.push(layout, DEBIAN_REF_NAME, "library/python:3.11")
-        console.print(f"Serving it as [cyan]python:3.11[/cyan] from a local registry at {registry.host}")
+    with contextlib.ExitStack() as stack:
+        with console.status("Building the demo's Debian image with mmdebstrap (once; cached in ~/.cache)"):
+            registry = stack.enter_context(debian_mirror(CACHE_DIR, ["library/python:3.11"], pull=False))
+        console.print(f"Debian image served as [cyan]python:3.11[/cyan] at {registry.host} {_elapsed(start)}")
         _run(registry.host)
     console.print(
         Panel.fit(

@@ -5,11 +5,9 @@ has no /dev/ptmx of its own, made the shell's controlling terminal by `spawn(con
 from __future__ import annotations
 
 import asyncio
-import errno
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -142,23 +140,3 @@ async def test_a_session_in_pipe_mode_and_its_kill(fake_sandbox: FakeSandbox) ->
     assert channels == {1, 2}
     await session.close()
     assert session.exit_code == 128 + 9 and session.log.ended
-
-
-async def test_sh_when_the_sandbox_has_no_bash(
-    fake_sandbox: FakeSandbox, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    spawn = fake_sandbox.spawn
-    shells: list[str] = []
-
-    async def without_bash(argv: list[str], **options: Any) -> Any:
-        shells.append(argv[0])
-        if argv[0] == "bash":
-            raise FileNotFoundError(errno.ENOENT, "No such file or directory", "bash")
-        return await spawn(argv, **options)
-
-    monkeypatch.setattr(fake_sandbox, "spawn", without_bash)
-    session = PtySession("s3", "/", "echo via-$0")
-    await session.start(fake_sandbox, pipe=True)
-    assert b"via-sh" in await _output_until(session, b"via-sh")
-    assert shells == ["bash", "sh"]
-    await session.close()

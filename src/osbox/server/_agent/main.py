@@ -455,6 +455,9 @@ def _enter_image(root: str, user: str) -> None:
     request threads run chrooted in the image, where an import would load the image's files.
     """
     _fs_ops()
+    import fcntl  # noqa: F401 (for terminals, see `_start_child`: imported while imports still work)
+    import termios  # noqa: F401
+
     result: list[BaseException | None] = []
 
     def in_root() -> None:

@@ -16,6 +16,7 @@ makes the files' owners right).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -24,12 +25,14 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .local_registry import LocalRegistry, local_registry
 from .platform import host_platform
 
-__all__ = ["CODE_INTERPRETER_SCRIPT", "DEBIAN_REF_NAME", "debian_image"]
+__all__ = ["CODE_INTERPRETER_SCRIPT", "DEBIAN_REF_NAME", "debian_image", "debian_mirror"]
 
 DEBIAN_REF_NAME = "debian-python"
 _SUITE = "bookworm"
@@ -165,3 +168,27 @@ def _bytes_blob(blobs: Path, data: bytes, media_type: str) -> dict[str, Any]:
     digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
     (blobs / digest.removeprefix("sha256:")).write_bytes(data)
     return {"mediaType": media_type, "digest": digest, "size": len(data)}
+
+
+@contextlib.contextmanager
+def debian_mirror(cache_dir: Path, names: Sequence[str], *, pull: bool = True) -> Iterator[LocalRegistry]:
+    """Serve the Debian image as each of `names` (`library/python:3.11`, ...) from a throw-away
+    registry on 127.0.0.1 until the block ends; yields the registry, whose `host` is to be given as
+    the `docker.io` mirror (`ServerConfig.registry_mirrors`, `$OSBOX_REGISTRY_MIRRORS`).
+
+    With `pull`, the names are pulled into the store at `cache_dir/store` first (a server with that
+    store then creates their sandboxes at once, not `Pending`).
+    """
+    from .store import ImageStore, ImageStoreConfig
+
+    layout = debian_image(cache_dir)
+    with local_registry() as registry:
+        for name in names:
+            registry.push(layout, DEBIAN_REF_NAME, name)
+        if pull:
+            store = ImageStore(
+                ImageStoreConfig(root=cache_dir / "store", mirrors={"docker.io": registry.host})
+            )
+            for name in names:
+                store.ensure(name.removeprefix("library/"))
+        yield registry
