@@ -22,7 +22,8 @@ event; everything else goes through the general path (a whole chunk of bare JSON
 SSE line by line). The cut is made by `osbox._speedups.output_run` (C, built at install time) or, where
 that could not be built, by `_output_run_py` (a regular expression), which keep to one contract.
 Either only takes frames that the general path, in the state it is in, would decode to exactly the
-same objects: texts with escapes are resolved by `json` itself, and anything else (a frame of another
+same objects: escapes are resolved as `json` resolves them (by `json` itself in the Python cutter,
+which the C one is held to), and anything else (a frame of another
 shape, bytes that are not UTF-8, a pending SSE field) is left to the general path. Tests compare both
 cutters with the general path over arbitrary texts, framings and chunk splits.
 """
@@ -44,10 +45,10 @@ _HINT: Final = b'{"type":"std'
 _SSE_PREFIX: Final = b"data: "
 
 # The pure-Python cutter: one output frame in the exact compact shape execd and `osbox serve` write,
-# as `osbox._speedups` takes it. The text is every byte up to the next quote (`[^"]` is the class the
-# regex engine runs fastest); an escaped quote leaves a text ending in a backslash, which the json
-# check of escaped texts refuses. At most 18 digits: what the C cutter parses into an int64.
-_TEXT = rb'([^"]*+)'
+# as `osbox._speedups` takes it. The text is every byte up to the next quote no backslash escapes
+# (an escape is a backslash and any byte but a newline); the json check of escaped texts refuses
+# what JSON does. At most 18 digits: what the C cutter parses into an int64.
+_TEXT = rb'((?:[^"\\]++|\\.)*+)'
 _FRAME = rb'\{"type":"(stdout|stderr)","text":"' + _TEXT + rb'","timestamp":(-?(?:0|[1-9][0-9]{0,17}))\}\n'
 _BARE_FRAME: Final = re.compile(_FRAME + rb"\n*+")
 _SSE_FRAME: Final = re.compile(_SSE_PREFIX + _FRAME + rb"\n++")  # dispatched by a blank line
@@ -168,11 +169,6 @@ class EventDecoder:
         end, kinds, texts, timestamps, escaped = cut(block, first, sse)
         if not kinds:
             return False
-        if escaped:
-            resolved = _json_texts(texts)
-            if resolved is None:
-                return False
-            texts = resolved
         pending = self._data or self._raw or self._event
         if first:
             self._lines(block[:first], out)
@@ -295,9 +291,10 @@ def _output_run_py(data: bytes, pos: int, sse: bool) -> tuple[int, list[str], li
     """Cut the run of compact output frames that starts at line start `pos` of `data`.
 
     Returns `(end, kinds, texts, timestamps, escaped)`: `end` is where the run stops (`pos` if no frame
-    is there); `texts` are decoded as UTF-8 with surrogatepass (what `json.loads` does with bytes) but
-    keep their backslash escapes, and `escaped` says whether any holds a backslash. A text that does
-    not decode or holds a raw control character spoils the run: there is none. A bare frame takes the
+    is there); `texts` are decoded as UTF-8 with surrogatepass (what `json.loads` does with bytes) and
+    their escapes resolved as `json.loads` resolves them; `escaped` says whether any had an escape (so
+    may hold a newline). A text that does not decode, holds a raw control character or an escape JSON
+    refuses spoils the run: there is none. A bare frame takes the
     blank lines after it; an SSE frame needs one, the blank line that dispatches it. The C cutter in
     `osbox._speedups` keeps to the same contract.
     """
@@ -320,8 +317,14 @@ def _output_run_py(data: bytes, pos: int, sse: bool) -> tuple[int, list[str], li
         texts = b"\n".join(raw).decode("utf-8", "surrogatepass").split("\n")  # no text holds a newline
     except UnicodeDecodeError:
         return nothing
+    escaped = b"\\" in joined
+    if escaped:
+        resolved = _json_texts(texts)
+        if resolved is None:
+            return nothing
+        texts = resolved
     kinds = list(map(_KINDS.__getitem__, pieces[1::4]))
-    return end, kinds, texts, list(map(int, pieces[3::4])), b"\\" in joined
+    return end, kinds, texts, list(map(int, pieces[3::4])), escaped
 
 
 output_run: OutputCutter
