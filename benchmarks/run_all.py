@@ -29,6 +29,7 @@ BENCHMARKS = [
     "memory",
     "files",
     "code",
+    "output",
 ]
 
 
