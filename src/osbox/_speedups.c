@@ -20,7 +20,14 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
+
+/* Word-at-a-time tests, 8 bytes at once: HAS_ZERO(w) says whether any byte of `w` is zero (exactly:
+ * borrows only spoil the bytes above a zero one). */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+#define HAS_ZERO(w) (((w) - ONES) & ~(w) & HIGHS)
 
 static PyObject *STDOUT, *STDERR;
 
@@ -118,7 +125,18 @@ parse_frame(const char *p, const char *end, int sse, PyObject **kind, const char
     if (backslash) {
         const unsigned char *c = (const unsigned char *)start, *stop = (const unsigned char *)end;
         control = 0;
+        const unsigned char *word_end = c; /* bytes before it are looked at one by one */
         while (c < stop && *c != '"') {
+            uint64_t w;
+            if (c >= word_end && stop - c >= 8) {
+                memcpy(&w, c, 8);
+                if (!(HAS_ZERO(w ^ ('"' * ONES)) | HAS_ZERO(w ^ ('\\' * ONES)) |
+                      HAS_ZERO(w & (0xE0 * ONES)))) {
+                    c += 8; /* 8 bytes at once that are no quote, backslash or control */
+                    continue;
+                }
+                word_end = c + 8;
+            }
             if (*c == '\\') {
                 if (c + 1 >= stop || c[1] == '\n')
                     return NULL; /* what `\\.` in the Python cutter's pattern does not match */
@@ -203,7 +221,19 @@ unescaped_text(const char *p, Py_ssize_t n, Buf *b)
         return NULL;
     char *o = b->data;
     const char *end = p + n;
+    const char *word_end = p; /* bytes before it are looked at one by one */
     while (p < end) {
+        if (p >= word_end && end - p >= 8) {
+            uint64_t w;
+            memcpy(&w, p, 8);
+            if (!HAS_ZERO(w ^ ('\\' * ONES))) {
+                memcpy(o, &w, 8);
+                o += 8;
+                p += 8;
+                continue;
+            }
+            word_end = p + 8;
+        }
         if (*p != '\\') {
             *o++ = *p++;
             continue;
@@ -381,10 +411,32 @@ static const char HEX[] = "0123456789abcdef";
 /* Escape the bytes [p, end) to o, which has room for MAX_ESCAPED bytes per input byte; returns
  * where the output ends. Bytes that are not part of valid UTF-8 are `\udcXX` when `surrogates`;
  * otherwise the first one stops it, and *invalid is set. */
+
+/* Whether none of the 8 bytes in `w` needs escaping: no non-ASCII byte, no control character
+ * (an ASCII byte < 0x20 has its bits 0xE0 clear), no quote, no backslash. */
+static inline int
+word_is_plain(uint64_t w)
+{
+    return !((w & HIGHS) | HAS_ZERO(w & (0xE0 * ONES)) | HAS_ZERO(w ^ ('"' * ONES)) |
+             HAS_ZERO(w ^ ('\\' * ONES)));
+}
+
 static char *
 escape_to(char *o, const unsigned char *p, const unsigned char *end, int surrogates, int *invalid)
 {
+    const unsigned char *word_end = p; /* bytes before it are looked at one by one */
     while (p < end) {
+        if (p >= word_end && end - p >= 8) {
+            uint64_t w;
+            memcpy(&w, p, 8);
+            if (word_is_plain(w)) {
+                memcpy(o, &w, 8);
+                o += 8;
+                p += 8;
+                continue;
+            }
+            word_end = p + 8;
+        }
         unsigned char c = *p;
         if (CLASS[c] == 0) {
             *o++ = (char)c;

@@ -59,8 +59,10 @@ _TIMESTAMP: Final = b'","timestamp":'
 _LINE_END: Final = re.compile(rb"\r\n|\r|\n")
 _SURROGATE: Final = re.compile("[\udc80-\udcff]")
 
-LineFrames = Callable[[bytes, bytes, int, bytes, int], tuple[bytes, int, int]]
-ExactFrame = Callable[[bytes, bytes, bytes, bool], tuple[bytes, int]]
+#: Output bytes: a view of the reader's buffer, or bytes.
+Data = bytes | memoryview
+LineFrames = Callable[[bytes, Data, int, bytes, int], tuple[bytes, int, int]]
+ExactFrame = Callable[[bytes, Data, bytes, bool], tuple[bytes, int]]
 
 
 def _json_body(text: str) -> bytes:
@@ -71,9 +73,10 @@ def _json_body(text: str) -> bytes:
 
 
 def _line_frames_py(
-    prefix: bytes, data: bytes, start: int, suffix: bytes, max_line: int
+    prefix: bytes, data: Data, start: int, suffix: bytes, max_line: int
 ) -> tuple[bytes, int, int]:
     """The pure-Python `osbox._speedups.line_frames` (see the module docstring)."""
+    data = bytes(data)
     parts: list[bytes] = []
     pos = start
     for end in _LINE_END.finditer(data, start):
@@ -107,8 +110,9 @@ def _incomplete_tail(data: bytes) -> int:
     return 0
 
 
-def _exact_frame_py(prefix: bytes, data: bytes, suffix: bytes, final: bool) -> tuple[bytes, int]:
+def _exact_frame_py(prefix: bytes, data: Data, suffix: bytes, final: bool) -> tuple[bytes, int]:
     """The pure-Python `osbox._speedups.exact_frame` (see the module docstring)."""
+    data = bytes(data)
     stop = len(data) - (0 if final else _incomplete_tail(data))
     if stop <= 0:
         return b"", 0
@@ -135,8 +139,8 @@ class OutputFramer:
     def __init__(self, kind: str) -> None:
         self.kind = kind
 
-    def feed(self, chunk: bytes) -> bytes:
-        """The events the chunk completes (possibly none)."""
+    def feed(self, chunk: Data) -> bytes:
+        """The events the chunk completes (possibly none); `chunk` is not kept."""
         raise NotImplementedError
 
     def flush(self) -> bytes:
@@ -153,7 +157,7 @@ class LineFramer(OutputFramer):
         self._pending = b""  # the start of a line whose end has not come yet
         self._after_cr = False  # the last chunk ended in CR: an LF first in the next one is its CRLF
 
-    def feed(self, chunk: bytes) -> bytes:
+    def feed(self, chunk: Data) -> bytes:
         if self._after_cr and chunk[:1] == b"\n":
             chunk = chunk[1:]
         if not chunk:
@@ -172,7 +176,7 @@ class LineFramer(OutputFramer):
             # A line the fast path leaves to us: not UTF-8, or too long.
             out += self._texts(prefix, suffix, data[pos : end.start()] or b"\n")
             pos = end.end()
-        rest = data[pos:]
+        rest = bytes(data[pos:])  # kept: a copy, never a view of the reader's buffer
         while len(rest) > MAX_LINE_BYTES:  # an endless line: frame what came in pieces
             cut = MAX_LINE_BYTES
             while cut > MAX_LINE_BYTES - 3 and 0x80 <= rest[cut] < 0xC0:
@@ -190,7 +194,7 @@ class LineFramer(OutputFramer):
         return b"".join(self._texts(prefix, suffix, rest))
 
     @staticmethod
-    def _texts(prefix: bytes, suffix: bytes, line: bytes) -> list[bytes]:
+    def _texts(prefix: bytes, suffix: bytes, line: Data) -> list[bytes]:
         """Events for one line (or piece) decoded with replacement, in pieces of `MAX_LINE_BYTES`."""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         texts = [decoder.decode(line[i : i + MAX_LINE_BYTES]) for i in range(0, len(line), MAX_LINE_BYTES)]
@@ -206,19 +210,19 @@ class ExactFramer(OutputFramer):
         self._frame = frame or exact_frame
         self._held = b""  # the start of a character split between two reads
 
-    def feed(self, chunk: bytes) -> bytes:
+    def feed(self, chunk: Data) -> bytes:
         return self._take(chunk, final=False)
 
     def flush(self) -> bytes:
         return self._take(b"", final=True)
 
-    def _take(self, chunk: bytes, *, final: bool) -> bytes:
+    def _take(self, chunk: Data, *, final: bool) -> bytes:
         data = self._held + chunk if self._held else chunk
         if not data:
             return b""
         prefix, suffix = _affixes(self.kind)
         frame, used = self._frame(prefix, data, suffix, final)
-        self._held = data[used:]
+        self._held = bytes(data[used:])  # at most 3 bytes, copied out of the reader's buffer
         return frame
 
 
@@ -238,28 +242,34 @@ def framer_for(framing: str, kind: str) -> OutputFramer:
     return ExactFramer(kind) if framing == OUTPUT_FRAMING_EXACT else LineFramer(kind)
 
 
-async def pump(fd: int, on_chunk: Callable[[bytes], Awaitable[None]]) -> None:
+async def pump(fd: int, on_chunk: Callable[[memoryview], Awaitable[None]]) -> None:
     """Read the pipe `fd` until end of file, handing each chunk to `on_chunk`; closes `fd`.
 
-    Cancelling it stops reading (what was handed on so far counts).
+    The chunk is a view of a buffer the next read reuses (no allocation per read): `on_chunk` must
+    copy what it keeps. The loop watches the pipe only while nothing is there to read, so a pump
+    held up by a slow reader costs no wake-ups. Cancelling it stops reading.
     """
     loop = asyncio.get_running_loop()
     with contextlib.suppress(OSError):  # a bigger buffer only saves wake-ups
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     os.set_blocking(fd, False)
-    readable = asyncio.Event()
-    loop.add_reader(fd, readable.set)
+    buffer = bytearray(READ_BYTES)
+    view = memoryview(buffer)
     try:
         while True:
             try:
-                chunk = os.read(fd, READ_BYTES)
+                size = os.readv(fd, [buffer])
             except BlockingIOError:
-                readable.clear()
-                await readable.wait()
+                readable = loop.create_future()
+                loop.add_reader(fd, readable.set_result, None)
+                try:
+                    await readable
+                finally:
+                    loop.remove_reader(fd)
                 continue
-            if not chunk:
+            if not size:
                 return
-            await on_chunk(chunk)
+            await on_chunk(view[:size])
     finally:
-        loop.remove_reader(fd)
+        view.release()
         os.close(fd)

@@ -195,7 +195,7 @@ class Execution:
         channel = self.channel
         framer = framer_for(self.spec.framing, kind) if channel is not None else None
 
-        async def take(chunk: bytes) -> None:
+        async def take(chunk: memoryview) -> None:
             if self.log is not None:
                 self._write_log(chunk)
             if channel is not None and framer is not None:
@@ -207,7 +207,7 @@ class Execution:
         if channel is not None and framer is not None:
             await channel.publish(framer.flush())
 
-    def _write_log(self, chunk: bytes) -> None:
+    def _write_log(self, chunk: bytes | memoryview) -> None:
         assert self.log is not None
         try:
             self.log.write(chunk)

@@ -36,6 +36,8 @@ KEEPALIVE_SECONDS = 3.0
 STALLED_READER_SECONDS = 60.0
 #: How many bytes of events a channel holds before its producer waits for the reader.
 CHANNEL_BYTES = 4 << 20
+#: Queued events smaller than this in all are joined into one write.
+JOIN_BELOW_BYTES = 256 << 10
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -107,9 +109,10 @@ class EventChannel:
         self._queued = 0
         self._writable.set()  # a producer waiting for room goes on (and drops what it has)
 
-    def _take(self) -> bytes:
-        """Everything queued, as one piece."""
-        queued = self._queue[0] if len(self._queue) == 1 else b"".join(self._queue)
+    def _take(self) -> list[bytes]:
+        """Everything queued, in as few pieces as are worth writing: small events are joined, big
+        ones (output chunks of the exact framing) are not copied again."""
+        queued = list(self._queue) if self._queued >= JOIN_BELOW_BYTES else [b"".join(self._queue)]
         self._queue.clear()
         self._queued = 0
         self._readable.clear()
@@ -122,7 +125,8 @@ class EventChannel:
         try:
             while True:
                 if self._queue:
-                    yield self._take()
+                    for piece in self._take():
+                        yield piece
                     continue
                 if self._closed:
                     return
