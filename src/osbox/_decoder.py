@@ -105,11 +105,12 @@ Item = dict[str, Any] | OutputRun
 class EventDecoder:
     """Incremental decoder of an event stream into JSON objects (dicts)."""
 
-    __slots__ = ("_buffer", "_cut", "_data", "_event", "_raw")
+    __slots__ = ("_buffer", "_cut", "_data", "_event", "_held", "_raw")
 
     def __init__(self, *, fast: bool = True, cutter: OutputCutter | None = None) -> None:
         """`fast=False` turns the output-run fast path off; `cutter` picks who cuts the runs (tests)."""
-        self._buffer = b""
+        self._buffer = b""  # the start of a line whose end has not come yet
+        self._held: list[bytes] = []  # more of it: chunks without a newline, joined once one comes
         self._data: list[bytes] = []  # pending SSE `data:` lines
         self._raw: list[bytes] = []  # pending lines of a JSON object spread over several lines
         self._event: str | None = None
@@ -130,9 +131,16 @@ class EventDecoder:
 
     def feed_items(self, chunk: bytes) -> list[Item]:
         """Like `feed`, but runs of compact stdout/stderr events come back as `OutputRun`s."""
-        if self._buffer:
-            chunk = self._buffer + chunk
         end = chunk.rfind(b"\n") + 1
+        if not end:  # no line ends here: kept as it is (a long frame comes in many chunks, copied once)
+            self._held.append(chunk)
+            if len(self._buffer) + sum(map(len, self._held)) > MAX_LINE_BYTES:
+                raise StreamDecodeError(f"stream line longer than {MAX_LINE_BYTES} bytes")
+            return []
+        if self._buffer or self._held:
+            end += len(self._buffer) + sum(map(len, self._held))
+            chunk = b"".join([self._buffer, *self._held, chunk])
+            self._held = []
         block, self._buffer = chunk[:end], chunk[end:]
         if len(self._buffer) > MAX_LINE_BYTES:
             raise StreamDecodeError(f"stream line longer than {MAX_LINE_BYTES} bytes")
@@ -144,6 +152,9 @@ class EventDecoder:
     def flush(self) -> list[dict[str, Any]]:
         """End of stream: decode a last line without newline and a pending event."""
         out: list[Item] = []
+        if self._held:
+            self._buffer = b"".join([self._buffer, *self._held])
+            self._held = []
         if self._buffer:
             line, self._buffer = self._buffer, b""
             self._line(line, out)
