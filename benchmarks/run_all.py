@@ -34,6 +34,7 @@ BENCHMARKS = [
     "egress",
     "hostnet",
     "sandbox_network",
+    "output",
 ]
 
 

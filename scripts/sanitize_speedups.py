@@ -20,10 +20,14 @@ import tempfile
 from pathlib import Path
 
 from osbox._decoder import _output_run_py
+from osbox.server.execd.output import _exact_frame_py, _line_frames_py
 
 SOURCE = Path(__file__).resolve().parent.parent / "src" / "osbox" / "_speedups.c"
 FLAGS = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
 TEXT_BYTES = [b"a", b" ", b"\\", b'"', b"\t", b"\xc3\xa9", b"\xff", b"\xed\xa0\x80", b"\\n", b'\\"']
+TEXT_BYTES += [b"\\u00e9", b"\\ud83d\\ude00", b"\\udcff", b"\\x", b"abcdefgh" * 3]
+OUTPUT_BYTES = [b"\n", b"\r", b"\r\n", b"plain text", b'"\\', b"\x00\x1f", b"\xe2\x82", b"\xac", b"\xff"]
+OUTPUT_BYTES += [b"\xf0\x9f\x98", b"12345678" * 2]
 STAMPS = [b"0", b"-0", b"17", b"01", b"9" * 18, b"9" * 19, b"9" * 60, b"-", b""]
 
 
@@ -58,7 +62,8 @@ def main() -> None:
     rounds = parser.parse_args().rounds
     rng = random.Random(7)
     with tempfile.TemporaryDirectory() as directory:
-        cut = build(Path(directory)).output_run  # type: ignore[attr-defined]
+        speedups = build(Path(directory))
+        cut = speedups.output_run  # type: ignore[attr-defined]
         runs = 0
         for _ in range(rounds):
             data = frames(rng)
@@ -70,7 +75,18 @@ def main() -> None:
                         f"C and Python cutters differ on {data!r} at {pos} (sse={sse}): {got} != {expected}"
                     )
                 runs += bool(got[1])
+        for _ in range(rounds // 4):
+            output = b"".join(rng.choice(OUTPUT_BYTES) for _ in range(rng.randint(0, 12)))
+            final, start, longest = rng.random() < 0.5, rng.randint(0, len(output)), rng.randint(0, 12)
+            exact = speedups.exact_frame(b"<", output, b">", final)  # type: ignore[attr-defined]
+            lines = speedups.line_frames(b"<", output, start, b">", longest)  # type: ignore[attr-defined]
+            if (exact, lines) != (
+                _exact_frame_py(b"<", output, b">", final),
+                _line_frames_py(b"<", output, start, b">", longest),
+            ):
+                sys.exit(f"C and Python output framers differ on {output!r}")
     print(f"sanitized C cutter agrees with the Python cutter on {rounds} inputs ({runs} runs cut); no error")
+    print(f"sanitized C output framers agree with the Python ones on {rounds // 4} inputs; no error")
 
 
 if __name__ == "__main__":

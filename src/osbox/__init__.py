@@ -33,7 +33,7 @@ _EXPORTS = {
         "StreamError",
         "UnprocessableEntityError",
     ),
-    "._execd": ("CommandLogs",),
+    "._execd": ("CommandLogs", "output_is_exact"),
     "._sync.execd": ("ExecdClient",),
     "._async.execd": ("AsyncExecdClient",),
     "._files": ("DownloadResult", "FileUpload", "Progress"),
@@ -90,7 +90,7 @@ if TYPE_CHECKING:
         StreamError,
         UnprocessableEntityError,
     )
-    from ._execd import CommandLogs
+    from ._execd import CommandLogs, output_is_exact
     from ._files import DownloadResult, FileUpload, Progress
     from ._pty import PtyExit, PtyOutput, PtySessionStatus
     from ._streaming import STOP
@@ -155,4 +155,5 @@ __all__ = [
     "StreamError",
     "UnprocessableEntityError",
     "__version__",
+    "output_is_exact",
 ]

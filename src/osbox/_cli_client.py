@@ -229,22 +229,31 @@ def _command_line(words: Sequence[str]) -> str:
 
 
 def _exec(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from ._execd import output_is_exact
     from .models.events import StreamEvent, output_piece
 
     _split_exec_words(parser, args)
+    exact = False
 
     def show(event: StreamEvent) -> None:
         if event.type in ("stdout", "stderr") and event.text is not None:
             out = sys.stdout if event.type == "stdout" else sys.stderr
-            out.write(output_piece(event.text))
+            text = event.text if exact else output_piece(event.text)
             out.flush()
+            out.buffer.write(text.encode("utf-8", "surrogateescape"))  # the bytes the command wrote
+            out.buffer.flush()
 
-    with _execd(args) as execd:
-        result = execd.run_command(_command_line(args.command), cwd=args.cwd).run(on_event=show)
+    with _execd(args) as execd, execd.run_command(_command_line(args.command), cwd=args.cwd) as stream:
+        exact = output_is_exact(stream.response)
+        result = stream.run(on_event=show)
     if result.exit_code is None:
         print("osbox: the command did not complete", file=sys.stderr)
         return 1
-    return result.exit_code
+    if result.signal is not None:
+        cause = "timed out and was killed" if result.timed_out else "was killed"
+        print(f"osbox: the command {cause} by {result.signal}", file=sys.stderr)
+    # A shell's exit status is 0-255: a signal is 128 + N already; anything else out of range is 255.
+    return result.exit_code if 0 <= result.exit_code <= 255 else 255
 
 
 def _transfer(args: argparse.Namespace, move: Callable[[Any, Progress], int], label: str, what: str) -> int:

@@ -22,7 +22,8 @@ event; everything else goes through the general path (a whole chunk of bare JSON
 SSE line by line). The cut is made by `osbox._speedups.output_run` (C, built at install time) or, where
 that could not be built, by `_output_run_py` (a regular expression), which keep to one contract.
 Either only takes frames that the general path, in the state it is in, would decode to exactly the
-same objects: texts with escapes are resolved by `json` itself, and anything else (a frame of another
+same objects: escapes are resolved as `json` resolves them (by `json` itself in the Python cutter,
+which the C one is held to), and anything else (a frame of another
 shape, bytes that are not UTF-8, a pending SSE field) is left to the general path. Tests compare both
 cutters with the general path over arbitrary texts, framings and chunk splits.
 """
@@ -44,10 +45,10 @@ _HINT: Final = b'{"type":"std'
 _SSE_PREFIX: Final = b"data: "
 
 # The pure-Python cutter: one output frame in the exact compact shape execd and `osbox serve` write,
-# as `osbox._speedups` takes it. The text is every byte up to the next quote (`[^"]` is the class the
-# regex engine runs fastest); an escaped quote leaves a text ending in a backslash, which the json
-# check of escaped texts refuses. At most 18 digits: what the C cutter parses into an int64.
-_TEXT = rb'([^"]*+)'
+# as `osbox._speedups` takes it. The text is every byte up to the next quote no backslash escapes
+# (an escape is a backslash and any byte but a newline); the json check of escaped texts refuses
+# what JSON does. At most 18 digits: what the C cutter parses into an int64.
+_TEXT = rb'((?:[^"\\]++|\\.)*+)'
 _FRAME = rb'\{"type":"(stdout|stderr)","text":"' + _TEXT + rb'","timestamp":(-?(?:0|[1-9][0-9]{0,17}))\}\n'
 _BARE_FRAME: Final = re.compile(_FRAME + rb"\n*+")
 _SSE_FRAME: Final = re.compile(_SSE_PREFIX + _FRAME + rb"\n++")  # dispatched by a blank line
@@ -104,11 +105,12 @@ Item = dict[str, Any] | OutputRun
 class EventDecoder:
     """Incremental decoder of an event stream into JSON objects (dicts)."""
 
-    __slots__ = ("_buffer", "_cut", "_data", "_event", "_raw")
+    __slots__ = ("_buffer", "_cut", "_data", "_event", "_held", "_raw")
 
     def __init__(self, *, fast: bool = True, cutter: OutputCutter | None = None) -> None:
         """`fast=False` turns the output-run fast path off; `cutter` picks who cuts the runs (tests)."""
-        self._buffer = b""
+        self._buffer = b""  # the start of a line whose end has not come yet
+        self._held: list[bytes] = []  # more of it: chunks without a newline, joined once one comes
         self._data: list[bytes] = []  # pending SSE `data:` lines
         self._raw: list[bytes] = []  # pending lines of a JSON object spread over several lines
         self._event: str | None = None
@@ -129,9 +131,16 @@ class EventDecoder:
 
     def feed_items(self, chunk: bytes) -> list[Item]:
         """Like `feed`, but runs of compact stdout/stderr events come back as `OutputRun`s."""
-        if self._buffer:
-            chunk = self._buffer + chunk
         end = chunk.rfind(b"\n") + 1
+        if not end:  # no line ends here: kept as it is (a long frame comes in many chunks, copied once)
+            self._held.append(chunk)
+            if len(self._buffer) + sum(map(len, self._held)) > MAX_LINE_BYTES:
+                raise StreamDecodeError(f"stream line longer than {MAX_LINE_BYTES} bytes")
+            return []
+        if self._buffer or self._held:
+            end += len(self._buffer) + sum(map(len, self._held))
+            chunk = b"".join([self._buffer, *self._held, chunk])
+            self._held = []
         block, self._buffer = chunk[:end], chunk[end:]
         if len(self._buffer) > MAX_LINE_BYTES:
             raise StreamDecodeError(f"stream line longer than {MAX_LINE_BYTES} bytes")
@@ -143,6 +152,9 @@ class EventDecoder:
     def flush(self) -> list[dict[str, Any]]:
         """End of stream: decode a last line without newline and a pending event."""
         out: list[Item] = []
+        if self._held:
+            self._buffer = b"".join([self._buffer, *self._held])
+            self._held = []
         if self._buffer:
             line, self._buffer = self._buffer, b""
             self._line(line, out)
@@ -168,11 +180,6 @@ class EventDecoder:
         end, kinds, texts, timestamps, escaped = cut(block, first, sse)
         if not kinds:
             return False
-        if escaped:
-            resolved = _json_texts(texts)
-            if resolved is None:
-                return False
-            texts = resolved
         pending = self._data or self._raw or self._event
         if first:
             self._lines(block[:first], out)
@@ -295,9 +302,10 @@ def _output_run_py(data: bytes, pos: int, sse: bool) -> tuple[int, list[str], li
     """Cut the run of compact output frames that starts at line start `pos` of `data`.
 
     Returns `(end, kinds, texts, timestamps, escaped)`: `end` is where the run stops (`pos` if no frame
-    is there); `texts` are decoded as UTF-8 with surrogatepass (what `json.loads` does with bytes) but
-    keep their backslash escapes, and `escaped` says whether any holds a backslash. A text that does
-    not decode or holds a raw control character spoils the run: there is none. A bare frame takes the
+    is there); `texts` are decoded as UTF-8 with surrogatepass (what `json.loads` does with bytes) and
+    their escapes resolved as `json.loads` resolves them; `escaped` says whether any had an escape (so
+    may hold a newline). A text that does not decode, holds a raw control character or an escape JSON
+    refuses spoils the run: there is none. A bare frame takes the
     blank lines after it; an SSE frame needs one, the blank line that dispatches it. The C cutter in
     `osbox._speedups` keeps to the same contract.
     """
@@ -320,8 +328,14 @@ def _output_run_py(data: bytes, pos: int, sse: bool) -> tuple[int, list[str], li
         texts = b"\n".join(raw).decode("utf-8", "surrogatepass").split("\n")  # no text holds a newline
     except UnicodeDecodeError:
         return nothing
+    escaped = b"\\" in joined
+    if escaped:
+        resolved = _json_texts(texts)
+        if resolved is None:
+            return nothing
+        texts = resolved
     kinds = list(map(_KINDS.__getitem__, pieces[1::4]))
-    return end, kinds, texts, list(map(int, pieces[3::4])), b"\\" in joined
+    return end, kinds, texts, list(map(int, pieces[3::4])), escaped
 
 
 output_run: OutputCutter

@@ -84,11 +84,15 @@ class CommandFailedError(SandboxError):
         shown = command if len(command) <= 200 else f"{command[:200]}..."
         code = execution.exit_code
         outcome = "did not complete" if code is None else f"exited with {code}"
-        # What the server adds (e.g. "signal: killed"), unless it only repeats the exit status.
+        if execution.signal is not None:
+            outcome = f"was killed by {execution.signal} (exit {code})"
+            if execution.timed_out:
+                outcome = f"timed out and {outcome}"
+        # What the server adds (e.g. "signal: killed"), unless it only repeats the exit status or signal.
         said = [
             line
             for line in (execution.error.traceback if execution.error else [])
-            if line != f"exit status {code}"
+            if line != f"exit status {code}" and not (execution.signal and line.startswith("signal: "))
         ]
         if said:
             outcome += f" ({'; '.join(said)})"

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Any
+from typing import Any, Literal
 
 import httpx2
 import pydantic
@@ -25,14 +25,25 @@ from ._operation import (
     no_content,
 )
 from ._streaming import StreamFolder
-from ._wire import EXECD_TOKEN_HEADER, LOG_CURSOR_HEADER
+from ._wire import EXECD_TOKEN_HEADER, LOG_CURSOR_HEADER, OUTPUT_FRAMING_EXACT, OUTPUT_FRAMING_HEADER
 from .models.events import EventType, Execution, ExecutionBuilder, StreamEvent
 from .models.execd import (
     CreateSessionResponse,
     Metrics,
 )
 
-__all__ = ["EXECD_TOKEN_HEADER", "LOGS_CURSOR_HEADER", "CommandLogs", "stream_event"]
+__all__ = [
+    "EXECD_TOKEN_HEADER",
+    "LOGS_CURSOR_HEADER",
+    "CommandLogs",
+    "OutputFraming",
+    "output_is_exact",
+    "stream_event",
+]
+
+#: How a command stream frames output: osbox's "exact" (the bytes as written) or the reference's
+#: "lines" (one event per line, without its ending).
+OutputFraming = Literal["exact", "lines"]
 
 #: The header carrying the next cursor of `GET /command/{id}/logs`.
 LOGS_CURSOR_HEADER = LOG_CURSOR_HEADER
@@ -73,6 +84,10 @@ class _ExecutionFolder(StreamFolder[StreamEvent, Execution]):
     def __init__(self, chunks: bool) -> None:
         self._builder = ExecutionBuilder(chunks=chunks)
 
+    def opened(self, response: httpx2.Response) -> None:
+        if output_is_exact(response):
+            self._builder.chunks = True  # exact framing: every text as it is
+
     def add(self, event: StreamEvent) -> None:
         self._builder.add(event)
 
@@ -102,11 +117,27 @@ class _LastMetrics(StreamFolder[Metrics, "Metrics | None"]):
         return self._last
 
 
+def output_is_exact(response: httpx2.Response | None) -> bool:
+    """Whether the server answered a command stream in osbox's exact framing (see `_wire`)."""
+    if response is None:
+        return False
+    return response.headers.get(OUTPUT_FRAMING_HEADER, "").lower() == OUTPUT_FRAMING_EXACT
+
+
+def _framing_headers(framing: OutputFraming) -> dict[str, str] | None:
+    """The request headers that ask for `framing` ("exact": osbox's header; "lines": none)."""
+    if framing == "lines":
+        return None
+    if framing != OUTPUT_FRAMING_EXACT:
+        raise ValueError(f"framing must be 'exact' or 'lines', got {framing!r}")
+    return {OUTPUT_FRAMING_HEADER: OUTPUT_FRAMING_EXACT}
+
+
 def _execution_stream(
-    route: str, body: dict[str, Any], *, chunks: bool
+    route: str, body: dict[str, Any], *, chunks: bool, framing: OutputFraming = "lines"
 ) -> StreamRequest[StreamEvent, Execution]:
     return StreamRequest(
-        request=APIRequest("POST", route, json=body, parse=no_content),
+        request=APIRequest("POST", route, json=body, headers=_framing_headers(framing), parse=no_content),
         event=stream_event,
         new_folder=functools.partial(_ExecutionFolder, chunks),
         run_events=_output_events,
@@ -135,7 +166,8 @@ def _timeout_ms(seconds: float | None) -> int | None:
 class CommandLogs:
     """A slice of a background command's merged output, and where the next read starts.
 
-    `cursor` is opaque (execd counts bytes, the spec says lines): pass it back as `cursor=`.
+    `cursor` is opaque (execd counts bytes, the spec says lines): pass it back as `cursor=`. Bytes
+    that are not UTF-8 are kept in `text` as lone surrogates: `text.encode("utf-8", "surrogateescape")`.
     """
 
     text: str
@@ -143,7 +175,9 @@ class CommandLogs:
 
 
 def _command_logs(previous: str | None, response: httpx2.Response) -> CommandLogs:
-    return CommandLogs(text=response.text, cursor=response.headers.get(LOGS_CURSOR_HEADER, previous))
+    # The log is the bytes the command wrote: those that are not UTF-8 are kept (surrogateescape).
+    text = response.content.decode("utf-8", "surrogateescape")
+    return CommandLogs(text=text, cursor=response.headers.get(LOGS_CURSOR_HEADER, previous))
 
 
 def _session_id(response: httpx2.Response) -> str:

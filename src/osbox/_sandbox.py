@@ -110,4 +110,12 @@ def _finished_execution(command_id: str, output: str, status: CommandStatusRespo
             evalue=str(status.exit_code),
             traceback=[status.error] if status.error else [],
         )
-    return Execution(id=command_id, stdout=output, exit_code=status.exit_code, error=error, complete=True)
+    return Execution(
+        id=command_id,
+        stdout=output,
+        exit_code=status.exit_code,
+        error=error,
+        complete=True,
+        signal=status.signal,
+        timed_out=status.timed_out,
+    )

@@ -5,13 +5,14 @@
  *
  *     [data: ]{"type":"stdout|stderr","text":"TEXT","timestamp":INT}\n   then blank lines
  *
- * where TEXT is every byte up to the next quote and INT is a JSON integer of at most 18 digits; an
- * SSE frame ("data: ") must be followed by at least one blank line (the one that dispatches it).
+ * where TEXT is every byte up to the next quote that no backslash escapes (a backslash before a
+ * newline, or at the end, ends no text) and INT is a JSON integer of at most 18 digits; an SSE
+ * frame ("data: ") must be followed by at least one blank line (the one that dispatches it).
  * It returns (end, kinds, texts, stamps, escaped): `end` is where the run stops (== pos when no
- * frame matched), the three lists are parallel, and `escaped` says whether some text holds a
- * backslash, which the caller resolves (or refuses) with the json module, so escapes decode exactly
- * as json.loads decodes them. Texts are decoded as UTF-8 with surrogatepass, which is what
- * json.loads does with bytes; a text that does not decode or holds a raw control character (JSON
+ * frame matched), the three lists are parallel, and `escaped` says whether some text held an
+ * escape (so may hold a newline). Escapes are resolved as json.loads resolves them, and texts
+ * decoded as UTF-8 with surrogatepass, which is what json.loads does with bytes; a text whose
+ * escapes are not valid JSON, that does not decode, or that holds a raw control character (JSON
  * forbids them) spoils the run: there is none. No Python-level state, no I/O.
  *
  * The module is optional: without a C compiler osbox uses the pure-Python path, and tests check
@@ -19,9 +20,63 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
 
+/* Word-at-a-time tests, 8 bytes at once: HAS_ZERO(w) says whether any byte of `w` is zero (exactly:
+ * borrows only spoil the bytes above a zero one). */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+#define HAS_ZERO(w) (((w) - ONES) & ~(w) & HIGHS)
+
 static PyObject *STDOUT, *STDERR;
+
+typedef struct {
+    char *data;
+    size_t len, cap;
+} Buf;
+
+static int
+buf_reserve(Buf *b, size_t more)
+{
+    if (b->len + more <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + more)
+        cap *= 2;
+    char *data = PyMem_Realloc(b->data, cap);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = data;
+    b->cap = cap;
+    return 0;
+}
+
+/* Write code point `cp` as UTF-8 (surrogates too: 3 bytes, as surrogatepass writes them), at most
+ * as many bytes as its `\uXXXX` escape; returns the end. */
+static char *
+utf8_to(char *o, unsigned int cp)
+{
+    if (cp < 0x80) {
+        *o++ = (char)cp;
+    } else if (cp < 0x800) {
+        *o++ = (char)(0xC0 | (cp >> 6));
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        *o++ = (char)(0xE0 | (cp >> 12));
+        *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    } else {
+        *o++ = (char)(0xF0 | (cp >> 18));
+        *o++ = (char)(0x80 | ((cp >> 12) & 0x3F));
+        *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    }
+    return o;
+}
+
 
 static const char HEAD[] = "{\"type\":\"std";         /* then "out" or "err" */
 static const char TEXT_KEY[] = "\",\"text\":\"";
@@ -59,13 +114,42 @@ parse_frame(const char *p, const char *end, int sse, PyObject **kind, const char
     const char *quote = memchr(p, '"', (size_t)(end - p));
     if (quote == NULL)
         return NULL;
-    /* The text ends at the first quote, escaped or not: an escaped one leaves a text that ends in a
-     * backslash, which the caller's json check refuses. One branch-free pass (vectorised by the
-     * compiler) looks for backslashes and control characters. */
+    /* One branch-free pass (vectorised by the compiler) up to the first quote looks for
+     * backslashes and control characters. Only when there is a backslash is the text scanned again
+     * escape by escape, for the quote that really ends it (an escaped one does not). */
     unsigned char control = 0, backslash = 0;
     for (const unsigned char *c = (const unsigned char *)p; c < (const unsigned char *)quote; c++) {
         control |= *c < 0x20;
         backslash |= *c == '\\';
+    }
+    if (backslash) {
+        const unsigned char *c = (const unsigned char *)start, *stop = (const unsigned char *)end;
+        control = 0;
+        const unsigned char *word_end = c; /* bytes before it are looked at one by one */
+        while (c < stop && *c != '"') {
+            uint64_t w;
+            if (c >= word_end && stop - c >= 8) {
+                memcpy(&w, c, 8);
+                if (!(HAS_ZERO(w ^ ('"' * ONES)) | HAS_ZERO(w ^ ('\\' * ONES)) |
+                      HAS_ZERO(w & (0xE0 * ONES)))) {
+                    c += 8; /* 8 bytes at once that are no quote, backslash or control */
+                    continue;
+                }
+                word_end = c + 8;
+            }
+            if (*c == '\\') {
+                if (c + 1 >= stop || c[1] == '\n')
+                    return NULL; /* what `\\.` in the Python cutter's pattern does not match */
+                control |= c[1] < 0x20;
+                c += 2;
+            } else {
+                control |= *c < 0x20;
+                c++;
+            }
+        }
+        if (c >= stop)
+            return NULL;
+        quote = (const char *)c;
     }
     *escaped = backslash;
     *spoiled = control;
@@ -105,6 +189,87 @@ parse_frame(const char *p, const char *end, int sse, PyObject **kind, const char
     return p;
 }
 
+static int
+hex4(const char *p, unsigned int *out)
+{
+    unsigned int v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= (unsigned int)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (unsigned int)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (unsigned int)(c - 'A' + 10);
+        else
+            return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* The text with its JSON escapes resolved, as json.loads resolves them (a \\uD8xx\\uDCxx pair is
+ * one character, a lone surrogate stays one), decoded as UTF-8 with surrogatepass. NULL with no
+ * exception set when the escapes are not valid JSON or the bytes not UTF-8. */
+static PyObject *
+unescaped_text(const char *p, Py_ssize_t n, Buf *b)
+{
+    /* Resolving never lengthens a text: the buffer is reserved once and written unchecked. */
+    b->len = 0;
+    if (buf_reserve(b, (size_t)n + 1) < 0)
+        return NULL;
+    char *o = b->data;
+    const char *end = p + n;
+    const char *word_end = p; /* bytes before it are looked at one by one */
+    while (p < end) {
+        if (p >= word_end && end - p >= 8) {
+            uint64_t w;
+            memcpy(&w, p, 8);
+            if (!HAS_ZERO(w ^ ('\\' * ONES))) {
+                memcpy(o, &w, 8);
+                o += 8;
+                p += 8;
+                continue;
+            }
+            word_end = p + 8;
+        }
+        if (*p != '\\') {
+            *o++ = *p++;
+            continue;
+        }
+        if (end - p < 2)
+            return NULL;
+        unsigned int cp;
+        switch (p[1]) {
+        case '"': *o++ = '"'; p += 2; continue;
+        case '\\': *o++ = '\\'; p += 2; continue;
+        case '/': *o++ = '/'; p += 2; continue;
+        case 'b': *o++ = '\b'; p += 2; continue;
+        case 'f': *o++ = '\f'; p += 2; continue;
+        case 'n': *o++ = '\n'; p += 2; continue;
+        case 'r': *o++ = '\r'; p += 2; continue;
+        case 't': *o++ = '\t'; p += 2; continue;
+        case 'u':
+            if (end - p < 6 || hex4(p + 2, &cp) < 0)
+                return NULL;
+            p += 6;
+            if (cp >= 0xD800 && cp <= 0xDBFF && end - p >= 6 && p[0] == '\\' && p[1] == 'u') {
+                unsigned int low;
+                if (hex4(p + 2, &low) == 0 && low >= 0xDC00 && low <= 0xDFFF) {
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+                    p += 6;
+                }
+            }
+            o = utf8_to(o, cp);
+            continue;
+        default:
+            return NULL;
+        }
+    }
+    return PyUnicode_DecodeUTF8(b->data, (Py_ssize_t)(o - b->data), "surrogatepass");
+}
+
 static PyObject *
 output_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
@@ -120,6 +285,7 @@ output_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     pos = PyLong_AsSsize_t(args[1]);
     sse = PyObject_IsTrue(args[2]);
     PyObject *kinds = NULL, *texts = NULL, *stamps = NULL, *result = NULL;
+    Buf scratch = {NULL, 0, 0}; /* where escaped texts are resolved */
     if ((pos == -1 && PyErr_Occurred()) || sse < 0)
         goto done;
     if (pos < 0 || pos > view.len) {
@@ -144,9 +310,12 @@ output_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
             parse_frame(p, end, sse, &kind, &text, &text_len, &frame_escaped, &spoiled, &stamp);
         if (next == NULL)
             break;
-        PyObject *text_obj = spoiled ? NULL : PyUnicode_DecodeUTF8(text, text_len, "surrogatepass");
+        PyObject *text_obj = NULL;
+        if (!spoiled)
+            text_obj = frame_escaped ? unescaped_text(text, text_len, &scratch)
+                                     : PyUnicode_DecodeUTF8(text, text_len, "surrogatepass");
         if (text_obj == NULL) {
-            if (!spoiled && !PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+            if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
                 goto done;
             /* A control character or bytes that are not UTF-8 spoil the whole run (the Python
              * cutter does the same): the general path reports them. */
@@ -167,6 +336,7 @@ output_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     result = Py_BuildValue("nOOOO", (Py_ssize_t)(p - base), kinds, texts, stamps,
                            escaped ? Py_True : Py_False);
 done:
+    PyMem_Free(scratch.data);
     Py_XDECREF(kinds);
     Py_XDECREF(texts);
     Py_XDECREF(stamps);
@@ -174,16 +344,291 @@ done:
     return result;
 }
 
+/* ---- The server's side: command output → frames (see osbox/server/execd/output.py) ----
+ *
+ * exact_frame(prefix, data, suffix, final) -> (frame, consumed)
+ *     One frame: prefix + the JSON string body of `data` + suffix. Valid UTF-8 is copied as it is,
+ *     `"`, `\` and control characters are escaped as json.dumps escapes them, and every byte that
+ *     is not part of valid UTF-8 becomes `\udcXX` (Python's surrogateescape), so the client gets
+ *     back exactly the bytes written. Unless `final`, an incomplete UTF-8 sequence at the end is
+ *     left out (`consumed` < len(data)) for the next call, so no character is split in two.
+ *
+ * line_frames(prefix, data, start, suffix, max_line) -> (frames, end, count)
+ *     One frame per whole line from `start`: a line ends at CR, LF or CRLF and goes without its
+ *     ending; an empty line is the text "\n". Stops at the end of the last whole line, or before
+ *     a line that is not valid UTF-8 or longer than `max_line` (the caller frames that one).
+ */
+
+/* 0: copied as it is; 1: escaped (quote, backslash, control); 2: the start of a non-ASCII byte. */
+static unsigned char CLASS[256];
+
+static void
+init_class(void)
+{
+    for (int c = 0; c < 256; c++)
+        CLASS[c] = c < 0x20 || c == '"' || c == '\\' ? 1 : c >= 0x80 ? 2 : 0;
+}
+
+/* The length of the valid UTF-8 sequence at p (*p >= 0x80), 0 when it is not one, -1 when `end`
+ * cuts off what could still become one. Surrogates, overlong forms and > U+10FFFF are invalid, as
+ * for Python's strict decoder. */
+static int
+utf8_sequence(const unsigned char *p, const unsigned char *end)
+{
+    unsigned char c = p[0], lo = 0x80, hi = 0xBF;
+    int n;
+    if (c >= 0xC2 && c <= 0xDF)
+        n = 2;
+    else if (c == 0xE0)
+        n = 3, lo = 0xA0;
+    else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF)
+        n = 3;
+    else if (c == 0xED)
+        n = 3, hi = 0x9F;
+    else if (c == 0xF0)
+        n = 4, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3)
+        n = 4;
+    else if (c == 0xF4)
+        n = 4, hi = 0x8F;
+    else
+        return 0;
+    for (int i = 1; i < n; i++) {
+        if (p + i >= end)
+            return -1;
+        if (p[i] < lo || p[i] > hi)
+            return 0;
+        lo = 0x80, hi = 0xBF;
+    }
+    return n;
+}
+
+static const char HEX[] = "0123456789abcdef";
+
+/* The most one input byte becomes: `\u00XX` or `\udcXX`. */
+#define MAX_ESCAPED 6
+
+/* Escape the bytes [p, end) to o, which has room for MAX_ESCAPED bytes per input byte; returns
+ * where the output ends. Bytes that are not part of valid UTF-8 are `\udcXX` when `surrogates`;
+ * otherwise the first one stops it, and *invalid is set. */
+
+/* Whether none of the 8 bytes in `w` needs escaping: no non-ASCII byte, no control character
+ * (an ASCII byte < 0x20 has its bits 0xE0 clear), no quote, no backslash. */
+static inline int
+word_is_plain(uint64_t w)
+{
+    return !((w & HIGHS) | HAS_ZERO(w & (0xE0 * ONES)) | HAS_ZERO(w ^ ('"' * ONES)) |
+             HAS_ZERO(w ^ ('\\' * ONES)));
+}
+
+static char *
+escape_to(char *o, const unsigned char *p, const unsigned char *end, int surrogates, int *invalid)
+{
+    const unsigned char *word_end = p; /* bytes before it are looked at one by one */
+    while (p < end) {
+        if (p >= word_end && end - p >= 8) {
+            uint64_t w;
+            memcpy(&w, p, 8);
+            if (word_is_plain(w)) {
+                memcpy(o, &w, 8);
+                o += 8;
+                p += 8;
+                continue;
+            }
+            word_end = p + 8;
+        }
+        unsigned char c = *p;
+        if (CLASS[c] == 0) {
+            *o++ = (char)c;
+            p++;
+            continue;
+        }
+        if (CLASS[c] == 2) {
+            int n = utf8_sequence(p, end);
+            if (n > 0) {
+                memcpy(o, p, (size_t)n);
+                o += n;
+                p += n;
+                continue;
+            }
+            if (!surrogates) {
+                *invalid = 1;
+                return o;
+            }
+            memcpy(o, "\\udc", 4);
+            o[4] = HEX[c >> 4], o[5] = HEX[c & 15];
+            o += 6;
+            p++;
+            continue;
+        }
+        *o++ = '\\';
+        switch (c) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        case '\t': *o++ = 't'; break;
+        case '\b': *o++ = 'b'; break;
+        case '\f': *o++ = 'f'; break;
+        default:
+            memcpy(o, "u00", 3);
+            o[3] = HEX[c >> 4], o[4] = HEX[c & 15];
+            o += 5;
+        }
+        p++;
+    }
+    return o;
+}
+
+static PyObject *
+buf_finish(Buf *b)
+{
+    PyObject *bytes = PyBytes_FromStringAndSize(b->len ? b->data : "", (Py_ssize_t)b->len);
+    PyMem_Free(b->data);
+    return bytes;
+}
+
+static PyObject *
+exact_frame(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer prefix, data, suffix;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "exact_frame(prefix, data, suffix, final) takes 4 arguments");
+        return NULL;
+    }
+    int final = PyObject_IsTrue(args[3]);
+    if (final < 0 || PyObject_GetBuffer(args[0], &prefix, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &data, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&prefix);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[2], &suffix, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&prefix);
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    const unsigned char *start = data.buf, *end = start + data.len, *stop = end;
+    if (!final) {
+        /* Hold back a sequence the next read may complete: a lead byte among the last three
+         * whose sequence `end` cuts off. */
+        for (const unsigned char *q = end - 1; q >= start && q >= end - 3; q--) {
+            if (*q < 0x80)
+                break;
+            if (*q >= 0xC0) {
+                if (utf8_sequence(q, end) == -1)
+                    stop = q;
+                break;
+            }
+        }
+    }
+    PyObject *result = NULL;
+    Buf b = {NULL, 0, 0};
+    if (stop > start) {
+        size_t most = (size_t)(prefix.len + suffix.len) + (size_t)(stop - start) * MAX_ESCAPED;
+        int invalid = 0;
+        if (buf_reserve(&b, most) < 0)
+            goto done;
+        memcpy(b.data, prefix.buf, (size_t)prefix.len);
+        char *o = escape_to(b.data + prefix.len, start, stop, 1, &invalid);
+        memcpy(o, suffix.buf, (size_t)suffix.len);
+        b.len = (size_t)(o + suffix.len - b.data);
+    }
+    PyObject *frame = buf_finish(&b);
+    if (frame != NULL)
+        result = Py_BuildValue("Nn", frame, (Py_ssize_t)(stop - start));
+done:
+    PyBuffer_Release(&prefix);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&suffix);
+    return result;
+}
+
+static PyObject *
+line_frames(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer prefix, data, suffix;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError,
+                        "line_frames(prefix, data, start, suffix, max_line) takes 5 arguments");
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[2]), max_line = PyLong_AsSsize_t(args[4]);
+    if ((start == -1 || max_line == -1) && PyErr_Occurred())
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &prefix, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &data, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&prefix);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[3], &suffix, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&prefix);
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Buf b = {NULL, 0, 0};
+    if (start < 0 || start > data.len) {
+        PyErr_SetString(PyExc_ValueError, "start out of range");
+        goto done;
+    }
+    const unsigned char *base = data.buf, *end = base + data.len, *p = base + start;
+    Py_ssize_t count = 0;
+    if (buf_reserve(&b, (size_t)(data.len - start) * 8 + 256) < 0)
+        goto done;
+    while (p < end) {
+        const unsigned char *eol = p;
+        while (eol < end && *eol != '\n' && *eol != '\r')
+            eol++;
+        if (eol == end || eol - p > max_line)
+            break; /* not a whole line, or one for the caller */
+        size_t most = (size_t)(prefix.len + suffix.len) + 2 + (size_t)(eol - p) * MAX_ESCAPED;
+        if (buf_reserve(&b, most) < 0)
+            goto done;
+        char *o = b.data + b.len;
+        memcpy(o, prefix.buf, (size_t)prefix.len);
+        o += prefix.len;
+        int invalid = 0;
+        if (eol == p) {
+            memcpy(o, "\\n", 2); /* an empty line is "\n" */
+            o += 2;
+        } else {
+            o = escape_to(o, p, eol, 0, &invalid);
+            if (invalid)
+                break; /* not UTF-8: for the caller */
+        }
+        memcpy(o, suffix.buf, (size_t)suffix.len);
+        b.len = (size_t)(o + suffix.len - b.data);
+        p = eol + ((*eol == '\r' && eol + 1 < end && eol[1] == '\n') ? 2 : 1);
+        count++;
+    }
+    PyObject *frames = buf_finish(&b);
+    b.data = NULL;
+    if (frames != NULL)
+        result = Py_BuildValue("Nnn", frames, (Py_ssize_t)(p - base), count);
+done:
+    PyMem_Free(b.data);
+    PyBuffer_Release(&prefix);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&suffix);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"output_run", (PyCFunction)(void (*)(void))output_run, METH_FASTCALL,
      "output_run(data, pos, sse) -> (end, kinds, texts, stamps, escaped)"},
+    {"exact_frame", (PyCFunction)(void (*)(void))exact_frame, METH_FASTCALL,
+     "exact_frame(prefix, data, suffix, final) -> (frame, consumed)"},
+    {"line_frames", (PyCFunction)(void (*)(void))line_frames, METH_FASTCALL,
+     "line_frames(prefix, data, start, suffix, max_line) -> (frames, end, count)"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_def = {
     .m_base = PyModuleDef_HEAD_INIT,
     .m_name = "osbox._speedups",
-    .m_doc = "The stream decoder's fast path in C.",
+    .m_doc = "The stream decoder's fast path, and the server's output framing, in C.",
     .m_size = -1,
     .m_methods = methods,
 };
@@ -195,5 +640,6 @@ PyInit__speedups(void)
     STDERR = PyUnicode_InternFromString("stderr");
     if (STDOUT == NULL || STDERR == NULL)
         return NULL;
+    init_class();
     return PyModule_Create(&module_def);
 }

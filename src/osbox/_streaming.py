@@ -72,6 +72,9 @@ class StreamFolder(Generic[E, R]):
     E.g. command events fold into an `Execution`, metrics samples into the last one.
     """
 
+    def opened(self, response: httpx2.Response) -> None:
+        """The response has come, before any event: e.g. its headers say how output is framed."""
+
     def add(self, event: E) -> None:
         """Take one event."""
 

@@ -6,7 +6,15 @@ endpoint = lifecycle.get_endpoint(sandbox_id, EXECD_PORT)
 
 from __future__ import annotations
 
-__all__ = ["EGRESS_PORT", "EXECD_PORT", "EXECD_TOKEN_HEADER", "LOG_CURSOR_HEADER"]
+__all__ = [
+    "EGRESS_PORT",
+    "EXECD_PORT",
+    "EXECD_TOKEN_HEADER",
+    "GO_SIGNAL_WORDS",
+    "LOG_CURSOR_HEADER",
+    "OUTPUT_FRAMING_EXACT",
+    "OUTPUT_FRAMING_HEADER",
+]
 
 #: execd's port inside every sandbox (commands, files, code).
 EXECD_PORT = 44772
@@ -16,3 +24,28 @@ EGRESS_PORT = 18080
 EXECD_TOKEN_HEADER = "X-EXECD-ACCESS-TOKEN"  # noqa: S105 - a header name, not a secret
 #: The header carrying the next cursor of `GET /command/{id}/logs`.
 LOG_CURSOR_HEADER = "EXECD-COMMANDS-TAIL-CURSOR"
+#: osbox's own request header (the reference ignores it) asking command streams for the exact
+#: framing: output events carry the bytes as written, in chunks, instead of one line each. A server
+#: that honours it sends the same header back; the SDK falls back to the line framing otherwise.
+OUTPUT_FRAMING_HEADER = "OSBOX-OUTPUT-FRAMING"
+#: The value of `OUTPUT_FRAMING_HEADER` that asks for (and acknowledges) the exact framing.
+OUTPUT_FRAMING_EXACT = "exact"
+#: How the reference execd (Go's `ProcessState.String`) words the signals that kill commands:
+#: its traceback says `signal: killed`. osbox's server words them the same; the SDK reads them back.
+GO_SIGNAL_WORDS = {
+    "SIGHUP": "hangup",
+    "SIGINT": "interrupt",
+    "SIGQUIT": "quit",
+    "SIGILL": "illegal instruction",
+    "SIGTRAP": "trace/breakpoint trap",
+    "SIGABRT": "aborted",
+    "SIGBUS": "bus error",
+    "SIGFPE": "floating point exception",
+    "SIGKILL": "killed",
+    "SIGUSR1": "user defined signal 1",
+    "SIGSEGV": "segmentation fault",
+    "SIGUSR2": "user defined signal 2",
+    "SIGPIPE": "broken pipe",
+    "SIGALRM": "alarm clock",
+    "SIGTERM": "terminated",
+}

@@ -16,6 +16,7 @@ import httpx2
 import psutil  # type: ignore[import-untyped]
 import pytest
 
+from osbox import Sandbox
 from osbox.server import LocalServer
 from tests.integration.conftest import bwrap_missing, requires_bwrap
 from tests.sandbox_image import SESSION_PROCESSES
@@ -83,6 +84,13 @@ def lifecycle_server() -> Iterator[LocalServer]:
     # Nothing outlives the server: no sandbox process, no temporary data dir.
     assert not data_dir.exists()
     assert_no_sandbox_processes()
+
+
+@pytest.fixture(scope="module")
+def module_sandbox(lifecycle_server: LocalServer) -> Iterator[Sandbox]:
+    """One SDK `Sandbox` per test module, on `lifecycle_server`; deleted at the module's end."""
+    with Sandbox.create(base_url=lifecycle_server.base_url + "/v1", api_key=API_KEY) as created:
+        yield created
 
 
 def sandbox_process_ids() -> set[int]:

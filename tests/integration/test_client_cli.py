@@ -198,3 +198,13 @@ def test_a_transfer_ends_with_a_summary_line(server: LocalServer, cli_sandbox: s
     assert _osbox_command(server, "download", "-q", cli_sandbox, "/tmp/data.bin", str(tmp_path / "q")) == (
         0, "", ""
     )  # fmt: skip
+
+
+def test_exec_writes_the_output_exactly_and_exits_with_a_signal_as_a_shell_does(
+    server: LocalServer, cli_sandbox: str
+) -> None:
+    assert _osbox_command(server, "exec", cli_sandbox, "printf abc") == (0, "abc", "")
+    status, out, err = _osbox_command(server, "exec", cli_sandbox, "echo bye; kill -TERM $$")
+    assert (status, out, err) == (143, "bye\n", "osbox: the command was killed by SIGTERM\n")
+    status, _, err = _osbox_command(server, "exec", cli_sandbox, "kill -KILL $$")
+    assert (status, err) == (137, "osbox: the command was killed by SIGKILL\n")

@@ -56,10 +56,13 @@ async def test_envs_and_cwd(execd: Execd) -> None:
 async def test_timeout_kills_process_group(execd: Execd) -> None:
     events = await execd.run("sleep 30 & sleep 30; echo never", timeout=300)
     assert events[-1]["type"] == "error"
-    assert events[-1]["error"]["evalue"] == "-1"
+    # 128 + 9, as a shell reports it; the reference's traceback wording; which signal, and why.
+    assert events[-1]["error"]["evalue"] == "137"
     assert events[-1]["error"]["traceback"] == ["signal: killed"]
+    assert (events[-1]["signal"], events[-1]["timed_out"]) == ("SIGKILL", True)
     status = (await execd.client.get(f"/command/status/{events[0]['text']}")).json()
-    assert status["exit_code"] == -1 and "killed" in status["error"]
+    assert status["exit_code"] == 137 and status["error"] == "signal: killed (timeout after 300 ms)"
+    assert (status["signal"], status["timed_out"]) == ("SIGKILL", True)
 
 
 async def test_background_logs_with_cursor_and_interrupt(execd: Execd) -> None:
@@ -92,7 +95,9 @@ async def test_background_logs_with_cursor_and_interrupt(execd: Execd) -> None:
     interrupted = await execd.client.delete("/command", params={"id": command_id})
     assert interrupted.status_code == 200
     status = (await execd.client.get(f"/command/status/{command_id}")).json()
-    assert status["running"] is False and status["exit_code"] == -1 and status["finished_at"]
+    assert status["running"] is False and status["exit_code"] == 143 and status["finished_at"]
+    assert status["signal"] == "SIGTERM" and status["error"] == "signal: terminated"
+    assert "timed_out" not in status
 
 
 async def test_background_timeout(execd: Execd) -> None:

@@ -44,7 +44,7 @@ async def test_session_empty_body_timeout_and_delete(execd: Execd) -> None:
     assert created.status_code == 200
     session_id = created.json()["session_id"]
     events = await run_in(execd, session_id, "sleep 30", timeout=200)
-    assert events[-1]["type"] == "error" and events[-1]["error"]["evalue"] == "-1"  # type: ignore[index]
+    assert events[-1]["type"] == "error" and events[-1]["error"]["evalue"] == "137"  # type: ignore[index]
     deleted = await execd.client.delete(f"/session/{session_id}")
     assert deleted.status_code == 200
     gone = await execd.client.delete(f"/session/{session_id}")
@@ -82,7 +82,7 @@ async def test_delete_session_kills_its_running_command(execd: Execd) -> None:
                 if deleter is None and "init" in chunk:
                     deleter = asyncio.create_task(client.delete("/command", params={"id": session_id}))
         assert deleter is not None and (await deleter).status_code == 200
-    assert '"evalue":"-1"' in "".join(parts)
+    assert '"evalue":"137","traceback":["signal: killed"]},"signal":"SIGKILL"' in "".join(parts)
 
 
 async def test_metrics(execd: Execd) -> None:

@@ -27,6 +27,7 @@ from osbox import (
     LifecycleClient,
     NotFoundError,
     StreamError,
+    output_is_exact,
 )
 from osbox.models import CreateSandboxResponse
 from osbox.server import LocalServer
@@ -79,17 +80,21 @@ def execd(lifecycle: LifecycleClient, sandbox: CreateSandboxResponse) -> Iterato
 
 def test_commands_stream_fold_and_report_exit_codes(execd: ExecdClient) -> None:
     execd.ping()
-    with execd.run_command("printf 'a\\n\\nb'; echo err >&2") as stream:
+    with execd.run_command("printf 'a\\n\\nb'; echo err >&2", framing="lines") as stream:
         events = list(stream)
     assert events[0].type == "init"
-    assert [e.text for e in events if e.type == "stdout"] == ["a", "\n", "b"]
+    assert [e.text for e in events if e.type == "stdout"] == ["a", "\n", "b"]  # the reference's framing
+    with execd.run_command("printf 'a\\n\\nb'") as stream:
+        events = list(stream)
+        assert output_is_exact(stream.response)
+    assert "".join(e.text or "" for e in events if e.type == "stdout") == "a\n\nb"  # as written
     result = execd.run_command("echo $GREETING from $(pwd)", cwd="/tmp", envs={"GREETING": "hi"}).run()
     assert (result.stdout, result.exit_code) == ("hi from /tmp\n", 0)
     failed = execd.run_command("exit 7").run()
     assert failed.exit_code == 7
     assert failed.error is not None and failed.error.ename == "CommandExecError"
     killed = execd.run_command("sleep 30", timeout=0.5).run()
-    assert killed.exit_code == -1
+    assert (killed.exit_code, killed.signal, killed.timed_out) == (137, "SIGKILL", True)
 
 
 def test_background_command_status_logs_and_interrupt(execd: ExecdClient) -> None:
@@ -218,7 +223,7 @@ def test_fork_bomb_is_contained_and_the_sandbox_lives_on(lifecycle: LifecycleCli
         with ExecdClient.from_endpoint(lifecycle.get_endpoint(sandbox.id, 44772)) as execd:
             # The bomb's processes share the command's process group; the timeout kills the group.
             bomb = execd.run_command("b() { b | b & }; b; sleep 600", timeout=3).run()
-            assert bomb.exit_code == -1
+            assert (bomb.exit_code, bomb.timed_out) == (137, True)
 
             def answers() -> bool:
                 try:
@@ -281,7 +286,7 @@ async def test_async_twins_end_to_end(alifecycle: AsyncLifecycleClient) -> None:
                 async for event in stream:
                     if event.type == "stdout" and event.text:
                         lines.append(event.text)
-            assert lines == ["1", "2", "3"]
+            assert "".join(lines) == "1\n2\n3\n"  # exact framing: the output as written
             await execd.upload_file("/workspace/a.txt", b"async bytes")
             assert await execd.read_file("/workspace/a.txt") == b"async bytes"
         ids = [s.id async for s in alifecycle.iter_sandboxes(metadata={"twin": "async"})]

@@ -1,4 +1,4 @@
-"""Pure pieces of the execd server: line splitting, event framing, Range parsing, dispositions."""
+"""Pure pieces of the execd server: line framing, event framing, the channel, Range parsing, dispositions."""
 
 from __future__ import annotations
 
@@ -10,17 +10,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from osbox._decoder import EventDecoder, OutputRun
-from osbox.server.execd import streaming
-from osbox.server.execd.streaming import EventChannel, LineSplitter, frame
+from osbox.server.execd import output, streaming
+from osbox.server.execd.output import LineFramer
+from osbox.server.execd.streaming import EventChannel, frame
 from osbox.server.execd.transfer import content_disposition, parse_range
 
 
 def split(*chunks: bytes) -> list[str]:
-    splitter = LineSplitter()
-    lines: list[str] = []
-    for chunk in chunks:
-        lines += splitter.feed(chunk)
-    return lines + splitter.flush()
+    """The texts of the line events the chunks (reads of one pipe) are framed into."""
+    framer = LineFramer("stdout")
+    frames = b"".join(framer.feed(chunk) for chunk in chunks) + framer.flush()
+    return [json.loads(event)["text"] for event in frames.split(b"\n\n")[:-1]]
 
 
 def test_lf_cr_crlf_and_empty_lines() -> None:
@@ -51,9 +51,9 @@ def test_invalid_utf8_is_replaced() -> None:
 
 
 def test_very_long_line_is_emitted_in_pieces_without_splitting_characters() -> None:
-    data = ("é" * streaming.MAX_LINE_BYTES).encode()  # 2 bytes per character
+    data = ("é" * output.MAX_LINE_BYTES).encode()  # 2 bytes per character
     lines = split(data[:12345], data[12345:])
-    assert "".join(lines) == "é" * streaming.MAX_LINE_BYTES
+    assert "".join(lines) == "é" * output.MAX_LINE_BYTES
     assert all("\ufffd" not in line for line in lines)
 
 
@@ -88,7 +88,7 @@ async def drain(channel: EventChannel) -> list[bytes]:
 
 
 async def test_channel_carries_events_in_order_past_its_bound() -> None:
-    channel = EventChannel(maxsize=4)
+    channel = EventChannel(max_bytes=200)
     sent = [frame("stdout", text=str(i)) for i in range(50)]
 
     async def produce() -> None:
@@ -97,7 +97,7 @@ async def test_channel_carries_events_in_order_past_its_bound() -> None:
         await channel.close()
 
     received, _ = await asyncio.gather(drain(channel), produce())
-    assert received == sent
+    assert b"".join(received) == b"".join(sent)  # many events to a piece, as the reader found them
 
 
 async def test_channel_pings_while_idle(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,7 +116,7 @@ async def test_channel_pings_while_idle(monkeypatch: pytest.MonkeyPatch) -> None
 
 async def test_channel_without_a_reader_detaches_instead_of_blocking(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(streaming, "STALLED_READER_SECONDS", 0.05)
-    channel = EventChannel(maxsize=2)
+    channel = EventChannel(max_bytes=100)
     async with asyncio.timeout(5):
         for i in range(10):
             await channel.publish(frame("stdout", text=str(i)))
@@ -125,7 +125,7 @@ async def test_channel_without_a_reader_detaches_instead_of_blocking(monkeypatch
 
 
 async def test_channel_detached_by_its_reader_drops_later_events() -> None:
-    channel = EventChannel(maxsize=2)
+    channel = EventChannel(max_bytes=100)
     await channel.publish(frame("stdout", text="a"))
     events = channel.events()
     assert json.loads(await anext(events))["text"] == "a"

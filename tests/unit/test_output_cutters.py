@@ -33,6 +33,9 @@ pieces = st.sampled_from(
         b'\\"',
         b'"',
         b"\\u00e9",
+        b"\\ud83d",
+        b"\\udcff",
+        b"\\x",
         b"\t",
         b"0",
         b"-",
@@ -90,13 +93,31 @@ def test_cutters_agree_on_well_formed_runs(
     [
         (FRAME % (b"hi", b"1"), (len(FRAME % (b"hi", b"1")), ["stdout"], ["hi"], [1], False)),
         (FRAME % (b"", b"-0") + b"\n\n", (len(FRAME % (b"", b"-0")) + 2, ["stdout"], [""], [0], False)),
-        # The text ends at the first quote; a lone backslash before it is the json check's to refuse.
-        (FRAME % (b"a\\", b"2"), (len(FRAME % (b"a\\", b"2")), ["stdout"], ["a\\"], [2], True)),
-        (FRAME % (b"a\\\\", b"3"), (len(FRAME % (b"a\\\\", b"3")), ["stdout"], ["a\\\\"], [3], True)),
+        # Escapes are resolved as json.loads resolves them; an escaped quote does not end the text.
+        (FRAME % (b"a\\\\", b"3"), (len(FRAME % (b"a\\\\", b"3")), ["stdout"], ["a\\"], [3], True)),
+        (FRAME % (b'a\\"b\\n', b"3"), (len(FRAME % (b'a\\"b\\n', b"3")), ["stdout"], ['a"b\n'], [3], True)),
+        (
+            FRAME % (b"\\ud83d\\ude00\\udcff\\u00E9", b"5"),
+            (
+                len(FRAME % (b"\\ud83d\\ude00\\udcff\\u00E9", b"5")),
+                ["stdout"],
+                ["\U0001f600\udcff\xe9"],
+                [5],
+                True,
+            ),
+        ),
         (FRAME % (b"x", b"9" * 18), (len(FRAME % (b"x", b"9" * 18)), ["stdout"], ["x"], [10**18 - 1], False)),
         (FRAME % ("é".encode(), b"4"), (len(FRAME % ("é".encode(), b"4")), ["stdout"], ["é"], [4], False)),
     ],
-    ids=["plain", "blank-lines", "lone-backslash", "escaped-backslash", "18-digits", "utf-8"],
+    ids=[
+        "plain",
+        "blank-lines",
+        "escaped-backslash",
+        "escaped-quote",
+        "unicode-escapes",
+        "18-digits",
+        "utf-8",
+    ],
 )
 def test_a_frame_is_cut(cut: object, data: bytes, expected: tuple[object, ...]) -> None:
     assert cut(data, 0, False) == expected  # type: ignore[operator]
@@ -110,7 +131,9 @@ def test_a_frame_is_cut(cut: object, data: bytes, expected: tuple[object, ...]) 
         (FRAME % (b"x", b"01"), False),  # a leading zero JSON refuses
         (FRAME % (b"x", b"-"), False),
         (FRAME % (b"a\tb", b"1"), False),  # a raw control character
-        (FRAME % (b'a\\"b', b"1"), False),  # an escaped quote: the text ends before it
+        (FRAME % (b"a\\", b"1"), False),  # a lone backslash escapes the quote: no end of text
+        (FRAME % (b"a\\x", b"1"), False),  # an escape JSON refuses
+        (FRAME % (b"a\\u12", b"1"), False),
         (FRAME % (b"\xff", b"1"), False),  # not UTF-8
         (FRAME.replace(b"}\n", b"}\r\n") % (b"x", b"1"), False),
         (FRAME.replace(b"}\n", b"}") % (b"x", b"1"), False),  # no newline yet

@@ -95,6 +95,7 @@ class AsyncStream(Generic[E, R]):
         """
         folder = self._spec.new_folder()
         async with self:
+            folder.opened(await self._open())
             if on_event is None:
                 reading = self._read(folder)  # runs of output fold without an event per line
                 try:
@@ -112,6 +113,11 @@ class AsyncStream(Generic[E, R]):
                 finally:
                     await events.aclose()
         return folder.result()
+
+    @property
+    def response(self) -> httpx2.Response | None:
+        """The HTTP response once the stream is open (its status and headers), else None."""
+        return self._response
 
     async def aclose(self) -> None:
         """Release the connection. Safe to call twice."""

@@ -24,6 +24,7 @@ from .._base_client import ClientOptions
 from .._execd import (
     EXECD_TOKEN_HEADER,
     CommandLogs,
+    OutputFraming,
     _command_logs,
     _execution_stream,
     _LastMetrics,
@@ -117,12 +118,18 @@ class ExecdClient(FileOperations, PtyOperations):
         uid: int | None = None,
         gid: int | None = None,
         envs: Mapping[str, str] | None = None,
+        framing: OutputFraming = "exact",
     ) -> Stream[StreamEvent, Execution]:
         """Run a shell command (`POST /command`) and stream its events; `run()` folds them.
 
         `timeout` is in seconds (sent as milliseconds); the server kills the command when it expires.
         `background=True` returns once the command has started: read its output with
         `get_command_logs(result.id)`. `gid` needs `uid`.
+
+        `framing="exact"` (the default) asks for osbox's exact framing: output events carry the bytes
+        as written, in chunks, and `result.stdout` is exactly what the command wrote. A server without
+        it (the reference) answers one event per line, which `run()` folds with a newline after each;
+        `stream.response` tells which (`osbox.output_is_exact`). `framing="lines"` asks for that.
 
             result = execd.run_command("ls /", envs={"LC_ALL": "C"}).run()
             result.exit_code, result.stdout
@@ -133,7 +140,7 @@ class ExecdClient(FileOperations, PtyOperations):
             background=background,
             **given(cwd=cwd, timeout=_timeout_ms(timeout), uid=uid, gid=gid, envs=envs),
         )
-        return self._stream(_execution_stream("/command", body.to_wire(), chunks=False))
+        return self._stream(_execution_stream("/command", body.to_wire(), chunks=False, framing=framing))
 
     def interrupt_command(self, command_id: str) -> None:
         """Stop a running command (`DELETE /command?id=`): SIGTERM, then SIGKILL after a grace period.
@@ -181,18 +188,25 @@ class ExecdClient(FileOperations, PtyOperations):
         return self._call(APIRequest("POST", "/session", json=body.to_wire(), parse=_session_id))
 
     def run_in_session(
-        self, session_id: str, command: str, *, cwd: str | None = None, timeout: float | None = None
+        self,
+        session_id: str,
+        command: str,
+        *,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        framing: OutputFraming = "exact",
     ) -> Stream[StreamEvent, Execution]:
         """Run a command in a session (`POST /session/{id}/run`); stderr arrives merged into stdout.
 
-        `timeout` is in seconds (sent as milliseconds); None means no limit.
+        `timeout` is in seconds (sent as milliseconds); None means no limit. `framing` as for
+        `run_command`.
 
             execd.run_in_session(sid, "export X=1 && cd /tmp").run()
             assert execd.run_in_session(sid, "echo $X $PWD").run().stdout == "1 /tmp\\n"
         """
         body = RunInSessionRequest(command=command, **given(cwd=cwd, timeout=_timeout_ms(timeout)))
         route = path("/session/{id}/run", id=session_id)
-        return self._stream(_execution_stream(route, body.to_wire(), chunks=False))
+        return self._stream(_execution_stream(route, body.to_wire(), chunks=False, framing=framing))
 
     def delete_session(self, session_id: str) -> None:
         """End a session, killing a run in progress (`DELETE /session/{id}`).

@@ -96,6 +96,7 @@ class Stream(Generic[E, R]):
         """
         folder = self._spec.new_folder()
         with self:
+            folder.opened(self._open())
             if on_event is None:
                 reading = self._read(folder)  # runs of output fold without an event per line
                 try:
@@ -113,6 +114,11 @@ class Stream(Generic[E, R]):
                 finally:
                     events.close()
         return folder.result()
+
+    @property
+    def response(self) -> httpx2.Response | None:
+        """The HTTP response once the stream is open (its status and headers), else None."""
+        return self._response
 
     def close(self) -> None:
         """Release the connection. Safe to call twice."""

@@ -14,20 +14,28 @@ async streams share it). Output rules:
   one is appended verbatim. A chunk with no newline at all cannot be told from a command line, so by default
   it is treated as a line; pass ``chunks=True`` (what code-interpreter callers should do) to append every
   text verbatim.
+* With osbox's exact framing (the SDK asks for it; ``chunks`` is then set when the server agrees), every
+  text is appended verbatim: ``stdout`` is exactly what the command wrote. Bytes that are not UTF-8 come
+  as lone surrogates (``surrogateescape``); ``Execution.stdout_bytes`` gives the bytes back.
 * ``execution_complete`` sets the exit code to 0 unless an error was seen, and ``duration_ms`` from
   ``execution_time``. ``error`` with ename ``CommandExecError`` sets the exit code to ``int(evalue)``; any
   other error (e.g. a Python exception) sets it to 1. ``ping``, ``status`` and unknown types are ignored.
+* A command a signal killed: osbox's server says which (``signal: "SIGKILL"`` beside ``error``, and
+  ``timed_out: true`` when its timeout did it) with exit code 128 + N. The reference says ``evalue: "-1"``
+  with a traceback ``signal: killed``; that is read back as the same: ``SIGKILL``, exit code 137.
 * A :class:`StreamErrorBody` becomes ``Execution.error`` with ``ename`` = its code and ``evalue`` = its
   message; the exit code is left as it was.
 """
 
 from __future__ import annotations
 
+import signal as _signal
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from pydantic import Field
 
+from .._wire import GO_SIGNAL_WORDS
 from ._base import ErrorResponse, SnakeCaseWireModel
 
 __all__ = [
@@ -202,7 +210,14 @@ class Execution(SnakeCaseWireModel):
     """The folded result of a command, session run or code cell.
 
     ``exit_code`` is ``None`` while no terminal event was seen; ``complete`` says whether one
-    (``execution_complete`` or ``error``) was.
+    (``execution_complete`` or ``error``) was. A command a signal killed has exit code 128 + N (as a
+    shell reports it), ``signal`` its name (``"SIGKILL"``), and ``timed_out`` says whether its
+    ``timeout`` was what killed it.
+
+    ``stdout``/``stderr`` are exactly what the command wrote when the server speaks osbox's exact
+    framing (``osbox serve`` does); bytes that are not UTF-8 are kept as lone surrogates
+    (``surrogateescape``), so ``stdout_bytes`` is the very bytes. Against a server without it, each
+    line gets a ``"\n"`` (the reference's line framing cannot say whether it had one).
     """
 
     id: str | None = None
@@ -214,6 +229,18 @@ class Execution(SnakeCaseWireModel):
     execution_count: int | None = None
     duration_ms: float | None = None
     complete: bool = False
+    signal: str | None = None
+    timed_out: bool = False
+
+    @property
+    def stdout_bytes(self) -> bytes:
+        """``stdout`` as the bytes the command wrote (``surrogateescape``: non-UTF-8 bytes come back)."""
+        return self.stdout.encode("utf-8", "surrogateescape")
+
+    @property
+    def stderr_bytes(self) -> bytes:
+        """``stderr`` as the bytes the command wrote (see ``stdout_bytes``)."""
+        return self.stderr.encode("utf-8", "surrogateescape")
 
 
 def output_piece(text: str, *, chunks: bool = False) -> str:
@@ -222,6 +249,21 @@ def output_piece(text: str, *, chunks: bool = False) -> str:
     if chunks or "\n" in text:
         return text
     return text + "\n"
+
+
+_SIGNALS_BY_WORD: Final = {word: name for name, word in GO_SIGNAL_WORDS.items()}
+
+
+def _signal_of(event: StreamEvent, error: ExecutionError) -> tuple[str | None, bool]:
+    """Which signal ended a command, and whether its timeout sent it: osbox's fields, else what the
+    reference's traceback (``signal: killed``) says."""
+    extra = event.extra or {}
+    named = extra.get("signal")
+    if isinstance(named, str) and named:
+        return named, extra.get("timed_out") is True
+    said = error.traceback[0] if error.ename == COMMAND_EXEC_ERROR and error.traceback else ""
+    word = said.removeprefix("signal: ") if said.startswith("signal: ") else None
+    return (_SIGNALS_BY_WORD.get(word) if word is not None else None), False
 
 
 def _exit_code_of(error: ExecutionError) -> int:
@@ -246,8 +288,9 @@ class ExecutionBuilder:
     """
 
     def __init__(self, *, chunks: bool = False) -> None:
-        """``chunks=True`` appends all output text verbatim (Jupyter); see the module docstring."""
-        self._chunks = chunks
+        """``chunks=True`` appends all output text verbatim (Jupyter, osbox's exact framing); see the
+        module docstring. It may be switched on before the first output event."""
+        self.chunks = chunks
         self._id: str | None = None
         self._stdout: list[str] = []
         self._stderr: list[str] = []
@@ -257,6 +300,8 @@ class ExecutionBuilder:
         self._execution_count: int | None = None
         self._duration_ms: float | None = None
         self._complete = False
+        self._signal: str | None = None
+        self._timed_out = False
 
     def add(self, event: StreamEvent | StreamErrorBody) -> None:
         """Fold one event (or a trailing error body) into the result."""
@@ -287,6 +332,10 @@ class ExecutionBuilder:
             self._complete = True
             self._error = event.error if event.error is not None else ExecutionError()
             self._exit_code = _exit_code_of(self._error)
+            self._signal, self._timed_out = _signal_of(event, self._error)
+            number = getattr(_signal.Signals, self._signal or "", None)
+            if number is not None and self._exit_code == -1:  # the reference's way of saying it
+                self._exit_code = 128 + number
 
     def add_output(self, kinds: Sequence[str], texts: Sequence[str], *, newline_free: bool = False) -> None:
         """Fold many ``stdout``/``stderr`` texts at once: the same as ``add`` of each as an event.
@@ -300,7 +349,7 @@ class ExecutionBuilder:
         kind = kinds[0]
         if kinds.count(kind) == len(kinds):  # one stream
             out = self._output(kind)
-            if self._chunks:
+            if self.chunks:
                 out.append("".join(texts))  # chunks are kept as they are
                 return
             joined = "\n".join(texts)
@@ -314,7 +363,7 @@ class ExecutionBuilder:
         return self._stdout if kind == EventType.STDOUT else self._stderr
 
     def _piece(self, text: str) -> str:
-        return output_piece(text, chunks=self._chunks)
+        return output_piece(text, chunks=self.chunks)
 
     def result(self) -> Execution:
         """The execution as folded so far (may be called repeatedly)."""
@@ -328,6 +377,8 @@ class ExecutionBuilder:
             execution_count=self._execution_count,
             duration_ms=self._duration_ms,
             complete=self._complete,
+            signal=self._signal,
+            timed_out=self._timed_out,
         )
 
 

@@ -129,7 +129,11 @@ class RunCommandRequest(SnakeCaseRequestModel):
 
 
 class CommandStatusResponse(SnakeCaseWireModel):
-    """Answer of ``GET /command/status/{id}``; ``exit_code`` and ``finished_at`` are null while running."""
+    """Answer of ``GET /command/status/{id}``; ``exit_code`` and ``finished_at`` are null while running.
+
+    ``signal`` (``"SIGKILL"``) and ``timed_out`` are osbox's: a command a signal killed has exit code
+    128 + N, and ``timed_out`` is true when its timeout sent the signal.
+    """
 
     id: str | None = None
     content: str | None = None
@@ -138,6 +142,8 @@ class CommandStatusResponse(SnakeCaseWireModel):
     error: str | None = None
     started_at: UtcDateTime | None = None
     finished_at: UtcDateTime | None = None
+    signal: str | None = None
+    timed_out: bool = False
 
 
 class CodeContextRequest(SnakeCaseRequestModel):

@@ -7,6 +7,9 @@ by default): a cursor whose bytes were dropped reads on from the oldest byte kep
 `max_running_commands` commands run per sandbox; one more is a 429 `LIMIT_EXCEEDED`.
 Foreground commands are logged too (their output is teed into the same kind of log file), so a
 client whose stream broke can fetch the rest with `/command/{id}/logs`.
+A foreground command's output is framed one event per line (the reference's framing) unless the
+request has osbox's `OSBOX-OUTPUT-FRAMING: exact` header: then events carry the bytes exactly as
+written (`output.py`), and the response has the same header back.
 `DELETE /command?id=` also accepts a session id and then deletes that session (§1.6).
 Unknown command ids → 404 `CONTEXT_NOT_FOUND` (the reference's code for "no such
 command/session/context"). A cursor past the end returns nothing and the end as next cursor.
@@ -35,6 +38,7 @@ from .inputs import (
     query_one,
     sandbox_of,
 )
+from .output import framing_headers, framing_of
 from .runner import Execution, RunSpec
 from .state import SandboxApi, StateStore
 from .streaming import event_response, frame
@@ -121,7 +125,17 @@ class CommandsApi(SandboxApi):
         cwd_arg = optional_str(body.get("cwd"), "cwd")
         cwd = await resolve_cwd(request, cwd_arg, envs or None) if cwd_arg else DEFAULT_CWD
         timeout_s = timeout_ms / 1000 if timeout_ms else None
-        return await self.start(request, command, cwd, envs, uid, gid, timeout_s, background=background)
+        return await self.start(
+            request,
+            command,
+            cwd,
+            envs,
+            uid,
+            gid,
+            timeout_s,
+            background=background,
+            framing=framing_of(request.headers),
+        )
 
     async def start(
         self,
@@ -134,8 +148,10 @@ class CommandsApi(SandboxApi):
         timeout_s: float | None = None,
         *,
         background: bool = False,
+        framing: str = "lines",
     ) -> StreamingResponse:
-        """Start `bash -c command` and answer with its stream (`init`, then output, for a foreground one)."""
+        """Start `bash -c command` and answer with its stream (`init`, then output, for a foreground one);
+        `framing` is how output is framed (`output.framing_of`)."""
         state = self._state(request)
         command_id = new_id()
         spec = RunSpec(
@@ -148,6 +164,7 @@ class CommandsApi(SandboxApi):
             streamed=not background,
             log_path=state.log_path(command_id),
             log_max_bytes=state.limits.command_log_max_bytes,
+            framing=framing,
         )
         execution = Execution(command_id, command, spec)
         with state.command_budget.claim(state.running_commands()):
@@ -156,7 +173,7 @@ class CommandsApi(SandboxApi):
         init = frame("init", text=command_id)
         if background:
             return event_response(init, None, frame("execution_complete", execution_time=0))
-        return event_response(init, execution.channel)
+        return event_response(init, execution.channel, headers=framing_headers(framing))
 
     async def interrupt(self, request: Request) -> Response:
         """`DELETE /command?id=`: SIGTERM, up to 3 s, SIGKILL; answers once it has exited."""

@@ -53,7 +53,7 @@ class CommandLog:
         #: Bytes written in all (the cursor after the newest byte).
         self.end = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         """Append `data`, first rotating when the newest segment is full. No-op once closed."""
         if self._fd is None or not data:
             return

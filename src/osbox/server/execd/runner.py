@@ -3,9 +3,10 @@
 An `Execution` spawns `argv` through the backend, pumps its output and records how it ended.
 It runs in its own task, so the HTTP client leaving never stops it:
 
-- streamed (foreground commands, session runs): stdout/stderr come through pipes, are split
-  into lines and published as events on an `EventChannel`; the raw bytes are also appended to
-  the log file when there is one, so a client that lost the stream can read the rest.
+- streamed (foreground commands, session runs): stdout/stderr come through pipes, are framed
+  (`output.py`: one event per line, or the exact framing's chunks) and published on an
+  `EventChannel`; the raw bytes are also appended to the log file when there is one, so a client
+  that lost the stream can read the rest.
 - logged (background commands): stdout and stderr, merged, come through one pipe into the log
   file only, and keep coming after the command exits for as long as a process it left behind
   (a daemon) holds the pipe open, as they would with the file itself as its output.
@@ -17,9 +18,12 @@ Server descriptors per run (what the per-sandbox budgets in `state.py` multiply)
 connection and the pidfd (2), the read ends of the output pipes (1 logged, 1-2 streamed) and the
 log's open segment (1): 4-5 while it runs or its output is open.
 
-Ends (reference behaviour, wire-behaviour §1.4): exit 0 → `execution_complete`; exit N →
-`error{ename: CommandExecError, evalue: "N"}`; killed by a signal (timeout, interrupt) →
-`evalue: "-1"`, traceback `signal: killed`, and exit code -1 in the status (as Go reports it).
+Ends: exit 0 → `execution_complete`; exit N → `error{ename: CommandExecError, evalue: "N"}`
+(wire-behaviour §1.4). Killed by signal N, the exit status is 128 + N, the way a shell reports it
+(the reference says -1, which tells neither which signal nor that there was one): `evalue: "137"`
+with the traceback the reference gives (`signal: killed`, Go's name), and osbox's own fields beside
+`error`: `signal` (`"SIGKILL"`) and, when the timeout killed it, `timed_out: true`. The status
+(`GET /command/status/{id}`) carries the same `exit_code`, `signal` and `timed_out`.
 """
 
 from __future__ import annotations
@@ -35,15 +39,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from osbox._wire import GO_SIGNAL_WORDS
 from osbox.server._backend.base import SandboxHandle, SandboxProcess
 
 from .errors import log
 from .logfile import DEFAULT_LOG_MAX_BYTES, CommandLog
-from .streaming import EventChannel, LineSplitter, frame
+from .output import framer_for, pump
+from .streaming import EventChannel, frame
 
 __all__ = ["Execution", "RunSpec", "rfc3339"]
 
-READ_CHUNK = 64 * 1024
 #: After the process exits, how long to keep reading output that orphans may still hold open.
 DRAIN_SECONDS = 1.0
 INTERRUPT_GRACE_SECONDS = 3.0
@@ -71,6 +76,8 @@ class RunSpec:
     log_path: Path | None = None
     #: The log keeps the newest this many bytes (see `CommandLog`).
     log_max_bytes: int = DEFAULT_LOG_MAX_BYTES
+    #: How streamed output is framed: "lines" (the reference's) or "exact" (see `output.py`).
+    framing: str = "lines"
 
 
 class Execution:
@@ -85,6 +92,8 @@ class Execution:
         self.finished_at: dt.datetime | None = None
         self.exit_code: int | None = None
         self.error: str | None = None
+        #: The name of the signal that killed the process ("SIGKILL"), if one did.
+        self.signal: str | None = None
         self.exited = asyncio.Event()
         self.process: SandboxProcess | None = None
         self._task: asyncio.Task[None] | None = None
@@ -183,24 +192,22 @@ class Execution:
             self._close_log()
 
     async def _pump(self, fd: int, kind: str) -> None:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=READ_CHUNK * 4)
-        pipe = os.fdopen(fd, "rb", buffering=0)
-        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
-        splitter = LineSplitter()
-        try:
-            while chunk := await reader.read(READ_CHUNK):
-                if self.log is not None:
-                    self._write_log(chunk)
-                if self.channel is not None:
-                    await self._publish_lines(kind, splitter.feed(chunk))
-        except asyncio.CancelledError:
-            pass  # stopped after exit: an orphan still holds the pipe; what it sent so far counts
-        finally:
-            transport.close()
-        await self._publish_lines(kind, splitter.flush())
+        channel = self.channel
+        framer = framer_for(self.spec.framing, kind) if channel is not None else None
 
-    def _write_log(self, chunk: bytes) -> None:
+        async def take(chunk: memoryview) -> None:
+            if self.log is not None:
+                self._write_log(chunk)
+            if channel is not None and framer is not None:
+                await channel.publish(framer.feed(chunk))
+
+        # Cancelled after exit when an orphan still holds the pipe: what it sent so far counts.
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump(fd, take)
+        if channel is not None and framer is not None:
+            await channel.publish(framer.flush())
+
+    def _write_log(self, chunk: bytes | memoryview) -> None:
         assert self.log is not None
         try:
             self.log.write(chunk)
@@ -208,18 +215,12 @@ class Execution:
             log.warning("command %s: its log stops here: %s", self.id, exc)
             self.log.close()
 
-    async def _publish_lines(self, kind: str, lines: list[str]) -> None:
-        if self.channel is None:
-            return
-        for line in lines:
-            await self.channel.publish(frame(kind, text=line))
-
     def _record_exit(self, code: int) -> None:
         self.finished_at = dt.datetime.now(dt.UTC)
-        if code < 0 or self._timed_out:
-            name = "killed" if self._timed_out or code == -signal.SIGKILL else _signal_name(-code)
-            self.exit_code = -1
-            self.error = f"signal: {name}"
+        if code < 0:
+            self.exit_code = 128 - code
+            self.signal = _signal_constant(-code)
+            self.error = f"signal: {_signal_name(-code)}"
             if self._timed_out:
                 self.error += f" (timeout after {int((self.spec.timeout_s or 0) * 1000)} ms)"
         else:
@@ -232,10 +233,17 @@ class Execution:
         if self.exit_code == 0:
             return frame("execution_complete", execution_time=elapsed_ms)
         traceback = (self.error or "").split(" (timeout", 1)[0]
-        return frame(
-            "error",
-            error={"ename": "CommandExecError", "evalue": str(self.exit_code), "traceback": [traceback]},
-        )
+        error = {"ename": "CommandExecError", "evalue": str(self.exit_code), "traceback": [traceback]}
+        return frame("error", error=error, **self._signal_fields())
+
+    def _signal_fields(self) -> dict[str, Any]:
+        """osbox's fields for a run a signal ended: which signal, and whether the timeout sent it."""
+        fields: dict[str, Any] = {}
+        if self.signal is not None:
+            fields["signal"] = self.signal
+            if self._timed_out:
+                fields["timed_out"] = True
+        return fields
 
     def _close_log(self) -> None:
         if self.log is not None:
@@ -275,13 +283,19 @@ class Execution:
             body["finished_at"] = rfc3339(self.finished_at or self.started_at)
             if self.error:
                 body["error"] = self.error
+            body.update(self._signal_fields())
         return body
 
 
-def _signal_name(number: int) -> str:
+def _signal_constant(number: int) -> str:
+    """The signal's constant name (`SIGKILL`), or `SIG<number>` for one Python does not know."""
     try:
-        return {signal.SIGTERM: "terminated", signal.SIGINT: "interrupt"}.get(
-            signal.Signals(number), signal.Signals(number).name.lower()
-        )
+        return signal.Signals(number).name
     except ValueError:
-        return f"signal {number}"
+        return f"SIG{number}"
+
+
+def _signal_name(number: int) -> str:
+    """The signal as Go's `ProcessState.String` words it (`killed`), what the reference reports."""
+    constant = _signal_constant(number)
+    return GO_SIGNAL_WORDS.get(constant, constant.lower())

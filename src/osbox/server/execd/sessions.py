@@ -30,6 +30,7 @@ from .errors import (
     in_sandbox,
 )
 from .inputs import MAX_TIMEOUT_MS, json_body, json_object, optional_int, optional_str, sandbox_of
+from .output import framing_headers, framing_of
 from .runner import Execution, RunSpec
 from .state import SandboxApi, Session
 from .streaming import event_response, frame
@@ -87,11 +88,13 @@ class SessionsApi(SandboxApi):
                 cwd=DEFAULT_CWD,
                 timeout_s=timeout_ms / 1000 if timeout_ms else DEFAULT_RUN_TIMEOUT_S,
                 merge_stderr=True,
+                framing=framing_of(request.headers),
             )
             execution = Execution(f"{session.id}-{secrets.token_hex(4)}", command, spec)
             await spawn_or_fail(execution, request)
             session.current = execution
-        return event_response(frame("init", text=session.id), execution.channel)
+        init = frame("init", text=session.id)
+        return event_response(init, execution.channel, headers=framing_headers(execution.spec.framing))
 
     async def delete(self, request: Request, session_id: str | None = None) -> Response:
         """`DELETE /session/{id}`: kill a running run, remove the session and its state files."""
