@@ -248,21 +248,10 @@ def image_mirror() -> Iterator[None]:
     """Sandboxes of `python:3.11` run the Debian image the tests build, served from a local registry
     and already in the image store, as for the tests: the environment of this process (and the servers
     it starts) points `osbox serve` at them."""
-    from osbox.server.images.debian import debian_mirror
+    from osbox.server.images.debian import debian_environment
 
-    keys = ("OSBOX_REGISTRY_MIRRORS", "OSBOX_IMAGE_STORE")
-    saved = {key: os.environ.get(key) for key in keys}
-    with debian_mirror(IMAGE_CACHE, ["library/python:3.11"]) as registry:
-        os.environ["OSBOX_REGISTRY_MIRRORS"] = f"docker.io={registry.host}"
-        os.environ["OSBOX_IMAGE_STORE"] = str(IMAGE_CACHE / "store")
-        try:
-            yield
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    with debian_environment(IMAGE_CACHE, ["library/python:3.11"]):
+        yield
 
 
 @contextlib.contextmanager

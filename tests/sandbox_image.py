@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from osbox.server.images.debian import debian_mirror
+from osbox.server.images.debian import debian_environment
 from tests.integration.images.registry import tools_missing
 
 CACHE_DIR = Path(os.environ.get("OSBOX_TEST_IMAGE_CACHE", Path.home() / ".cache" / "osbox-test-images"))
@@ -48,17 +48,6 @@ def sandbox_image_registry() -> Iterator[str | None]:  # the mirror's host:port
     if _unavailable() is not None:
         yield None
         return
-    with debian_mirror(CACHE_DIR, TEST_IMAGES) as registry:
+    with debian_environment(CACHE_DIR, TEST_IMAGES) as registry:
         SESSION_PROCESSES.add(registry.pid)
-        mirror = registry.host
-        saved = {key: os.environ.get(key) for key in ("OSBOX_REGISTRY_MIRRORS", "OSBOX_IMAGE_STORE")}
-        os.environ["OSBOX_REGISTRY_MIRRORS"] = f"docker.io={mirror}"
-        os.environ["OSBOX_IMAGE_STORE"] = str(CACHE_DIR / "store")
-        try:
-            yield mirror
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        yield registry.host
