@@ -330,6 +330,23 @@ async def test_rich_results_are_kept(twin: Recorder) -> None:
     assert result.stdout == "partial"  # kernel chunks are kept verbatim
 
 
+@pytest.mark.parametrize(
+    "bundle",
+    [{"text": "4"}, {"text/plain": "4"}, {"text/plain": "4", "text": "4"}],
+    ids=["reference", "spec", "osbox"],
+)
+async def test_results_read_the_same_from_every_kind_of_server(
+    twin: Recorder, bundle: dict[str, str]
+) -> None:
+    """The reference renames `text/plain` to `text`, the spec keeps MIME keys, osbox sends both."""
+    twin.reply(content=bare_json([{"type": "result", "results": bundle}, {"type": "execution_complete"}]))
+    sent = execd(twin).execute_code("2 + 2", context_id="k1", language="python", timeout=2.5)
+    (result,) = (await run(sent)).results
+    assert result == bundle and result.text == "4" and result.data == {"text/plain": "4"}
+    assert (result.html, result.png) == (None, None)
+    assert json.loads(twin.requests[-1].content)["timeout"] == 2500  # the osbox extension, in ms
+
+
 async def test_trailing_error_object_raises_with_its_code(twin: Recorder) -> None:
     twin.reply(
         content=bare_json(

@@ -249,22 +249,30 @@ class AsyncExecdClient(AsyncFileOperations):
         )
 
     def execute_code(
-        self, code: str, *, context_id: str | None = None, language: str | None = None
+        self,
+        code: str,
+        *,
+        context_id: str | None = None,
+        language: str | None = None,
+        timeout: float | None = None,
     ) -> AsyncStream[StreamEvent, Execution]:
         """Run code in a context (`POST /code`) and stream its events; `run()` folds them.
 
         Give the context's `language` along with `context_id` (the reference execd runs code without a
-        language as a shell command); a `language` alone uses that language's default context. Results
-        keep every MIME type (`text`, `image/png`, `text/html`, ...) in `Execution.results`.
+        language as a shell command); a `language` alone uses that language's default context. Each of
+        `Execution.results` is a `CodeResult`: `.text` and `.data` (keyed by MIME type: `text/plain`,
+        `image/png`, `text/html`, ...) read the bundles of the reference and of the spec alike.
+        `timeout` (seconds, an osbox extension other servers ignore): past it, `osbox serve` interrupts
+        the cell, which ends with a `Timeout` error.
 
             ctx = execd.create_context("python")
             out = execd.execute_code("1 + 1", context_id=ctx.id, language="python").run()
-            out.results[0]["text"]  # "2"
+            out.results[0].text  # "2"
         """
         context = None
         if context_id is not None or language is not None:
             context = CodeContext(language=language or "", **given(id=context_id))
-        body = RunCodeRequest(code=code, **given(context=context))
+        body = RunCodeRequest(code=code, **given(context=context, timeout=_timeout_ms(timeout)))
         # Kernels send output in chunks carrying their own newlines; a shell (no language) sends lines.
         return self._stream(_execution_stream("/code", body.to_wire(), chunks=bool(language or context_id)))
 

@@ -57,6 +57,7 @@ _EXPORTS = {
     ),
     ".events": (
         "COMMAND_EXEC_ERROR",
+        "CodeResult",
         "EventType",
         "Execution",
         "ExecutionBuilder",
@@ -176,6 +177,7 @@ if TYPE_CHECKING:
     )
     from .events import (
         COMMAND_EXEC_ERROR,
+        CodeResult,
         EventType,
         Execution,
         ExecutionBuilder,
@@ -256,6 +258,7 @@ __all__ = [
     "CodeContext",
     "CodeContextList",
     "CodeContextRequest",
+    "CodeResult",
     "CommandStatusResponse",
     "CreatePtyRequest",
     "CreatePtyResponse",

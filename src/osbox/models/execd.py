@@ -159,10 +159,15 @@ class CodeContextList(WireRootModel[list[CodeContext]]):
 
 
 class RunCodeRequest(SnakeCaseRequestModel):
-    """Body of ``POST /code``. An empty ``context.language`` runs the code as a shell command."""
+    """Body of ``POST /code``. An empty ``context.language`` runs the code as a shell command.
+
+    ``timeout`` (milliseconds) is an osbox extension: ``osbox serve`` interrupts a cell that runs
+    longer and ends it with a ``Timeout`` error; a server without it ignores the field.
+    """
 
     code: str
     context: CodeContext | None = None
+    timeout: int | None = Field(default=None, ge=1)
 
 
 class CreatePtyRequest(SnakeCaseRequestModel):
