@@ -27,9 +27,11 @@ from .._execd import (
     _execution_stream,
     _LastMetrics,
     _metrics_event,
+    _NoResult,
     _required,
     _session_id,
     _timeout_ms,
+    _watch_event,
 )
 from .._operation import APIRequest, StreamRequest, adapter, given, model, no_content, path
 from ..models.events import Execution, StreamEvent
@@ -38,6 +40,7 @@ from ..models.execd import (
     CodeContextRequest,
     CommandStatusResponse,
     CreateSessionRequest,
+    FileWatchEvent,
     Metrics,
     RunCodeRequest,
     RunCommandRequest,
@@ -77,6 +80,26 @@ class AsyncExecdClient(AsyncFileOperations):
         execd.ping()
         """
         return await self._call(APIRequest("GET", "/ping", parse=no_content))
+
+    def watch_files(self, path: str, *, recursive: bool = True) -> AsyncStream[FileWatchEvent, None]:
+        """Changes under directory `path` inside the sandbox (`GET /files/watch`, an osbox extension:
+        other servers answer 404), until you stop reading. The first event is `init` (the watch is in
+        place); `ping`s come while nothing changes; `event.is_change` tells the changes. `sandbox.files.
+        watch` wraps this with only the changes and a clear error for servers without it.
+
+            with execd.watch_files("/workspace") as events:
+                for event in events:
+                    if event.is_change: print(event.type, event.path)
+        """
+        params = {"path": _required(path), "recursive": "true" if recursive else "false"}
+        return self._stream(
+            StreamRequest(
+                request=APIRequest("GET", "/files/watch", params=params, parse=no_content),
+                event=_watch_event,
+                new_folder=_NoResult,
+                require_events=False,
+            )
+        )
 
     async def get_metrics(self) -> Metrics:
         """Current CPU and memory usage (`GET /metrics`).

@@ -272,6 +272,24 @@ class ReplaceFileContentResponse(WireRootModel[dict[str, ReplaceFileContentResul
 # --- metrics -----------------------------------------------------------------------------------------------
 
 
+class FileWatchEvent(SnakeCaseWireModel):
+    """One event of ``GET /files/watch`` (an osbox extension): ``type`` is ``create``, ``modify``,
+    ``delete``, ``move`` (``old_path`` is where it was) or ``overflow`` (the sandbox's kernel dropped
+    events); ``init`` (``text`` = the watched path) and ``ping`` carry no change."""
+
+    type: str
+    path: str = ""
+    is_dir: bool = False
+    old_path: str | None = None
+    text: str | None = None
+    timestamp: int | None = None
+
+    @property
+    def is_change(self) -> bool:
+        """Whether it reports a change (not ``init`` nor ``ping``)."""
+        return self.type not in ("init", "ping")
+
+
 class Metrics(SnakeCaseWireModel):
     """System resource usage (``GET /metrics``, and each line of ``GET /metrics/watch``).
 

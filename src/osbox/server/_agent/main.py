@@ -66,6 +66,16 @@ def _fs_ops() -> dict[str, Any]:
     return _ops
 
 
+def _watch(request: dict[str, Any], conn: Any) -> None:
+    """The `watch` op: streams inotify events on `conn` until the server hangs up (see watch.py;
+    imported on first use, it needs ctypes)."""
+    if TYPE_CHECKING:
+        from . import watch
+    else:
+        import watch
+    watch.serve(request, conn, _send)
+
+
 # --- I/O helpers ---------------------------------------------------------------------------------
 
 
@@ -370,6 +380,9 @@ def _serve(conn: Any) -> None:
             if op == "spawn":
                 _spawn(request, fds, conn)
                 keep_open = True  # the reaper sends the exit line and closes it
+                return
+            if op == "watch":
+                _watch(request, conn)
                 return
             handler = _OPS.get(op) if isinstance(op, str) else None
             if handler is None:

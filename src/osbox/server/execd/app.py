@@ -22,6 +22,7 @@ from .files import FILE_ROUTES
 from .metrics import MetricsApi
 from .sessions import SessionsApi
 from .transfer import download, upload
+from .watch import watch_files
 
 __all__ = ["build_app"]
 
@@ -72,6 +73,7 @@ def build_app(commands: CommandsApi, sessions: SessionsApi, code: CodeApi, metri
         *FILE_ROUTES,
         ("/files/upload", upload, ["POST"]),
         ("/files/download", download, ["GET"]),
+        ("/files/watch", watch_files, ["GET"]),  # osbox extension
         ("/metrics", metrics.get, ["GET"]),
         ("/metrics/watch", metrics.watch, ["GET"]),
         ("/code", code.run, ["POST"]),
