@@ -17,7 +17,8 @@
     │   ├── PtyError                   a PTY connection failed: taken over, dropped, or an error frame
     │   └── APIResponseValidationError the answer did not have the expected shape
     └── SandboxError                   raised by the high-level `Sandbox` helpers (e.g. not ready in time)
-        └── CommandFailedError         `run(..., check=True)`: the command exited non-zero
+        ├── CommandFailedError         `run(..., check=True)`: the command exited non-zero
+        └── FeatureNotSupportedError   the server lacks the osbox extension a call needs (`files.watch`)
 
 Lower-layer (httpx2) errors are translated in one place, `osbox._base_client`, so none leaks out.
 Messages never contain API keys or access tokens.
@@ -43,6 +44,7 @@ __all__ = [
     "BadRequestError",
     "CommandFailedError",
     "ConflictError",
+    "FeatureNotSupportedError",
     "InternalServerError",
     "NotFoundError",
     "OsboxError",
@@ -61,6 +63,11 @@ class OsboxError(Exception):
 
 class SandboxError(OsboxError):
     """A high-level sandbox operation could not complete (e.g. it never became ready)."""
+
+
+class FeatureNotSupportedError(SandboxError):
+    """The server does not offer an osbox extension the call needs (e.g. `files.watch` against an
+    OpenSandbox server other than `osbox serve`); the message names the feature and the route."""
 
 
 class CommandFailedError(SandboxError):

@@ -17,7 +17,7 @@ import httpx2
 import pydantic
 
 from ._decoder import OutputRun
-from ._exceptions import StreamError
+from ._exceptions import APIStatusError, StreamError
 from ._operation import (
     APIRequest,
     StreamRequest,
@@ -29,6 +29,7 @@ from ._wire import EXECD_TOKEN_HEADER, LOG_CURSOR_HEADER, OUTPUT_FRAMING_EXACT, 
 from .models.events import EventType, Execution, ExecutionBuilder, StreamEvent
 from .models.execd import (
     CreateSessionResponse,
+    FileWatchEvent,
     Metrics,
 )
 
@@ -102,6 +103,27 @@ class _ExecutionFolder(StreamFolder[StreamEvent, Execution]):
 def _output_events(run: OutputRun) -> list[StreamEvent]:
     """The events of a run of output lines (their fields are already known to be well typed)."""
     return list(map(StreamEvent, run.kinds, run.texts, repeat(None), repeat(None), run.timestamps))
+
+
+def _watch_event(data: dict[str, Any]) -> FileWatchEvent:
+    result: FileWatchEvent = _validated(FileWatchEvent, data)
+    return result
+
+
+class _NoResult(StreamFolder[Any, None]):
+    """An endless stream's `run()` result: nothing (it ends when the consumer stops)."""
+
+    def add(self, event: Any) -> None:
+        pass
+
+    def result(self) -> None:
+        return None
+
+
+def _watch_unsupported(exc: APIStatusError) -> bool:
+    """Whether an error answer to `GET /files/watch` says the server has no such route (not that
+    the path is missing: that is `FILE_NOT_FOUND`)."""
+    return exc.status_code in (404, 405, 501) and exc.code != "FILE_NOT_FOUND"
 
 
 class _LastMetrics(StreamFolder[Metrics, "Metrics | None"]):

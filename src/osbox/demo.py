@@ -151,7 +151,7 @@ def _run(mirror: str) -> None:
                     start = time.perf_counter()
                     cell = execd.execute_code("len(lines), lines[-1].strip()", context_id=context.id).run()
                     console.print(
-                        f"  a later cell sees it: [cyan]{cell.results[0]['text']}[/cyan] {_elapsed(start)}"
+                        f"  a later cell sees it: [cyan]{cell.results[0].text}[/cyan] {_elapsed(start)}"
                     )
                     execd.delete_context(str(context.id))
 

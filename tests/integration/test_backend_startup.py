@@ -51,13 +51,20 @@ async def create(pooled_backend: BwrapBackend, backend_data_dir: Path) -> AsyncI
 def test_the_agent_ships_as_bytecode_of_the_sandbox_python(backend_data_dir: Path) -> None:
     backend = BwrapBackend(backend_data_dir)
     assert backend._agent_script == "main.pyc"
-    assert sorted(backend._memfds) == ["accounts.pyc", "fs.pyc", "identity.pyc", "main.pyc", "protocol.pyc"]
+    assert sorted(backend._memfds) == [
+        "accounts.pyc",
+        "fs.pyc",
+        "identity.pyc",
+        "main.pyc",
+        "protocol.pyc",
+        "watch.pyc",
+    ]
 
 
 def test_agent_sources_are_shipped_when_compiling_fails() -> None:
     files, script = agent_files("/no/such/python", _AGENT_DIR, lay.AGENT_DIR)
     assert script == "main.py"
-    assert sorted(files) == ["accounts.py", "fs.py", "identity.py", "main.py", "protocol.py"]
+    assert sorted(files) == ["accounts.py", "fs.py", "identity.py", "main.py", "protocol.py", "watch.py"]
     assert files["main.py"] == (_AGENT_DIR / "main.py").read_bytes()
 
 

@@ -4,6 +4,7 @@ through osbox's own `ExecdClient` (so both ends of the wire are exercised)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -44,14 +45,18 @@ def test_a_context_keeps_state_and_reports_output_results_and_errors(execd: Exec
 
     first = execd.execute_code("x = 6 * 7\nprint('side', 'effect')\nx", context_id=context.id).run()
     assert (first.id, first.stdout, first.exit_code, first.complete) == (context.id, "side effect\n", 0, True)
-    assert first.results == [{"text": "42"}] and first.execution_count == 1
+    assert first.execution_count == 1
+    # Both kinds of client read the result: the spec's MIME key and the reference's `text`.
+    assert first.results == [{"text/plain": "42", "text": "42"}]
+    assert first.results[0].text == "42" and first.results[0].data == {"text/plain": "42"}
 
     rich = execd.execute_code(
         "from IPython.display import HTML, display\ndisplay(HTML('<b>bold</b>'))\nx + 1",
         context_id=context.id,
     ).run()
-    assert {"text/html": "<b>bold</b>"}.items() <= rich.results[0].items()  # display_data is kept
-    assert rich.results[1] == {"text": "43"}  # state survived the first cell
+    assert rich.results[0].html == "<b>bold</b>"  # display_data is kept, every MIME type
+    assert rich.results[0].data["text/plain"] == rich.results[0].text == "<IPython.core.display.HTML object>"
+    assert rich.results[1].text == "43"  # state survived the first cell
 
     failed = execd.execute_code(
         "import sys\nprint('to stderr', file=sys.stderr)\n1 / 0", context_id=context.id
@@ -80,8 +85,8 @@ def test_interrupt_ends_the_cell_and_a_second_cell_meanwhile_is_refused(execd: E
     errors = [event.error for event in rest if event.type == "error"]
     assert [error.ename for error in errors if error is not None] == ["KeyboardInterrupt"]
     assert rest[-1].type == "execution_complete"
-    assert execd.execute_code("'still alive'", context_id=context.id).run().results == [
-        {"text": "'still alive'"}
+    assert [r.text for r in execd.execute_code("'still alive'", context_id=context.id).run().results] == [
+        "'still alive'"
     ]
     execd.delete_context(context.id)
 
@@ -94,7 +99,9 @@ def test_a_cell_right_after_a_failing_cell_always_runs(execd: ExecdClient) -> No
     for i in range(40):
         failed = execd.execute_code("1 / 0", context_id=context.id).run()
         assert failed.error is not None and failed.error.ename == "ZeroDivisionError"
-        assert execd.execute_code(f"{i} * 2", context_id=context.id).run().results == [{"text": str(i * 2)}]
+        assert [r.text for r in execd.execute_code(f"{i} * 2", context_id=context.id).run().results] == [
+            str(i * 2)
+        ]
     execd.delete_context(context.id)
 
 
@@ -117,10 +124,10 @@ def test_contexts_are_listed_found_and_deleted_with_their_kernels(
 def test_language_alone_uses_a_default_context_and_no_context_runs_shell(execd: ExecdClient) -> None:
     first = execd.execute_code("y = 'kept'", language="python").run()
     second = execd.execute_code("y", language="python").run()
-    assert first.id == second.id and second.results == [{"text": "'kept'"}]
+    assert first.id == second.id and [r.text for r in second.results] == ["'kept'"]
     shell = execd.execute_code("echo shell $((40 + 2))").run()
     assert (shell.stdout, shell.exit_code) == ("shell 42\n", 0)
-    with pytest.raises(APIStatusError, match="python") as unsupported:
+    with pytest.raises(APIStatusError, match="python, bash") as unsupported:
         execd.create_context(language="java")
     assert unsupported.value.status_code == 501
 
@@ -134,5 +141,78 @@ def test_a_kernel_that_dies_mid_cell_ends_the_cell_with_an_error(execd: ExecdCli
     # A default context whose kernel died is replaced by a fresh one.
     dead = execd.execute_code("import os\nos._exit(3)", language="python").run()
     fresh = execd.execute_code("1 + 1", language="python").run()
-    assert fresh.id != dead.id and fresh.results == [{"text": "2"}]
+    assert fresh.id != dead.id and [r.text for r in fresh.results] == ["2"]
     assert dead.id not in {c.id for c in execd.list_contexts(language="python")}
+
+
+#: Holds the kernel's event loop for a moment after the cell, as a loaded machine would: the next
+#: request then reaches ipykernel while it still aborts requests after an error (`stop_on_error`).
+STALL = "import asyncio, time\nasyncio.get_event_loop().call_soon(time.sleep, 0.3)\n"
+
+
+def test_no_cell_is_lost_right_after_errors_under_load(sandbox: Sandbox, execd: ExecdClient) -> None:
+    """Cells sent right after cells that raised, from several contexts at once while every cpu of
+    the sandbox is busy and each kernel's event loop stalls right after the error (see `STALL`):
+    each cell runs and reports its own value, none is dropped, aborted or reported as a success."""
+    burners = [sandbox.spawn("python3 -c 'while True: pass'") for _ in range(2)]
+    contexts = [execd.create_context(language="python").id for _ in range(4)]
+    try:
+
+        def rounds(context_id: str | None) -> list[str]:
+            lost: list[str] = []
+            for i in range(12):
+                failed = execd.execute_code(STALL + f"raise ValueError({i})", context_id=context_id).run()
+                if failed.error is None or failed.error.ename != "ValueError":
+                    lost.append(f"failing cell {i}: {failed}")
+                cell = execd.execute_code(f"print('ran', {i})\n{i} * 2", context_id=context_id).run()
+                if (cell.error, cell.stdout, [r.text for r in cell.results]) != (
+                    None,
+                    f"ran {i}\n",
+                    [str(i * 2)],
+                ):
+                    lost.append(f"cell {i} after an error: {cell}")
+            return lost
+
+        with ThreadPoolExecutor(len(contexts)) as pool:
+            lost = [line for found in pool.map(rounds, contexts) for line in found]
+        assert lost == []
+    finally:
+        for burner in burners:
+            burner.kill()
+        for context_id in contexts:
+            assert context_id
+            execd.delete_context(context_id)
+
+
+def test_a_cell_past_its_timeout_is_interrupted_and_says_timeout(execd: ExecdClient) -> None:
+    context = execd.create_context(language="python")
+    assert context.id
+    slow = execd.execute_code(
+        "counter = 1\nprint('before', flush=True)\nimport time\ntime.sleep(120)",
+        context_id=context.id,
+        timeout=0.5,
+    ).run()
+    assert slow.complete and slow.stdout == "before\n" and slow.exit_code == 1
+    assert slow.error is not None and slow.error.ename == "Timeout" and "timeout" in slow.error.evalue
+    # The kernel was interrupted, not restarted: the context and its state live on.
+    assert [r.text for r in execd.execute_code("counter + 1", context_id=context.id).run().results] == ["2"]
+    execd.delete_context(context.id)
+
+
+def test_a_bash_context_keeps_exports_and_cwd_and_reports_exit_and_timeout(execd: ExecdClient) -> None:
+    context = execd.create_context(language="bash")
+    assert context.id and context.language == "bash"
+    assert context in execd.list_contexts(language="bash")
+    first = execd.execute_code(
+        "export GREETING=hi\ncd /tmp\necho one; echo two >&2", context_id=context.id
+    ).run()
+    assert (first.id, first.stdout, first.exit_code, first.complete) == (context.id, "one\ntwo\n", 0, True)
+    second = execd.execute_code('echo "$GREETING from $(pwd)"; exit 3', context_id=context.id).run()
+    assert second.stdout == "hi from /tmp\n" and second.exit_code == 3
+    assert second.error is not None and second.error.ename == "CommandExecError" and second.complete
+    slow = execd.execute_code("echo start; sleep 120", context_id=context.id, timeout=0.5).run()
+    assert slow.stdout == "start\n" and slow.error is not None and slow.error.ename == "Timeout"
+    assert execd.execute_code("echo $GREETING", language="bash").run().stdout == "\n"  # the default context
+    execd.delete_context(context.id)
+    with pytest.raises(NotFoundError):
+        execd.get_context(context.id)

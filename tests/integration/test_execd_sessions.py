@@ -9,6 +9,7 @@ import httpx2
 import pytest
 
 from osbox.server._backend.base import SandboxSpec
+from osbox.server.execd.metrics import WATCH_INTERVAL_SECONDS
 from tests.integration.execd_fixtures import Execd, check_spec, parse_events
 
 
@@ -94,17 +95,51 @@ async def test_metrics(execd: Execd) -> None:
     assert body["timestamp"] > 1_600_000_000_000
 
 
-async def test_metrics_watch_streams_objects(execd: Execd) -> None:
-    seen: list[dict[str, object]] = []
+class StrictSSEParser:
+    """Server-Sent Events as the HTML spec (and the Go SDK) parse them: an event is dispatched only
+    when the blank line that ends it arrives; `data:` lines are joined, other fields ignored."""
+
+    def __init__(self) -> None:
+        self._pending = ""
+        self._data: list[str] = []
+
+    def feed(self, text: str) -> list[str]:
+        """Add received text; return the data of each event it completes."""
+        self._pending += text.replace("\r\n", "\n").replace("\r", "\n")
+        *lines, self._pending = self._pending.split("\n")
+        dispatched: list[str] = []
+        for line in lines:
+            if line == "":
+                if self._data:
+                    dispatched.append("\n".join(self._data))
+                self._data = []
+            elif line.startswith("data:"):
+                self._data.append(line[5:].removeprefix(" "))
+        return dispatched
+
+
+def test_the_strict_sse_parser_dispatches_only_on_the_blank_line() -> None:
+    parser = StrictSSEParser()
+    assert parser.feed('{"a":1}\n') == []  # NDJSON: never dispatched
+    assert parser.feed('data: {"b":2}\n') == []
+    assert parser.feed("\n") == ['{"b":2}']
+
+
+async def test_metrics_watch_sends_an_sse_event_per_sample_each_second(execd: Execd) -> None:
+    parser = StrictSSEParser()
+    samples: list[dict[str, float]] = []
     async with execd.live_client() as client, client.stream("GET", "/metrics/watch") as stream:
-        async for line in stream.aiter_lines():
-            if line.strip():
-                seen.append(json.loads(line))
-            if len(seen) == 2:
-                break
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        async for chunk in stream.aiter_text():
+            samples += [json.loads(data) for data in parser.feed(chunk)]
+            if len(samples) >= 3:
+                break  # dispatched while the stream is still open
     assert all(
-        {"cpu_count", "cpu_used_pct", "mem_total_mib", "mem_used_mib", "timestamp"} <= set(s) for s in seen
+        {"cpu_count", "cpu_used_pct", "mem_total_mib", "mem_used_mib", "timestamp"} <= set(s) for s in samples
     )
+    assert WATCH_INTERVAL_SECONDS == 1.0  # the spec's interval
+    # Samples are paced by the interval: the next starts a second after the one before started.
+    assert samples[2]["timestamp"] - samples[1]["timestamp"] >= 500
 
 
 async def test_metrics_reflect_the_sandbox_limits(execd: Execd) -> None:

@@ -1,20 +1,23 @@
 """What `Sandbox` users reach for first, against a real `osbox serve`, on both twins: `files` on text and
-bytes, `run(..., check=True)` and its typed error, background commands (`spawn`: logs, wait, kill)."""
+bytes, `run(..., check=True)` and its typed error, background commands (`spawn`: logs, wait, kill), and
+`files.watch` (inotify inside the sandbox, streamed over execd's `GET /files/watch`)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import pytest
 
 from osbox import (
     AsyncSandbox,
+    BadRequestError,
     CommandFailedError,
     NotFoundError,
     Sandbox,
     SandboxError,
 )
+from osbox.models import FileWatchEvent
 from osbox.server import LocalServer
 from tests.polling import wait_until
 
@@ -147,3 +150,90 @@ async def test_the_async_twin(server: LocalServer) -> None:
         sleeper = await sandbox.spawn("exec sleep 600")
         await sleeper.kill()
         assert (await sleeper.wait()).exit_code != 0
+
+
+# --- files.watch ------------------------------------------------------------------------------------
+
+Change = tuple[str, str]  # (type, path)
+
+
+def read_until(events: Iterable[FileWatchEvent], expected: list[Change]) -> list[FileWatchEvent]:
+    """Events until every expected (type, path) was seen, in that order among the others."""
+    seen: list[FileWatchEvent] = []
+    left = list(expected)
+    for event in events:
+        seen.append(event)
+        if left and (event.type, event.path) == left[0]:
+            left.pop(0)
+        if not left:
+            return seen
+    raise AssertionError(f"the watch ended before {left}; saw {seen}")
+
+
+def test_create_modify_move_delete_and_new_subdirectories(sandbox: Sandbox) -> None:
+    sandbox.run("mkdir -p /tmp/w1/old/deeper", check=True)
+    with sandbox.files.watch("/tmp/w1") as changes:
+        events = iter(changes)
+        sandbox.run("echo one > /tmp/w1/a.txt && echo two >> /tmp/w1/a.txt", check=True)
+        seen = read_until(events, [("create", "/tmp/w1/a.txt"), ("modify", "/tmp/w1/a.txt")])
+        assert all(not e.is_dir for e in seen if e.path == "/tmp/w1/a.txt")
+
+        sandbox.run("mv /tmp/w1/a.txt /tmp/w1/b.txt && rm /tmp/w1/b.txt", check=True)
+        seen = read_until(events, [("move", "/tmp/w1/b.txt"), ("delete", "/tmp/w1/b.txt")])
+        assert next(e for e in seen if e.type == "move").old_path == "/tmp/w1/a.txt"
+
+        # Recursive: directories there before the watch, and those made after it, are watched.
+        sandbox.run("touch /tmp/w1/old/deeper/x", check=True)
+        read_until(events, [("create", "/tmp/w1/old/deeper/x")])
+        sandbox.run("mkdir -p /tmp/w1/new/sub && touch /tmp/w1/new/sub/y", check=True)
+        seen = read_until(events, [("create", "/tmp/w1/new"), ("create", "/tmp/w1/new/sub/y")])
+        assert next(e for e in seen if e.path == "/tmp/w1/new").is_dir
+        sandbox.run("echo later > /tmp/w1/new/sub/y", check=True)  # a watch added for the new subdir
+        read_until(events, [("modify", "/tmp/w1/new/sub/y")])
+
+
+def test_a_flat_watch_ignores_subdirectories(sandbox: Sandbox) -> None:
+    sandbox.run("mkdir -p /tmp/w2/sub", check=True)
+    with sandbox.files.watch("/tmp/w2", recursive=False) as changes:
+        sandbox.run("touch /tmp/w2/sub/hidden && touch /tmp/w2/top", check=True)
+        seen = read_until(changes, [("create", "/tmp/w2/top")])
+    assert "/tmp/w2/sub/hidden" not in [e.path for e in seen]
+
+
+def test_closing_a_watch_ends_it_inside_the_sandbox(sandbox: Sandbox) -> None:
+    """More watches than a user may hold inotify instances at once (128 by default), each closed
+    before the next: none may be left behind by a client that closed its watch."""
+    sandbox.run("mkdir -p /tmp/w3", check=True)
+    for i in range(140):
+        with sandbox.files.watch("/tmp/w3") as changes:
+            sandbox.run(f"touch /tmp/w3/f{i}", check=True)
+            read_until(changes, [("create", f"/tmp/w3/f{i}")])
+
+
+def test_the_watched_directory_going_away_ends_the_stream(sandbox: Sandbox) -> None:
+    sandbox.run("mkdir -p /tmp/w4", check=True)
+    with sandbox.files.watch("/tmp/w4") as changes:
+        sandbox.run("rm -r /tmp/w4", check=True)
+        assert ("delete", "/tmp/w4") in [(e.type, e.path) for e in changes]  # and the loop ends
+
+
+def test_bad_paths_raise_typed_errors(sandbox: Sandbox) -> None:
+    with pytest.raises(NotFoundError, match="/tmp/none does not exist"):
+        sandbox.files.watch("/tmp/none")
+    sandbox.files.write("/tmp/plain.txt", "x")
+    with pytest.raises(BadRequestError):
+        sandbox.files.watch("/tmp/plain.txt")
+
+
+async def test_the_async_twin_watches_too(server: LocalServer) -> None:
+    async with await AsyncSandbox.create(base_url=server.base_url + "/v1", api_key=API_KEY) as sandbox:
+        await sandbox.run("mkdir -p /tmp/aw", check=True)
+        async with await sandbox.files.watch("/tmp/aw") as changes:
+            # files.write makes sub/, then writes a temp file beside the target and moves it there.
+            await sandbox.files.write("/tmp/aw/sub/f.txt", "x")
+            expected = [("create", "/tmp/aw/sub"), ("move", "/tmp/aw/sub/f.txt")]
+            async for event in changes:
+                if (event.type, event.path) == expected[0]:
+                    expected.pop(0)
+                if not expected:
+                    break

@@ -172,3 +172,14 @@ async def test_a_request_without_a_sandbox_is_a_wiring_error_not_a_crash(tmp_pat
         assert response.status_code == 500 and response.json()["code"] == "RUNTIME_ERROR"
     finally:
         await service.aclose()
+
+
+async def test_a_backend_that_cannot_watch_files_answers_501_and_bad_arguments_400(served: Served) -> None:
+    """`GET /files/watch` is an osbox extension; a backend without `files.watch` says so."""
+    unsupported = await served.client.get("/files/watch", params={"path": "/workspace"})
+    assert unsupported.status_code == 501 and unsupported.json()["code"] == "NOT_SUPPORTED"
+    assert "cannot watch" in unsupported.json()["message"]
+    bad = await served.client.get("/files/watch", params={"path": "/workspace", "recursive": "maybe"})
+    assert bad.status_code == 400
+    missing = await served.client.get("/files/watch")
+    assert missing.status_code == 400 and missing.json()["code"] == "MISSING_QUERY"

@@ -17,9 +17,13 @@ from osbox import (
     AsyncStream,
     BadRequestError,
     ExecdClient,
+    FeatureNotSupportedError,
+    NotFoundError,
     StreamError,
 )
+from osbox._async.file_watch import AsyncFileWatch
 from osbox._execd import stream_event
+from osbox._sync.file_watch import FileWatch
 from osbox.models import Execution, StreamEvent
 from tests.unit.conftest import ChunkStream, Recorder
 
@@ -330,6 +334,23 @@ async def test_rich_results_are_kept(twin: Recorder) -> None:
     assert result.stdout == "partial"  # kernel chunks are kept verbatim
 
 
+@pytest.mark.parametrize(
+    "bundle",
+    [{"text": "4"}, {"text/plain": "4"}, {"text/plain": "4", "text": "4"}],
+    ids=["reference", "spec", "osbox"],
+)
+async def test_results_read_the_same_from_every_kind_of_server(
+    twin: Recorder, bundle: dict[str, str]
+) -> None:
+    """The reference renames `text/plain` to `text`, the spec keeps MIME keys, osbox sends both."""
+    twin.reply(content=bare_json([{"type": "result", "results": bundle}, {"type": "execution_complete"}]))
+    sent = execd(twin).execute_code("2 + 2", context_id="k1", language="python", timeout=2.5)
+    (result,) = (await run(sent)).results
+    assert result == bundle and result.text == "4" and result.data == {"text/plain": "4"}
+    assert (result.html, result.png) == (None, None)
+    assert json.loads(twin.requests[-1].content)["timeout"] == 2500  # the osbox extension, in ms
+
+
 async def test_trailing_error_object_raises_with_its_code(twin: Recorder) -> None:
     twin.reply(
         content=bare_json(
@@ -398,3 +419,49 @@ def test_stream_event_from_wire_round_trips(obj: dict[str, Any], wire: dict[str,
 def test_stream_event_with_wrong_field_types_is_malformed(obj: dict[str, Any]) -> None:
     with pytest.raises(StreamError, match="malformed"):
         stream_event(dict(obj))
+
+
+# --- files.watch ---------------------------------------------------------------------------------------
+
+
+def file_watch(twin: Recorder, path: str) -> Any:
+    """`AsyncFileWatch` / `FileWatch` over the twin's execd client, started (as `files.watch` does)."""
+    watch_class = AsyncFileWatch if twin.is_async else FileWatch
+    return Recorder.call(watch_class(execd(twin), path, recursive=True)._start())
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (404, "404 page not found"),
+        (404, '{"code":"NOT_FOUND","message":"GET /files/watch: Not Found"}'),
+        (405, ""),
+    ],
+)
+async def test_files_watch_against_a_server_without_it_raises_a_clear_typed_error(
+    twin: Recorder, status: int, body: str
+) -> None:
+    twin.reply(status, content=body)
+    with pytest.raises(FeatureNotSupportedError, match="osbox serve"):
+        await file_watch(twin, "/workspace")
+    assert twin.last.url.path == "/files/watch" and twin.last.url.params["recursive"] == "true"
+
+
+async def test_files_watch_yields_only_changes_and_a_missing_path_names_it(twin: Recorder) -> None:
+    events: list[dict[str, Any]] = [
+        {"type": "init", "text": "/w"},
+        {"type": "ping", "text": "pong"},
+        {"type": "move", "path": "/w/b", "old_path": "/w/a", "is_dir": False},
+    ]
+    twin.reply(content=bare_json(events))
+    watch = await file_watch(twin, "/w")
+    if isinstance(watch, AsyncFileWatch):
+        async with watch:
+            changes = [event async for event in watch]
+    else:
+        with watch:
+            changes = list(watch)
+    assert [(e.type, e.path, e.old_path) for e in changes] == [("move", "/w/b", "/w/a")]
+    twin.reply(404, json={"code": "FILE_NOT_FOUND", "message": "no such file"})
+    with pytest.raises(NotFoundError, match="/gone does not exist"):
+        await file_watch(twin, "/gone")

@@ -29,9 +29,11 @@ from .._execd import (
     _execution_stream,
     _LastMetrics,
     _metrics_event,
+    _NoResult,
     _required,
     _session_id,
     _timeout_ms,
+    _watch_event,
 )
 from .._operation import APIRequest, StreamRequest, adapter, given, model, no_content, path
 from ..models.events import Execution, StreamEvent
@@ -40,6 +42,7 @@ from ..models.execd import (
     CodeContextRequest,
     CommandStatusResponse,
     CreateSessionRequest,
+    FileWatchEvent,
     Metrics,
     RunCodeRequest,
     RunCommandRequest,
@@ -80,6 +83,26 @@ class ExecdClient(FileOperations, PtyOperations):
         execd.ping()
         """
         return self._call(APIRequest("GET", "/ping", parse=no_content))
+
+    def watch_files(self, path: str, *, recursive: bool = True) -> Stream[FileWatchEvent, None]:
+        """Changes under directory `path` inside the sandbox (`GET /files/watch`, an osbox extension:
+        other servers answer 404), until you stop reading. The first event is `init` (the watch is in
+        place); `ping`s come while nothing changes; `event.is_change` tells the changes. `sandbox.files.
+        watch` wraps this with only the changes and a clear error for servers without it.
+
+            with execd.watch_files("/workspace") as events:
+                for event in events:
+                    if event.is_change: print(event.type, event.path)
+        """
+        params = {"path": _required(path), "recursive": "true" if recursive else "false"}
+        return self._stream(
+            StreamRequest(
+                request=APIRequest("GET", "/files/watch", params=params, parse=no_content),
+                event=_watch_event,
+                new_folder=_NoResult,
+                require_events=False,
+            )
+        )
 
     def get_metrics(self) -> Metrics:
         """Current CPU and memory usage (`GET /metrics`).
@@ -261,22 +284,30 @@ class ExecdClient(FileOperations, PtyOperations):
         )
 
     def execute_code(
-        self, code: str, *, context_id: str | None = None, language: str | None = None
+        self,
+        code: str,
+        *,
+        context_id: str | None = None,
+        language: str | None = None,
+        timeout: float | None = None,
     ) -> Stream[StreamEvent, Execution]:
         """Run code in a context (`POST /code`) and stream its events; `run()` folds them.
 
         Give the context's `language` along with `context_id` (the reference execd runs code without a
-        language as a shell command); a `language` alone uses that language's default context. Results
-        keep every MIME type (`text`, `image/png`, `text/html`, ...) in `Execution.results`.
+        language as a shell command); a `language` alone uses that language's default context. Each of
+        `Execution.results` is a `CodeResult`: `.text` and `.data` (keyed by MIME type: `text/plain`,
+        `image/png`, `text/html`, ...) read the bundles of the reference and of the spec alike.
+        `timeout` (seconds, an osbox extension other servers ignore): past it, `osbox serve` interrupts
+        the cell, which ends with a `Timeout` error.
 
             ctx = execd.create_context("python")
             out = execd.execute_code("1 + 1", context_id=ctx.id, language="python").run()
-            out.results[0]["text"]  # "2"
+            out.results[0].text  # "2"
         """
         context = None
         if context_id is not None or language is not None:
             context = CodeContext(language=language or "", **given(id=context_id))
-        body = RunCodeRequest(code=code, **given(context=context))
+        body = RunCodeRequest(code=code, **given(context=context, timeout=_timeout_ms(timeout)))
         # Kernels send output in chunks carrying their own newlines; a shell (no language) sends lines.
         return self._stream(_execution_stream("/code", body.to_wire(), chunks=bool(language or context_id)))
 

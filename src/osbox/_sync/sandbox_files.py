@@ -6,8 +6,9 @@
         assert sandbox.files.read("/workspace/app.py") == "print('hi')\\n"
         [entry.path for entry in sandbox.files.list("/workspace")]   # ['/workspace/app.py']
 
-They sit on execd's file routes; everything else (streamed transfers, permissions, search, moves) is on
-`sandbox.execd`. A path that does not exist raises `NotFoundError` naming it.
+`watch(path)` streams the changes under a directory (an osbox extension). They sit on execd's file
+routes; everything else (streamed transfers, permissions, search, moves) is on `sandbox.execd`. A
+path that does not exist raises `NotFoundError` naming it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .._exceptions import NotFoundError
 from .._sandbox import _missing
 from ..models.execd import FileInfo
 from .execd import ExecdClient
+from .file_watch import FileWatch
 
 __all__ = ["SandboxFiles"]
 
@@ -81,3 +83,17 @@ class SandboxFiles:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+    def watch(self, path: str, *, recursive: bool = True) -> FileWatch:
+        """Watch directory `path` for changes (inotify inside the sandbox); returns once the watch is in
+        place. `recursive` (the default) covers every directory below it, also those made later.
+        Events: `create`, `modify`, `delete`, `move` (`old_path`: where it was), `overflow`.
+
+            with sandbox.files.watch("/workspace") as changes:
+                for event in changes:
+                    print(event.type, event.path)
+
+        A missing path raises `NotFoundError`; a server other than `osbox serve`, which has no watch
+        route, `FeatureNotSupportedError`.
+        """
+        return FileWatch(self._execd(), path, recursive=recursive)._start()

@@ -57,6 +57,7 @@ _EXPORTS = {
     ),
     ".events": (
         "COMMAND_EXEC_ERROR",
+        "CodeResult",
         "EventType",
         "Execution",
         "ExecutionBuilder",
@@ -80,6 +81,7 @@ _EXPORTS = {
         "FileInfoMap",
         "FileMetadata",
         "FileType",
+        "FileWatchEvent",
         "Metrics",
         "Permission",
         "PermissionMap",
@@ -176,6 +178,7 @@ if TYPE_CHECKING:
     )
     from .events import (
         COMMAND_EXEC_ERROR,
+        CodeResult,
         EventType,
         Execution,
         ExecutionBuilder,
@@ -199,6 +202,7 @@ if TYPE_CHECKING:
         FileInfoMap,
         FileMetadata,
         FileType,
+        FileWatchEvent,
         Metrics,
         Permission,
         PermissionMap,
@@ -256,6 +260,7 @@ __all__ = [
     "CodeContext",
     "CodeContextList",
     "CodeContextRequest",
+    "CodeResult",
     "CommandStatusResponse",
     "CreatePtyRequest",
     "CreatePtyResponse",
@@ -299,6 +304,7 @@ __all__ = [
     "FileInfoMap",
     "FileMetadata",
     "FileType",
+    "FileWatchEvent",
     "Host",
     "ImageAuth",
     "ImageSpec",

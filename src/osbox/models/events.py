@@ -30,16 +30,18 @@ async streams share it). Output rules:
 from __future__ import annotations
 
 import signal as _signal
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from pydantic import Field
+from pydantic import Field, GetCoreSchemaHandler
+from pydantic_core import core_schema
 
 from .._wire import GO_SIGNAL_WORDS
 from ._base import ErrorResponse, SnakeCaseWireModel
 
 __all__ = [
     "COMMAND_EXEC_ERROR",
+    "CodeResult",
     "EventType",
     "Execution",
     "ExecutionBuilder",
@@ -206,6 +208,59 @@ def parse_stream_object(data: dict[str, Any]) -> StreamEvent | StreamErrorBody:
     return StreamErrorBody.model_validate(data)
 
 
+class CodeResult(dict[str, Any]):
+    """One result of a code cell: its MIME bundle, exactly as the server sent it, plus accessors
+    that read both kinds of server.
+
+    The spec keys a bundle by MIME type (`text/plain`, `text/html`, `image/png`, ...); the reference
+    execd renames `text/plain` to `text`; `osbox serve` sends both. `text` and `data` read either::
+
+        result = execution.results[0]
+        result.text                # "42", from "text" or "text/plain"
+        result.data["text/plain"]  # the same, under its MIME type, whichever the server sent
+        result.png                 # base64 PNG data or None (also .html)
+    """
+
+    @property
+    def text(self) -> str | None:
+        """The plain-text form (`text`, else `text/plain`), or None."""
+        value = self.get("text", self.get("text/plain"))
+        return value if isinstance(value, str) else None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The bundle keyed by MIME type only: `text/plain` restored from `text` when the server
+        renamed it, and no `text` key."""
+        bundle = {mime: value for mime, value in self.items() if mime != "text"}
+        if "text" in self and "text/plain" not in bundle:
+            bundle["text/plain"] = self["text"]
+        return bundle
+
+    @property
+    def html(self) -> str | None:
+        """The `text/html` form, or None."""
+        value = self.get("text/html")
+        return value if isinstance(value, str) else None
+
+    @property
+    def png(self) -> str | None:
+        """The `image/png` form (base64, as Jupyter sends it), or None."""
+        value = self.get("image/png")
+        return value if isinstance(value, str) else None
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            cls._of, core_schema.dict_schema(core_schema.str_schema(), core_schema.any_schema())
+        )
+
+    @classmethod
+    def _of(cls, bundle: Mapping[str, Any]) -> CodeResult:
+        return bundle if isinstance(bundle, cls) else cls(bundle)
+
+
 class Execution(SnakeCaseWireModel):
     """The folded result of a command, session run or code cell.
 
@@ -224,7 +279,8 @@ class Execution(SnakeCaseWireModel):
     stdout: str = ""
     stderr: str = ""
     exit_code: int | None = None
-    results: list[dict[str, Any]] = Field(default_factory=list)
+    #: Each result of a code cell (`execute_result`, `display_data`): see `CodeResult`.
+    results: list[CodeResult] = Field(default_factory=list)
     error: ExecutionError | None = None
     execution_count: int | None = None
     duration_ms: float | None = None
@@ -295,7 +351,7 @@ class ExecutionBuilder:
         self._stdout: list[str] = []
         self._stderr: list[str] = []
         self._exit_code: int | None = None
-        self._results: list[dict[str, Any]] = []
+        self._results: list[CodeResult] = []
         self._error: ExecutionError | None = None
         self._execution_count: int | None = None
         self._duration_ms: float | None = None
@@ -316,7 +372,7 @@ class ExecutionBuilder:
             self._id = event.text
         elif kind == EventType.RESULT:
             if event.results is not None:
-                self._results.append(dict(event.results))
+                self._results.append(CodeResult(event.results))
             if event.execution_count is not None:
                 self._execution_count = event.execution_count
         elif kind == EventType.EXECUTION_COUNT:

@@ -165,10 +165,15 @@ class CodeContextList(WireRootModel[list[CodeContext]]):
 
 
 class RunCodeRequest(SnakeCaseRequestModel):
-    """Body of ``POST /code``. An empty ``context.language`` runs the code as a shell command."""
+    """Body of ``POST /code``. An empty ``context.language`` runs the code as a shell command.
+
+    ``timeout`` (milliseconds) is an osbox extension: ``osbox serve`` interrupts a cell that runs
+    longer and ends it with a ``Timeout`` error; a server without it ignores the field.
+    """
 
     code: str
     context: CodeContext | None = None
+    timeout: int | None = Field(default=None, ge=1)
 
 
 class CreatePtyRequest(SnakeCaseRequestModel):
@@ -271,6 +276,24 @@ class ReplaceFileContentResponse(WireRootModel[dict[str, ReplaceFileContentResul
 
 
 # --- metrics -----------------------------------------------------------------------------------------------
+
+
+class FileWatchEvent(SnakeCaseWireModel):
+    """One event of ``GET /files/watch`` (an osbox extension): ``type`` is ``create``, ``modify``,
+    ``delete``, ``move`` (``old_path`` is where it was) or ``overflow`` (the sandbox's kernel dropped
+    events); ``init`` (``text`` = the watched path) and ``ping`` carry no change."""
+
+    type: str
+    path: str = ""
+    is_dir: bool = False
+    old_path: str | None = None
+    text: str | None = None
+    timestamp: int | None = None
+
+    @property
+    def is_change(self) -> bool:
+        """Whether it reports a change (not ``init`` nor ``ping``)."""
+        return self.type not in ("init", "ping")
 
 
 class Metrics(SnakeCaseWireModel):

@@ -35,6 +35,7 @@ __all__ = [
     "child_ids",
     "enter_root",
     "file_capabilities",
+    "libc_function",
     "owner_change",
     "privileged",
     "set_default_ids",
@@ -91,9 +92,9 @@ def privileged() -> bool:
     return bool(_state["privileged"])
 
 
-def _libc_function(name: str, *, checked: bool = True) -> Any:
+def libc_function(name: str) -> Any:
     """A libc function through `_ctypes` alone (`import ctypes` would cost ~5 ms per sandbox start):
-    called with ints and bytes, it returns an int, and `errno` is kept for `get_errno`."""
+    called with ints and bytes, it returns the int result; a negative one raises OSError(errno)."""
     import _ctypes as _ctypes_module
 
     _ctypes: Any = _ctypes_module  # the C core of ctypes: private, stable, untyped here
@@ -112,7 +113,7 @@ def _libc_function(name: str, *, checked: bool = True) -> Any:
 
     def call(*args: object) -> int:
         result: int = function(*args)
-        if checked and result != 0:
+        if result < 0:
             number = _ctypes.get_errno()
             raise OSError(number, os.strerror(number), name)
         return result
@@ -122,7 +123,7 @@ def _libc_function(name: str, *, checked: bool = True) -> Any:
 
 def _make_capset() -> Any:
     """`capset(2)` for this thread."""
-    function = _libc_function("capset")
+    function = libc_function("capset")
 
     def capset(permitted: int, inheritable: int, effective: int | None = None) -> None:
         words = [permitted if effective is None else effective, permitted, inheritable]
@@ -160,7 +161,7 @@ def enter_root(path: str) -> None:
     inside the image's root (absolute symlinks and `..` included), as in the sandbox's processes.
     """
     if "unshare" not in _state:
-        _state["unshare"] = _libc_function("unshare")
+        _state["unshare"] = libc_function("unshare")
     _state["unshare"](_CLONE_FS)
     os.chroot(path)
     os.chdir("/")
@@ -183,8 +184,8 @@ def act_as_default_user() -> None:
         return
     uid, gid = default
     if "setfsuid" not in _state:  # they answer the previous id, never an error
-        _state["setfsuid"] = _libc_function("setfsuid", checked=False)
-        _state["setfsgid"] = _libc_function("setfsgid", checked=False)
+        _state["setfsuid"] = libc_function("setfsuid")
+        _state["setfsgid"] = libc_function("setfsgid")
     permitted = _capabilities("CapPrm")
     _state["setfsgid"](gid)
     _state["setfsuid"](uid)

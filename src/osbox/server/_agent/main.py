@@ -69,6 +69,20 @@ def _fs_ops() -> dict[str, Any]:
     return _ops
 
 
+def _watch_module() -> Any:
+    """watch.py, imported on first use (most sandboxes never watch)."""
+    if TYPE_CHECKING:
+        from . import watch
+    else:
+        import watch
+    return watch
+
+
+def _watch(request: dict[str, Any], conn: Any) -> None:
+    """The `watch` op: streams inotify events on `conn` until the server hangs up (see watch.py)."""
+    _watch_module().serve(request, conn, _send)
+
+
 # --- I/O helpers ---------------------------------------------------------------------------------
 
 
@@ -429,6 +443,9 @@ def _serve(conn: Any) -> None:
                 _spawn(request, fds, conn)
                 keep_open = True  # the reaper sends the exit line and closes it
                 return
+            if op == "watch":
+                _watch(request, conn)
+                return
             handler = _OPS.get(op) if isinstance(op, str) else None
             if handler is None:
                 raise ValueError(f"unknown op: {op!r}")
@@ -455,6 +472,7 @@ def _enter_image(root: str, user: str) -> None:
     request threads run chrooted in the image, where an import would load the image's files.
     """
     _fs_ops()
+    _watch_module()
     import fcntl  # noqa: F401 (for terminals, see `_start_child`: imported while imports still work)
     import termios  # noqa: F401
 

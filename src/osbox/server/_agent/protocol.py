@@ -12,7 +12,8 @@ first byte of the message they belong to; the message names how many it carries 
               {"ok": false, "error": {"kind": "os", "errno": 2, "strerror": "...", "filename": "/x"}}
     spawn then sends a second line when the child exits:  {"exit": 0}   (-N: killed by signal N)
 
-Ops: `ping`, `start` (the entrypoint), `spawn`, `kill`, `connect`, `open`, `call`.
+Ops: `ping`, `start` (the entrypoint), `spawn`, `kill`, `connect`, `open`, `call`, and `watch`
+(its replies stream on: see `watch.py`).
 This module holds only framing (bytes <-> dicts) and the error mapping; no I/O.
 """
 

@@ -24,10 +24,10 @@ import abc
 import asyncio
 import shutil
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, NotRequired, TypedDict
 
 if TYPE_CHECKING:
     from ..egress.networks import NetworkChoice
@@ -48,6 +48,7 @@ __all__ = [
     "SandboxSessions",
     "SandboxSpec",
     "UploadPlan",
+    "WatchEvent",
 ]
 
 #: A request body passed through as parsed JSON, for the sandbox side to check (a bad shape is a
@@ -88,6 +89,16 @@ class UploadPlan(TypedDict):
 
     temp: str
     path: str
+
+
+class WatchEvent(TypedDict):
+    """A change under a watched directory: `type` is `create`, `modify`, `delete`, `move` (with
+    `old_path`) or `overflow` (events were lost); paths are the sandbox's."""
+
+    type: str
+    path: str
+    is_dir: bool
+    old_path: NotRequired[str]
 
 
 @dataclass(frozen=True)
@@ -311,6 +322,13 @@ class SandboxFiles(abc.ABC):
     @abc.abstractmethod
     async def open(self, path: str, flags: int, mode: int = 0o644) -> int:
         """Open `path` as the sandbox user; returns a host fd the caller must close."""
+
+    async def watch(self, path: str, *, recursive: bool) -> AsyncIterator[WatchEvent]:
+        """Watch directory `path` (and, `recursive`, every directory below it, also those made
+        later). Returns once the watch is in place (a missing path is ENOENT, a file ENOTDIR) with
+        the changes from then on, until the iterator is closed (`aclose`), which ends the watch.
+        This default says the backend cannot (NotImplementedError)."""
+        raise NotImplementedError("this sandbox backend cannot watch files")
 
 
 class SandboxSessions(abc.ABC):

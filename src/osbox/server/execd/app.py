@@ -23,6 +23,7 @@ from .metrics import MetricsApi
 from .pty import PtyApi
 from .sessions import SessionsApi
 from .transfer import download, upload
+from .watch import watch_files
 
 __all__ = ["build_app"]
 
@@ -75,6 +76,7 @@ def build_app(
         *FILE_ROUTES,
         ("/files/upload", upload, ["POST"]),
         ("/files/download", download, ["GET"]),
+        ("/files/watch", watch_files, ["GET"]),  # osbox extension
         ("/metrics", metrics.get, ["GET"]),
         ("/metrics/watch", metrics.watch, ["GET"]),
         ("/code", code.run, ["POST"]),

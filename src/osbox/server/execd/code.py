@@ -14,15 +14,27 @@ symlinks and anything the sandbox's own uids did not make (`kernel_files`), and 
 
 Cells (`POST /code`) follow the reference (wire-behaviour §1.8): `init{text=context id}`, the
 kernel's stdout/stderr chunks as they come, `execution_count` and `result` for an `execute_result`,
-`error{ename, evalue, traceback}` for an exception, then always `execution_complete`. Unlike the
-reference, `display_data` (plots, HTML) is kept too: as a `result` with every MIME type. One cell
-at a time per context: a concurrent one gets `init` and then a bare "busy" error. `DELETE /code?id=`
-interrupts the running cell (SIGINT: it ends with a `KeyboardInterrupt` error). A cell runs in its
-own task, so a client that leaves does not stop it.
+`error{ename, evalue, traceback}` for an exception, then always `execution_complete`. A result's
+bundle keeps every MIME type under the spec's keys (`text/plain`, `text/html`, `image/png`, ...)
+and `text/plain` also under the reference's `text`, so clients of either read it. Unlike the
+reference, `display_data` (plots, HTML) is kept too, as a `result`. One cell at a time per context:
+a concurrent one gets `init` and then a bare "busy" error. `DELETE /code?id=` interrupts the
+running cell (SIGINT: it ends with a `KeyboardInterrupt` error). A cell runs in its own task, so a
+client that leaves does not stop it.
 
-Only `python` contexts exist here; with neither a context id nor a language, `/code` runs the code
-as a shell command, as the reference does. The sandbox's `python3` must have `ipykernel` (Debian's
-`python3-ipykernel`); when it has not, creating a context says so.
+No cell is lost: each is sent with `stop_on_error=False` (ipykernel otherwise aborts, silently on
+IOPub, the requests that reach it just after a cell that raised) and a cell ends only on both its
+IOPub `idle` and its shell `execute_reply`, whose status decides: `aborted` or `error` without a
+traceback on IOPub still becomes an `error` event (see `_run_cell`).
+
+osbox extension: `timeout` (milliseconds, as in `POST /command`) in the `/code` body. A cell past
+it is interrupted (SIGINT to the kernel; the context and its state stay) and ends with an
+`error{ename: "Timeout"}` instead of the `KeyboardInterrupt`, then `execution_complete`.
+
+Languages: `python` (a Jupyter kernel) and `bash` (a bash session behind the context API, see
+`bash_context`). With neither a context id nor a language, `/code` runs the code as a shell command,
+as the reference does. The sandbox's `python3` must have `ipykernel` (Debian's `python3-ipykernel`);
+when it has not, creating a python context says so.
 """
 
 from __future__ import annotations
@@ -30,7 +42,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import queue
 import signal
 import time
 from dataclasses import dataclass, field
@@ -42,6 +53,7 @@ from starlette.responses import JSONResponse, Response
 
 from osbox.server._logtail import tail
 
+from .bash_context import BashContext, ContextBase, cell_error, timeout_error
 from .commands import DEFAULT_CWD, new_id, resolve_cwd, spawn_or_fail
 from .errors import (
     MISSING_QUERY,
@@ -50,8 +62,17 @@ from .errors import (
     ExecdError,
     bad_request,
     error_event,
+    in_sandbox,
 )
-from .inputs import json_body, json_object, optional_str, query_one, sandbox_of
+from .inputs import (
+    MAX_TIMEOUT_MS,
+    json_body,
+    json_object,
+    optional_int,
+    optional_str,
+    query_one,
+    sandbox_of,
+)
 from .kernel_files import KernelFiles, confined_client
 from .runner import Execution, RunSpec
 from .state import SandboxApi
@@ -64,14 +85,12 @@ if TYPE_CHECKING:
 
     from .state import SandboxState, StateStore
 
-__all__ = ["CodeApi", "CodeContext"]
+__all__ = ["AnyContext", "CodeApi", "CodeContext"]
 
 KERNEL_DIR = "/tmp/.osbox/kernels"  # noqa: S108 (inside the sandbox: its own private /tmp)
-LANGUAGES = ("python",)
+LANGUAGES = ("python", "bash")
 #: How long a new kernel may take to write its connection file and answer.
 KERNEL_START_TIMEOUT_S = 60.0
-#: How long the kernel's execute reply may lag behind its `idle` status (it is normally sent first).
-_REPLY_TIMEOUT_S = 5.0
 _KERNEL_SCRIPT = (
     'mkdir -p "$1" && exec env -u JPY_PARENT_PID python3 -m ipykernel_launcher '
     '-f "$1/$2.json" --IPKernelApp.transport=ipc --ip="$1/$2"'
@@ -79,7 +98,7 @@ _KERNEL_SCRIPT = (
 
 
 @dataclass
-class CodeContext:
+class CodeContext(ContextBase):
     """A live kernel: its process, the client connected to it, and the cell running in it."""
 
     id: str
@@ -91,11 +110,23 @@ class CodeContext:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
-    def busy(self) -> bool:
-        return self.cell is not None and not self.cell.done()
+    def alive(self) -> bool:
+        """False once the kernel has exited."""
+        return self.kernel.running
 
-    def to_wire(self) -> dict[str, str]:
-        return {"id": self.id, "language": self.language}
+    def interrupt(self) -> None:
+        """SIGINT to the kernel: the running cell ends with a `KeyboardInterrupt` error."""
+        process = self.kernel.process
+        if process is not None and self.kernel.running:
+            process.signal_group(signal.SIGINT)
+
+    async def start_cell(self, request: Request, code: str, timeout_s: float | None) -> EventChannel:
+        """Send `code` to the kernel as the next cell; its events come on the returned channel."""
+        channel = EventChannel()
+        self.cell = asyncio.create_task(
+            _run_cell(self, code, channel, timeout_s), name=f"osbox-cell-{self.id}"
+        )
+        return channel
 
     async def close(self) -> None:
         """Stop the cell, the client and the kernel; release the directory."""
@@ -105,6 +136,10 @@ class CodeContext:
             self.client.stop_channels()
         await self.kernel.kill()
         self.files.close()
+
+
+#: A code context of either kind: a Jupyter kernel (python) or a bash session (bash).
+AnyContext = CodeContext | BashContext
 
 
 class CodeApi(SandboxApi):
@@ -117,7 +152,7 @@ class CodeApi(SandboxApi):
         super().__init__(store)
         self._run_shell = run_shell
 
-    def _context(self, request: Request, context_id: str) -> CodeContext:
+    def _context(self, request: Request, context_id: str) -> AnyContext:
         return self._find(self._state(request).contexts, context_id, "code context")
 
     # -- contexts --
@@ -167,6 +202,8 @@ class CodeApi(SandboxApi):
             raise bad_request("'code' must be a non-empty string")
         target = body.get("context")
         target = json_object(target, "'context'") if target is not None else {}
+        timeout_ms = optional_int(body.get("timeout"), "timeout", maximum=MAX_TIMEOUT_MS)
+        timeout_s = timeout_ms / 1000 if timeout_ms else None
         context_id = optional_str(target.get("id"), "context.id")
         language = optional_str(target.get("language"), "context.language")
         if context_id:
@@ -181,28 +218,22 @@ class CodeApi(SandboxApi):
             if context.busy:
                 busy = ExecdError(500, RUNTIME_ERROR, f"code context {context.id} is busy running a cell")
                 return event_response(init, None, error_event(busy))
-            channel = EventChannel()
-            context.cell = asyncio.create_task(
-                _run_cell(context, code, channel), name=f"osbox-cell-{context.id}"
-            )
+            channel = await context.start_cell(request, code, timeout_s)
         return event_response(init, channel)
 
     async def interrupt(self, request: Request) -> Response:
         """`DELETE /code?id=`: interrupt the context's running cell (SIGINT to the kernel)."""
-        context = self._context(request, query_one(request, "id"))
-        process = context.kernel.process
-        if process is not None and context.kernel.running:
-            process.signal_group(signal.SIGINT)
+        self._context(request, query_one(request, "id")).interrupt()
         return Response(status_code=200)
 
     # -- kernels --
 
-    async def _default(self, request: Request, language: str) -> CodeContext:
+    async def _default(self, request: Request, language: str) -> AnyContext:
         """The language's default context, started on first use."""
         state = self._state(request)
         async with state.default_lock:
             found = state.contexts.get(state.default_contexts.get(language, ""))
-            if found is not None and not found.kernel.running:
+            if found is not None and not found.alive:
                 await self._drop(state, found)  # its kernel died: start afresh
                 found = None
             if found is None:
@@ -210,10 +241,20 @@ class CodeApi(SandboxApi):
                 state.default_contexts[language] = found.id
         return found
 
-    async def _start(self, request: Request, language: str, cwd: str) -> CodeContext:
+    async def _start(self, request: Request, language: str, cwd: str) -> AnyContext:
         state = self._state(request)
         with state.context_budget.claim(len(state.contexts)):  # 429 beyond `max_code_contexts`
+            if language == "bash":
+                return await self._start_bash(request, cwd)
             return await self._start_kernel(request, language, cwd)
+
+    async def _start_bash(self, request: Request, cwd: str) -> BashContext:
+        handle = sandbox_of(request)
+        context_id = new_id()
+        state_path = await in_sandbox(handle.sessions.create(context_id, cwd), "session_init")
+        context = BashContext(context_id, handle, state_path)
+        self._state(request).contexts[context_id] = context
+        return context
 
     async def _start_kernel(self, request: Request, language: str, cwd: str) -> CodeContext:
         handle = sandbox_of(request)
@@ -251,7 +292,7 @@ class CodeApi(SandboxApi):
         return context
 
     @staticmethod
-    async def _drop(state: SandboxState, context: CodeContext) -> None:
+    async def _drop(state: SandboxState, context: AnyContext) -> None:
         state.contexts.pop(context.id, None)
         for language, default_id in list(state.default_contexts.items()):
             if default_id == context.id:
@@ -323,95 +364,143 @@ def _start_failure(exc: Exception, log_path: Path) -> ExecdError:
 
 
 def _bundle(data: dict[str, Any]) -> dict[str, Any]:
-    """A MIME bundle as execd sends it: `text/plain` renamed to `text`, every other type kept."""
-    return {("text" if mime == "text/plain" else mime): value for mime, value in data.items()}
+    """A MIME bundle for both kinds of client: every MIME type as the spec documents it
+    (`text/plain`, `text/html`, `image/png`, ...) and, as the reference renames it, `text/plain`
+    also under `text`."""
+    bundle = dict(data)
+    if "text/plain" in bundle:
+        bundle["text"] = bundle["text/plain"]
+    return bundle
 
 
-async def _run_cell(context: CodeContext, code: str, channel: EventChannel) -> None:
-    """Execute `code`, turning the kernel's messages for it into execd events, until the kernel is idle."""
+@dataclass
+class _Cell:
+    """What one cell has said so far."""
+
+    msg_id: str
+    idle: bool = False  # IOPub: the kernel went idle after it
+    reply: dict[str, Any] | None = None  # shell: its execute_reply's content
+    error_sent: bool = False
+    timed_out: bool = False
+
+
+async def _run_cell(context: CodeContext, code: str, channel: EventChannel, timeout_s: float | None) -> None:
+    """Execute `code`, turning the kernel's messages for it into execd events.
+
+    The cell is over once the kernel has sent both its `idle` status (IOPub: all output is out)
+    and its `execute_reply` (shell), which is what says whether the cell ran: `ok`, `error`, or
+    `aborted` (it never ran). Every cell is sent with `stop_on_error=False`, so ipykernel does not
+    abort the requests that reach it just after a cell that raised; should a reply say `aborted`
+    anyway, or `error` without an IOPub traceback, the client gets an `error` event: no cell is
+    ever reported as a success that did not run. After `timeout_s` the kernel is interrupted
+    (SIGINT) and the cell ends with a `Timeout` error instead of the `KeyboardInterrupt`.
+    """
     started = time.monotonic()
-    client = context.client
     finished = False
+    receiver = _Receiver(context)
     try:
-        # stop_on_error=False: after a cell that raised, ipykernel otherwise aborts every request that
-        # reaches it for a moment, without a word on IOPub, and the next cell would look like a success.
-        msg_id = client.execute(code, allow_stdin=False, stop_on_error=False)
-        while True:
-            message = await _next_message(context)
-            if message is None:
-                error = {
-                    "ename": "KernelDied",
-                    "evalue": "the kernel exited during the cell",
-                    "traceback": [],
-                }
-                await channel.publish(frame("error", error=error))
+        cell = _Cell(context.client.execute(code, allow_stdin=False, stop_on_error=False))
+        deadline = None if timeout_s is None else started + timeout_s
+        while not (cell.idle and cell.reply is not None):
+            if timeout_s is not None and time.monotonic() >= started + timeout_s and not cell.timed_out:
+                cell.timed_out = True
+                context.interrupt()
+                await channel.publish(timeout_error(timeout_s, "the kernel was interrupted"))
+                cell.error_sent = True
+            wait = None if deadline is None or cell.timed_out else max(0.0, deadline - time.monotonic())
+            source, message = await receiver.next(wait)
+            if source == "exited":
+                if not cell.error_sent:
+                    await channel.publish(cell_error("KernelDied", "the kernel exited during the cell"))
                 break
-            if message["parent_header"].get("msg_id") != msg_id:
-                continue
-            kind, content = message["msg_type"], message["content"]
-            if kind == "stream":
-                name = "stderr" if content.get("name") == "stderr" else "stdout"
-                await channel.publish(frame(name, text=content.get("text", "")))
-            elif kind == "execute_result":
-                count = content.get("execution_count")
-                await channel.publish(frame("execution_count", execution_count=count))
-                await channel.publish(
-                    frame("result", results=_bundle(content.get("data", {})), execution_count=count)
-                )
-            elif kind == "display_data":
-                await channel.publish(frame("result", results=_bundle(content.get("data", {}))))
-            elif kind == "error":
-                error = {
-                    "ename": content.get("ename", ""),
-                    "evalue": content.get("evalue", ""),
-                    "traceback": list(content.get("traceback", [])),
-                }
-                await channel.publish(frame("error", error=error))
-            elif kind == "status" and content.get("execution_state") == "idle":
-                break
-        if message is not None and await _reply_status(context, msg_id) == "aborted":
-            error = {
-                "ename": "CellAborted",
-                "evalue": "the kernel aborted the cell: it did not run",
-                "traceback": [],
-            }
-            await channel.publish(frame("error", error=error))
+            if message is None or message["parent_header"].get("msg_id") != cell.msg_id:
+                continue  # a timer, or what is left of an earlier cell
+            if source == "shell":
+                cell.reply = message["content"]
+            else:
+                await _publish_iopub(cell, message, channel)
+        await _check_reply(cell, channel)
         elapsed_ms = int((time.monotonic() - started) * 1000)
         await channel.publish(frame("execution_complete", execution_time=elapsed_ms))
         await channel.close()
         finished = True
     finally:
+        await receiver.aclose()
         if not finished:
             channel.abort()
 
 
-async def _reply_status(context: CodeContext, msg_id: str) -> str | None:
-    """The status of the kernel's execute reply to `msg_id` (`ok`, `error`, `aborted`), or None if
-    none comes in time. Replies to earlier cells still queued on the shell channel are skipped."""
-    deadline = time.monotonic() + _REPLY_TIMEOUT_S
-    while (left := deadline - time.monotonic()) > 0:
+async def _publish_iopub(cell: _Cell, message: dict[str, Any], channel: EventChannel) -> None:
+    """One IOPub message of the cell as execd events."""
+    kind, content = message["msg_type"], message["content"]
+    if kind == "stream":
+        name = "stderr" if content.get("name") == "stderr" else "stdout"
+        await channel.publish(frame(name, text=content.get("text", "")))
+    elif kind == "execute_result":
+        count = content.get("execution_count")
+        await channel.publish(frame("execution_count", execution_count=count))
+        await channel.publish(
+            frame("result", results=_bundle(content.get("data", {})), execution_count=count)
+        )
+    elif kind == "display_data":
+        await channel.publish(frame("result", results=_bundle(content.get("data", {}))))
+    elif kind == "error":
+        if cell.timed_out:
+            return  # the KeyboardInterrupt of our own interrupt: the Timeout error said it
+        traceback = list(content.get("traceback", []))
+        await channel.publish(cell_error(content.get("ename", ""), content.get("evalue", ""), traceback))
+        cell.error_sent = True
+    elif kind == "status" and content.get("execution_state") == "idle":
+        cell.idle = True
+
+
+async def _check_reply(cell: _Cell, channel: EventChannel) -> None:
+    """An error event for a cell whose reply says it failed or never ran, if none was sent yet."""
+    if cell.error_sent or cell.reply is None:
+        return
+    status = cell.reply.get("status")
+    if status == "aborted":
+        await channel.publish(cell_error("CellAborted", "the kernel aborted the cell: it did not run"))
+    elif status != "ok":
+        ename = str(cell.reply.get("ename") or "KernelError")
+        evalue = str(cell.reply.get("evalue") or f"the kernel's reply to the cell says {status!r}")
+        await channel.publish(cell_error(ename, evalue, list(cell.reply.get("traceback") or [])))
+
+
+class _Receiver:
+    """The kernel's IOPub and shell messages, in the order each channel sends them.
+
+    One receive per channel stays pending across calls, so a message that arrives on one channel
+    while another call is answered from the other channel is never dropped by a cancellation.
+    """
+
+    def __init__(self, context: CodeContext) -> None:
+        self._context = context
+        self._pending: dict[str, asyncio.Future[Any]] = {}
+
+    async def next(self, timeout_s: float | None) -> tuple[str, dict[str, Any] | None]:
+        """(`"iopub"` | `"shell"`, message); (`"exited"`, None) once the kernel has exited;
+        (`"timer"`, None) after `timeout_s` without either."""
+        client = self._context.client
+        for source, receive in (("iopub", client.get_iopub_msg), ("shell", client.get_shell_msg)):
+            if source not in self._pending:
+                self._pending[source] = asyncio.ensure_future(receive())
+        exited = asyncio.ensure_future(self._context.kernel.exited.wait())
         try:
-            reply: dict[str, Any] = await context.client.get_shell_msg(timeout=left)
-        except (TimeoutError, queue.Empty):
-            return None
-        if reply["parent_header"].get("msg_id") == msg_id:
-            status = reply["content"].get("status")
-            return status if isinstance(status, str) else None
-    return None
+            waits = {*self._pending.values(), exited}
+            await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exited.cancel()
+        for source, waiting in list(self._pending.items()):  # a message that arrived wins over the exit
+            if waiting.done():
+                del self._pending[source]
+                message: dict[str, Any] = waiting.result()
+                return source, message
+        return ("exited", None) if exited.done() and not exited.cancelled() else ("timer", None)
 
-
-async def _next_message(context: CodeContext) -> dict[str, Any] | None:
-    """The kernel's next iopub message, or None once the kernel has exited."""
-    receive = asyncio.ensure_future(context.client.get_iopub_msg())
-    exited = asyncio.ensure_future(context.kernel.exited.wait())
-    try:
-        await asyncio.wait({receive, exited}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        exited.cancel()
-    if receive.done():
-        message: dict[str, Any] = receive.result()
-        return message
-    receive.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await receive
-    return None
+    async def aclose(self) -> None:
+        """Stop receiving (nothing more is expected for the cell)."""
+        for waiting in self._pending.values():
+            waiting.cancel()
+        await asyncio.gather(*self._pending.values(), return_exceptions=True)
+        self._pending.clear()

@@ -130,7 +130,7 @@ async def in_sandbox(operation: Awaitable[T], what: str) -> T:
     `ExecdError`; `what` names the operation in the log and the message of an unexpected failure."""
     try:
         return await operation
-    except ExecdError:
+    except (ExecdError, NotImplementedError):
         raise
     except (OSError, ValueError) as exc:
         raise from_sandbox_error(exc) from None

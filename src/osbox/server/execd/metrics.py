@@ -5,8 +5,10 @@ enforced (cpu count = its cpu quota, memory total = its limit), else the machine
 busy cpu-seconds between two readings over that many cores: the last reading per sandbox is kept;
 when there is none recent, two are taken a quarter second apart.
 
-Decision: `/metrics/watch` emits one compact JSON object per line (NDJSON) every 2 s, as the
-reference does, not `JSON\\n\\n` events; the SDKs accept both.
+`/metrics/watch` follows the spec, not the reference (which writes one JSON object per line every
+2 s): a Server-Sent Event every second, `data: {...}` then a blank line, so every SSE client
+dispatches each sample as it comes (one that waits for the blank line, as the Go SDK does, would
+otherwise see nothing until the stream closed). osbox's SDK reads both framings.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from .streaming import STREAM_HEADERS, now_ms
 
 __all__ = ["MetricsApi"]
 
-WATCH_INTERVAL_SECONDS = 2.0
+#: The spec's interval between two samples of `/metrics/watch`.
+WATCH_INTERVAL_SECONDS = 1.0
 FRESH_SAMPLE_SECONDS = 10.0
 FIRST_SAMPLE_GAP_SECONDS = 0.25
 MIB = 1024 * 1024
@@ -77,12 +80,16 @@ class MetricsApi:
         return JSONResponse(await self.snapshot(sandbox_of(request)))
 
     async def watch(self, request: Request) -> Response:
-        """`GET /metrics/watch`: a metrics object per line about every 2 s until the client leaves."""
+        """`GET /metrics/watch`: an SSE event (`data: {...}` + blank line) every second until the
+        client leaves. The interval runs from one sample's start to the next, so taking a sample
+        does not stretch it."""
         handle = sandbox_of(request)
 
-        async def lines() -> AsyncIterator[bytes]:
+        async def events() -> AsyncIterator[bytes]:
             while True:
-                yield json.dumps(await self.snapshot(handle), separators=(",", ":")).encode() + b"\n"
-                await asyncio.sleep(WATCH_INTERVAL_SECONDS)
+                started = time.monotonic()
+                sample = json.dumps(await self.snapshot(handle), separators=(",", ":"))
+                yield b"data: " + sample.encode() + b"\n\n"
+                await asyncio.sleep(max(0.0, WATCH_INTERVAL_SECONDS - (time.monotonic() - started)))
 
-        return StreamingResponse(lines(), media_type="text/event-stream", headers=STREAM_HEADERS)
+        return StreamingResponse(events(), media_type="text/event-stream", headers=STREAM_HEADERS)

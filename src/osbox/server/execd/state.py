@@ -29,7 +29,7 @@ from .logfile import DEFAULT_LOG_MAX_BYTES
 from .runner import Execution
 
 if TYPE_CHECKING:
-    from .code import CodeContext
+    from .code import AnyContext
 
 __all__ = [
     "LIMIT_EXCEEDED",
@@ -108,7 +108,7 @@ class SandboxState:
     limits: ExecdLimits = field(default_factory=ExecdLimits)
     commands: OrderedDict[str, Execution] = field(default_factory=OrderedDict)
     sessions: dict[str, Session] = field(default_factory=dict)
-    contexts: dict[str, CodeContext] = field(default_factory=dict)
+    contexts: dict[str, AnyContext] = field(default_factory=dict)
     #: The context `/code` uses for a language when no context id is given.
     default_contexts: dict[str, str] = field(default_factory=dict)
     default_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

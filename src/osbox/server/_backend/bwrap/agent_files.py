@@ -7,11 +7,21 @@ operation and its rules), so paths resolve in the sandbox's own view. Here the t
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
 from ..._agent.fs import SESSION_STATE_DIR
-from ..base import FileInfo, JSONValue, ReplaceCount, SandboxFiles, SandboxSessions, UploadPlan
+from ..base import (
+    BackendError,
+    FileInfo,
+    JSONValue,
+    ReplaceCount,
+    SandboxFiles,
+    SandboxSessions,
+    UploadPlan,
+    WatchEvent,
+)
+from .agent_client import AgentConnection
 
 __all__ = ["AgentFiles", "AgentSessions"]
 
@@ -19,14 +29,17 @@ __all__ = ["AgentFiles", "AgentSessions"]
 AgentCall = Callable[..., Awaitable[Any]]
 #: Opens a path in the sandbox's view: `open_file(path, flags, mode)` → host fd.
 OpenFile = Callable[[str, int, int], Awaitable[int]]
+#: Sends one request whose replies stream on: `open_stream({"op": ...})` → (result, connection).
+OpenStream = Callable[[dict[str, Any]], Awaitable[tuple[Any, AgentConnection]]]
 
 
 class AgentFiles(SandboxFiles):
     """`SandboxFiles` over the agent's file operations."""
 
-    def __init__(self, call: AgentCall, open_file: OpenFile) -> None:
+    def __init__(self, call: AgentCall, open_file: OpenFile, open_stream: OpenStream) -> None:
         self._call = call
         self._open_file = open_file
+        self._open_stream = open_stream
 
     async def expand(self, path: str, env: Mapping[str, str] | None = None) -> str:
         return cast(str, await self._call("expand", path=path, **_env(env)))
@@ -71,6 +84,26 @@ class AgentFiles(SandboxFiles):
 
     async def open(self, path: str, flags: int, mode: int = 0o644) -> int:
         return await self._open_file(path, flags, mode)
+
+    async def watch(self, path: str, *, recursive: bool) -> AsyncIterator[WatchEvent]:
+        _result, conn = await self._open_stream({"op": "watch", "path": path, "recursive": recursive})
+        return _watch_events(conn)
+
+
+async def _watch_events(conn: AgentConnection) -> AsyncIterator[WatchEvent]:
+    """The agent's event lines; closing the iterator hangs up, which ends the agent's watch."""
+    try:
+        while True:
+            try:
+                message, _fds = await conn.receive()
+            except EOFError:
+                return  # the watched directory went away: the agent said so and hung up
+            event = message.get("event")
+            if not isinstance(event, dict):
+                raise BackendError(f"the sandbox's agent ended the watch: {message.get('error') or message}")
+            yield cast(WatchEvent, event)
+    finally:
+        conn.close()
 
 
 class AgentSessions(SandboxSessions):

@@ -128,7 +128,7 @@ class BwrapSandbox(SandboxHandle):
         self.from_pool = False
         #: The image it was started in (a pre-started one serves creates of that image only).
         self.image: ImageRoot | None = spec.image
-        self.files = AgentFiles(self.call, self.open_file)
+        self.files = AgentFiles(self.call, self.open_file, self.open_stream)
         self.sessions = AgentSessions(self.call)
 
     def reassign(self, spec: SandboxSpec) -> None:
@@ -192,6 +192,12 @@ class BwrapSandbox(SandboxHandle):
         What `files` and `sessions` are built on; raises `SandboxOSError` or `ValueError`."""
         result, _fds, _conn = await self._request({"op": "call", "name": op, "args": args})
         return result
+
+    async def open_stream(self, message: dict[str, Any]) -> tuple[Any, AgentConnection]:
+        """Send a request whose replies stream on (`watch`): its first result and the connection."""
+        result, _fds, conn = await self._request(message, keep=True)
+        assert conn is not None
+        return result, conn
 
     async def open_file(self, path: str, flags: int, mode: int = 0o644) -> int:
         """Open `path` as the sandbox user, in the sandbox's view; returns a host fd."""
