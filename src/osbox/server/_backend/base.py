@@ -347,7 +347,7 @@ class SandboxSessions(abc.ABC):
 class Backend(abc.ABC):
     """Creates, freezes, thaws and destroys sandboxes."""
 
-    #: Shown in sandbox status messages, e.g. "bubblewrap (host filesystem read-only)".
+    #: Shown in sandbox status messages, e.g. "bubblewrap (commands may run as any uid/gid 0-65535; ...)".
     description: str
     #: Whether sandboxes run in the image their create names (`SandboxSpec.image`): the server
     #: then pulls it first. A backend without images gets `image=None` and runs its own tree.
