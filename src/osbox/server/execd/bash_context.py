@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import secrets
 import signal
 import time
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING
 from .commands import DEFAULT_CWD, spawn_or_fail
 from .runner import Execution, RunSpec
 from .sessions import SESSION_SCRIPT
-from .streaming import EventChannel, frame
+from .streaming import EventChannel, frame, parse_frames
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -128,13 +127,13 @@ async def _relay(run: Execution, channel: EventChannel, timeout_s: float | None)
     failed: bytes | None = None
     try:
         async for raw in run.channel.events():
-            event = json.loads(raw)
-            kind = event.get("type")
-            if kind in ("stdout", "stderr"):
-                text = event.get("text", "")
-                await channel.publish(frame("stdout", text=text if text == "\n" else text + "\n"))
-            elif kind == "error":
-                failed = frame("error", error=event.get("error") or {})
+            for event in parse_frames(raw):
+                kind = event.get("type")
+                if kind in ("stdout", "stderr"):
+                    text = event.get("text", "")
+                    await channel.publish(frame("stdout", text=text if text == "\n" else text + "\n"))
+                elif kind == "error":
+                    failed = frame("error", error=event.get("error") or {})
         if timeout_s is not None and timed_out.is_set():
             failed = timeout_error(timeout_s, "it was killed")
         if failed is not None:

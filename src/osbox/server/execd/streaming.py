@@ -29,6 +29,7 @@ __all__ = [
     "event_response",
     "frame",
     "now_ms",
+    "parse_frames",
 ]
 
 KEEPALIVE_SECONDS = 3.0
@@ -50,6 +51,11 @@ def frame(event_type: str, **fields: Any) -> bytes:
     """One stream event: compact JSON then a blank line."""
     body = {"type": event_type, **fields, "timestamp": now_ms()}
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+def parse_frames(data: bytes) -> list[dict[str, Any]]:
+    """The events in `data`: what `EventChannel.events()` yields may hold many frames at once."""
+    return [json.loads(line) for line in data.split(b"\n") if line.strip()]
 
 
 class EventChannel:
