@@ -48,6 +48,7 @@ RULES: list[tuple[str, str]] = [
     (r"\baiter_raw\b", "iter_raw"),
     (r"\b_asleep\b", "_sleep"),
     (r"\b_astopped\b", "_stopped"),
+    (r"\b_astdin_chunks\b", "_stdin_chunks"),
 ]
 _COMPILED = [(re.compile(pattern), replacement) for pattern, replacement in RULES]
 

@@ -29,6 +29,7 @@ _EXPORTS = {
         "PermissionDeniedError",
         "RateLimitError",
         "SandboxError",
+        "StdinNotSupportedError",
         "StreamError",
         "UnprocessableEntityError",
     ),
@@ -75,6 +76,7 @@ if TYPE_CHECKING:
         PermissionDeniedError,
         RateLimitError,
         SandboxError,
+        StdinNotSupportedError,
         StreamError,
         UnprocessableEntityError,
     )
@@ -123,6 +125,7 @@ __all__ = [
     "Sandbox",
     "SandboxError",
     "SandboxFiles",
+    "StdinNotSupportedError",
     "Stream",
     "StreamError",
     "UnprocessableEntityError",

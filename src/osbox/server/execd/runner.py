@@ -33,13 +33,16 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from osbox.server._backend.base import SandboxHandle, SandboxProcess
 
 from .errors import log
 from .logfile import DEFAULT_LOG_MAX_BYTES, CommandLog
 from .streaming import EventChannel, LineSplitter, frame
+
+if TYPE_CHECKING:
+    from .stdin import StdinPipe
 
 __all__ = ["Execution", "RunSpec", "rfc3339"]
 
@@ -71,6 +74,8 @@ class RunSpec:
     log_path: Path | None = None
     #: The log keeps the newest this many bytes (see `CommandLog`).
     log_max_bytes: int = DEFAULT_LOG_MAX_BYTES
+    #: The command's stdin (`stdin.py`), or None for /dev/null. Closed when the command exits.
+    stdin: StdinPipe | None = None
 
 
 class Execution:
@@ -92,6 +97,11 @@ class Execution:
         self._timed_out = False
         #: The output log (None for runs without one: session runs).
         self.log: CommandLog | None = None
+
+    @property
+    def stdin(self) -> StdinPipe | None:
+        """The pipe to the command's stdin, when it was started with one."""
+        return self.spec.stdin
 
     @property
     def running(self) -> bool:
@@ -130,6 +140,7 @@ class Execution:
                 cwd=spec.cwd,
                 stdout=out_w,
                 stderr=err_w,
+                stdin=spec.stdin.child_fd if spec.stdin is not None else None,
                 uid=spec.uid,
                 gid=spec.gid,
             )
@@ -137,10 +148,14 @@ class Execution:
             for fd in parent_fds:
                 os.close(fd)
             self._close_log()
+            if spec.stdin is not None:
+                spec.stdin.close()
             raise
         finally:
             for fd in child_fds:
                 os.close(fd)
+            if spec.stdin is not None:
+                spec.stdin.release_child_end()
         self._started = time.monotonic()
         self._task = asyncio.create_task(self._follow(out_r, err_r), name=f"osbox-exec-{self.id}")
 
@@ -159,6 +174,13 @@ class Execution:
                 self._timed_out = True
                 self.process.signal_group(signal.SIGKILL)
             code = await waiter
+            if self.spec.stdin is not None:
+                self.spec.stdin.close()  # its writers get 409 STDIN_CLOSED from now on
+            if pumps and self.channel is None:
+                # Reported finished only once its output is in the log: at the end of that output,
+                # or, when something it left behind holds it open, after DRAIN_SECONDS (by then
+                # the pipe's contents at exit have long been read).
+                await asyncio.wait(pumps, timeout=DRAIN_SECONDS)
             self._record_exit(code)
             if pumps and self.channel is None:
                 await asyncio.wait(pumps)  # logged: until whatever it left behind closes its output
@@ -181,6 +203,8 @@ class Execution:
             if not self.exited.is_set():
                 self._record_exit(-int(signal.SIGKILL))
             self._close_log()
+            if self.spec.stdin is not None:
+                self.spec.stdin.close()
 
     async def _pump(self, fd: int, kind: str) -> None:
         loop = asyncio.get_running_loop()
