@@ -58,7 +58,8 @@ def _stdin_chunks(source: StdinSource, stop: _Stop) -> Iterator[bytes]:
                 return
             yield bytes(view[start : start + CHUNK])
         return
-    read = getattr(source, "read", None)
+    # read1: what a pipe has now (at most one read), so a slow producer's bytes go on as they come.
+    read = getattr(source, "read1", None) or getattr(source, "read", None)
     if callable(read):
         while not stop.stopped and (chunk := read(CHUNK)):
             if not isinstance(chunk, bytes):
@@ -137,16 +138,16 @@ class Feeder:
         self._thread.start()
 
     def join(self, *, stop: bool) -> None:
-        """Wait for the feeder (`stop`: tell it to stop after its current chunk first); raise its error.
+        """Wait for the feeder and raise its error; with `stop`, tell it to stop and don't wait.
 
-        A stopped feeder blocked inside its source (a read that never returns) is left to end by itself.
+        A thread can't be cancelled: a stopped feeder still inside its source (a pipe nobody
+        closes) or its request ends by itself, its request answered 409 since the command is over.
         """
         if stop:
             self.stop.stopped = True
-            self._thread.join(timeout=5.0)
         else:
             self._thread.join()
-        if self._error is not None and not _stdin_was_closed(self._error):
+        if not self._thread.is_alive() and self._error is not None and not _stdin_was_closed(self._error):
             raise self._error
 
 
