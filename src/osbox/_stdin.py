@@ -45,6 +45,8 @@ class _Stop:
 
     def __init__(self) -> None:
         self.stopped = False
+        #: Why the feeder failed (it stops the command first, then raises this).
+        self.failure: BaseException | None = None
 
 
 def _stdin_chunks(source: StdinSource, stop: _Stop) -> Iterator[bytes]:
@@ -147,8 +149,10 @@ class Feeder:
             self.stop.stopped = True
         else:
             self._thread.join()
-        if not self._thread.is_alive() and self._error is not None and not _stdin_was_closed(self._error):
-            raise self._error
+        error = self._error if not self._thread.is_alive() else None
+        error = error or self.stop.failure
+        if error is not None and not _stdin_was_closed(error):
+            raise error
 
 
 class AsyncFeeder:

@@ -12,13 +12,22 @@ the time the stream closes). See `osbox._stdin` for what is shared with the sync
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import TYPE_CHECKING
 
 import httpx2
 
-from .._exceptions import StdinNotSupportedError
-from .._stdin import Feeder, StdinSource, _piped_command_id, _stdin_chunks, _stdin_request, _Stop
+from .._exceptions import OsboxError, StdinNotSupportedError
+from .._stdin import (
+    Feeder,
+    StdinSource,
+    _piped_command_id,
+    _stdin_chunks,
+    _stdin_request,
+    _stdin_was_closed,
+    _Stop,
+)
 from ..models.events import Execution, StreamEvent
 from .streaming import Stream
 
@@ -64,7 +73,16 @@ class PipedStream(Stream[StreamEvent, Execution]):
     def _feed(self, stop: _Stop) -> None:
         assert self.command_id is not None and self._stdin is not None
         chunks = _stdin_chunks(self._stdin, stop)
-        self._execd._call(_stdin_request(self.command_id, chunks, eof=True))
+        try:
+            self._execd._call(_stdin_request(self.command_id, chunks, eof=True))
+        except Exception as exc:
+            if not _stdin_was_closed(exc):
+                stop.failure = exc  # known at once, even to a join that does not wait for the feeder
+                # Its input broke off (the source raised, the connection failed): stop the command
+                # rather than let it take what came as the whole input; the stream's end raises `exc`.
+                with contextlib.suppress(OsboxError):
+                    self._execd.interrupt_command(self.command_id)
+            raise
 
     def _stop_unpiped(self, response: httpx2.Response) -> None:
         """The server started the command without a pipe: stop it (its id is in the first event)."""

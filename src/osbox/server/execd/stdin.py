@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fcntl
 import os
 import signal
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from .errors import ExecdError, bad_request
@@ -140,18 +140,21 @@ class CommandInputApi(SandboxApi):
             raise bad_request("'eof' must be true or false")
         pipe = execution.stdin
         if pipe is None:
-            await _discard(request)
+            await _discard(request.stream())
             raise ExecdError(
                 409, STDIN_NOT_PIPED, f"command {execution.id} was started without 'OSBOX-STDIN: pipe'"
             )
         written = 0
+        body = request.stream()
         async with pipe.lock:
             try:
-                async for chunk in request.stream():
+                async for chunk in body:
                     await pipe.write(chunk)
                     written += len(chunk)
+            except ClientDisconnect:
+                raise bad_request(f"the body ended early ({written} bytes written)") from None
             except StdinClosed:
-                await _discard(request)
+                await _discard(body)
                 message = f"the stdin of command {execution.id} is closed ({written} bytes written)"
                 raise ExecdError(409, STDIN_CLOSED, message) from None
             if eof in ("true", "1"):
@@ -168,11 +171,8 @@ class CommandInputApi(SandboxApi):
         return Response(status_code=200)
 
 
-async def _discard(request: Request) -> None:
+async def _discard(body: AsyncIterator[bytes]) -> None:
     """Read the rest of the body, so the client can finish sending before it reads the answer."""
-    try:
-        async for _ in request.stream():
+    with contextlib.suppress(ClientDisconnect):  # the client left: nobody reads the answer either
+        async for _ in body:
             pass
-    except OSError as exc:  # the client left
-        if exc.errno not in (errno.EPIPE, errno.ECONNRESET, None):
-            raise
