@@ -111,10 +111,8 @@ def test_a_server_without_the_extension_is_a_typed_error(sandbox: Sandbox) -> No
     endpoint = sandbox.execd.base_url
     headers = dict(sandbox.execd._headers)
     http = httpx2.Client(headers=headers, event_hooks={"response": [as_the_reference]})
-    with ExecdClient(endpoint, http_client=http) as execd:
-        with pytest.raises(StdinNotSupportedError, match="osbox extension"):
-            execd.run_command("cat; echo unfed > /tmp/unfed", stdin=b"data").run()
-    http.close()
+    with http, ExecdClient(endpoint, http_client=http) as execd, pytest.raises(StdinNotSupportedError):
+        execd.run_command("cat; echo unfed > /tmp/unfed", stdin=b"data").run()
     # The command it started was stopped, not left waiting.
     assert not sandbox.files.exists("/tmp/unfed") or sandbox.files.read("/tmp/unfed") == "unfed\n"
     assert "cat; echo unfed" not in sandbox.run("ps -eo args").stdout
