@@ -70,7 +70,7 @@ def test_str_iterator_and_file_sources(sandbox: Sandbox, tmp_path: Path) -> None
         assert sandbox.run("sha256sum", stdin=file).stdout.split()[0] == _sha256(local.read_bytes())
     assert sandbox.run("cat", stdin=io.BytesIO(b"from a BytesIO")).stdout == "from a BytesIO\n"
     with pytest.raises(TypeError, match="must yield bytes"):
-        sandbox.run("cat", stdin=iter(["text"]))  # type: ignore[list-item]
+        sandbox.run("cat", stdin=iter(["text"]))  # type: ignore[arg-type]
 
 
 def test_a_command_that_stops_reading_ends_normally(sandbox: Sandbox) -> None:
