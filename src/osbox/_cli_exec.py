@@ -6,8 +6,9 @@
   command reads an empty stdin, as with OpenSandbox.
 - Ctrl-C: the first sends SIGINT to the command's process group, the second SIGKILL (a server
   without osbox's signal route gets `DELETE /command` instead); a third gives up on the server and
-  drops the stream (osbox serve then kills the command). Once interrupted, `osbox exec` prints one
-  line, `osbox: interrupted`, and exits 130, as a shell does.
+  drops the stream (osbox serve then kills the command). The first prints one line,
+  `osbox: interrupted (Ctrl-C again kills it)`, and `osbox exec` exits 130 once the command has
+  ended, as a shell does.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ __all__ = ["INTERRUPTED_STATUS", "forwarded_stdin", "run_exec"]
 
 #: A shell's exit status after SIGINT (128 + 2).
 INTERRUPTED_STATUS = 128 + int(signal.SIGINT)
+#: What the first Ctrl-C prints (the only line osbox adds).
+INTERRUPTED_LINE = "osbox: interrupted (Ctrl-C again kills it)"
 
 
 def forwarded_stdin() -> IO[bytes] | None:
@@ -53,6 +56,8 @@ class _Interrupts:
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
+        if self.count == 1:
+            print(INTERRUPTED_LINE, file=sys.stderr, flush=True)
         if self.command_id is None or self.count > 2:
             raise KeyboardInterrupt  # drops the stream; the server kills what it started
         # Not from the handler itself: it may have interrupted the client in the middle of a read.
@@ -101,7 +106,6 @@ def run_exec(execd: ExecdClient, command: str, *, cwd: str | None, stdin: bool =
     finally:
         signal.signal(signal.SIGINT, previous)
     if interrupts.count:
-        print("osbox: interrupted", file=sys.stderr)
         return INTERRUPTED_STATUS
     if result is None or result.exit_code is None:
         print("osbox: the command did not complete", file=sys.stderr)
