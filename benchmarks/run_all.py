@@ -28,6 +28,7 @@ BENCHMARKS = [
     "concurrency",
     "memory",
     "files",
+    "stdin",
     "code",
 ]
 
