@@ -225,11 +225,15 @@ def _command_line(words: Sequence[str]) -> str:
 
 
 def _exec(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from ._cli_exec import run_exec
+    from ._cli_exec import INTERRUPTED_STATUS, run_exec
 
     _split_exec_words(parser, args)
-    with _execd(args) as execd:
-        return run_exec(execd, _command_line(args.command), cwd=args.cwd, stdin=not args.no_stdin)
+    try:
+        with _execd(args) as execd:
+            return run_exec(execd, _command_line(args.command), cwd=args.cwd, stdin=not args.no_stdin)
+    except KeyboardInterrupt:  # before the command started (run_exec handles Ctrl-C from then on)
+        print("osbox: interrupted", file=sys.stderr)
+        return INTERRUPTED_STATUS
 
 
 def _transfer(args: argparse.Namespace, move: Callable[[Any, Progress], int], label: str, what: str) -> int:
