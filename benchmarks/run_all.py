@@ -29,6 +29,7 @@ BENCHMARKS = [
     "concurrency",
     "memory",
     "files",
+    "stdin",
     "code",
     "pty",
     "egress",

@@ -52,6 +52,7 @@ RULES: list[tuple[str, str]] = [
     # websockets has an asyncio client and a sync one of the same shape.
     (r"\bwebsockets\.asyncio\b", "websockets.sync"),
     (r"\b_arecv_within\b", "_recv_within"),
+    (r"\b_astdin_chunks\b", "_stdin_chunks"),
 ]
 _COMPILED = [(re.compile(pattern), replacement) for pattern, replacement in RULES]
 

@@ -31,6 +31,7 @@ _EXPORTS = {
         "PtyError",
         "RateLimitError",
         "SandboxError",
+        "StdinNotSupportedError",
         "StreamError",
         "UnprocessableEntityError",
     ),
@@ -89,6 +90,7 @@ if TYPE_CHECKING:
         PtyError,
         RateLimitError,
         SandboxError,
+        StdinNotSupportedError,
         StreamError,
         UnprocessableEntityError,
     )
@@ -154,6 +156,7 @@ __all__ = [
     "SandboxError",
     "SandboxFiles",
     "SandboxPty",
+    "StdinNotSupportedError",
     "Stream",
     "StreamError",
     "UnprocessableEntityError",

@@ -229,31 +229,15 @@ def _command_line(words: Sequence[str]) -> str:
 
 
 def _exec(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    from ._execd import output_is_exact
-    from .models.events import StreamEvent, output_piece
+    from ._cli_exec import INTERRUPTED_STATUS, run_exec
 
     _split_exec_words(parser, args)
-    exact = False
-
-    def show(event: StreamEvent) -> None:
-        if event.type in ("stdout", "stderr") and event.text is not None:
-            out = sys.stdout if event.type == "stdout" else sys.stderr
-            text = event.text if exact else output_piece(event.text)
-            out.flush()
-            out.buffer.write(text.encode("utf-8", "surrogateescape"))  # the bytes the command wrote
-            out.buffer.flush()
-
-    with _execd(args) as execd, execd.run_command(_command_line(args.command), cwd=args.cwd) as stream:
-        exact = output_is_exact(stream.response)
-        result = stream.run(on_event=show)
-    if result.exit_code is None:
-        print("osbox: the command did not complete", file=sys.stderr)
-        return 1
-    if result.signal is not None:
-        cause = "timed out and was killed" if result.timed_out else "was killed"
-        print(f"osbox: the command {cause} by {result.signal}", file=sys.stderr)
-    # A shell's exit status is 0-255: a signal is 128 + N already; anything else out of range is 255.
-    return result.exit_code if 0 <= result.exit_code <= 255 else 255
+    try:
+        with _execd(args) as execd:
+            return run_exec(execd, _command_line(args.command), cwd=args.cwd, stdin=not args.no_stdin)
+    except KeyboardInterrupt:  # before the command started (run_exec handles Ctrl-C from then on)
+        print("osbox: interrupted", file=sys.stderr)
+        return INTERRUPTED_STATUS
 
 
 def _transfer(args: argparse.Namespace, move: Callable[[Any, Progress], int], label: str, what: str) -> int:
@@ -373,9 +357,13 @@ def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         usage="osbox exec [options] ID [options] [--] COMMAND...",
         description="Run COMMAND in sandbox ID, its output live; osbox exits with its exit code. One word "
         "is a shell command line ('ls | wc -l'); several words are an argv, passed word for word "
-        "(-- touch 'my file' makes one file). Options go before the command.",
+        "(-- touch 'my file' makes one file). Options go before the command. Our stdin, when it is a "
+        "pipe or a file, is the command's; Ctrl-C interrupts it (twice: kills it) and exits 130.",
     )
     exec_.add_argument("--cwd", default=None, help="working directory in the sandbox")
+    exec_.add_argument(
+        "--no-stdin", action="store_true", help="don't forward our stdin (a pipe or file) to the command"
+    )
     # The id and the command are split from the options by `_split_exec_words`: options may follow the id.
     exec_.add_argument("words", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     exec_.set_defaults(handler=_guarded(functools.partial(_exec, exec_)))

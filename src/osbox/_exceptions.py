@@ -16,6 +16,7 @@
     │   ├── StreamError                a stream ended badly: empty, or an error object arrived mid-stream
     │   ├── PtyError                   a PTY connection failed: taken over, dropped, or an error frame
     │   └── APIResponseValidationError the answer did not have the expected shape
+    ├── StdinNotSupportedError         stdin=/send_stdin on a server without osbox's stdin extension
     └── SandboxError                   raised by the high-level `Sandbox` helpers (e.g. not ready in time)
         ├── CommandFailedError         `run(..., check=True)`: the command exited non-zero
         └── FeatureNotSupportedError   the server lacks the osbox extension a call needs (`files.watch`)
@@ -52,6 +53,7 @@ __all__ = [
     "PtyError",
     "RateLimitError",
     "SandboxError",
+    "StdinNotSupportedError",
     "StreamError",
     "UnprocessableEntityError",
 ]
@@ -59,6 +61,19 @@ __all__ = [
 
 class OsboxError(Exception):
     """Base class of every exception osbox raises."""
+
+
+class StdinNotSupportedError(OsboxError):
+    """A command was to be fed input, but the server lacks osbox's stdin extension (the OpenSandbox
+    execd gives every command an empty stdin). `server` is the execd address asked."""
+
+    def __init__(self, server: str) -> None:
+        self.server = server
+        super().__init__(
+            f"the execd at {server} cannot feed a command's stdin (an osbox extension; OpenSandbox's "
+            "execd has none): the command was stopped. Run it against `osbox serve`, or pass its input "
+            "another way (a file: files.write(), then `cmd < file`)"
+        )
 
 
 class SandboxError(OsboxError):

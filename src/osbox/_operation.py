@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from urllib.parse import quote
@@ -73,7 +73,8 @@ class APIRequest(Generic[T]):
     parse: Parser[T]
     params: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None
     json: Any = None
-    content: bytes | None = None
+    #: A body as bytes, or as chunks (an iterator on the sync twin, an async one on the async twin).
+    content: bytes | Iterator[bytes] | AsyncIterator[bytes] | None = None
     files: Sequence[tuple[str, tuple[str, Any, str]]] | None = None
     headers: Mapping[str, str] | None = None
     download_to: DownloadSink | None = None

@@ -7,6 +7,7 @@ endpoint = lifecycle.get_endpoint(sandbox_id, EXECD_PORT)
 from __future__ import annotations
 
 __all__ = [
+    "COMMAND_ID_HEADER",
     "EGRESS_PORT",
     "EXECD_PORT",
     "EXECD_TOKEN_HEADER",
@@ -14,6 +15,8 @@ __all__ = [
     "LOG_CURSOR_HEADER",
     "OUTPUT_FRAMING_EXACT",
     "OUTPUT_FRAMING_HEADER",
+    "STDIN_HEADER",
+    "STDIN_PIPE",
 ]
 
 #: execd's port inside every sandbox (commands, files, code).
@@ -49,3 +52,8 @@ GO_SIGNAL_WORDS = {
     "SIGALRM": "alarm clock",
     "SIGTERM": "terminated",
 }
+#: osbox's stdin extension (`osbox.server.execd.stdin`): `POST /command` with `OSBOX-STDIN: pipe` gives
+#: the command a stdin pipe; the response repeats the header and names the command in `OSBOX-COMMAND-ID`.
+STDIN_HEADER = "OSBOX-STDIN"
+STDIN_PIPE = "pipe"
+COMMAND_ID_HEADER = "OSBOX-COMMAND-ID"

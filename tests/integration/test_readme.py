@@ -28,7 +28,9 @@ pytestmark = requires_runtime
 README = Path(__file__).resolve().parents[2] / "README.md"
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.MULTILINE | re.DOTALL)
 _EXPECTED = re.compile(r"#\s*→\s*(.+?)\s*$", re.MULTILINE)
-_RUNNERS = {"python": [sys.executable, "-"], "bash": ["bash", "-euo", "pipefail", "-s"]}
+#: Each runner takes the code as its last argument: stdin stays free (`/dev/null`), since `osbox exec`
+#: forwards a piped stdin to its command and would read a script that came on it.
+_RUNNERS = {"python": [sys.executable, "-c"], "bash": ["bash", "-euo", "pipefail", "-c"]}
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,8 @@ def test_readme_example_runs(example: Example, readme_server: LocalServer, tmp_p
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     result = subprocess.run(
-        _RUNNERS[example.language],
-        input=example.code,
+        [*_RUNNERS[example.language], example.code],
+        stdin=subprocess.DEVNULL,
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from .. import _base_client
 from .._exceptions import SandboxError
 from .._sandbox import _Backoff, _checked, _finished_execution
+from .._stdin import AsyncStdinSource
 from ..models.events import Execution
 from ..models.execd import CommandStatusResponse
 from .execd import AsyncExecdClient
@@ -77,6 +78,19 @@ class AsyncCommandHandle:
             await _base_client._asleep(pause.next())
         execution = _finished_execution(self.id, await self.logs(), status)
         return _checked(self.command, execution) if check else execution
+
+    async def send_stdin(self, data: AsyncStdinSource) -> None:
+        """Write to the command's stdin (it was spawned with `stdin=True`); returns once the pipe took it.
+
+        After `close_stdin()`, or once the command exited or closed its stdin: `ConflictError`.
+
+            handle = sandbox.spawn("cat", stdin=True); handle.send_stdin("hello\n"); handle.close_stdin()
+        """
+        await self._execd().send_command_stdin(self.id, data)
+
+    async def close_stdin(self) -> None:
+        """Close the command's stdin: it reads end-of-file after what was sent."""
+        await self._execd().close_command_stdin(self.id)
 
     async def kill(self) -> None:
         """Stop the command: SIGTERM, then SIGKILL after a grace period (`DELETE /command?id=`).

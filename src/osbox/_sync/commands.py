@@ -18,6 +18,7 @@ from collections.abc import Callable
 from .. import _base_client
 from .._exceptions import SandboxError
 from .._sandbox import _Backoff, _checked, _finished_execution
+from .._stdin import StdinSource
 from ..models.events import Execution
 from ..models.execd import CommandStatusResponse
 from .execd import ExecdClient
@@ -78,6 +79,19 @@ class CommandHandle:
             _base_client._sleep(pause.next())
         execution = _finished_execution(self.id, self.logs(), status)
         return _checked(self.command, execution) if check else execution
+
+    def send_stdin(self, data: StdinSource) -> None:
+        """Write to the command's stdin (it was spawned with `stdin=True`); returns once the pipe took it.
+
+        After `close_stdin()`, or once the command exited or closed its stdin: `ConflictError`.
+
+            handle = sandbox.spawn("cat", stdin=True); handle.send_stdin("hello\n"); handle.close_stdin()
+        """
+        self._execd().send_command_stdin(self.id, data)
+
+    def close_stdin(self) -> None:
+        """Close the command's stdin: it reads end-of-file after what was sent."""
+        self._execd().close_command_stdin(self.id)
 
     def kill(self) -> None:
         """Stop the command: SIGTERM, then SIGKILL after a grace period (`DELETE /command?id=`).

@@ -36,6 +36,7 @@ from .._execd import (
     _watch_event,
 )
 from .._operation import APIRequest, StreamRequest, adapter, given, model, no_content, path
+from .._stdin import PIPE_HEADERS, StdinSource, _signal_request, _stdin_chunks, _stdin_request, _Stop
 from ..models.events import Execution, StreamEvent
 from ..models.execd import (
     CodeContext,
@@ -50,6 +51,7 @@ from ..models.execd import (
 )
 from .files import FileOperations
 from .pty import PtyOperations
+from .stdin import PipedStream
 from .streaming import Stream
 
 __all__ = ["ExecdClient"]
@@ -142,6 +144,7 @@ class ExecdClient(FileOperations, PtyOperations):
         gid: int | None = None,
         envs: Mapping[str, str] | None = None,
         framing: OutputFraming = "exact",
+        stdin: StdinSource | bool | None = None,
     ) -> Stream[StreamEvent, Execution]:
         """Run a shell command (`POST /command`) and stream its events; `run()` folds them.
 
@@ -154,16 +157,50 @@ class ExecdClient(FileOperations, PtyOperations):
         it (the reference) answers one event per line, which `run()` folds with a newline after each;
         `stream.response` tells which (`osbox.output_is_exact`). `framing="lines"` asks for that.
 
+        `stdin` (an osbox extension; without it the command reads an empty stdin): bytes, str, a binary
+        file or an iterator of bytes (async ones too on this twin), fed while the command runs and
+        closed after its last byte; `True` leaves the pipe open for `send_command_stdin` /
+        `close_command_stdin`. A server without the extension: `StdinNotSupportedError`.
+
             result = execd.run_command("ls /", envs={"LC_ALL": "C"}).run()
             result.exit_code, result.stdout
             started = execd.run_command("python -m http.server", background=True).run()
+            sorted_ = execd.run_command("sort", stdin=b"b\na\n").run().stdout   # "a\nb\n"
         """
         body = RunCommandRequest(
             command=command,
             background=background,
             **given(cwd=cwd, timeout=_timeout_ms(timeout), uid=uid, gid=gid, envs=envs),
         )
-        return self._stream(_execution_stream("/command", body.to_wire(), chunks=False, framing=framing))
+        spec = _execution_stream("/command", body.to_wire(), chunks=False, framing=framing)
+        if stdin is None or stdin is False:
+            return self._stream(spec)
+        spec.request.headers = {**(spec.request.headers or {}), **PIPE_HEADERS}
+        return PipedStream(self, spec, None if stdin is True else stdin, background=background)
+
+    def send_command_stdin(self, command_id: str, data: StdinSource, *, eof: bool = False) -> None:
+        """Write `data` to the stdin of a command started with `stdin=True`; `eof=True` closes it after.
+
+        Returns once the command's pipe has taken it all (a command that does not read holds it up).
+        A command whose stdin is closed (it exited, closed it, or `eof` was sent) is a `ConflictError`.
+
+            execd.send_command_stdin(started.id, b"line\n")
+        """
+        self._call(_stdin_request(_required(command_id), _stdin_chunks(data, _Stop()), eof=eof))
+
+    def close_command_stdin(self, command_id: str) -> None:
+        """Close a command's stdin: it reads end-of-file after what was sent.
+
+        execd.close_command_stdin(started.id)
+        """
+        self._call(_stdin_request(_required(command_id), b"", eof=True))
+
+    def signal_command(self, command_id: str, signal: str | int) -> None:
+        """Send a signal (`"SIGINT"`, `"TERM"`, `2`) to a running command's process group (osbox extension).
+
+        execd.signal_command(started.id, "SIGINT")
+        """
+        self._call(_signal_request(_required(command_id), signal))
 
     def interrupt_command(self, command_id: str) -> None:
         """Stop a running command (`DELETE /command?id=`): SIGTERM, then SIGKILL after a grace period.

@@ -28,6 +28,7 @@ from .. import _base_client
 from .._base_client import ClientOptions
 from .._exceptions import APIError, AuthenticationError, NotFoundError, PermissionDeniedError, SandboxError
 from .._sandbox import DEFAULT_IMAGE, EXECD_PORT, _Backoff, _checked, _create_fields, _is_running
+from .._stdin import StdinSource
 from ..models.events import Execution
 from ..models.lifecycle import NetworkPolicy
 from ..models.lifecycle import Sandbox as SandboxInfo
@@ -235,18 +236,21 @@ class Sandbox:
         uid: int | None = None,
         gid: int | None = None,
         background: bool = False,
+        stdin: StdinSource | None = None,
     ) -> Execution:
         """Run a shell command to its end and return its `Execution` (stdout, stderr, exit code, ...).
 
         By default a failing command is a result, not an exception: look at `exit_code` and `error`.
         `check=True` raises `CommandFailedError` (exit code, stdout, stderr) unless it exits 0. The other
         arguments are those of `execd.run_command` (`timeout` in seconds). For a command that runs on
-        in the background, `spawn` returns a handle to wait for, kill or read.
+        in the background, `spawn` returns a handle to wait for, kill or read. `stdin`: what the command
+        reads (bytes, str, a binary file, an iterator of bytes), fed as it runs, then end-of-file.
 
             sandbox.run("pip install -r requirements.txt", check=True, timeout=300)
+            sandbox.run("wc -l", stdin=open("data.csv", "rb")).stdout
         """
         execution = self.execd.run_command(
-            command, cwd=cwd, timeout=timeout, envs=envs, uid=uid, gid=gid, background=background
+            command, cwd=cwd, timeout=timeout, envs=envs, uid=uid, gid=gid, background=background, stdin=stdin
         ).run()
         return _checked(command, execution) if check else execution
 
@@ -259,16 +263,20 @@ class Sandbox:
         envs: Mapping[str, str] | None = None,
         uid: int | None = None,
         gid: int | None = None,
+        stdin: StdinSource | bool | None = None,
     ) -> CommandHandle:
         """Start a shell command in the background and return its handle once it runs:
-        `logs()`, `status()`, `wait()`, `kill()`. `timeout` (seconds) kills it when it expires.
+        `logs()`, `status()`, `wait()`, `kill()`, `send_stdin()`, `close_stdin()`. `timeout` (seconds)
+        kills it when it expires. `stdin=True` keeps its stdin open for `send_stdin`; bytes, str, a
+        binary file or an iterator of bytes are written to it (then end-of-file) before `spawn` returns;
+        without `stdin` it reads an empty one.
 
             server = sandbox.spawn("python3 -m http.server 8000")
             server.kill()
             print(server.wait().stdout)
         """
         started = self.execd.run_command(
-            command, cwd=cwd, timeout=timeout, envs=envs, uid=uid, gid=gid, background=True
+            command, cwd=cwd, timeout=timeout, envs=envs, uid=uid, gid=gid, background=True, stdin=stdin
         ).run()
         if started.id is None:
             raise SandboxError(f"the server did not say which id it gave the command {command!r}")

@@ -84,6 +84,9 @@ class ServerConfig:
     max_code_contexts: int = 16
     #: Each command's output log on the host keeps its newest this many bytes.
     command_log_max_bytes: int = 64 * 1024 * 1024
+    #: A foreground command whose client drops its stream is killed (its process group, SIGKILL), so
+    #: nothing is left behind; False keeps it running, as the reference execd does.
+    kill_on_disconnect: bool = True
     #: Request-head limits, enforced by the HTTP protocol before authentication (`headlimits.py`):
     #: request line + headers at most this many bytes and headers (431), the URL at most this long (414).
     max_header_bytes: int = 64 * 1024

@@ -87,6 +87,7 @@ class Runtime:
             max_sessions=config.max_sessions,
             max_code_contexts=config.max_code_contexts,
             command_log_max_bytes=config.command_log_max_bytes,
+            kill_on_disconnect=config.kill_on_disconnect,
         )
         self._execd = ExecdService(log_dir=config.data_dir / "execd", limits=limits)
         self.manager.add_forget_hook(self._execd.forget)

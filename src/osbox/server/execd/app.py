@@ -70,6 +70,8 @@ def build_app(
         ("/command", commands.interrupt, ["DELETE"]),
         ("/command/status/{id}", commands.status, ["GET"]),
         ("/command/{id}/logs", commands.logs, ["GET"]),
+        ("/command/{id}/stdin", commands.input.stdin, ["POST"]),
+        ("/command/{id}/signal", commands.input.signal, ["POST"]),
         ("/session", sessions.create, ["POST"]),
         ("/session/{id}/run", sessions.run, ["POST"]),
         ("/session/{id}", sessions.delete, ["DELETE"]),

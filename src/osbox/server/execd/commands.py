@@ -21,11 +21,12 @@ import secrets
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from osbox._wire import LOG_CURSOR_HEADER
+from osbox._wire import COMMAND_ID_HEADER, LOG_CURSOR_HEADER, STDIN_HEADER, STDIN_PIPE
 from osbox.server._backend.base import BackendError
 
+from .disconnect import kill_on_disconnect
 from .errors import CONTEXT_NOT_FOUND, RUNTIME_ERROR, ExecdError, bad_request, in_sandbox, not_found
 from .inputs import (
     INT32_MAX,
@@ -41,6 +42,7 @@ from .inputs import (
 from .output import framing_headers, framing_of
 from .runner import Execution, RunSpec
 from .state import SandboxApi, StateStore
+from .stdin import CommandInputApi, StdinPipe
 from .streaming import event_response, frame
 
 __all__ = ["DEFAULT_CWD", "CommandsApi", "command_of", "resolve_cwd", "spawn_or_fail"]
@@ -105,11 +107,13 @@ class CommandsApi(SandboxApi):
     def __init__(self, store: StateStore, sessions_delete: Any) -> None:
         super().__init__(store)
         self._delete_session = sessions_delete
+        #: `POST /command/{id}/stdin` and `/signal` (osbox's extension).
+        self.input = CommandInputApi(store)
 
     def _command(self, request: Request, command_id: str) -> Execution:
         return self._find(self._state(request).commands, command_id, "command")
 
-    async def run(self, request: Request) -> StreamingResponse:
+    async def run(self, request: Request) -> Response:
         """`POST /command`: run `bash -c command` in the foreground (streamed) or background."""
         body = json_object(await json_body(request))
         command = command_of(body)
@@ -125,6 +129,7 @@ class CommandsApi(SandboxApi):
         cwd_arg = optional_str(body.get("cwd"), "cwd")
         cwd = await resolve_cwd(request, cwd_arg, envs or None) if cwd_arg else DEFAULT_CWD
         timeout_s = timeout_ms / 1000 if timeout_ms else None
+        piped = request.headers.get(STDIN_HEADER, "").lower() == STDIN_PIPE
         return await self.start(
             request,
             command,
@@ -135,6 +140,7 @@ class CommandsApi(SandboxApi):
             timeout_s,
             background=background,
             framing=framing_of(request.headers),
+            stdin_pipe=piped,
         )
 
     async def start(
@@ -149,11 +155,15 @@ class CommandsApi(SandboxApi):
         *,
         background: bool = False,
         framing: str = "lines",
-    ) -> StreamingResponse:
-        """Start `bash -c command` and answer with its stream (`init`, then output, for a foreground one);
-        `framing` is how output is framed (`output.framing_of`)."""
+        stdin_pipe: bool = False,
+    ) -> Response:
+        """Start `bash -c command` and answer with its stream (`init`, then output, for a foreground one).
+
+        `framing` is how output is framed (`output.framing_of`); `stdin_pipe`: its stdin is a pipe fed
+        by `POST /command/{id}/stdin` (else /dev/null)."""
         state = self._state(request)
         command_id = new_id()
+        stdin = StdinPipe() if stdin_pipe else None
         spec = RunSpec(
             argv=["bash", "-c", command],
             cwd=cwd,
@@ -165,15 +175,28 @@ class CommandsApi(SandboxApi):
             log_path=state.log_path(command_id),
             log_max_bytes=state.limits.command_log_max_bytes,
             framing=framing,
+            stdin=stdin,
         )
         execution = Execution(command_id, command, spec)
-        with state.command_budget.claim(state.running_commands()):
-            await spawn_or_fail(execution, request)
-            state.add_command(execution)
+        try:
+            with state.command_budget.claim(state.running_commands()):
+                await spawn_or_fail(execution, request)
+                state.add_command(execution)
+        except BaseException:
+            if stdin is not None:
+                stdin.close()
+            raise
         init = frame("init", text=command_id)
         if background:
-            return event_response(init, None, frame("execution_complete", execution_time=0))
-        return event_response(init, execution.channel, headers=framing_headers(framing))
+            response = event_response(init, None, frame("execution_complete", execution_time=0))
+        else:
+            response = event_response(init, execution.channel, headers=framing_headers(framing))
+        if stdin is not None:
+            response.headers[STDIN_HEADER] = STDIN_PIPE
+            response.headers[COMMAND_ID_HEADER] = command_id
+        if background or not state.limits.kill_on_disconnect:
+            return response
+        return kill_on_disconnect(response, execution)
 
     async def interrupt(self, request: Request) -> Response:
         """`DELETE /command?id=`: SIGTERM, up to 3 s, SIGKILL; answers once it has exited."""

@@ -37,7 +37,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from osbox._wire import GO_SIGNAL_WORDS
 from osbox.server._backend.base import SandboxHandle, SandboxProcess
@@ -46,6 +46,9 @@ from .errors import log
 from .logfile import DEFAULT_LOG_MAX_BYTES, CommandLog
 from .output import framer_for, pump
 from .streaming import EventChannel, frame
+
+if TYPE_CHECKING:
+    from .stdin import StdinPipe
 
 __all__ = ["Execution", "RunSpec", "rfc3339"]
 
@@ -78,6 +81,8 @@ class RunSpec:
     log_max_bytes: int = DEFAULT_LOG_MAX_BYTES
     #: How streamed output is framed: "lines" (the reference's) or "exact" (see `output.py`).
     framing: str = "lines"
+    #: The command's stdin (`stdin.py`), or None for /dev/null. Closed when the command exits.
+    stdin: StdinPipe | None = None
 
 
 class Execution:
@@ -101,6 +106,11 @@ class Execution:
         self._timed_out = False
         #: The output log (None for runs without one: session runs).
         self.log: CommandLog | None = None
+
+    @property
+    def stdin(self) -> StdinPipe | None:
+        """The pipe to the command's stdin, when it was started with one."""
+        return self.spec.stdin
 
     @property
     def running(self) -> bool:
@@ -139,6 +149,7 @@ class Execution:
                 cwd=spec.cwd,
                 stdout=out_w,
                 stderr=err_w,
+                stdin=spec.stdin.child_fd if spec.stdin is not None else None,
                 uid=spec.uid,
                 gid=spec.gid,
             )
@@ -146,10 +157,14 @@ class Execution:
             for fd in parent_fds:
                 os.close(fd)
             self._close_log()
+            if spec.stdin is not None:
+                spec.stdin.close()
             raise
         finally:
             for fd in child_fds:
                 os.close(fd)
+            if spec.stdin is not None:
+                spec.stdin.release_child_end()
         self._started = time.monotonic()
         self._task = asyncio.create_task(self._follow(out_r, err_r), name=f"osbox-exec-{self.id}")
 
@@ -168,6 +183,13 @@ class Execution:
                 self._timed_out = True
                 self.process.signal_group(signal.SIGKILL)
             code = await waiter
+            if self.spec.stdin is not None:
+                self.spec.stdin.close()  # its writers get 409 STDIN_CLOSED from now on
+            if pumps and self.channel is None:
+                # Reported finished only once its output is in the log: at the end of that output,
+                # or, when something it left behind holds it open, after DRAIN_SECONDS (by then
+                # the pipe's contents at exit have long been read).
+                await asyncio.wait(pumps, timeout=DRAIN_SECONDS)
             self._record_exit(code)
             if pumps and self.channel is None:
                 await asyncio.wait(pumps)  # logged: until whatever it left behind closes its output
@@ -190,6 +212,8 @@ class Execution:
             if not self.exited.is_set():
                 self._record_exit(-int(signal.SIGKILL))
             self._close_log()
+            if self.spec.stdin is not None:
+                self.spec.stdin.close()
 
     async def _pump(self, fd: int, kind: str) -> None:
         channel = self.channel

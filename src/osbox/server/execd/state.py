@@ -60,6 +60,9 @@ class ExecdLimits:
     max_code_contexts: int = 16
     #: Each command's log on the host keeps its newest this many bytes.
     command_log_max_bytes: int = DEFAULT_LOG_MAX_BYTES
+    #: Kill a foreground command's process group when its client drops the stream (the reference
+    #: keeps it running).
+    kill_on_disconnect: bool = True
 
 
 class Budget:

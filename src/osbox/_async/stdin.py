@@ -1,0 +1,109 @@
+"""`AsyncPipedStream`: the stream of a command started with a stdin pipe, feeding it as it runs.
+
+    async with execd.run_command("sort", stdin=b"b\\na\\n") as stream:   # what run_command(stdin=...) returns
+        async for event in stream: ...
+
+On first use it checks that the server gave the command a pipe (else it stops the command and
+raises `StdinNotSupportedError`), then feeds `stdin` beside the output: a foreground command's
+feeder stops when the stream ends, a background one's is waited for (its input is all written by
+the time the stream closes). See `osbox._stdin` for what is shared with the sync twin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import TYPE_CHECKING
+
+import httpx2
+
+from .._exceptions import OsboxError, StdinNotSupportedError
+from .._stdin import (
+    AsyncFeeder,
+    AsyncStdinSource,
+    _astdin_chunks,
+    _piped_command_id,
+    _stdin_request,
+    _stdin_was_closed,
+    _Stop,
+)
+from ..models.events import Execution, StreamEvent
+from .streaming import AsyncStream
+
+if TYPE_CHECKING:
+    from .._operation import StreamRequest
+    from .execd import AsyncExecdClient
+
+__all__ = ["AsyncPipedStream"]
+
+
+class AsyncPipedStream(AsyncStream[StreamEvent, Execution]):
+    """A command stream whose command reads `stdin` (None: the pipe stays open for `send_command_stdin`)."""
+
+    def __init__(
+        self,
+        execd: AsyncExecdClient,
+        spec: StreamRequest[StreamEvent, Execution],
+        stdin: AsyncStdinSource | None,
+        *,
+        background: bool,
+    ) -> None:
+        super().__init__(execd, spec)
+        self._execd = execd
+        self._stdin = stdin
+        self._background = background
+        self._feeder: AsyncFeeder | None = None
+        #: The command's id, known as soon as the stream is open.
+        self.command_id: str | None = None
+
+    async def _open(self) -> httpx2.Response:
+        started = self._response is not None
+        response = await super()._open()
+        if not started:
+            try:
+                self.command_id = _piped_command_id(response, self._execd.base_url)
+            except StdinNotSupportedError:
+                await self._stop_unpiped(response)
+                raise
+            if self._stdin is not None:
+                self._feeder = AsyncFeeder(self._feed)
+        return response
+
+    async def _feed(self, stop: _Stop) -> None:
+        assert self.command_id is not None and self._stdin is not None
+        chunks = _astdin_chunks(self._stdin, stop)
+        try:
+            await self._execd._call(_stdin_request(self.command_id, chunks, eof=True))
+        except Exception as exc:
+            if not _stdin_was_closed(exc):
+                stop.failure = exc  # known at once, even to a join that does not wait for the feeder
+                # Its input broke off (the source raised, the connection failed): stop the command
+                # rather than let it take what came as the whole input; the stream's end raises `exc`.
+                with contextlib.suppress(OsboxError):
+                    await self._execd.interrupt_command(self.command_id)
+            raise
+
+    async def _stop_unpiped(self, response: httpx2.Response) -> None:
+        """The server started the command without a pipe: stop it (its id is in the first event)."""
+        head = b""
+        try:
+            async for chunk in response.aiter_bytes():
+                head += chunk
+                if b"\n\n" in head or len(head) > 65536:
+                    break
+            first = json.loads(head.split(b"\n\n", 1)[0].removeprefix(b"data:"))
+            if isinstance(first, dict) and first.get("type") == "init" and first.get("text"):
+                await self._execd.interrupt_command(str(first["text"]))
+        except (ValueError, httpx2.HTTPError):
+            pass  # nothing more to do: the error raised says what happened
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Release the connection and stop (foreground) or wait for (background) the stdin feeder."""
+        try:
+            await super().aclose()
+        finally:
+            feeder, self._feeder = self._feeder, None
+            if feeder is not None:
+                await feeder.join(stop=not self._background)
