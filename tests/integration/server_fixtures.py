@@ -117,6 +117,20 @@ def assert_no_sandbox_processes(ignore: Collection[int] = ()) -> None:
     assert alive == [], f"processes left behind: {alive}"
 
 
+@pytest.fixture(scope="module")
+def server() -> Iterator[LocalServer]:
+    """A LocalServer for the module's SDK tests (a module may define its own `server` instead)."""
+    with LocalServer(api_key=API_KEY) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def sandbox(server: LocalServer) -> Iterator[Sandbox]:
+    """One ready sandbox of `server` (`python:3.11`) shared by the module's tests."""
+    with Sandbox.create(base_url=server.base_url + "/v1", api_key=API_KEY) as created:
+        yield created
+
+
 @pytest.fixture
 def api(lifecycle_server: LocalServer) -> Iterator[httpx2.Client]:
     """A spec-checking client for the module's server."""

@@ -9,7 +9,6 @@ import pty
 import subprocess
 import sys
 import termios
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,18 +23,6 @@ pytestmark = requires_runtime
 
 INTERRUPTED = "osbox: interrupted (Ctrl-C again kills it)\n"
 OSBOX = str(Path(sys.executable).parent / "osbox")
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LocalServer]:
-    with LocalServer(api_key=API_KEY) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def sandbox(server: LocalServer) -> Iterator[Sandbox]:
-    with Sandbox.create(base_url=server.base_url + "/v1", api_key=API_KEY) as created:
-        yield created
 
 
 @pytest.fixture(scope="module")

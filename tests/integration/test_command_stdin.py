@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx2
@@ -29,18 +29,6 @@ from .server_fixtures import API_KEY, requires_runtime
 pytestmark = requires_runtime
 
 BIG = 24 * 1024 * 1024 + 7  # several pipe-fulls and request chunks, not a round number
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LocalServer]:
-    with LocalServer(api_key=API_KEY) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def sandbox(server: LocalServer) -> Iterator[Sandbox]:
-    with Sandbox.create(base_url=server.base_url + "/v1", api_key=API_KEY) as created:
-        yield created
 
 
 def _sha256(data: bytes) -> str:

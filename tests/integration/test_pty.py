@@ -19,7 +19,6 @@ import subprocess
 import sys
 import termios
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,18 +47,6 @@ pytestmark = requires_runtime
 PROMPT = "$ "
 #: A job that says when it runs (in the foreground: bash hands it the terminal before it starts).
 FOREGROUND_JOB = "sh -c 'echo job-$((6*7)); exec sleep 300'\n"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LocalServer]:
-    with LocalServer(api_key=API_KEY) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def sandbox(server: LocalServer) -> Iterator[Sandbox]:
-    with Sandbox.create(base_url=server.base_url + "/v1", api_key=API_KEY) as created:
-        yield created
 
 
 def test_python3_interactive_resize_and_stty_size(sandbox: Sandbox) -> None:

@@ -5,7 +5,7 @@ bytes, `run(..., check=True)` and its typed error, background commands (`spawn`:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import pytest
 
@@ -24,18 +24,6 @@ from tests.polling import wait_until
 from .server_fixtures import API_KEY, requires_runtime
 
 pytestmark = requires_runtime
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LocalServer]:
-    with LocalServer(api_key=API_KEY) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def sandbox(server: LocalServer) -> Iterator[Sandbox]:
-    with Sandbox.create(base_url=server.base_url + "/v1", api_key=API_KEY) as created:
-        yield created
 
 
 def test_files_write_and_read_text_and_bytes(sandbox: Sandbox) -> None:
