@@ -337,6 +337,16 @@ def test_layers_are_shared_and_nothing_is_left_after_delete_and_image_rm(
     second = create(uri, IDLE)
     _running(second)
     assert set(store_dir.joinpath("layers").iterdir()) == layers and store.usage() == usage
+    environment = {**os.environ, "OSBOX_IMAGE_STORE": str(store_dir)}
+    in_use = subprocess.run(
+        [sys.executable, "-m", "osbox.cli", "image", "rm", uri],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+        check=False,
+    )
+    assert in_use.returncode != 0 and "used by a running sandbox" in in_use.stderr
     for record in (first, second):
         assert api.delete(f"/sandboxes/{record['id']}").status_code == 204
     assert server.config is not None
@@ -345,7 +355,6 @@ def test_layers_are_shared_and_nothing_is_left_after_delete_and_image_rm(
         assert not state_dir.exists() or not any(state_dir.joinpath("root").iterdir())
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(server.config.data_dir) not in mounts and str(store_dir) not in mounts
-    environment = {**os.environ, "OSBOX_IMAGE_STORE": str(store_dir)}
     removed = subprocess.run(
         [sys.executable, "-m", "osbox.cli", "image", "rm", uri],
         capture_output=True,

@@ -12,6 +12,7 @@ __all__ = [
     "ArchiveError",
     "AuthenticationFailed",
     "ImageError",
+    "ImageInUse",
     "ImageNotFound",
     "InvalidReference",
     "PlatformNotFound",
@@ -57,6 +58,10 @@ class ArchiveError(ImageError):
 
 class UnsafeLayer(ImageError):
     """A layer tries to write outside its own directory, or its content does not match its digest."""
+
+
+class ImageInUse(ImageError):
+    """A running sandbox uses the image: it can't be removed (or evicted) until that sandbox is gone."""
 
 
 class StoreFull(ImageError):

@@ -32,14 +32,30 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ServerConfig
-from .errors import ArchiveError, ImageError, ImageNotFound, InvalidReference, StoreFull, UnsafeLayer
+from .errors import (
+    ArchiveError,
+    ImageError,
+    ImageInUse,
+    ImageNotFound,
+    InvalidReference,
+    StoreFull,
+    UnsafeLayer,
+)
 from .layers import LayerUnpacker, unpacking
 from .layout import ImageConfig, Manifest, OciLayout
 from .platform import Platform, host_platform
 from .reference import ImageReference, parse_reference
 from .skopeo import Credentials, copy_image
 
-__all__ = ["ImageRecord", "ImageStore", "ImageStoreConfig", "PruneResult", "PullProgress", "RootFS"]
+__all__ = [
+    "ImageHold",
+    "ImageRecord",
+    "ImageStore",
+    "ImageStoreConfig",
+    "PruneResult",
+    "PullProgress",
+    "RootFS",
+]
 
 _log = logging.getLogger("osbox.images")
 GIB = 1 << 30
@@ -88,6 +104,18 @@ class RootFS:
     digest: str
     layers: tuple[Path, ...]
     config: ImageConfig
+
+
+class ImageHold:
+    """A running sandbox's claim on its image (`ImageStore.hold`); `close()` gives it up."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 @dataclass(frozen=True)
@@ -289,12 +317,16 @@ class ImageStore:
         return [self._record(name, record) for name, record in sorted(self._state().images.items())]
 
     def remove(self, reference: str) -> None:
-        """Drop an image's name; its data stays until `prune` (layers may be shared)."""
+        """Drop an image's name; its data stays until `prune` (layers may be shared). An image a
+        running sandbox uses (`hold`, in any process) is an `ImageInUse`."""
         name = _lookup_name(reference)
         with self._locked():
             state = self._state()
-            if state.images.pop(name, None) is None:
+            if name not in state.images:
                 raise ImageNotFound(f"no image {name} in the store")
+            if self._held(name):
+                raise ImageInUse(f"image {name} is used by a running sandbox: delete the sandbox first")
+            del state.images[name]
             self._save(state)
             self._used_file(name).unlink(missing_ok=True)
 
@@ -346,7 +378,7 @@ class ImageStore:
         for name in sorted(state.images, key=self._last_used):
             if self.usage() <= self.config.max_bytes:
                 return
-            if name in keep:
+            if name in keep or self._held(name):
                 continue
             _log.info("image store over its cap (%d bytes): evicting %s", self.config.max_bytes, name)
             del state.images[name]
@@ -385,6 +417,27 @@ class ImageStore:
 
     def _record(self, name: str, record: dict[str, Any]) -> ImageRecord:
         return ImageRecord(name, record["digest"], record["size"], record["platform"], self._last_used(name))
+
+    def hold(self, name: str) -> ImageHold:
+        """Keep `name` from removal and eviction, by every process sharing the store, until the
+        hold is closed (or its process ends): a shared `flock` of the image's use file."""
+        fd = os.open(self._used_file(name), os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        return ImageHold(fd)
+
+    def _held(self, name: str) -> bool:
+        """Whether some process holds `name` (see `hold`)."""
+        try:
+            fd = os.open(self._used_file(name), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # releases the probe's lock, if it got it
+        return False
 
     def _used_file(self, name: str) -> Path:
         return self._used / hashlib.sha256(name.encode()).hexdigest()

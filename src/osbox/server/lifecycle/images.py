@@ -10,16 +10,17 @@ request gives no entrypoint, its `User` and `WorkingDir`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from .._backend.base import ImageRoot
 from ..config import ServerConfig
-from ..images.errors import ImageNotFound
+from ..images.errors import ImageError, ImageNotFound
 from ..images.layout import ImageConfig
 from ..images.reference import parse_reference
 from ..images.skopeo import Credentials
-from ..images.store import ImageStore, ImageStoreConfig, RootFS
+from ..images.store import ImageHold, ImageStore, ImageStoreConfig, RootFS
 
 __all__ = ["LaunchSettings", "SandboxImages", "launch_settings"]
 
@@ -65,6 +66,7 @@ class SandboxImages:
 
     def __init__(self, config: ServerConfig, in_use: Callable[[], Collection[str]]) -> None:
         self.store = ImageStore(ImageStoreConfig.for_server(config), in_use=in_use)
+        self._holds: dict[str, ImageHold] = {}  # sandbox id -> its claim on its image
 
     @staticmethod
     def name(uri: str) -> str:
@@ -77,6 +79,17 @@ class SandboxImages:
             return await asyncio.to_thread(self.store.rootfs, uri)
         except ImageNotFound:
             return None
+
+    def hold(self, sandbox_id: str, uri: str) -> None:
+        """While the sandbox lives, its image can't be removed or evicted (by any process)."""
+        with contextlib.suppress(ImageError, OSError):  # a name that no longer parses: nothing to keep
+            self._holds[sandbox_id] = self.store.hold(self.name(uri))
+
+    def release(self, sandbox_id: str) -> None:
+        """The sandbox is gone: its image may go too."""
+        hold = self._holds.pop(sandbox_id, None)
+        if hold is not None:
+            hold.close()
 
     async def pull(self, uri: str, credentials: Credentials | None) -> RootFS:
         """Pull `uri` unless stored (concurrent pulls of one image fetch it once). Raises ImageError."""

@@ -137,6 +137,8 @@ class SandboxManager:
             )
             return
         self._handles[record.id] = handle
+        if self.images is not None and record.runs_image is not None:
+            self.images.hold(record.id, record.runs_image["uri"])
         record.log_path = str(handle.log_path)
         if record.state != "Paused":
             self._transition(record, "Running", "server_restart", "Re-adopted after a server restart.")
@@ -323,10 +325,14 @@ class SandboxManager:
                 return
             try:
                 self._handles[sandbox_id] = handle
+                if self.images is not None and record.runs_image is not None:
+                    self.images.hold(sandbox_id, record.runs_image["uri"])
                 record.log_path = str(handle.log_path)
                 self._transition(record, "Running", "created", self._running_message(record, handle, rootfs))
             except BaseException as exc:  # a bug or a failing store: the sandbox must not run unowned
                 self._handles.pop(sandbox_id, None)
+                if self.images is not None:
+                    self.images.release(sandbox_id)
                 with contextlib.suppress(Exception):
                     await self.backend.destroy(handle)
                 self._fail_create(record, exc)
@@ -420,6 +426,8 @@ class SandboxManager:
             self._record(sandbox_id)
             handle = self._handles.pop(sandbox_id, None)
             self._deadlines.pop(sandbox_id, None)
+            if self.images is not None:
+                self.images.release(sandbox_id)
             try:
                 if handle is not None:
                     await self.backend.destroy(handle)
