@@ -86,9 +86,10 @@ def egress_endpoint(server: LocalServer) -> tuple[str, dict[str, str]]:
 
 
 def _bounded(case: Any) -> Any:
-    """`case` with a generated command's or session run's valid timeout capped at COMMAND_TIMEOUT_MS."""
+    """`case` with a generated command's, session run's or code cell's valid timeout capped at
+    COMMAND_TIMEOUT_MS (a cell's `timeout` is osbox's extension; a `bash` cell may run `yes`)."""
     body = case.body
-    if isinstance(body, dict) and "command" in body:
+    if isinstance(body, dict) and ("command" in body or "code" in body):
         timeout = body.get("timeout")
         unbounded = timeout is None or timeout == 0 or (type(timeout) is int and timeout > COMMAND_TIMEOUT_MS)
         if unbounded:
@@ -101,8 +102,8 @@ def not_a_server_error_but_not_supported(ctx: Any, response: Any, case: Any) -> 
 
     - the egress API: the fuzzed server has no sandbox networks, so a policy change answers 501
       saying so, and Credential Vault bindings (credential injection) answer 501 by design;
-    - code contexts in a language other than python (the spec's `bash` example among them): the
-      feature exists in the contract, not in this runtime, and saying so is the honest answer.
+    - code contexts in a language other than python and bash: the feature exists in the contract,
+      not in this runtime, and saying so is the honest answer.
     Any other 5xx, and a 501 anywhere else, fails.
     """
     if (
