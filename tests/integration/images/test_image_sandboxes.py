@@ -202,6 +202,8 @@ def test_a_busybox_only_image_runs_commands_and_file_operations(
         assert sandbox.files.read("/etc/os-release").startswith('NAME="busybox test image"')
         names = {info.path for info in sandbox.files.list("/bin")}
         assert "/bin/busybox" in names
+        with pytest.raises(osbox.APIError, match="the image has no python3"):
+            sandbox.execd.create_context("python")
 
 
 def test_image_config_env_workdir_and_user_are_honoured(

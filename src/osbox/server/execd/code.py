@@ -348,7 +348,12 @@ def _kernel_died(log_path: Path) -> str:
     log = tail(log_path)
     hint = ""
     if "No module named" in log and "ipykernel" in log:
-        hint = "; the sandbox's python3 needs ipykernel (Debian: apt-get install python3-ipykernel)"
+        hint = (
+            "; the image's python3 needs ipykernel: add it to the image "
+            "(pip install ipykernel, or Debian's python3-ipykernel)"
+        )
+    elif "python3" in log and ("not found" in log or "No such file" in log):
+        hint = "; the image has no python3: python contexts need an image with python3 and ipykernel"
     return f"the python kernel exited while starting{hint}: {log[-500:]}"
 
 
