@@ -87,6 +87,13 @@ def _connect(server: LocalServer, sandbox_id: str) -> Sandbox:
     return Sandbox.connect(sandbox_id, base_url=server.base_url + "/v1", api_key=API_KEY, keep=True)
 
 
+def _osbox_image(store_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`osbox image ARGS` on the server's store, as a user would run it beside the server."""
+    environment = {**os.environ, "OSBOX_IMAGE_STORE": str(store_dir)}
+    command = [sys.executable, "-m", "osbox.cli", "image", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=environment, check=False)
+
+
 def _running(record: dict[str, Any]) -> None:
     assert record["status"]["state"] == "Running", record["status"]
 
@@ -173,15 +180,7 @@ def test_a_docker_save_archive_loaded_by_the_cli_runs(
     tmp_path: Path,
 ) -> None:
     archive = make_archive(registries.layout, "app", tmp_path / "app.tar", "docker-archive", "saved/app:7")
-    environment = {**os.environ, "OSBOX_IMAGE_STORE": str(store_dir)}
-    load = subprocess.run(
-        [sys.executable, "-m", "osbox.cli", "image", "load", str(archive)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environment,
-        check=False,
-    )
+    load = _osbox_image(store_dir, "load", str(archive))
     assert load.returncode == 0, load.stderr
     record = create("saved/app:7", IDLE)
     _running(record)
@@ -339,15 +338,7 @@ def test_layers_are_shared_and_nothing_is_left_after_delete_and_image_rm(
     second = create(uri, IDLE)
     _running(second)
     assert set(store_dir.joinpath("layers").iterdir()) == layers and store.usage() == usage
-    environment = {**os.environ, "OSBOX_IMAGE_STORE": str(store_dir)}
-    in_use = subprocess.run(
-        [sys.executable, "-m", "osbox.cli", "image", "rm", uri],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=environment,
-        check=False,
-    )
+    in_use = _osbox_image(store_dir, "rm", uri)
     assert in_use.returncode != 0 and "used by a running sandbox" in in_use.stderr
     for record in (first, second):
         assert api.delete(f"/sandboxes/{record['id']}").status_code == 204
@@ -357,16 +348,8 @@ def test_layers_are_shared_and_nothing_is_left_after_delete_and_image_rm(
         assert not state_dir.exists() or not any(state_dir.joinpath("root").iterdir())
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(server.config.data_dir) not in mounts and str(store_dir) not in mounts
-    removed = subprocess.run(
-        [sys.executable, "-m", "osbox.cli", "image", "rm", uri],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=environment,
-        check=False,
-    )
+    removed = _osbox_image(store_dir, "rm", uri)
     assert removed.returncode == 0, removed.stderr
-    subprocess.run(
-        [sys.executable, "-m", "osbox.cli", "image", "prune"], env=environment, check=True, timeout=60
-    )
+    pruned = _osbox_image(store_dir, "prune")
+    assert pruned.returncode == 0, pruned.stderr
     assert uri not in {record.name for record in store.list()}
