@@ -234,7 +234,9 @@ def _exec(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     _split_exec_words(parser, args)
     try:
         with _execd(args) as execd:
-            return run_exec(execd, _command_line(args.command), cwd=args.cwd, stdin=not args.no_stdin)
+            command = _command_line(args.command)
+            stdin, kill = not args.no_stdin, args.kill_on_disconnect
+            return run_exec(execd, command, cwd=args.cwd, stdin=stdin, kill_on_disconnect=kill)
     except KeyboardInterrupt:  # before the command started (run_exec handles Ctrl-C from then on)
         print("osbox: interrupted", file=sys.stderr)
         return INTERRUPTED_STATUS
@@ -363,6 +365,18 @@ def _add_client_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     exec_.add_argument("--cwd", default=None, help="working directory in the sandbox")
     exec_.add_argument(
         "--no-stdin", action="store_true", help="don't forward our stdin (a pipe or file) to the command"
+    )
+    dropped = exec_.add_mutually_exclusive_group()
+    dropped.add_argument(
+        "--keep-on-disconnect",
+        dest="kill_on_disconnect",
+        action="store_false",
+        default=None,
+        help="if we lose the connection (or are killed), leave the command running (osbox serve's "
+        "default kills it)",
+    )
+    dropped.add_argument(
+        "--kill-on-disconnect", dest="kill_on_disconnect", action="store_true", help=argparse.SUPPRESS
     )
     # The id and the command are split from the options by `_split_exec_words`: options may follow the id.
     exec_.add_argument("words", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)

@@ -6,7 +6,8 @@
   command reads an empty stdin, as with OpenSandbox.
 - Ctrl-C: the first sends SIGINT to the command's process group, the second SIGKILL (a server
   without osbox's signal route gets `DELETE /command` instead); a third gives up on the server and
-  drops the stream (osbox serve then kills the command). The first prints one line,
+  drops the stream (osbox serve then kills the command, unless `--keep-on-disconnect` asked it to
+  keep commands whose client is gone). The first prints one line,
   `osbox: interrupted (Ctrl-C again kills it)`, and `osbox exec` exits 130 once the command has
   ended, as a shell does.
 """
@@ -78,9 +79,17 @@ class _Interrupts:
             pass  # the stream tells how it ends
 
 
-def run_exec(execd: ExecdClient, command: str, *, cwd: str | None, stdin: bool = True) -> int:
+def run_exec(
+    execd: ExecdClient,
+    command: str,
+    *,
+    cwd: str | None,
+    stdin: bool = True,
+    kill_on_disconnect: bool | None = None,
+) -> int:
     """Run `command`, its output to ours byte for byte; returns the exit status `osbox exec` ends
-    with: the command's (128 + N when signal N killed it, saying so on stderr), 130 after Ctrl-C."""
+    with: the command's (128 + N when signal N killed it, saying so on stderr), 130 after Ctrl-C.
+    `kill_on_disconnect`: what the server does with it if we go (None: the server's default)."""
     from . import StdinNotSupportedError
     from ._execd import output_is_exact
     from .models.events import output_piece
@@ -101,7 +110,9 @@ def run_exec(execd: ExecdClient, command: str, *, cwd: str | None, stdin: bool =
     previous = signal.signal(signal.SIGINT, interrupts)
     try:
         source = forwarded_stdin() if stdin else None
-        with execd.run_command(command, cwd=cwd, stdin=source) as stream:
+        with execd.run_command(
+            command, cwd=cwd, stdin=source, kill_on_disconnect=kill_on_disconnect
+        ) as stream:
             exact = output_is_exact(stream.response)
             result = stream.run(on_event=show)
     except KeyboardInterrupt:

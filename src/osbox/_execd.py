@@ -25,7 +25,15 @@ from ._operation import (
     no_content,
 )
 from ._streaming import StreamFolder
-from ._wire import EXECD_TOKEN_HEADER, LOG_CURSOR_HEADER, OUTPUT_FRAMING_EXACT, OUTPUT_FRAMING_HEADER
+from ._wire import (
+    EXECD_TOKEN_HEADER,
+    LOG_CURSOR_HEADER,
+    ON_DISCONNECT_HEADER,
+    ON_DISCONNECT_KEEP,
+    ON_DISCONNECT_KILL,
+    OUTPUT_FRAMING_EXACT,
+    OUTPUT_FRAMING_HEADER,
+)
 from .models.events import EventType, Execution, ExecutionBuilder, StreamEvent
 from .models.execd import (
     CreateSessionResponse,
@@ -155,11 +163,24 @@ def _framing_headers(framing: OutputFraming) -> dict[str, str] | None:
     return {OUTPUT_FRAMING_HEADER: OUTPUT_FRAMING_EXACT}
 
 
+def _disconnect_headers(kill_on_disconnect: bool | None) -> dict[str, str]:
+    """The request header choosing what a dropped stream does to its run (None: the server's default)."""
+    if kill_on_disconnect is None:
+        return {}
+    return {ON_DISCONNECT_HEADER: ON_DISCONNECT_KILL if kill_on_disconnect else ON_DISCONNECT_KEEP}
+
+
 def _execution_stream(
-    route: str, body: dict[str, Any], *, chunks: bool, framing: OutputFraming = "lines"
+    route: str,
+    body: dict[str, Any],
+    *,
+    chunks: bool,
+    framing: OutputFraming = "lines",
+    kill_on_disconnect: bool | None = None,
 ) -> StreamRequest[StreamEvent, Execution]:
+    headers = {**(_framing_headers(framing) or {}), **_disconnect_headers(kill_on_disconnect)}
     return StreamRequest(
-        request=APIRequest("POST", route, json=body, headers=_framing_headers(framing), parse=no_content),
+        request=APIRequest("POST", route, json=body, headers=headers or None, parse=no_content),
         event=stream_event,
         new_folder=functools.partial(_ExecutionFolder, chunks),
         run_events=_output_events,

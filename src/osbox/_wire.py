@@ -13,6 +13,7 @@ __all__ = [
     "EXECD_TOKEN_HEADER",
     "GO_SIGNAL_WORDS",
     "LOG_CURSOR_HEADER",
+    "ON_DISCONNECT_HEADER",
     "OUTPUT_FRAMING_EXACT",
     "OUTPUT_FRAMING_HEADER",
     "STDIN_HEADER",
@@ -57,3 +58,9 @@ GO_SIGNAL_WORDS = {
 STDIN_HEADER = "OSBOX-STDIN"
 STDIN_PIPE = "pipe"
 COMMAND_ID_HEADER = "OSBOX-COMMAND-ID"
+#: osbox's request header choosing what happens to a streamed run (`POST /command`, `/session/{id}/run`,
+#: a bash context's `POST /code`) whose client drops the stream: `kill` (its process group) or `keep`
+#: (the reference's behaviour). Without it the server's default applies; the response says which did.
+ON_DISCONNECT_HEADER = "OSBOX-ON-DISCONNECT"
+ON_DISCONNECT_KILL = "kill"
+ON_DISCONNECT_KEEP = "keep"

@@ -102,6 +102,7 @@ def _serve(args: argparse.Namespace) -> int:
         warm_pool_size=pool,
         network=args.network,
         network_host=_network_host(args),
+        kill_on_disconnect=args.kill_on_disconnect,
         **_limit_settings(args),
     )
     _log.info("osbox serve on %s:%d, data in %s", args.host, args.port, config.data_dir)
@@ -183,6 +184,21 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=ipaddress.ip_address,
         metavar="ADDRESS",
         help="DNS server the sandboxes' resolvers ask (default: resolv.conf's)",
+    )
+    dropped = serve.add_mutually_exclusive_group()
+    dropped.add_argument(
+        "--kill-on-disconnect",
+        dest="kill_on_disconnect",
+        action="store_true",
+        default=True,
+        help="kill a foreground command, session run or bash cell whose client drops its stream "
+        "(the default: nothing is left running unseen; a request may say otherwise)",
+    )
+    dropped.add_argument(
+        "--keep-on-disconnect",
+        dest="kill_on_disconnect",
+        action="store_false",
+        help="keep it running, as OpenSandbox's execd does",
     )
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]

@@ -111,3 +111,25 @@ def test_a_second_ctrl_c_kills_a_command_that_ignores_the_first(
     status, err = _run_on_a_terminal([OSBOX, "exec", sandbox.id, command], env, b"ready", presses=2)
     assert (status, err) == (130, INTERRUPTED)
     wait_until(lambda: _gone(sandbox, "sleep 7302"), what="the remote sleep to be gone")
+
+
+def test_a_killed_osbox_exec_leaves_nothing_unless_asked_to_keep_it(
+    sandbox: Sandbox, env: dict[str, str]
+) -> None:
+    # Past the server's keepalive (3 s), by when a dropped stream has been noticed however it dropped.
+    for options, name in (([], "killed"), (["--keep-on-disconnect"], "kept")):
+        command = f"echo ready; sleep 3.5; echo done > /tmp/{name}"
+        client = subprocess.Popen(
+            [OSBOX, "exec", *options, sandbox.id, command],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+        )
+        try:
+            assert client.stdout is not None and client.stdout.readline() == b"ready\n"
+        finally:
+            client.kill()  # no Ctrl-C: the connection just drops
+            client.communicate()
+    wait_until(lambda: sandbox.files.exists("/tmp/kept"), what="the kept command to finish")
+    wait_until(lambda: _gone(sandbox, "sleep 3.5"), what="every sleep to be over")
+    assert not sandbox.files.exists("/tmp/killed")

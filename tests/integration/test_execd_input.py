@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import httpx2
 
-from osbox._wire import COMMAND_ID_HEADER, STDIN_HEADER
+from osbox._wire import COMMAND_ID_HEADER, ON_DISCONNECT_HEADER, OUTPUT_FRAMING_HEADER, STDIN_HEADER
 from osbox.server.execd import ExecdLimits, ExecdService
 from tests.integration.execd_fixtures import Execd, parse_events
 from tests.polling import wait_until_async
 
 PIPE = {STDIN_HEADER: "pipe"}
+EXACT = {OUTPUT_FRAMING_HEADER: "exact"}
 
 
 async def _finished(client: httpx2.AsyncClient, command_id: str) -> bool:
@@ -109,3 +111,120 @@ async def test_a_background_command_is_finished_only_with_its_output_logged(exec
         )
         logged = (await execd.client.get(f"/command/{command_id}/logs")).content
         assert len(logged) == 3000003 and logged.endswith(b"xend")
+
+
+async def _first_events(response: httpx2.Response, until: str) -> list[dict[str, Any]]:
+    """The stream's events up to the first whose text contains `until` (the rest is left unread)."""
+    seen = ""
+    async for chunk in response.aiter_text():
+        seen += chunk
+        if until in seen:
+            break
+    return parse_events(seen.rsplit("\n\n", 1)[0] + "\n\n")
+
+
+async def test_a_session_run_reads_a_stdin_pipe_fed_by_its_run_id(execd: Execd) -> None:
+    session_id = (await execd.client.post("/session", json={})).json()["session_id"]
+    async with execd.live_client() as client:
+        command = "read -r NAME; export NAME; cat; echo '<eof>'"
+        async with client.stream(
+            "POST", f"/session/{session_id}/run", json={"command": command}, headers=PIPE | EXACT
+        ) as response:
+            assert response.headers[STDIN_HEADER] == "pipe"
+            run_id = response.headers[COMMAND_ID_HEADER]
+            assert run_id.startswith(session_id)
+            fed = await client.post(f"/command/{run_id}/stdin?eof=true", content=b"ada\nrest\xff")
+            assert fed.json() == {"written": 9}
+            body = (await response.aread()).decode()
+    events = parse_events(body)
+    assert "".join(e["text"] for e in events if e["type"] == "stdout") == "rest\udcff<eof>\n"
+    assert events[-1]["type"] == "execution_complete"
+    later = await execd.client.post(f"/session/{session_id}/run", json={"command": "echo $NAME; cat"})
+    assert [e["text"] for e in parse_events(later.text) if e["type"] == "stdout"] == ["ada"]  # /dev/null
+
+
+async def test_a_bash_cell_reads_stdin_and_a_python_cell_refuses_it(execd: Execd) -> None:
+    context = (await execd.client.post("/code/context", json={"language": "bash"})).json()
+    cell = {"code": "tr a-z A-Z", "context": {"id": context["id"], "language": "bash"}}
+    async with (
+        execd.live_client() as client,
+        client.stream("POST", "/code", json=cell, headers=PIPE) as response,
+    ):
+        run_id = response.headers[COMMAND_ID_HEADER]
+        await client.post(f"/command/{run_id}/stdin?eof=true", content=b"shout\n")
+        events = parse_events((await response.aread()).decode())
+    assert [e["text"] for e in events if e["type"] == "stdout"] == ["SHOUT\n"]
+    python = (await execd.client.post("/code/context", json={"language": "python"})).json()
+    refused = await execd.client.post(
+        "/code", json={"code": "input()", "context": {"id": python["id"], "language": "python"}}, headers=PIPE
+    )
+    assert refused.status_code == 400 and "stdin" in refused.json()["message"]
+
+
+async def test_dropped_session_runs_and_bash_cells_leave_no_process(execd: Execd) -> None:
+    session_id = (await execd.client.post("/session", json={})).json()["session_id"]
+    context_id = (await execd.client.post("/code/context", json={"language": "bash"})).json()["id"]
+    runs = [
+        (f"/session/{session_id}/run", {"command": "echo up; exec sleep 4343"}, "sleep 4343"),
+        ("/code", {"code": "echo up; sleep 4444", "context": {"id": context_id}}, "sleep 4444"),
+    ]
+    async with execd.live_client() as client:
+        for route, body, marker in runs:
+            async with client.stream("POST", route, json=body) as response:
+                assert response.headers[ON_DISCONNECT_HEADER] == "kill"
+                await _first_events(response, "up")
+            await wait_until_async(lambda m=marker: _no_process(execd, m), what=f"{marker} to be gone")  # type: ignore[misc]
+    # Not busy any more: the next run goes ahead.
+    again = await execd.client.post(f"/session/{session_id}/run", json={"command": "echo next"})
+    assert [e["text"] for e in parse_events(again.text) if e["type"] == "stdout"] == ["next"]
+
+
+async def test_one_request_keeps_or_kills_whatever_the_servers_default(execd: Execd, tmp_path: Path) -> None:
+    keeping = ExecdService(log_dir=tmp_path / "keep-logs", limits=ExecdLimits(kill_on_disconnect=False))
+    reference_like = dataclasses.replace(execd, service=keeping)
+    try:
+        async with reference_like.live_client() as client:
+            session_id = (await client.post("/session", json={})).json()["session_id"]
+            route = f"/session/{session_id}/run"
+            body = {"command": "echo up; exec sleep 4545"}
+            async with client.stream(
+                "POST", route, json=body, headers={ON_DISCONNECT_HEADER: "kill"}
+            ) as answer:
+                assert answer.headers[ON_DISCONNECT_HEADER] == "kill"
+                await _first_events(answer, "up")
+            await wait_until_async(lambda: _no_process(execd, "sleep 4545"), what="the run to be killed")
+
+            command = {"command": "echo up; sleep 0.3; echo kept > /workspace/kept"}
+            async with client.stream("POST", "/command", json=command) as answer:
+                assert answer.headers[ON_DISCONNECT_HEADER] == "keep"  # the server's default
+                await _first_events(answer, "up")
+        assert (await execd.client.get("/command/nope/logs")).status_code == 404
+        await wait_until_async(lambda: _has_file(execd, "/workspace/kept"), what="the kept command to finish")
+    finally:
+        await keeping.aclose()
+    bad = await execd.client.post(
+        "/command", json={"command": "true"}, headers={ON_DISCONNECT_HEADER: "maybe"}
+    )
+    assert bad.status_code == 400 and ON_DISCONNECT_HEADER in bad.json()["message"]
+
+
+async def _has_file(execd: Execd, path: str) -> bool:
+    return (await execd.sh(f"test -e {path} && echo yes || true")) == "yes"
+
+
+async def test_a_session_run_is_signalled_and_stopped_by_its_run_id(execd: Execd) -> None:
+    session_id = (await execd.client.post("/session", json={})).json()["session_id"]
+    route = f"/session/{session_id}/run"
+    async with execd.live_client() as client:
+        async with client.stream("POST", route, json={"command": "cat"}, headers=PIPE) as response:
+            run_id = response.headers[COMMAND_ID_HEADER]
+            signalled = await client.post(f"/command/{run_id}/signal", json={"signal": "SIGTERM"})
+            assert signalled.status_code == 200
+            events = parse_events((await response.aread()).decode())
+        assert events[-1]["error"]["evalue"] == "143"
+        async with client.stream("POST", route, json={"command": "cat"}, headers=PIPE) as response:
+            run_id = response.headers[COMMAND_ID_HEADER]
+            assert (await client.delete("/command", params={"id": run_id})).status_code == 200
+            events = parse_events((await response.aread()).decode())
+        assert events[-1]["error"]["evalue"] == "143"  # SIGTERM: the run stops, the session stays
+    assert (await execd.client.post(route, json={"command": "echo alive"})).status_code == 200

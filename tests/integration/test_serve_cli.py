@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from osbox import cli
+from osbox import Sandbox, cli
+from osbox._wire import ON_DISCONNECT_HEADER
 from osbox.server import LocalServer
 from tests.integration.server_fixtures import lifecycle_client, requires_runtime
 from tests.polling import wait_until
@@ -174,3 +175,16 @@ def test_serve_refuses_a_data_dir_others_can_write_and_an_unreadable_key_file(
     missing = reachable_dir / "no-such-key"
     assert cli.main(["serve", "--data-dir", str(reachable_dir / "ok"), "--api-key-file", str(missing)]) == 2
     assert "cannot read --api-key-file" in capsys.readouterr().err
+
+
+@requires_runtime
+def test_serve_keep_on_disconnect_is_the_default_a_request_can_override(
+    serve: type[Serve], reachable_dir: Path
+) -> None:
+    server = serve("--data-dir", str(reachable_dir / "data"), "--api-key", "k", "--keep-on-disconnect")
+    server.wait_healthy()
+    with Sandbox.create(base_url=server.url + "/v1", api_key="k") as sandbox:
+        for asked, applied in ((None, "keep"), (True, "kill")):
+            with sandbox.execd.run_command("true", kill_on_disconnect=asked) as stream:
+                assert stream.response is not None
+                assert stream.response.headers[ON_DISCONNECT_HEADER] == applied

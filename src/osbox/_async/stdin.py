@@ -3,17 +3,17 @@
     async with execd.run_command("sort", stdin=b"b\\na\\n") as stream:   # what run_command(stdin=...) returns
         async for event in stream: ...
 
-On first use it checks that the server gave the command a pipe (else it stops the command and
-raises `StdinNotSupportedError`), then feeds `stdin` beside the output: a foreground command's
-feeder stops when the stream ends, a background one's is waited for (its input is all written by
-the time the stream closes). See `osbox._stdin` for what is shared with the sync twin.
+On first use it checks that the server gave the command a pipe (else it stops the command as
+`unpiped` says, and raises `StdinNotSupportedError`), then feeds `stdin` beside the output: a
+foreground command's feeder stops when the stream ends, a background one's is waited for (its
+input is all written by the time the stream closes). See `osbox._stdin` for what is shared with the sync twin.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import httpx2
 
@@ -34,7 +34,12 @@ if TYPE_CHECKING:
     from .._operation import StreamRequest
     from .execd import AsyncExecdClient
 
-__all__ = ["AsyncPipedStream"]
+__all__ = ["AsyncPipedStream", "StopUnpiped"]
+
+#: How to stop a run the server started without a pipe, by the id in its `init` event: `DELETE
+#: /command?id=`, `DELETE /code?id=` (interrupts the cell), or not at all (a session run: on the
+#: reference, stopping one deletes its session).
+StopUnpiped = Literal["command", "code", "none"]
 
 
 class AsyncPipedStream(AsyncStream[StreamEvent, Execution]):
@@ -47,11 +52,13 @@ class AsyncPipedStream(AsyncStream[StreamEvent, Execution]):
         stdin: AsyncStdinSource | None,
         *,
         background: bool,
+        unpiped: StopUnpiped = "command",
     ) -> None:
         super().__init__(execd, spec)
         self._execd = execd
         self._stdin = stdin
         self._background = background
+        self._unpiped = unpiped
         self._feeder: AsyncFeeder | None = None
         #: The command's id, known as soon as the stream is open.
         self.command_id: str | None = None
@@ -86,6 +93,9 @@ class AsyncPipedStream(AsyncStream[StreamEvent, Execution]):
     async def _stop_unpiped(self, response: httpx2.Response) -> None:
         """The server started the command without a pipe: stop it (its id is in the first event)."""
         head = b""
+        if self._unpiped == "none":
+            await self.aclose()
+            return
         try:
             async for chunk in response.aiter_bytes():
                 head += chunk
@@ -93,8 +103,11 @@ class AsyncPipedStream(AsyncStream[StreamEvent, Execution]):
                     break
             first = json.loads(head.split(b"\n\n", 1)[0].removeprefix(b"data:"))
             if isinstance(first, dict) and first.get("type") == "init" and first.get("text"):
-                await self._execd.interrupt_command(str(first["text"]))
-        except (ValueError, httpx2.HTTPError):
+                if self._unpiped == "code":
+                    await self._execd.interrupt_code(str(first["text"]))
+                else:
+                    await self._execd.interrupt_command(str(first["text"]))
+        except (ValueError, httpx2.HTTPError, OsboxError):
             pass  # nothing more to do: the error raised says what happened
         finally:
             await self.aclose()

@@ -51,7 +51,7 @@ from ..models.execd import (
 )
 from .files import FileOperations
 from .pty import PtyOperations
-from .stdin import PipedStream
+from .stdin import PipedStream, StopUnpiped
 from .streaming import Stream
 
 __all__ = ["ExecdClient"]
@@ -145,6 +145,7 @@ class ExecdClient(FileOperations, PtyOperations):
         envs: Mapping[str, str] | None = None,
         framing: OutputFraming = "exact",
         stdin: StdinSource | bool | None = None,
+        kill_on_disconnect: bool | None = None,
     ) -> Stream[StreamEvent, Execution]:
         """Run a shell command (`POST /command`) and stream its events; `run()` folds them.
 
@@ -162,6 +163,10 @@ class ExecdClient(FileOperations, PtyOperations):
         closed after its last byte; `True` leaves the pipe open for `send_command_stdin` /
         `close_command_stdin`. A server without the extension: `StdinNotSupportedError`.
 
+        `kill_on_disconnect` (an osbox extension): whether `osbox serve` kills a foreground command
+        whose stream this client drops before it ends (None: the server's default, which is to kill
+        it; the reference always keeps it running).
+
             result = execd.run_command("ls /", envs={"LC_ALL": "C"}).run()
             result.exit_code, result.stdout
             started = execd.run_command("python -m http.server", background=True).run()
@@ -172,11 +177,25 @@ class ExecdClient(FileOperations, PtyOperations):
             background=background,
             **given(cwd=cwd, timeout=_timeout_ms(timeout), uid=uid, gid=gid, envs=envs),
         )
-        spec = _execution_stream("/command", body.to_wire(), chunks=False, framing=framing)
+        spec = _execution_stream(
+            "/command", body.to_wire(), chunks=False, framing=framing, kill_on_disconnect=kill_on_disconnect
+        )
+        return self._piped(spec, stdin, background=background, unpiped="command")
+
+    def _piped(
+        self,
+        spec: StreamRequest[StreamEvent, Execution],
+        stdin: StdinSource | bool | None,
+        *,
+        background: bool = False,
+        unpiped: StopUnpiped,
+    ) -> Stream[StreamEvent, Execution]:
+        """The stream of `spec`, whose run reads `stdin` (see `PipedStream`) when there is one."""
         if stdin is None or stdin is False:
             return self._stream(spec)
         spec.request.headers = {**(spec.request.headers or {}), **PIPE_HEADERS}
-        return PipedStream(self, spec, None if stdin is True else stdin, background=background)
+        source = None if stdin is True else stdin
+        return PipedStream(self, spec, source, background=background, unpiped=unpiped)
 
     def send_command_stdin(self, command_id: str, data: StdinSource, *, eof: bool = False) -> None:
         """Write `data` to the stdin of a command started with `stdin=True`; `eof=True` closes it after.
@@ -255,18 +274,26 @@ class ExecdClient(FileOperations, PtyOperations):
         cwd: str | None = None,
         timeout: float | None = None,
         framing: OutputFraming = "exact",
+        stdin: StdinSource | bool | None = None,
+        kill_on_disconnect: bool | None = None,
     ) -> Stream[StreamEvent, Execution]:
         """Run a command in a session (`POST /session/{id}/run`); stderr arrives merged into stdout.
 
-        `timeout` is in seconds (sent as milliseconds); None means no limit. `framing` as for
-        `run_command`.
+        `timeout` is in seconds (sent as milliseconds); None means the server's default (24 h).
+        `framing`, `stdin` and `kill_on_disconnect` as for `run_command` (`stdin=True`: feed it with
+        `send_command_stdin(stream.command_id, ...)`). Against a server without the stdin extension
+        the run goes on there with an empty stdin, and `StdinNotSupportedError` is raised.
 
             execd.run_in_session(sid, "export X=1 && cd /tmp").run()
             assert execd.run_in_session(sid, "echo $X $PWD").run().stdout == "1 /tmp\\n"
+            execd.run_in_session(sid, "read NAME; export NAME", stdin="ada\\n").run()
         """
         body = RunInSessionRequest(command=command, **given(cwd=cwd, timeout=_timeout_ms(timeout)))
         route = path("/session/{id}/run", id=session_id)
-        return self._stream(_execution_stream(route, body.to_wire(), chunks=False, framing=framing))
+        spec = _execution_stream(
+            route, body.to_wire(), chunks=False, framing=framing, kill_on_disconnect=kill_on_disconnect
+        )
+        return self._piped(spec, stdin, unpiped="none")
 
     def delete_session(self, session_id: str) -> None:
         """End a session, killing a run in progress (`DELETE /session/{id}`).
@@ -327,6 +354,8 @@ class ExecdClient(FileOperations, PtyOperations):
         context_id: str | None = None,
         language: str | None = None,
         timeout: float | None = None,
+        stdin: StdinSource | bool | None = None,
+        kill_on_disconnect: bool | None = None,
     ) -> Stream[StreamEvent, Execution]:
         """Run code in a context (`POST /code`) and stream its events; `run()` folds them.
 
@@ -335,7 +364,8 @@ class ExecdClient(FileOperations, PtyOperations):
         `Execution.results` is a `CodeResult`: `.text` and `.data` (keyed by MIME type: `text/plain`,
         `image/png`, `text/html`, ...) read the bundles of the reference and of the spec alike.
         `timeout` (seconds, an osbox extension other servers ignore): past it, `osbox serve` interrupts
-        the cell, which ends with a `Timeout` error.
+        the cell, which ends with a `Timeout` error. `stdin` and `kill_on_disconnect` (osbox extensions,
+        as for `run_command`) apply to `bash` contexts' cells; a python cell reads no stdin.
 
             ctx = execd.create_context("python")
             out = execd.execute_code("1 + 1", context_id=ctx.id, language="python").run()
@@ -346,7 +376,11 @@ class ExecdClient(FileOperations, PtyOperations):
             context = CodeContext(language=language or "", **given(id=context_id))
         body = RunCodeRequest(code=code, **given(context=context, timeout=_timeout_ms(timeout)))
         # Kernels send output in chunks carrying their own newlines; a shell (no language) sends lines.
-        return self._stream(_execution_stream("/code", body.to_wire(), chunks=bool(language or context_id)))
+        in_context = bool(language or context_id)
+        spec = _execution_stream(
+            "/code", body.to_wire(), chunks=in_context, kill_on_disconnect=kill_on_disconnect
+        )
+        return self._piped(spec, stdin, unpiped="code" if in_context else "command")
 
     def interrupt_code(self, context_id: str) -> None:
         """Interrupt the cell running in a context (`DELETE /code?id=`); it ends with a KeyboardInterrupt.

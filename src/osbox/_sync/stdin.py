@@ -4,17 +4,17 @@
     with execd.run_command("sort", stdin=b"b\\na\\n") as stream:   # what run_command(stdin=...) returns
         for event in stream: ...
 
-On first use it checks that the server gave the command a pipe (else it stops the command and
-raises `StdinNotSupportedError`), then feeds `stdin` beside the output: a foreground command's
-feeder stops when the stream ends, a background one's is waited for (its input is all written by
-the time the stream closes). See `osbox._stdin` for what is shared with the sync twin.
+On first use it checks that the server gave the command a pipe (else it stops the command as
+`unpiped` says, and raises `StdinNotSupportedError`), then feeds `stdin` beside the output: a
+foreground command's feeder stops when the stream ends, a background one's is waited for (its
+input is all written by the time the stream closes). See `osbox._stdin` for what is shared with the sync twin.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import httpx2
 
@@ -35,7 +35,12 @@ if TYPE_CHECKING:
     from .._operation import StreamRequest
     from .execd import ExecdClient
 
-__all__ = ["PipedStream"]
+__all__ = ["PipedStream", "StopUnpiped"]
+
+#: How to stop a run the server started without a pipe, by the id in its `init` event: `DELETE
+#: /command?id=`, `DELETE /code?id=` (interrupts the cell), or not at all (a session run: on the
+#: reference, stopping one deletes its session).
+StopUnpiped = Literal["command", "code", "none"]
 
 
 class PipedStream(Stream[StreamEvent, Execution]):
@@ -48,11 +53,13 @@ class PipedStream(Stream[StreamEvent, Execution]):
         stdin: StdinSource | None,
         *,
         background: bool,
+        unpiped: StopUnpiped = "command",
     ) -> None:
         super().__init__(execd, spec)
         self._execd = execd
         self._stdin = stdin
         self._background = background
+        self._unpiped = unpiped
         self._feeder: Feeder | None = None
         #: The command's id, known as soon as the stream is open.
         self.command_id: str | None = None
@@ -87,6 +94,9 @@ class PipedStream(Stream[StreamEvent, Execution]):
     def _stop_unpiped(self, response: httpx2.Response) -> None:
         """The server started the command without a pipe: stop it (its id is in the first event)."""
         head = b""
+        if self._unpiped == "none":
+            self.close()
+            return
         try:
             for chunk in response.iter_bytes():
                 head += chunk
@@ -94,8 +104,11 @@ class PipedStream(Stream[StreamEvent, Execution]):
                     break
             first = json.loads(head.split(b"\n\n", 1)[0].removeprefix(b"data:"))
             if isinstance(first, dict) and first.get("type") == "init" and first.get("text"):
-                self._execd.interrupt_command(str(first["text"]))
-        except (ValueError, httpx2.HTTPError):
+                if self._unpiped == "code":
+                    self._execd.interrupt_code(str(first["text"]))
+                else:
+                    self._execd.interrupt_command(str(first["text"]))
+        except (ValueError, httpx2.HTTPError, OsboxError):
             pass  # nothing more to do: the error raised says what happened
         finally:
             self.close()

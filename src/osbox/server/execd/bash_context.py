@@ -4,10 +4,14 @@ No bash Jupyter kernel ships with Debian, so a `bash` context is a bash session 
 each cell is a fresh `bash` that restores the context's exported variables and cwd, runs the
 code, and saves them again, so `export X=1` and `cd /tmp` carry over from cell to cell (functions,
 aliases and unexported variables do not). On the wire a cell looks like a kernel's: `init{text=
-context id}`, `stdout` chunks that carry their own newlines (stderr is merged into stdout), then
-for a non-zero exit `error{ename: "CommandExecError", evalue: "<exit status>"}`, and always
-`execution_complete` last. A cell past its timeout is killed (its state changes are lost) and ends
-with a `Timeout` error; `DELETE /code?id=` sends it SIGINT.
+context id}`, `stdout` chunks exactly as written (stderr is merged into stdout; bytes that are
+not UTF-8 as `\\udcXX` escapes, as in osbox's exact framing of commands), then for a non-zero
+exit `error{ename: "CommandExecError", evalue: "<exit status>"}`, and always
+`execution_complete` last. A cell past its timeout (`timeout` in the request, else
+`DEFAULT_RUN_TIMEOUT_S`, a session run's: 24 h) is killed (its state changes are lost) and ends with
+a `Timeout` error; `DELETE /code?id=` sends it SIGINT. As for session runs, `OSBOX-STDIN: pipe` gives
+a cell a stdin pipe (fed by `POST /command/{cell id}/stdin`), and a client that drops a running
+cell's stream leaves no process behind (`disconnect`).
 """
 
 from __future__ import annotations
@@ -20,13 +24,18 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from osbox._wire import OUTPUT_FRAMING_EXACT
+
 from .commands import DEFAULT_CWD, spawn_or_fail
+from .disconnect import on_disconnect
 from .runner import Execution, RunSpec
-from .sessions import SESSION_SCRIPT
+from .sessions import DEFAULT_RUN_TIMEOUT_S, SESSION_SCRIPT
+from .stdin import announce_pipe, pipe_for
 from .streaming import EventChannel, frame, parse_frames
 
 if TYPE_CHECKING:
     from starlette.requests import Request
+    from starlette.responses import Response
 
     from osbox.server._backend.base import SandboxHandle
 
@@ -62,6 +71,10 @@ class ContextBase:
         """The context as the API shows it."""
         return {"id": self.id, "language": self.language}
 
+    def answer(self, response: Response, *, kill: bool) -> Response:
+        """The running cell's stream as sent: a kernel's cell outlives its client (it is left as is)."""
+        return response
+
 
 @dataclass
 class BashContext(ContextBase):
@@ -87,17 +100,27 @@ class BashContext(ContextBase):
 
     async def start_cell(self, request: Request, code: str, timeout_s: float | None) -> EventChannel:
         """Start `code` as this context's next cell; its events come on the returned channel."""
+        timeout_s = timeout_s or DEFAULT_RUN_TIMEOUT_S
         spec = RunSpec(
             argv=["bash", "-c", SESSION_SCRIPT, "osbox-session", code, self.state_path, ""],
             cwd=DEFAULT_CWD,
             merge_stderr=True,
+            framing=OUTPUT_FRAMING_EXACT,  # chunks as written, as a kernel's stream messages are
+            stdin=pipe_for(request.headers),
         )
         run = Execution(f"{self.id}-{secrets.token_hex(4)}", code, spec)
-        await spawn_or_fail(run, request)
+        await spawn_or_fail(run, request)  # closes the stdin pipe if it fails
         self.run = run
         channel = EventChannel()
         self.cell = asyncio.create_task(_relay(run, channel, timeout_s), name=f"osbox-bash-cell-{self.id}")
         return channel
+
+    def answer(self, response: Response, *, kill: bool) -> Response:
+        """The running cell's stream as sent: its stdin pipe announced, killed if the client leaves."""
+        assert self.run is not None
+        if self.run.stdin is not None:
+            announce_pipe(response, self.run.id)
+        return on_disconnect(response, self.run, kill=kill)
 
     async def close(self) -> None:
         """Kill the running cell and remove the session's state files."""
@@ -109,32 +132,29 @@ class BashContext(ContextBase):
             await self.handle.sessions.drop(self.state_path)
 
 
-async def _relay(run: Execution, channel: EventChannel, timeout_s: float | None) -> None:
+async def _relay(run: Execution, channel: EventChannel, timeout_s: float) -> None:
     """The run's line events as a kernel's cell events (see the module docstring)."""
     assert run.channel is not None
     started = time.monotonic()
     finished = False
-    timer = None
     timed_out = asyncio.Event()
-    if timeout_s is not None:
 
-        async def expire() -> None:
-            await asyncio.sleep(timeout_s)
-            timed_out.set()
-            await run.kill()
+    async def expire() -> None:
+        await asyncio.sleep(timeout_s)
+        timed_out.set()
+        await run.kill()
 
-        timer = asyncio.create_task(expire())
+    timer = asyncio.create_task(expire())
     failed: bytes | None = None
     try:
         async for raw in run.channel.events():
             for event in parse_frames(raw):
                 kind = event.get("type")
                 if kind in ("stdout", "stderr"):
-                    text = event.get("text", "")
-                    await channel.publish(frame("stdout", text=text if text == "\n" else text + "\n"))
+                    await channel.publish(frame("stdout", text=event.get("text", "")))
                 elif kind == "error":
                     failed = frame("error", error=event.get("error") or {})
-        if timeout_s is not None and timed_out.is_set():
+        if timed_out.is_set():
             failed = timeout_error(timeout_s, "it was killed")
         if failed is not None:
             await channel.publish(failed)
@@ -143,7 +163,6 @@ async def _relay(run: Execution, channel: EventChannel, timeout_s: float | None)
         await channel.close()
         finished = True
     finally:
-        if timer is not None:
-            timer.cancel()
+        timer.cancel()
         if not finished:
             channel.abort()

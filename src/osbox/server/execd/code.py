@@ -55,6 +55,7 @@ from osbox.server._logtail import tail
 
 from .bash_context import BashContext, ContextBase, cell_error, timeout_error
 from .commands import DEFAULT_CWD, new_id, resolve_cwd, spawn_or_fail
+from .disconnect import kill_wanted
 from .errors import (
     MISSING_QUERY,
     NOT_SUPPORTED,
@@ -76,6 +77,7 @@ from .inputs import (
 from .kernel_files import KernelFiles, confined_client
 from .runner import Execution, RunSpec
 from .state import SandboxApi
+from .stdin import pipe_requested
 from .streaming import EventChannel, event_response, frame
 
 if TYPE_CHECKING:
@@ -213,13 +215,16 @@ class CodeApi(SandboxApi):
         else:
             return await self._run_shell(request, code)  # the reference runs it as a shell command
 
+        if isinstance(context, CodeContext) and pipe_requested(request.headers):
+            raise bad_request(f"{context.language} cells read no stdin ('OSBOX-STDIN: pipe'): bash cells do")
+        kill = kill_wanted(request.headers, self._state(request).limits.kill_on_disconnect)
         init = frame("init", text=context.id)
         async with context.lock:
             if context.busy:
                 busy = ExecdError(500, RUNTIME_ERROR, f"code context {context.id} is busy running a cell")
                 return event_response(init, None, error_event(busy))
             channel = await context.start_cell(request, code, timeout_s)
-        return event_response(init, channel)
+        return context.answer(event_response(init, channel), kill=kill)
 
     async def interrupt(self, request: Request) -> Response:
         """`DELETE /code?id=`: interrupt the context's running cell (SIGINT to the kernel)."""

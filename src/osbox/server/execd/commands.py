@@ -23,10 +23,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from osbox._wire import COMMAND_ID_HEADER, LOG_CURSOR_HEADER, STDIN_HEADER, STDIN_PIPE
+from osbox._wire import LOG_CURSOR_HEADER
 from osbox.server._backend.base import BackendError
 
-from .disconnect import kill_on_disconnect
+from .disconnect import kill_wanted, on_disconnect
 from .errors import CONTEXT_NOT_FOUND, RUNTIME_ERROR, ExecdError, bad_request, in_sandbox, not_found
 from .inputs import (
     INT32_MAX,
@@ -42,7 +42,7 @@ from .inputs import (
 from .output import framing_headers, framing_of
 from .runner import Execution, RunSpec
 from .state import SandboxApi, StateStore
-from .stdin import CommandInputApi, StdinPipe
+from .stdin import CommandInputApi, announce_pipe, pipe_for
 from .streaming import event_response, frame
 
 __all__ = ["DEFAULT_CWD", "CommandsApi", "command_of", "resolve_cwd", "spawn_or_fail"]
@@ -89,8 +89,14 @@ async def resolve_cwd(request: Request, path: str, env: dict[str, str] | None = 
 
 
 async def spawn_or_fail(execution: Execution, request: Request) -> None:
-    """Start an execution; a spawn failure becomes a 500 before any event is sent."""
-    check_exec_size(execution.spec.argv, execution.spec.env)
+    """Start an execution; a spawn failure becomes a 500 before any event is sent (and closes the
+    execution's stdin pipe, if it has one)."""
+    try:
+        check_exec_size(execution.spec.argv, execution.spec.env)
+    except ExecdError:
+        if execution.stdin is not None:
+            execution.stdin.close()
+        raise
     try:
         await execution.start(sandbox_of(request))
     except BackendError as exc:
@@ -129,7 +135,6 @@ class CommandsApi(SandboxApi):
         cwd_arg = optional_str(body.get("cwd"), "cwd")
         cwd = await resolve_cwd(request, cwd_arg, envs or None) if cwd_arg else DEFAULT_CWD
         timeout_s = timeout_ms / 1000 if timeout_ms else None
-        piped = request.headers.get(STDIN_HEADER, "").lower() == STDIN_PIPE
         return await self.start(
             request,
             command,
@@ -140,7 +145,6 @@ class CommandsApi(SandboxApi):
             timeout_s,
             background=background,
             framing=framing_of(request.headers),
-            stdin_pipe=piped,
         )
 
     async def start(
@@ -155,15 +159,15 @@ class CommandsApi(SandboxApi):
         *,
         background: bool = False,
         framing: str = "lines",
-        stdin_pipe: bool = False,
     ) -> Response:
         """Start `bash -c command` and answer with its stream (`init`, then output, for a foreground one).
 
-        `framing` is how output is framed (`output.framing_of`); `stdin_pipe`: its stdin is a pipe fed
-        by `POST /command/{id}/stdin` (else /dev/null)."""
+        `framing` is how output is framed (`output.framing_of`). The request's headers may ask for a
+        stdin pipe (`stdin.pipe_for`) and choose what a dropped stream does (`disconnect`)."""
         state = self._state(request)
+        kill = kill_wanted(request.headers, state.limits.kill_on_disconnect)
         command_id = new_id()
-        stdin = StdinPipe() if stdin_pipe else None
+        stdin = pipe_for(request.headers)
         spec = RunSpec(
             argv=["bash", "-c", command],
             cwd=cwd,
@@ -192,17 +196,14 @@ class CommandsApi(SandboxApi):
         else:
             response = event_response(init, execution.channel, headers=framing_headers(framing))
         if stdin is not None:
-            response.headers[STDIN_HEADER] = STDIN_PIPE
-            response.headers[COMMAND_ID_HEADER] = command_id
-        if background or not state.limits.kill_on_disconnect:
-            return response
-        return kill_on_disconnect(response, execution)
+            announce_pipe(response, command_id)
+        return response if background else on_disconnect(response, execution, kill=kill)
 
     async def interrupt(self, request: Request) -> Response:
         """`DELETE /command?id=`: SIGTERM, up to 3 s, SIGKILL; answers once it has exited."""
         target = query_one(request, "id")
         state = self._state(request)
-        execution = state.commands.get(target)
+        execution = state.find_run(target)
         if execution is None:
             if target in state.sessions:
                 response: Response = await self._delete_session(request, target)

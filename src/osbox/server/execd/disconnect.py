@@ -1,10 +1,15 @@
-"""A foreground command ends with its stream: a client that drops it leaves no process behind.
+"""A streamed run ends with its stream: a client that drops it leaves no process behind.
 
 The reference execd keeps a foreground command running after its client has gone (wire-behaviour
 §1.4), which leaves an interrupted `osbox exec` or a crashed script's commands running unseen.
-osbox kills the command's process group (SIGKILL) when the response ends before the command
-has: the client disconnected (noticed at once, or at the next write, a keepalive ping at most
-3 s later). `ServerConfig.kill_on_disconnect = False` keeps the reference's behaviour.
+osbox kills the run's process group (SIGKILL) when the response ends before the run has: the
+client disconnected (noticed at once, or at the next write, a keepalive ping at most 3 s later).
+This holds for foreground commands, session runs and bash-context cells alike (not for background
+commands, nor python cells, whose kernel outlives any one client).
+
+Configurable: the server's default is `ServerConfig.kill_on_disconnect` (`osbox serve
+--keep-on-disconnect` keeps the reference's behaviour); one request chooses for itself with osbox's
+header `OSBOX-ON-DISCONNECT: kill|keep`, and the response says which applies (same header).
 """
 
 from __future__ import annotations
@@ -14,16 +19,21 @@ from typing import TYPE_CHECKING
 
 from starlette.responses import Response
 
+from osbox._wire import ON_DISCONNECT_HEADER, ON_DISCONNECT_KEEP, ON_DISCONNECT_KILL
+
+from .errors import bad_request
+
 if TYPE_CHECKING:
+    from starlette.datastructures import Headers
     from starlette.types import Receive, Scope, Send
 
     from .runner import Execution
 
-__all__ = ["kill_on_disconnect"]
+__all__ = ["kill_wanted", "on_disconnect"]
 
 
 class _KillOnDisconnect(Response):
-    """Serves `inner`; if it ends while the command still runs, the client is gone: kill it."""
+    """Serves `inner`; if it ends while the run still runs, the client is gone: kill it."""
 
     def __init__(self, inner: Response, execution: Execution) -> None:
         # No Response.__init__: the inner response carries the status, headers and body.
@@ -41,6 +51,18 @@ class _KillOnDisconnect(Response):
                 process.signal_group(signal.SIGKILL)
 
 
-def kill_on_disconnect(response: Response, execution: Execution) -> Response:
-    """`response`, killing `execution`'s process group if the client leaves before it exits."""
-    return _KillOnDisconnect(response, execution)
+def kill_wanted(headers: Headers, default: bool) -> bool:
+    """Whether a dropped stream kills the run: the request's `OSBOX-ON-DISCONNECT`, else `default`."""
+    value = headers.get(ON_DISCONNECT_HEADER)
+    if value is None:
+        return default
+    choice = value.strip().lower()
+    if choice not in (ON_DISCONNECT_KILL, ON_DISCONNECT_KEEP):
+        raise bad_request(f"{ON_DISCONNECT_HEADER} must be {ON_DISCONNECT_KILL!r} or {ON_DISCONNECT_KEEP!r}")
+    return choice == ON_DISCONNECT_KILL
+
+
+def on_disconnect(response: Response, execution: Execution, *, kill: bool) -> Response:
+    """A run's stream as answered: says whether a dropped stream kills it, and does so if it does."""
+    response.headers[ON_DISCONNECT_HEADER] = ON_DISCONNECT_KILL if kill else ON_DISCONNECT_KEEP
+    return _KillOnDisconnect(response, execution) if kill else response

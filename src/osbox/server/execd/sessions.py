@@ -10,6 +10,10 @@ only the session id and the run in progress. stderr is merged into stdout.
 At most `max_sessions` sessions per sandbox (a 429 `LIMIT_EXCEEDED` beyond); each runs at most one
 command at a time, so sessions cannot get round the cap on running commands.
 
+osbox's extensions, as for `POST /command`: `OSBOX-STDIN: pipe` gives the run a stdin pipe (fed by
+`POST /command/{run id}/stdin`, the id in `OSBOX-COMMAND-ID`; without it the run reads /dev/null),
+and a client that drops the stream of a running run leaves no process behind (`disconnect`).
+
 Decision: one run at a time per session; a second concurrent run gets `init` and then a bare
 `{code: RUNTIME_ERROR, message: "session ... is busy"}` (§4.2), like the reference's busy context.
 A run killed by its timeout or by `DELETE` saves no state.
@@ -23,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .commands import DEFAULT_CWD, command_of, new_id, resolve_cwd, spawn_or_fail
+from .disconnect import kill_wanted, on_disconnect
 from .errors import (
     RUNTIME_ERROR,
     ExecdError,
@@ -33,10 +38,12 @@ from .inputs import MAX_TIMEOUT_MS, json_body, json_object, optional_int, option
 from .output import framing_headers, framing_of
 from .runner import Execution, RunSpec
 from .state import SandboxApi, Session
+from .stdin import announce_pipe, pipe_for
 from .streaming import event_response, frame
 
 __all__ = ["SESSION_SCRIPT", "SessionsApi"]
 
+#: A run (and a bash context's cell) without a `timeout` is killed after this long: the reference's.
 DEFAULT_RUN_TIMEOUT_S = 24 * 3600.0
 
 #: `bash -c SESSION_SCRIPT osbox-session <command> <state path> <cwd or "">`
@@ -78,6 +85,7 @@ class SessionsApi(SandboxApi):
         timeout_ms = optional_int(body.get("timeout"), "timeout", maximum=MAX_TIMEOUT_MS)
         cwd_arg = optional_str(body.get("cwd"), "cwd")
         cwd = await resolve_cwd(request, cwd_arg) if cwd_arg else ""
+        kill = kill_wanted(request.headers, self._state(request).limits.kill_on_disconnect)
 
         async with session.lock:
             if session.current is not None and session.current.running:
@@ -89,12 +97,16 @@ class SessionsApi(SandboxApi):
                 timeout_s=timeout_ms / 1000 if timeout_ms else DEFAULT_RUN_TIMEOUT_S,
                 merge_stderr=True,
                 framing=framing_of(request.headers),
+                stdin=pipe_for(request.headers),
             )
             execution = Execution(f"{session.id}-{secrets.token_hex(4)}", command, spec)
-            await spawn_or_fail(execution, request)
+            await spawn_or_fail(execution, request)  # closes the stdin pipe if it fails
             session.current = execution
         init = frame("init", text=session.id)
-        return event_response(init, execution.channel, headers=framing_headers(execution.spec.framing))
+        response = event_response(init, execution.channel, headers=framing_headers(execution.spec.framing))
+        if spec.stdin is not None:
+            announce_pipe(response, execution.id)
+        return on_disconnect(response, execution, kill=kill)
 
     async def delete(self, request: Request, session_id: str | None = None) -> Response:
         """`DELETE /session/{id}`: kill a running run, remove the session and its state files."""

@@ -147,6 +147,16 @@ class SandboxState:
         runs += [s.current for s in self.sessions.values() if s.current is not None]
         return runs
 
+    def find_run(self, run_id: str) -> Execution | None:
+        """A command, or the current run of a session or bash context, by the id `OSBOX-COMMAND-ID`
+        gave it (what `/command/{id}/stdin`, `/signal` and `DELETE /command?id=` take)."""
+        found = self.commands.get(run_id)
+        if found is not None:
+            return found
+        runs = [s.current for s in self.sessions.values()]
+        runs += [getattr(c, "run", None) for c in self.contexts.values()]  # bash contexts have one
+        return next((run for run in runs if run is not None and run.id == run_id), None)
+
 
 class StateStore:
     """Sandbox states keyed by sandbox id, with their log files under one private dir.

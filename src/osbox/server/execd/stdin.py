@@ -33,14 +33,26 @@ from typing import TYPE_CHECKING
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from .errors import ExecdError, bad_request
+from osbox._wire import COMMAND_ID_HEADER, STDIN_HEADER, STDIN_PIPE
+
+from .errors import CONTEXT_NOT_FOUND, ExecdError, bad_request, not_found
 from .inputs import json_body, json_object
 from .state import SandboxApi
 
 if TYPE_CHECKING:
+    from starlette.datastructures import Headers
+
     from .runner import Execution
 
-__all__ = ["STDIN_CLOSED", "CommandInputApi", "StdinClosed", "StdinPipe"]
+__all__ = [
+    "STDIN_CLOSED",
+    "CommandInputApi",
+    "StdinClosed",
+    "StdinPipe",
+    "announce_pipe",
+    "pipe_for",
+    "pipe_requested",
+]
 
 STDIN_CLOSED = "STDIN_CLOSED"
 STDIN_NOT_PIPED = "STDIN_NOT_PIPED"
@@ -114,6 +126,22 @@ class StdinPipe:
         os.close(fd)
 
 
+def pipe_requested(headers: Headers) -> bool:
+    """Whether the request asks for a stdin pipe (`OSBOX-STDIN: pipe`)."""
+    return headers.get(STDIN_HEADER, "").lower() == STDIN_PIPE
+
+
+def pipe_for(headers: Headers) -> StdinPipe | None:
+    """A stdin pipe for a run whose request asks for one, else None (it reads /dev/null)."""
+    return StdinPipe() if pipe_requested(headers) else None
+
+
+def announce_pipe(response: Response, run_id: str) -> None:
+    """Tell the client its run reads a pipe, fed by `POST /command/{run_id}/stdin`."""
+    response.headers[STDIN_HEADER] = STDIN_PIPE
+    response.headers[COMMAND_ID_HEADER] = run_id
+
+
 def _signal_number(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise bad_request("'signal' must be a signal name (e.g. SIGINT) or number")
@@ -130,7 +158,11 @@ class CommandInputApi(SandboxApi):
     """`POST /command/{id}/stdin` and `POST /command/{id}/signal` over the commands' state."""
 
     def _command(self, request: Request) -> Execution:
-        return self._find(self._state(request).commands, request.path_params["id"], "command")
+        run_id = request.path_params["id"]
+        found = self._state(request).find_run(run_id)
+        if found is None:
+            raise not_found(f"command {run_id} not found", CONTEXT_NOT_FOUND)
+        return found
 
     async def stdin(self, request: Request) -> Response:
         """`POST /command/{id}/stdin[?eof=true]`: write the body to the command's stdin (then close it)."""
