@@ -56,6 +56,8 @@ ALREADY_CONNECTED = "ALREADY_CONNECTED"
 INVALID_FRAME = "INVALID_FRAME"
 START_FAILED = "START_FAILED"
 STDIN_WRITE_FAILED = "STDIN_WRITE_FAILED"
+#: The error code of input, a resize or a signal sent on a read-only viewer's connection.
+READ_ONLY = "READ_ONLY"
 _OFFSET_BYTES = 8
 
 
@@ -102,6 +104,15 @@ def check_size(cols: int, rows: int) -> None:
     for name, value in (("cols", cols), ("rows", rows)):
         if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 65535:
             raise ValueError(f"{name} must be an integer from 1 to 65535, not {value!r}")
+
+
+def read_only_error() -> PtyError:
+    """The PtyError for input on a read-only viewer's connection (raised before anything is sent)."""
+    return PtyError(
+        "this PTY connection is read-only (readonly=True): it cannot type, resize or signal; "
+        "connect without readonly (takeover=True takes the session from its holder) to do so",
+        code=READ_ONLY,
+    )
 
 
 def as_bytes(data: bytes | str) -> bytes:
@@ -169,7 +180,9 @@ async def _arecv_within(ws: AsyncWebSocket, seconds: float | None) -> str | byte
     return await asyncio.wait_for(ws.recv(), seconds)
 
 
-def pty_ws_url(base_url: str, session_id: str, *, since: int | None, takeover: bool, pipe: bool) -> str:
+def pty_ws_url(
+    base_url: str, session_id: str, *, since: int | None, takeover: bool, pipe: bool, readonly: bool = False
+) -> str:
     """The WebSocket URL of a session, from execd's HTTP base URL (a path prefix is kept)."""
     scheme, _, rest = base_url.partition("://")
     ws_scheme = "wss" if scheme == "https" else "ws"
@@ -180,6 +193,8 @@ def pty_ws_url(base_url: str, session_id: str, *, since: int | None, takeover: b
         query["takeover"] = "1"
     if pipe:
         query["pty"] = "0"
+    if readonly:
+        query["readonly"] = "1"
     suffix = f"?{urlencode(query)}" if query else ""
     return f"{ws_scheme}://{rest.rstrip('/')}/pty/{session_id}/ws{suffix}"
 

@@ -285,6 +285,93 @@ def _post(execd: object, body: object) -> None:
     execd._call(APIRequest("POST", "/pty", json=body, parse=no_content))  # type: ignore[attr-defined]
 
 
+def test_the_size_holds_before_the_shell_starts(sandbox: Sandbox) -> None:
+    execd = sandbox.execd
+    session_id = execd.create_pty(command="stty size", cols=101, rows=31)  # no resize from the client
+    try:
+        with execd.connect_pty(session_id) as conn:
+            assert b"".join(output.data for output in conn) == b"31 101\r\n"  # its first output
+            assert conn.exit_code == 0
+    finally:
+        execd.delete_pty(session_id)
+    with sandbox.pty.create(132, 43, command="stty size") as term:
+        assert term.read_until("\n") == b"43 132\r\n"
+    for bad in ({"cols": 0}, {"rows": "40"}, {"cols": 70000, "rows": 10}, {"cols": True}):
+        with pytest.raises(BadRequestError, match=r"cols|rows"):
+            _post(execd, bad)
+    with pytest.raises(ValueError, match="rows"):
+        execd.create_pty(cols=80, rows=0)
+
+
+def test_read_only_viewers_watch_beside_the_holder(sandbox: Sandbox) -> None:
+    term = sandbox.pty.create()
+    try:
+        term.send_input("echo before-$((2*3))\n")
+        term.read_until("before-6")
+        viewer = sandbox.pty.connect(term.session_id, readonly=True)
+        second = sandbox.pty.connect(term.session_id, readonly=True, since=term.offset)
+        viewer.read_until("before-6")  # what was kept comes first, as for any client
+        term.send_input("echo live-$((6*7))\n")  # the holder still holds it: viewers took nothing
+        viewer.read_until("live-42")
+        second.read_until("live-42")
+        with pytest.raises(PtyError) as refused:
+            viewer.send_input("echo nope\n")
+        assert refused.value.code == "READ_ONLY"
+        with pytest.raises(PtyError):
+            viewer.resize(10, 10)
+
+        taker = sandbox.pty.connect(term.session_id, takeover=True)  # takeover still works
+        with pytest.raises(PtyError) as taken:
+            while True:
+                term.read(timeout=30)
+        assert taken.value.code == "TAKEN_OVER"
+        taker.send_input("echo taken-$((5*5)); exit 6\n")
+        viewer.read_until("taken-25")
+        assert viewer.wait() == 6 and second.wait() == 6 and taker.wait() == 6  # every viewer sees the exit
+    finally:
+        term.kill()
+
+
+def test_a_viewer_is_refused_input_on_the_wire(sandbox: Sandbox) -> None:
+    execd = sandbox.execd
+    headers = {name: value for name, value in execd._headers.items() if name.lower() != "accept"}
+    term = sandbox.pty.create()
+    url = execd.base_url.replace("http", "ws", 1) + f"/pty/{term.session_id}/ws"
+    try:
+        term.read_until(PROMPT)
+        with connect(url + "?readonly=1", additional_headers=headers) as ws:
+            frames = [ws.recv(timeout=30) for _ in range(2)]  # the replay and `connected`
+            connected = json.loads(next(f for f in frames if isinstance(f, str)))
+            assert connected["readonly"] is True and connected["type"] == "connected"
+            ws.send(b"\x00touch /tmp/typed-by-a-viewer\n")
+            ws.send(json.dumps({"type": "resize", "cols": 20, "rows": 5}))
+            ws.send(json.dumps({"type": "ping"}))
+            answers = [json.loads(ws.recv(timeout=30)) for _ in range(3)]
+            assert [a.get("code") for a in answers] == ["READ_ONLY", "READ_ONLY", None]
+            assert answers[2] == {"type": "pong"}
+        term.send_input("stty size; test -e /tmp/typed-by-a-viewer || echo absent-$((2+2))\n")
+        assert b"24 80" in term.read_until("absent-4")  # neither the keys nor the resize arrived
+        with pytest.raises(InvalidStatus) as both:
+            connect(url + "?readonly=1&takeover=1", additional_headers=headers)
+        assert both.value.response.status_code == 400
+    finally:
+        term.kill()
+
+
+async def test_the_async_twin_size_and_viewer(server: LocalServer) -> None:
+    async with await AsyncSandbox.create(base_url=server.base_url + "/v1", api_key=API_KEY) as sandbox:
+        term = await sandbox.pty.create(77, 19, command="stty size; read line; echo got $line")
+        viewer = await sandbox.pty.connect(term.session_id, readonly=True)
+        assert await term.read_until("\n") == b"19 77\r\n"
+        await viewer.read_until("19 77")
+        with pytest.raises(PtyError):
+            await viewer.send_input("no\n")
+        await term.send_input("yes\n")
+        await viewer.read_until("got yes")
+        assert await viewer.wait() == 0 and await term.wait() == 0
+        await term.kill()
+
+
 # --- `osbox shell`, as a user runs it in a terminal ------------------------------------------------------
 
 

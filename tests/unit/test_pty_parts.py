@@ -89,6 +89,9 @@ def test_the_websocket_url() -> None:
     assert pty_ws_url("http://h:1", "p1", since=5, takeover=True, pipe=True) == (
         "ws://h:1/pty/p1/ws?since=5&takeover=1&pty=0"
     )
+    assert pty_ws_url("http://h:1", "p1", since=None, takeover=False, pipe=False, readonly=True) == (
+        "ws://h:1/pty/p1/ws?readonly=1"
+    )
 
 
 def test_exit_statuses_are_a_shells() -> None:

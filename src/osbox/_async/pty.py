@@ -35,6 +35,7 @@ from .._pty import (
     control,
     frame_error,
     pty_ws_url,
+    read_only_error,
     stdin_frame,
 )
 from .client import AsyncAPIClient
@@ -55,11 +56,16 @@ class AsyncPtyConnection:
 
     `offset` is where the next output byte starts in the session's output: reconnect with
     `since=offset` to get exactly what was missed. `exit_code` is set once the exit frame came.
+    A `readonly` connection (a viewer) only reads: sending input, a resize or a signal raises
+    `PtyError` with `code == "READ_ONLY"`.
     """
 
-    def __init__(self, ws: ClientConnection, session_id: str, since: int | None) -> None:
+    def __init__(
+        self, ws: ClientConnection, session_id: str, since: int | None, *, readonly: bool = False
+    ) -> None:
         self._ws = ws
         self.session_id = session_id
+        self.readonly = readonly
         self._stream = PtyStream(since)
 
     @property
@@ -95,6 +101,8 @@ class AsyncPtyConnection:
     async def _send(self, message: bytes | str) -> None:
         from websockets.exceptions import ConnectionClosed
 
+        if self.readonly and message != control("ping"):
+            raise read_only_error()
         try:
             await self._ws.send(message)
         except ConnectionClosed as exc:
@@ -148,16 +156,25 @@ def _closed(exc: ConnectionClosed) -> PtyError:
 class AsyncPtyOperations(AsyncAPIClient):
     """The PTY operations of `AsyncExecdClient`."""
 
-    async def create_pty(self, *, cwd: str | None = None, command: str | None = None) -> str:
+    async def create_pty(
+        self,
+        *,
+        cwd: str | None = None,
+        command: str | None = None,
+        cols: int | None = None,
+        rows: int | None = None,
+    ) -> str:
         """Create a PTY session (`POST /pty`); its shell starts when a client connects. `command`
         runs instead of an interactive shell (`bash -c command`); `cwd` is created if missing.
-        Returns the session id.
+        `cols` x `rows` is the terminal's size from the start (osbox's; the reference ignores them
+        and starts at 80 x 24: resize once connected). Returns the session id.
 
-            session_id = execd.create_pty(cwd="/workspace")
+            session_id = execd.create_pty(cwd="/workspace", cols=120, rows=40)
         """
-        created = await self._call(
-            APIRequest("POST", "/pty", json=given(cwd=cwd, command=command), parse=model(CreatePtyResponse))
-        )
+        if cols is not None or rows is not None:
+            check_size(80 if cols is None else cols, 24 if rows is None else rows)
+        body = given(cwd=cwd, command=command, cols=cols, rows=rows)
+        created = await self._call(APIRequest("POST", "/pty", json=body, parse=model(CreatePtyResponse)))
         return created.session_id
 
     async def get_pty(self, session_id: str) -> PtySessionStatus:
@@ -171,19 +188,28 @@ class AsyncPtyOperations(AsyncAPIClient):
         await self._call(APIRequest("DELETE", path("/pty/{id}", id=session_id), parse=no_content))
 
     async def connect_pty(
-        self, session_id: str, *, since: int | None = None, takeover: bool = False, pipe: bool = False
+        self,
+        session_id: str,
+        *,
+        since: int | None = None,
+        takeover: bool = False,
+        pipe: bool = False,
+        readonly: bool = False,
     ) -> AsyncPtyConnection:
         """Open the session's WebSocket (`/pty/{id}/ws`); the first connection starts its shell.
 
         `since`: the output offset to resume from (what was missed comes first, as a replay); without
         it the server sends everything it kept. `takeover`: take the session from the client holding it
         (else that is a `ConflictError`). `pipe`: start the shell on pipes instead of a terminal.
+        `readonly` (osbox's): watch beside whoever holds it, output only (a viewer never holds it).
         """
+        if readonly and takeover:
+            raise ValueError("a readonly connection cannot take the session over: pass one or the other")
         from websockets.asyncio.client import connect
         from websockets.exceptions import InvalidHandshake, InvalidURI
 
         session = path("{id}", id=session_id)
-        url = pty_ws_url(self.base_url, session, since=since, takeover=takeover, pipe=pipe)
+        url = pty_ws_url(self.base_url, session, since=since, takeover=takeover, pipe=pipe, readonly=readonly)
         headers = [(name, value) for name, value in self._headers.items() if name.lower() != "accept"]
         try:
             # Entered as a context manager (closed by `aclose`): how websockets' sync client wants it too.
@@ -197,4 +223,4 @@ class AsyncPtyOperations(AsyncAPIClient):
             ).__aenter__()
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise connect_error(exc, url) from None
-        return AsyncPtyConnection(ws, session_id, since)
+        return AsyncPtyConnection(ws, session_id, since, readonly=readonly)

@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Self
 
 from .._exceptions import NotFoundError
-from .._pty import PtyExit, PtyOutput
+from .._pty import PtyExit, PtyOutput, check_size
 from .execd import AsyncExecdClient
 from .pty import AsyncPtyConnection
 
@@ -131,12 +131,16 @@ class AsyncPtyHandle:
 
     async def reconnect(self, *, takeover: bool = True) -> None:
         """Open a new connection that resumes at `offset` (after a `PtyError` "DISCONNECTED", say):
-        the output missed comes first. `takeover` takes the session from whoever holds it now."""
+        the output missed comes first. `takeover` takes the session from whoever holds it now (a
+        read-only handle reconnects read-only)."""
         old = self._connection
         with contextlib.suppress(Exception):  # the old socket may be broken already
             await old.aclose()
         execd = self._execd()
-        self._connection = await execd.connect_pty(self.session_id, since=old.offset, takeover=takeover)
+        readonly = old.readonly
+        self._connection = await execd.connect_pty(
+            self.session_id, since=old.offset, takeover=takeover and not readonly, readonly=readonly
+        )
 
     async def disconnect(self) -> None:
         """Close this connection; the session and its process go on."""
@@ -175,14 +179,16 @@ class AsyncSandboxPty:
     ) -> AsyncPtyHandle:
         """Start a shell on a new terminal of `cols` x `rows` (or `command` instead of a shell; with
         `pipe=True` on pipes, stdout and stderr apart, no terminal). `on_data` gets each output chunk.
+        The size holds from the start (the shell's first output sees it) on `osbox serve`.
 
             term = sandbox.pty.create(120, 40, on_data=sys.stdout.buffer.write)
         """
+        check_size(cols, rows)
         execd = self._execd()
-        session_id = await execd.create_pty(cwd=cwd, command=command)
+        session_id = await execd.create_pty(cwd=cwd, command=command, cols=cols, rows=rows)
         connection = await execd.connect_pty(session_id, pipe=pipe)
         if not pipe:
-            await connection.resize(cols, rows)
+            await connection.resize(cols, rows)  # for servers that start every terminal at 80 x 24
         return AsyncPtyHandle(self._execd, connection, on_data)
 
     async def connect(
@@ -192,10 +198,18 @@ class AsyncSandboxPty:
         on_data: OnData | None = None,
         since: int | None = None,
         takeover: bool = True,
+        readonly: bool = False,
     ) -> AsyncPtyHandle:
         """Attach to an existing session: what it wrote since `since` comes first (everything kept,
-        up to 1 MiB, when None); `takeover` takes it from the client holding it."""
-        connection = await self._execd().connect_pty(session_id, since=since, takeover=takeover)
+        up to 1 MiB, when None); `takeover` takes it from the client holding it. `readonly=True`
+        watches beside the holder instead (osbox's): output only, `send_input` raises `PtyError`.
+
+            viewer = sandbox.pty.connect(term.session_id, readonly=True)
+        """
+        takeover = takeover and not readonly
+        connection = await self._execd().connect_pty(
+            session_id, since=since, takeover=takeover, readonly=readonly
+        )
         return AsyncPtyHandle(self._execd, connection, on_data)
 
     async def kill(self, session_id: str) -> None:

@@ -36,6 +36,7 @@ from .._pty import (
     control,
     frame_error,
     pty_ws_url,
+    read_only_error,
     stdin_frame,
 )
 from .client import SyncAPIClient
@@ -56,11 +57,16 @@ class PtyConnection:
 
     `offset` is where the next output byte starts in the session's output: reconnect with
     `since=offset` to get exactly what was missed. `exit_code` is set once the exit frame came.
+    A `readonly` connection (a viewer) only reads: sending input, a resize or a signal raises
+    `PtyError` with `code == "READ_ONLY"`.
     """
 
-    def __init__(self, ws: ClientConnection, session_id: str, since: int | None) -> None:
+    def __init__(
+        self, ws: ClientConnection, session_id: str, since: int | None, *, readonly: bool = False
+    ) -> None:
         self._ws = ws
         self.session_id = session_id
+        self.readonly = readonly
         self._stream = PtyStream(since)
 
     @property
@@ -96,6 +102,8 @@ class PtyConnection:
     def _send(self, message: bytes | str) -> None:
         from websockets.exceptions import ConnectionClosed
 
+        if self.readonly and message != control("ping"):
+            raise read_only_error()
         try:
             self._ws.send(message)
         except ConnectionClosed as exc:
@@ -149,16 +157,25 @@ def _closed(exc: ConnectionClosed) -> PtyError:
 class PtyOperations(SyncAPIClient):
     """The PTY operations of `ExecdClient`."""
 
-    def create_pty(self, *, cwd: str | None = None, command: str | None = None) -> str:
+    def create_pty(
+        self,
+        *,
+        cwd: str | None = None,
+        command: str | None = None,
+        cols: int | None = None,
+        rows: int | None = None,
+    ) -> str:
         """Create a PTY session (`POST /pty`); its shell starts when a client connects. `command`
         runs instead of an interactive shell (`bash -c command`); `cwd` is created if missing.
-        Returns the session id.
+        `cols` x `rows` is the terminal's size from the start (osbox's; the reference ignores them
+        and starts at 80 x 24: resize once connected). Returns the session id.
 
-            session_id = execd.create_pty(cwd="/workspace")
+            session_id = execd.create_pty(cwd="/workspace", cols=120, rows=40)
         """
-        created = self._call(
-            APIRequest("POST", "/pty", json=given(cwd=cwd, command=command), parse=model(CreatePtyResponse))
-        )
+        if cols is not None or rows is not None:
+            check_size(80 if cols is None else cols, 24 if rows is None else rows)
+        body = given(cwd=cwd, command=command, cols=cols, rows=rows)
+        created = self._call(APIRequest("POST", "/pty", json=body, parse=model(CreatePtyResponse)))
         return created.session_id
 
     def get_pty(self, session_id: str) -> PtySessionStatus:
@@ -170,19 +187,28 @@ class PtyOperations(SyncAPIClient):
         self._call(APIRequest("DELETE", path("/pty/{id}", id=session_id), parse=no_content))
 
     def connect_pty(
-        self, session_id: str, *, since: int | None = None, takeover: bool = False, pipe: bool = False
+        self,
+        session_id: str,
+        *,
+        since: int | None = None,
+        takeover: bool = False,
+        pipe: bool = False,
+        readonly: bool = False,
     ) -> PtyConnection:
         """Open the session's WebSocket (`/pty/{id}/ws`); the first connection starts its shell.
 
         `since`: the output offset to resume from (what was missed comes first, as a replay); without
         it the server sends everything it kept. `takeover`: take the session from the client holding it
         (else that is a `ConflictError`). `pipe`: start the shell on pipes instead of a terminal.
+        `readonly` (osbox's): watch beside whoever holds it, output only (a viewer never holds it).
         """
+        if readonly and takeover:
+            raise ValueError("a readonly connection cannot take the session over: pass one or the other")
         from websockets.exceptions import InvalidHandshake, InvalidURI
         from websockets.sync.client import connect
 
         session = path("{id}", id=session_id)
-        url = pty_ws_url(self.base_url, session, since=since, takeover=takeover, pipe=pipe)
+        url = pty_ws_url(self.base_url, session, since=since, takeover=takeover, pipe=pipe, readonly=readonly)
         headers = [(name, value) for name, value in self._headers.items() if name.lower() != "accept"]
         try:
             # Entered as a context manager (closed by `close`): how websockets' sync client wants it too.
@@ -196,4 +222,4 @@ class PtyOperations(SyncAPIClient):
             ).__enter__()
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             raise connect_error(exc, url) from None
-        return PtyConnection(ws, session_id, since)
+        return PtyConnection(ws, session_id, since, readonly=readonly)

@@ -9,10 +9,14 @@ job control, Ctrl-C through the terminal and window-size changes behave as in a 
 
 One client holds a session at a time: a second gets 409 `ALREADY_CONNECTED` before the upgrade,
 unless it asks `?takeover=1`, which closes the holder's socket with code 4001 `TAKEN_OVER` and
-hands the session over; the shell goes on. Output is kept (1 MiB, `ptylog.OutputLog`) so a client
-that reconnects with `?since=offset` is sent what it missed as one replay frame (without `since`,
-everything kept). When the process ends, the holder gets `{"type":"exit","exit_code":N}` and a
-normal close.
+hands the session over; the shell goes on. Besides the holder, up to `MAX_VIEWERS` read-only
+viewers (`?readonly=1`, osbox's) receive the same output (replay first, as for the holder) and the
+exit frame; their keystrokes, resizes and signals are refused with an `error` frame `READ_ONLY`
+(the connection stays), and they never slow the shell down: one that falls behind what is kept
+resumes at the oldest byte kept, in a replay frame that says its offset. Output is kept (1 MiB,
+`ptylog.OutputLog`) so a client that reconnects with `?since=offset` is sent what it missed as one
+replay frame (without `since`, everything kept). When the process ends, the holder (and every
+viewer) gets `{"type":"exit","exit_code":N}` and a normal close.
 
 Decisions where the reference differs or is silent:
 - exit statuses are a shell's: 128 + N for a process killed by signal N (the reference says -1);
@@ -20,7 +24,9 @@ Decisions where the reference differs or is silent:
   (the reference starts a new shell in the old session);
 - a bad control frame (unknown type, bad JSON, a size of 0) is answered with an `error` frame
   `INVALID_FRAME` (the reference ignores some of them silently);
-- `connected` also carries `offset`, where the live output starts.
+- `connected` also carries `offset`, where the live output starts, and `readonly`;
+- `POST /pty` also takes `cols` and `rows` (osbox's; the reference ignores them): the terminal has
+  that size before the shell starts, so its first output (`stty size`, a prompt's layout) sees it.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from osbox._pty import (
     ALREADY_CONNECTED,
     INVALID_FRAME,
     PTY_CLOSE_TAKEN_OVER,
+    READ_ONLY,
     START_FAILED,
     STDERR,
     STDIN,
@@ -58,11 +65,19 @@ from osbox._pty import (
 from osbox.server._backend.base import BackendError, SandboxHandle, SandboxProcess
 
 from .commands import DEFAULT_CWD, new_id
-from .errors import CONTEXT_NOT_FOUND, ExecdError, error_body, in_sandbox, not_found
+from .errors import (
+    CONTEXT_NOT_FOUND,
+    INVALID_REQUEST_BODY,
+    ExecdError,
+    bad_request,
+    error_body,
+    in_sandbox,
+    not_found,
+)
 from .inputs import json_body, json_object, optional_str, sandbox_of
 from .ptylog import OutputLog
 from .request_state import request_state
-from .state import Budget
+from .state import LIMIT_EXCEEDED, Budget
 
 __all__ = ["PtyApi"]
 
@@ -70,6 +85,8 @@ __all__ = ["PtyApi"]
 MAX_PTY_SESSIONS = 32
 DEFAULT_SIZE = (80, 24)  # cols, rows: the reference's
 TAKEOVER_WAIT_SECONDS = 5.0
+#: Read-only viewers one session may have at once, besides its holder.
+MAX_VIEWERS = 16
 #: Keystrokes queued for a process that does not read them: the WebSocket waits beyond this.
 INPUT_HIGH_WATER = 256 * 1024
 READ_CHUNK = 64 * 1024
@@ -96,10 +113,14 @@ def shell_status(code: int) -> int:
 class PtySession:
     """One session: its process once started, its output log, its input, its holder."""
 
-    def __init__(self, session_id: str, cwd: str, command: str | None) -> None:
+    def __init__(
+        self, session_id: str, cwd: str, command: str | None, size: tuple[int, int] = DEFAULT_SIZE
+    ) -> None:
         self.id = session_id
         self.cwd = cwd
         self.command = command
+        self.size = size  # (cols, rows) the terminal starts with
+        self.viewers = 0
         self.mode: str | None = None  # "pty" or "pipe" once started
         self.launch_failed = False
         self.process: SandboxProcess | None = None
@@ -164,7 +185,7 @@ class PtySession:
     async def _start_terminal(self, handle: SandboxHandle) -> None:
         controller, follower = await open_terminal(handle)
         try:
-            set_size(controller, *DEFAULT_SIZE)
+            set_size(controller, *self.size)
             os.set_blocking(controller, False)
             self.process = await self._spawn(
                 handle,
@@ -355,18 +376,26 @@ class PtyApi:
         return session
 
     async def create(self, request: Request) -> Response:
-        """`POST /pty {cwd?, command?}` → 201 `{session_id}`; the cwd is created if missing."""
+        """`POST /pty {cwd?, command?, cols?, rows?}` → 201 `{session_id}`; the cwd is created if missing."""
         body = await json_body(request, required=False)
         fields = json_object(body) if body is not None else {}
         cwd = optional_str(fields.get("cwd"), "cwd") or DEFAULT_CWD
         command = optional_str(fields.get("command"), "command") or None
+        size = DEFAULT_SIZE
+        for index, side in enumerate(("cols", "rows")):
+            value = fields.get(side)
+            if value is None:
+                continue
+            if not _side(value):
+                raise bad_request(f"'{side}' must be an integer from 1 to {_MAX_SIDE}")
+            size = (value, size[1]) if index == 0 else (size[0], value)
         handle = sandbox_of(request)
         sessions = self._of(handle)
         budget = self._budgets.setdefault(handle.sandbox_id, Budget("pty sessions", MAX_PTY_SESSIONS))
         with budget.claim(len(sessions)):
             await in_sandbox(handle.files.make_dirs({cwd: {"mode": 0}}), "pty_cwd")
             resolved = await in_sandbox(handle.files.resolve_dir(cwd), "pty_cwd")
-            session = PtySession(new_id(), resolved, command)
+            session = PtySession(new_id(), resolved, command, size)
             sessions[session.id] = session
         return JSONResponse({"session_id": session.id}, status_code=201)
 
@@ -403,6 +432,9 @@ class PtyApi:
             await _deny(ws, 404, CONTEXT_NOT_FOUND, f"pty session {session_id} not found")
             return
         query = ws.query_params
+        if query.get("readonly") == "1":
+            await self._view(ws, handle, session)
+            return
         previous = session.holder
         if previous is not None and query.get("takeover") != "1":
             message = f"another client is connected to pty session {session_id}; connect with takeover=1"
@@ -428,16 +460,36 @@ class PtyApi:
                 session.log.detach()
             me.released.set()
 
+    async def _view(self, ws: WebSocket, handle: SandboxHandle, session: PtySession) -> None:
+        """A read-only viewer (`?readonly=1`): the output and the exit, no input, no hold."""
+        query = ws.query_params
+        if query.get("takeover") == "1":
+            await _deny(ws, 400, INVALID_REQUEST_BODY, "readonly=1 and takeover=1 cannot go together")
+            return
+        if session.viewers >= MAX_VIEWERS:
+            message = f"pty session {session.id} has {MAX_VIEWERS} viewers already, the most it may have"
+            await _deny(ws, 429, LIMIT_EXCEEDED, message)
+            return
+        session.viewers += 1
+        try:
+            await ws.accept()
+            await self._serve(ws, handle, session, None, pipe=query.get("pty") == "0", since=_since(query))
+        except WebSocketDisconnect:
+            pass
+        finally:
+            session.viewers -= 1
+
     async def _serve(
         self,
         ws: WebSocket,
         handle: SandboxHandle,
         session: PtySession,
-        me: _Holder,
+        me: _Holder | None,
         *,
         pipe: bool,
         since: int,
     ) -> None:
+        """Serve one connection: `me` holds the session, or None for a read-only viewer."""
         try:
             await session.start(handle, pipe=pipe)
         except ExecdError as exc:
@@ -456,11 +508,14 @@ class PtyApi:
 
         if replay:
             await send(replay_frame(start, replay))
-        await send(control("connected", session_id=session.id, mode=session.mode, offset=offset))
-        session.log.attach(offset)
-        sender = asyncio.create_task(_send_output(session, offset, send))
-        receiver = asyncio.create_task(_receive_input(ws, session, send))
-        evicted = asyncio.create_task(me.evicted.wait())
+        readonly = me is None
+        connected = {"session_id": session.id, "mode": session.mode, "offset": offset, "readonly": readonly}
+        await send(control("connected", **connected))
+        if not readonly:
+            session.log.attach(offset)
+        sender = asyncio.create_task(_send_output(session, offset, send, holder=not readonly))
+        receiver = asyncio.create_task(_receive_input(ws, session, send, readonly=readonly))
+        evicted = asyncio.create_task(me.evicted.wait() if me is not None else asyncio.Event().wait())
         tasks = (sender, receiver, evicted)
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -479,15 +534,20 @@ class PtyApi:
             receiver.result()
 
 
-async def _send_output(session: PtySession, offset: int, send: Any) -> None:
-    """Send the log from `offset` as it grows, then the exit frame."""
+async def _send_output(session: PtySession, offset: int, send: Any, *, holder: bool) -> None:
+    """Send the log from `offset` as it grows, then the exit frame. The holder's reading paces the
+    shell (`OutputLog.consumed`); a viewer that fell behind what is kept skips to the oldest byte
+    kept, sent as a replay frame, which carries its offset."""
     log = session.log
     while True:
+        skipped = offset < log.oldest
         offset = max(offset, log.oldest)
         for channel, data in log.chunks_from(offset):
-            await send(output_frame(channel, data))
+            await send(replay_frame(offset, data) if skipped else output_frame(channel, data))
+            skipped = False
             offset += len(data)
-        log.consumed(offset)
+        if holder:
+            log.consumed(offset)
         if log.ended and offset >= log.total:
             break
         await log.wait_beyond(offset)
@@ -495,12 +555,17 @@ async def _send_output(session: PtySession, offset: int, send: Any) -> None:
     await send(control("exit", exit_code=session.exit_code))
 
 
-async def _receive_input(ws: WebSocket, session: PtySession, send: Any) -> None:
-    """Keystrokes and control frames from the client, until it goes away."""
+async def _receive_input(ws: WebSocket, session: PtySession, send: Any, *, readonly: bool) -> None:
+    """Keystrokes and control frames from the client, until it goes away (a viewer's are refused,
+    but for `ping`)."""
     while True:
         message = await ws.receive()
         if message["type"] == "websocket.disconnect":
             return
+        if readonly and not _is_ping(message.get("text")):
+            refusal = "this connection is read-only (readonly=1): input, resize and signals are refused"
+            await send(control("error", error=refusal, code=READ_ONLY))
+            continue
         data: bytes | None = message.get("bytes")
         if data is not None:
             if data[:1] == bytes((STDIN,)) and not await _write(session, data[1:], send):
@@ -556,6 +621,14 @@ async def _control(session: PtySession, text: str, send: Any) -> str | bool | No
     else:
         return f"unknown frame type {kind!r}"
     return None
+
+
+def _is_ping(text: str | None) -> bool:
+    try:
+        frame = json.loads(text) if text is not None else None
+    except ValueError:
+        return False
+    return isinstance(frame, dict) and frame.get("type") == "ping"
 
 
 def _side(value: object) -> bool:
