@@ -199,6 +199,29 @@ def test_a_cell_past_its_timeout_is_interrupted_and_says_timeout(execd: ExecdCli
     execd.delete_context(context.id)
 
 
+def test_a_kernel_that_ignores_the_interrupt_is_restarted(sandbox: Sandbox, execd: ExecdClient) -> None:
+    context = execd.create_context(language="python")
+    assert context.id
+    before = kernels_running(sandbox)
+    stubborn = (
+        "counter = 1\nimport signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(120)"
+    )
+    with execd.execute_code(stubborn, context_id=context.id, language="python", timeout=0.5) as stream:
+        events = list(stream)
+    errors = [e for e in events if e.type == "error"]
+    assert len(errors) == 1 and errors[0].error is not None and errors[0].error.ename == "Timeout"
+    assert "restarted" in errors[0].error.evalue and (errors[0].extra or {}).get("restarted") is True
+    assert events[-1].type == "execution_complete"  # the cell is over: the context takes the next one
+    # A fresh kernel in the same context: its state is gone, it runs cells, the old one is dead.
+    gone = execd.execute_code("counter", context_id=context.id, language="python").run()
+    assert gone.error is not None and gone.error.ename == "NameError"
+    assert execd.execute_code("6 * 7", context_id=context.id, language="python").run().results[0].text == "42"
+    assert execd.get_context(context.id).id == context.id
+    assert kernels_running(sandbox) == before
+    execd.delete_context(context.id)
+    assert kernels_running(sandbox) == before - 1
+
+
 def test_a_bash_context_keeps_exports_and_cwd_and_reports_exit_and_timeout(execd: ExecdClient) -> None:
     context = execd.create_context(language="bash")
     assert context.id and context.language == "bash"

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from osbox.server._backend.base import SandboxHandle
 
-__all__ = ["BashContext", "ContextBase", "cell_error", "timeout_error"]
+__all__ = ["BashContext", "ContextBase", "cell_error", "timeout_error", "timeout_text"]
 
 
 def cell_error(ename: str, evalue: str, traceback: list[str] | None = None) -> bytes:
@@ -47,11 +47,14 @@ def cell_error(ename: str, evalue: str, traceback: list[str] | None = None) -> b
     return frame("error", error={"ename": ename, "evalue": evalue, "traceback": traceback or []})
 
 
+def timeout_text(timeout_s: float, action: str) -> str:
+    """What a cell's `Timeout` error says; `action` says what was done to it."""
+    return f"the cell ran longer than its timeout of {timeout_s * 1000:.0f} ms; {action}"
+
+
 def timeout_error(timeout_s: float, action: str) -> bytes:
     """The `error` event of a cell that ran past its timeout; `action` says what was done to it."""
-    return cell_error(
-        "Timeout", f"the cell ran longer than its timeout of {timeout_s * 1000:.0f} ms; {action}"
-    )
+    return cell_error("Timeout", timeout_text(timeout_s, action))
 
 
 class ContextBase:

@@ -27,9 +27,14 @@ IOPub, the requests that reach it just after a cell that raised) and a cell ends
 IOPub `idle` and its shell `execute_reply`, whose status decides: `aborted` or `error` without a
 traceback on IOPub still becomes an `error` event (see `_run_cell`).
 
-osbox extension: `timeout` (milliseconds, as in `POST /command`) in the `/code` body. A cell past
-it is interrupted (SIGINT to the kernel; the context and its state stay) and ends with an
-`error{ename: "Timeout"}` instead of the `KeyboardInterrupt`, then `execution_complete`.
+osbox extension: `timeout` (milliseconds, as in `POST /command`) in the `/code` body; none by
+default (a kernel's cell may legitimately run for hours, and `DELETE /code?id=` stops one). A cell
+past it is interrupted (SIGINT to the kernel; the context and its state stay) and ends with an
+`error{ename: "Timeout"}` instead of the `KeyboardInterrupt`, then `execution_complete`. A kernel
+that ignores the interrupt (code that catches KeyboardInterrupt, or sits in a C call that never
+returns to Python) would stay busy forever: after `KERNEL_INTERRUPT_GRACE_S` more the kernel is
+killed and a fresh one started in its place (same context id, empty state), and the cell ends with
+the `Timeout` error saying so, `restarted: true` beside it, then `execution_complete`.
 
 Languages: `python` (a Jupyter kernel) and `bash` (a bash session behind the context API, see
 `bash_context`). With neither a context id nor a language, `/code` runs the code as a shell command,
@@ -53,7 +58,7 @@ from starlette.responses import JSONResponse, Response
 
 from osbox.server._logtail import tail
 
-from .bash_context import BashContext, ContextBase, cell_error, timeout_error
+from .bash_context import BashContext, ContextBase, cell_error, timeout_error, timeout_text
 from .commands import DEFAULT_CWD, new_id, resolve_cwd, spawn_or_fail
 from .disconnect import kill_wanted
 from .errors import (
@@ -93,6 +98,8 @@ KERNEL_DIR = "/tmp/.osbox/kernels"  # noqa: S108 (inside the sandbox: its own pr
 LANGUAGES = ("python", "bash")
 #: How long a new kernel may take to write its connection file and answer.
 KERNEL_START_TIMEOUT_S = 60.0
+#: After a cell's timeout, how long the kernel has to act on the interrupt before it is restarted.
+KERNEL_INTERRUPT_GRACE_S = 3.0
 _KERNEL_SCRIPT = (
     'mkdir -p "$1" && exec env -u JPY_PARENT_PID python3 -m ipykernel_launcher '
     '-f "$1/$2.json" --IPKernelApp.transport=ipc --ip="$1/$2"'
@@ -108,8 +115,11 @@ class CodeContext(ContextBase):
     kernel: Execution
     client: Any  # jupyter_client.asynchronous.AsyncKernelClient
     files: KernelFiles  # the kernel directory and sockets, opened by the server itself
+    log_path: Path  # the kernel's output, on the host
+    cwd: str = DEFAULT_CWD
     cell: asyncio.Task[None] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    restarts: int = 0
 
     @property
     def alive(self) -> bool:
@@ -125,17 +135,37 @@ class CodeContext(ContextBase):
     async def start_cell(self, request: Request, code: str, timeout_s: float | None) -> EventChannel:
         """Send `code` to the kernel as the next cell; its events come on the returned channel."""
         channel = EventChannel()
+
+        async def restart() -> None:
+            await self.restart(request)
+
         self.cell = asyncio.create_task(
-            _run_cell(self, code, channel, timeout_s), name=f"osbox-cell-{self.id}"
+            _run_cell(self, code, channel, timeout_s, restart), name=f"osbox-cell-{self.id}"
         )
         return channel
+
+    async def restart(self, request: Request) -> None:
+        """Kill the kernel and start a fresh one in its place: same context id, empty state. If
+        the new one fails to start, the context is left dead (`alive` False) and this raises."""
+        self._stop_kernel_client()
+        await self.kernel.kill()
+        self.files.close()
+        self.restarts += 1
+        name = f"{self.id}-{self.restarts}"  # new files: the dead kernel's are left where they are
+        self.log_path = self.log_path.with_name(f"kernel-{name}.log")
+        self.kernel, self.client, self.files = await launch_kernel(
+            request, self.language, name, self.cwd, self.log_path
+        )
+
+    def _stop_kernel_client(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.stop_channels()
 
     async def close(self) -> None:
         """Stop the cell, the client and the kernel; release the directory."""
         if self.cell is not None:
             self.cell.cancel()
-        with contextlib.suppress(Exception):
-            self.client.stop_channels()
+        self._stop_kernel_client()
         await self.kernel.kill()
         self.files.close()
 
@@ -262,37 +292,11 @@ class CodeApi(SandboxApi):
         return context
 
     async def _start_kernel(self, request: Request, language: str, cwd: str) -> CodeContext:
-        handle = sandbox_of(request)
         state = self._state(request)
         context_id = new_id()
         log_path = state.log_path(f"kernel-{context_id}")
-        spec = RunSpec(
-            argv=["bash", "-c", _KERNEL_SCRIPT, "osbox-kernel", KERNEL_DIR, context_id],
-            cwd=cwd,
-            streamed=False,
-            log_path=log_path,
-        )
-        kernel = Execution(context_id, f"{language} kernel", spec)
-        await spawn_or_fail(kernel, request)
-        files: KernelFiles | None = None
-        client: Any = None
-        try:
-            files = await _kernel_files(handle, kernel, context_id, log_path)
-            client = confined_client(files)
-            client.start_channels()
-            await client.wait_for_ready(timeout=KERNEL_START_TIMEOUT_S)
-        except BaseException as exc:
-            if client is not None:
-                client.stop_channels()
-            await kernel.kill()
-            if files is not None:
-                files.close()
-            if isinstance(exc, ExecdError):
-                raise
-            if isinstance(exc, Exception):
-                raise _start_failure(exc, log_path) from None
-            raise
-        context = CodeContext(context_id, language, kernel, client, files)
+        kernel, client, files = await launch_kernel(request, language, context_id, cwd, log_path)
+        context = CodeContext(context_id, language, kernel, client, files, log_path, cwd=cwd)
         state.contexts[context_id] = context
         return context
 
@@ -303,6 +307,40 @@ class CodeApi(SandboxApi):
             if default_id == context.id:
                 del state.default_contexts[language]
         await context.close()
+
+
+async def launch_kernel(
+    request: Request, language: str, name: str, cwd: str, log_path: Path
+) -> tuple[Execution, Any, KernelFiles]:
+    """Start a kernel whose files are `KERNEL_DIR/<name>*`, and connect to it once it answers:
+    (its process, the connected client, its files). Nothing is left behind if it fails."""
+    spec = RunSpec(
+        argv=["bash", "-c", _KERNEL_SCRIPT, "osbox-kernel", KERNEL_DIR, name],
+        cwd=cwd,
+        streamed=False,
+        log_path=log_path,
+    )
+    kernel = Execution(name, f"{language} kernel", spec)
+    await spawn_or_fail(kernel, request)
+    files: KernelFiles | None = None
+    client: Any = None
+    try:
+        files = await _kernel_files(sandbox_of(request), kernel, name, log_path)
+        client = confined_client(files)
+        client.start_channels()
+        await client.wait_for_ready(timeout=KERNEL_START_TIMEOUT_S)
+    except BaseException as exc:
+        if client is not None:
+            client.stop_channels()
+        await kernel.kill()
+        if files is not None:
+            files.close()
+        if isinstance(exc, ExecdError):
+            raise
+        if isinstance(exc, Exception):
+            raise _start_failure(exc, log_path) from None
+        raise
+    return kernel, client, files
 
 
 def _language(value: Any) -> str:
@@ -394,7 +432,13 @@ class _Cell:
     timed_out: bool = False
 
 
-async def _run_cell(context: CodeContext, code: str, channel: EventChannel, timeout_s: float | None) -> None:
+async def _run_cell(
+    context: CodeContext,
+    code: str,
+    channel: EventChannel,
+    timeout_s: float | None,
+    restart: Callable[[], Awaitable[None]],
+) -> None:
     """Execute `code`, turning the kernel's messages for it into execd events.
 
     The cell is over once the kernel has sent both its `idle` status (IOPub: all output is out)
@@ -403,7 +447,8 @@ async def _run_cell(context: CodeContext, code: str, channel: EventChannel, time
     abort the requests that reach it just after a cell that raised; should a reply say `aborted`
     anyway, or `error` without an IOPub traceback, the client gets an `error` event: no cell is
     ever reported as a success that did not run. After `timeout_s` the kernel is interrupted
-    (SIGINT) and the cell ends with a `Timeout` error instead of the `KeyboardInterrupt`.
+    (SIGINT) and the cell ends with a `Timeout` error instead of the `KeyboardInterrupt`; a kernel
+    still busy `KERNEL_INTERRUPT_GRACE_S` later is restarted (`restart`), and the error says so.
     """
     started = time.monotonic()
     finished = False
@@ -412,12 +457,17 @@ async def _run_cell(context: CodeContext, code: str, channel: EventChannel, time
         cell = _Cell(context.client.execute(code, allow_stdin=False, stop_on_error=False))
         deadline = None if timeout_s is None else started + timeout_s
         while not (cell.idle and cell.reply is not None):
-            if timeout_s is not None and time.monotonic() >= started + timeout_s and not cell.timed_out:
+            if deadline is not None and time.monotonic() >= deadline:
+                if cell.timed_out:  # the interrupt did not end it: the kernel ignores SIGINT
+                    assert timeout_s is not None
+                    await receiver.aclose()
+                    await channel.publish(await _restarted(timeout_s, restart))
+                    cell.error_sent = True
+                    break
                 cell.timed_out = True
                 context.interrupt()
-                await channel.publish(timeout_error(timeout_s, "the kernel was interrupted"))
-                cell.error_sent = True
-            wait = None if deadline is None or cell.timed_out else max(0.0, deadline - time.monotonic())
+                deadline += KERNEL_INTERRUPT_GRACE_S
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             source, message = await receiver.next(wait)
             if source == "exited":
                 if not cell.error_sent:
@@ -429,6 +479,9 @@ async def _run_cell(context: CodeContext, code: str, channel: EventChannel, time
                 cell.reply = message["content"]
             else:
                 await _publish_iopub(cell, message, channel)
+        if cell.timed_out and not cell.error_sent and timeout_s is not None:
+            await channel.publish(timeout_error(timeout_s, "the kernel was interrupted"))
+            cell.error_sent = True
         await _check_reply(cell, channel)
         elapsed_ms = int((time.monotonic() - started) * 1000)
         await channel.publish(frame("execution_complete", execution_time=elapsed_ms))
@@ -438,6 +491,22 @@ async def _run_cell(context: CodeContext, code: str, channel: EventChannel, time
         await receiver.aclose()
         if not finished:
             channel.abort()
+
+
+async def _restarted(timeout_s: float, restart: Callable[[], Awaitable[None]]) -> bytes:
+    """Restart the kernel of a cell that ignored its interrupt; the cell's error event, saying so."""
+    grace = f"{KERNEL_INTERRUPT_GRACE_S:g} s"
+    try:
+        await restart()
+    except Exception as exc:  # the context is dead now: the next cell says so
+        message = f"the kernel ignored the interrupt for {grace} and could not be restarted: {exc}"
+        return timeout_error(timeout_s, message)
+    action = (
+        f"the kernel ignored the interrupt for {grace}, so it was restarted: the context's state "
+        "(variables, imports) is gone"
+    )
+    error = {"ename": "Timeout", "evalue": timeout_text(timeout_s, action), "traceback": []}
+    return frame("error", error=error, restarted=True)
 
 
 async def _publish_iopub(cell: _Cell, message: dict[str, Any], channel: EventChannel) -> None:
