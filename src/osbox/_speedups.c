@@ -23,12 +23,6 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Word-at-a-time tests, 8 bytes at once: HAS_ZERO(w) says whether any byte of `w` is zero (exactly:
- * borrows only spoil the bytes above a zero one). */
-#define ONES 0x0101010101010101ULL
-#define HIGHS 0x8080808080808080ULL
-#define HAS_ZERO(w) (((w) - ONES) & ~(w) & HIGHS)
-
 static PyObject *STDOUT, *STDERR;
 
 typedef struct {
@@ -85,11 +79,137 @@ static const char SSE_PREFIX[] = "data: ";
 
 #define LEN(literal) ((Py_ssize_t)(sizeof(literal) - 1))
 
+static int
+hex4(const char *p, unsigned int *out)
+{
+    unsigned int v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= (unsigned int)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (unsigned int)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (unsigned int)(c - 'A' + 10);
+        else
+            return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+/* The bytes of a JSON string's text that need a look among the 16 at p, one bit each: a quote, a
+ * backslash or a control character. */
+#if defined(__SSE2__)
+static inline unsigned int
+text_stops16(const unsigned char *p)
+{
+    __m128i v = _mm_loadu_si128((const __m128i *)p);
+    __m128i control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1F)), v); /* v <= 0x1F */
+    __m128i look = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                             _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+                                control);
+    return (unsigned int)_mm_movemask_epi8(look);
+}
+#endif
+
+/* Scan the text of a JSON string from p to the quote that ends it (one no backslash escapes; a
+ * backslash before a newline, or at the end, ends no text: NULL). In the same pass the escapes are
+ * resolved into b (from the first one on; b->len is then the resolved length), as json.loads
+ * resolves them: a \\uD8xx\\uDCxx pair is one character, a lone surrogate stays one (written as
+ * surrogatepass writes it). *escaped says whether there was a backslash, *spoiled whether the
+ * text holds a raw control character or an escape JSON refuses (then b is not to be used). */
+static const unsigned char *
+scan_text(const unsigned char *p, const unsigned char *end, Buf *b, int *escaped, int *spoiled)
+{
+    const unsigned char *start = p;
+    char *o = NULL; /* where resolved bytes go, once there was a backslash */
+    int bad = 0;
+    while (p < end) {
+#if defined(__SSE2__)
+        if (end - p >= 16) {
+            unsigned int mask = text_stops16(p);
+            int k = mask ? __builtin_ctz(mask) : 16;
+            if (o != NULL) {
+                memcpy(o, p, 16); /* b has room: the rest of the text is at least that long */
+                o += k;
+            }
+            p += k;
+            if (k == 16)
+                continue;
+        }
+#endif
+        unsigned char c = *p;
+        if (c == '"')
+            break;
+        if (c != '\\') {
+            bad |= c < 0x20;
+            if (o != NULL)
+                *o++ = (char)c;
+            p++;
+            continue;
+        }
+        if (p + 1 >= end || p[1] == '\n')
+            return NULL; /* what `\\.` in the Python cutter's pattern does not match */
+        if (o == NULL) {
+            /* The first escape: from here on the text is resolved into b. Resolving never
+             * lengthens it, and 16 bytes more allow the copies above. */
+            b->len = 0;
+            if (buf_reserve(b, (size_t)(end - start) + 16) < 0)
+                return NULL;
+            memcpy(b->data, start, (size_t)(p - start));
+            o = b->data + (p - start);
+            *escaped = 1;
+        }
+        unsigned int cp;
+        switch (p[1]) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '/': *o++ = '/'; break;
+        case 'b': *o++ = '\b'; break;
+        case 'f': *o++ = '\f'; break;
+        case 'n': *o++ = '\n'; break;
+        case 'r': *o++ = '\r'; break;
+        case 't': *o++ = '\t'; break;
+        case 'u':
+            if (end - p >= 6 && hex4((const char *)p + 2, &cp) == 0) {
+                p += 6;
+                if (cp >= 0xD800 && cp <= 0xDBFF && end - p >= 6 && p[0] == '\\' && p[1] == 'u') {
+                    unsigned int low;
+                    if (hex4((const char *)p + 2, &low) == 0 && low >= 0xDC00 && low <= 0xDFFF) {
+                        cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+                        p += 6;
+                    }
+                }
+                o = utf8_to(o, cp);
+                continue;
+            }
+            bad = 1; /* not four hex digits: the scan goes on after `\u`, as the pattern's */
+            break;
+        default:
+            bad = 1;
+        }
+        p += 2;
+    }
+    if (p >= end)
+        return NULL;
+    if (o != NULL)
+        b->len = (size_t)(o - b->data);
+    *spoiled = bad;
+    return p;
+}
+
 /* Parse one frame at p (< end). On success store its parts and return the position after its
- * blank lines; return NULL when the bytes there are not such a frame. */
+ * blank lines; return NULL when the bytes there are not such a frame. An escaped text is resolved
+ * into `scratch` (see scan_text). */
 static const char *
 parse_frame(const char *p, const char *end, int sse, PyObject **kind, const char **text,
-            Py_ssize_t *text_len, int *escaped, int *spoiled, long long *stamp)
+            Py_ssize_t *text_len, int *escaped, int *spoiled, long long *stamp, Buf *scratch)
 {
     if (sse) {
         if (end - p < LEN(SSE_PREFIX) || memcmp(p, SSE_PREFIX, LEN(SSE_PREFIX)) != 0)
@@ -111,48 +231,10 @@ parse_frame(const char *p, const char *end, int sse, PyObject **kind, const char
     p += LEN(TEXT_KEY);
 
     const char *start = p;
-    const char *quote = memchr(p, '"', (size_t)(end - p));
+    const char *quote = (const char *)scan_text((const unsigned char *)p, (const unsigned char *)end,
+                                                scratch, escaped, spoiled);
     if (quote == NULL)
         return NULL;
-    /* One branch-free pass (vectorised by the compiler) up to the first quote looks for
-     * backslashes and control characters. Only when there is a backslash is the text scanned again
-     * escape by escape, for the quote that really ends it (an escaped one does not). */
-    unsigned char control = 0, backslash = 0;
-    for (const unsigned char *c = (const unsigned char *)p; c < (const unsigned char *)quote; c++) {
-        control |= *c < 0x20;
-        backslash |= *c == '\\';
-    }
-    if (backslash) {
-        const unsigned char *c = (const unsigned char *)start, *stop = (const unsigned char *)end;
-        control = 0;
-        const unsigned char *word_end = c; /* bytes before it are looked at one by one */
-        while (c < stop && *c != '"') {
-            uint64_t w;
-            if (c >= word_end && stop - c >= 8) {
-                memcpy(&w, c, 8);
-                if (!(HAS_ZERO(w ^ ('"' * ONES)) | HAS_ZERO(w ^ ('\\' * ONES)) |
-                      HAS_ZERO(w & (0xE0 * ONES)))) {
-                    c += 8; /* 8 bytes at once that are no quote, backslash or control */
-                    continue;
-                }
-                word_end = c + 8;
-            }
-            if (*c == '\\') {
-                if (c + 1 >= stop || c[1] == '\n')
-                    return NULL; /* what `\\.` in the Python cutter's pattern does not match */
-                control |= c[1] < 0x20;
-                c += 2;
-            } else {
-                control |= *c < 0x20;
-                c++;
-            }
-        }
-        if (c >= stop)
-            return NULL;
-        quote = (const char *)c;
-    }
-    *escaped = backslash;
-    *spoiled = control;
     p = quote;
     *text = start;
     *text_len = p - start;
@@ -189,86 +271,6 @@ parse_frame(const char *p, const char *end, int sse, PyObject **kind, const char
     return p;
 }
 
-static int
-hex4(const char *p, unsigned int *out)
-{
-    unsigned int v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = p[i];
-        v <<= 4;
-        if (c >= '0' && c <= '9')
-            v |= (unsigned int)(c - '0');
-        else if (c >= 'a' && c <= 'f')
-            v |= (unsigned int)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F')
-            v |= (unsigned int)(c - 'A' + 10);
-        else
-            return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-/* The text with its JSON escapes resolved, as json.loads resolves them (a \\uD8xx\\uDCxx pair is
- * one character, a lone surrogate stays one), decoded as UTF-8 with surrogatepass. NULL with no
- * exception set when the escapes are not valid JSON or the bytes not UTF-8. */
-static PyObject *
-unescaped_text(const char *p, Py_ssize_t n, Buf *b)
-{
-    /* Resolving never lengthens a text: the buffer is reserved once and written unchecked. */
-    b->len = 0;
-    if (buf_reserve(b, (size_t)n + 1) < 0)
-        return NULL;
-    char *o = b->data;
-    const char *end = p + n;
-    const char *word_end = p; /* bytes before it are looked at one by one */
-    while (p < end) {
-        if (p >= word_end && end - p >= 8) {
-            uint64_t w;
-            memcpy(&w, p, 8);
-            if (!HAS_ZERO(w ^ ('\\' * ONES))) {
-                memcpy(o, &w, 8);
-                o += 8;
-                p += 8;
-                continue;
-            }
-            word_end = p + 8;
-        }
-        if (*p != '\\') {
-            *o++ = *p++;
-            continue;
-        }
-        if (end - p < 2)
-            return NULL;
-        unsigned int cp;
-        switch (p[1]) {
-        case '"': *o++ = '"'; p += 2; continue;
-        case '\\': *o++ = '\\'; p += 2; continue;
-        case '/': *o++ = '/'; p += 2; continue;
-        case 'b': *o++ = '\b'; p += 2; continue;
-        case 'f': *o++ = '\f'; p += 2; continue;
-        case 'n': *o++ = '\n'; p += 2; continue;
-        case 'r': *o++ = '\r'; p += 2; continue;
-        case 't': *o++ = '\t'; p += 2; continue;
-        case 'u':
-            if (end - p < 6 || hex4(p + 2, &cp) < 0)
-                return NULL;
-            p += 6;
-            if (cp >= 0xD800 && cp <= 0xDBFF && end - p >= 6 && p[0] == '\\' && p[1] == 'u') {
-                unsigned int low;
-                if (hex4(p + 2, &low) == 0 && low >= 0xDC00 && low <= 0xDFFF) {
-                    cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
-                    p += 6;
-                }
-            }
-            o = utf8_to(o, cp);
-            continue;
-        default:
-            return NULL;
-        }
-    }
-    return PyUnicode_DecodeUTF8(b->data, (Py_ssize_t)(o - b->data), "surrogatepass");
-}
 
 static PyObject *
 output_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
@@ -307,13 +309,17 @@ output_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         long long stamp;
         int frame_escaped = 0, spoiled = 0;
         const char *next =
-            parse_frame(p, end, sse, &kind, &text, &text_len, &frame_escaped, &spoiled, &stamp);
-        if (next == NULL)
+            parse_frame(p, end, sse, &kind, &text, &text_len, &frame_escaped, &spoiled, &stamp, &scratch);
+        if (next == NULL) {
+            if (PyErr_Occurred())
+                goto done; /* out of memory */
             break;
+        }
         PyObject *text_obj = NULL;
         if (!spoiled)
-            text_obj = frame_escaped ? unescaped_text(text, text_len, &scratch)
-                                     : PyUnicode_DecodeUTF8(text, text_len, "surrogatepass");
+            text_obj = frame_escaped
+                           ? PyUnicode_DecodeUTF8(scratch.data, (Py_ssize_t)scratch.len, "surrogatepass")
+                           : PyUnicode_DecodeUTF8(text, text_len, "surrogatepass");
         if (text_obj == NULL) {
             if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
                 goto done;
@@ -405,87 +411,91 @@ utf8_sequence(const unsigned char *p, const unsigned char *end)
 
 static const char HEX[] = "0123456789abcdef";
 
-/* The most one input byte becomes: `\u00XX` or `\udcXX`. */
-#define MAX_ESCAPED 6
-
-/* Escape the bytes [p, end) to o, which has room for MAX_ESCAPED bytes per input byte; returns
- * where the output ends. Bytes that are not part of valid UTF-8 are `\udcXX` when `surrogates`;
- * otherwise the first one stops it, and *invalid is set. */
-
-/* Whether none of the 8 bytes in `w` needs escaping: no non-ASCII byte, no control character
- * (an ASCII byte < 0x20 has its bits 0xE0 clear), no quote, no backslash. */
+/* How many of the 16 bytes at p need no escaping before the first that does (16: none does). A
+ * byte needs a look when it is a quote, a backslash, a control character or not ASCII. */
 static inline int
-word_is_plain(uint64_t w)
+plain_prefix16(const unsigned char *p)
 {
-    return !((w & HIGHS) | HAS_ZERO(w & (0xE0 * ONES)) | HAS_ZERO(w ^ ('"' * ONES)) |
-             HAS_ZERO(w ^ ('\\' * ONES)));
+#if defined(__SSE2__)
+    __m128i v = _mm_loadu_si128((const __m128i *)p);
+    /* The signed compare below 0x20 takes the control characters and the bytes >= 0x80 at once. */
+    __m128i look = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                             _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+                                _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)));
+    unsigned int mask = (unsigned int)_mm_movemask_epi8(look);
+    return mask ? __builtin_ctz(mask) : 16;
+#else
+    int k = 0;
+    while (k < 16 && CLASS[p[k]] == 0)
+        k++;
+    return k;
+#endif
 }
 
-static char *
-escape_to(char *o, const unsigned char *p, const unsigned char *end, int surrogates, int *invalid)
+/* Escape the bytes [p, end) to o as the inside of a JSON string: `"`, `\` and control characters
+ * as json.dumps escapes them, valid UTF-8 as it is, and each byte that is not part of valid UTF-8
+ * as `\udcXX` when `surrogates` (otherwise the first one stops it and sets *invalid). Returns the
+ * length written; o needs room for 6 bytes (`\u00XX`) per input byte. Where 16 bytes are left, 16
+ * are copied at once and those past the first that needs escaping are overwritten after it. */
+static size_t
+escape_text(char *o, const unsigned char *p, const unsigned char *end, int surrogates, int *invalid)
 {
-    const unsigned char *word_end = p; /* bytes before it are looked at one by one */
+    size_t n = 0;
     while (p < end) {
-        if (p >= word_end && end - p >= 8) {
-            uint64_t w;
-            memcpy(&w, p, 8);
-            if (word_is_plain(w)) {
-                memcpy(o, &w, 8);
-                o += 8;
-                p += 8;
+        if (end - p >= 16) {
+            int k = plain_prefix16(p);
+            memcpy(o + n, p, 16);
+            n += (size_t)k;
+            p += k;
+            if (k == 16)
                 continue;
-            }
-            word_end = p + 8;
         }
         unsigned char c = *p;
         if (CLASS[c] == 0) {
-            *o++ = (char)c;
+            o[n] = (char)c;
+            n++;
             p++;
             continue;
         }
         if (CLASS[c] == 2) {
-            int n = utf8_sequence(p, end);
-            if (n > 0) {
-                memcpy(o, p, (size_t)n);
-                o += n;
-                p += n;
+            int len = utf8_sequence(p, end);
+            if (len > 0) {
+                memcpy(o + n, p, (size_t)len);
+                n += (size_t)len;
+                p += len;
                 continue;
             }
             if (!surrogates) {
                 *invalid = 1;
-                return o;
+                return n;
             }
-            memcpy(o, "\\udc", 4);
-            o[4] = HEX[c >> 4], o[5] = HEX[c & 15];
-            o += 6;
+            memcpy(o + n, "\\udc", 4);
+            o[n + 4] = HEX[c >> 4], o[n + 5] = HEX[c & 15];
+            n += 6;
             p++;
             continue;
         }
-        *o++ = '\\';
+        char short_form = 0;
         switch (c) {
-        case '"': *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '\n': *o++ = 'n'; break;
-        case '\r': *o++ = 'r'; break;
-        case '\t': *o++ = 't'; break;
-        case '\b': *o++ = 'b'; break;
-        case '\f': *o++ = 'f'; break;
-        default:
-            memcpy(o, "u00", 3);
-            o[3] = HEX[c >> 4], o[4] = HEX[c & 15];
-            o += 5;
+        case '"': short_form = '"'; break;
+        case '\\': short_form = '\\'; break;
+        case '\n': short_form = 'n'; break;
+        case '\r': short_form = 'r'; break;
+        case '\t': short_form = 't'; break;
+        case '\b': short_form = 'b'; break;
+        case '\f': short_form = 'f'; break;
+        }
+        if (short_form) {
+            o[n] = '\\', o[n + 1] = short_form;
+            n += 2;
+        } else {
+            memcpy(o + n, "\\u00", 4);
+            o[n + 4] = HEX[c >> 4], o[n + 5] = HEX[c & 15];
+            n += 6;
         }
         p++;
     }
-    return o;
-}
-
-static PyObject *
-buf_finish(Buf *b)
-{
-    PyObject *bytes = PyBytes_FromStringAndSize(b->len ? b->data : "", (Py_ssize_t)b->len);
-    PyMem_Free(b->data);
-    return bytes;
+    return n;
 }
 
 static PyObject *
@@ -522,26 +532,66 @@ exact_frame(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
             }
         }
     }
-    PyObject *result = NULL;
-    Buf b = {NULL, 0, 0};
+    PyObject *frame;
     if (stop > start) {
-        size_t most = (size_t)(prefix.len + suffix.len) + (size_t)(stop - start) * MAX_ESCAPED;
-        int invalid = 0;
-        if (buf_reserve(&b, most) < 0)
-            goto done;
-        memcpy(b.data, prefix.buf, (size_t)prefix.len);
-        char *o = escape_to(b.data + prefix.len, start, stop, 1, &invalid);
-        memcpy(o, suffix.buf, (size_t)suffix.len);
-        b.len = (size_t)(o + suffix.len - b.data);
+        /* Room for the longest the frame can be, cut to size after one pass: the allocator hands
+         * the tail back (and the same block out again for the next read), so the room costs no
+         * copy nor any page that is not written. */
+        frame = PyBytes_FromStringAndSize(NULL, prefix.len + (stop - start) * 6 + suffix.len);
+        if (frame != NULL) {
+            char *o = PyBytes_AS_STRING(frame);
+            memcpy(o, prefix.buf, (size_t)prefix.len);
+            int invalid = 0;
+            o += prefix.len;
+            o += escape_text(o, start, stop, 1, &invalid);
+            memcpy(o, suffix.buf, (size_t)suffix.len);
+            if (_PyBytes_Resize(&frame, o + suffix.len - PyBytes_AS_STRING(frame)) < 0)
+                frame = NULL;
+        }
+    } else {
+        frame = PyBytes_FromStringAndSize("", 0);
     }
-    PyObject *frame = buf_finish(&b);
-    if (frame != NULL)
-        result = Py_BuildValue("Nn", frame, (Py_ssize_t)(stop - start));
-done:
+    PyObject *result = frame == NULL ? NULL : Py_BuildValue("Nn", frame, (Py_ssize_t)(stop - start));
     PyBuffer_Release(&prefix);
     PyBuffer_Release(&data);
     PyBuffer_Release(&suffix);
     return result;
+}
+
+/* The end of the line that starts at p (its CR or LF), or `end` when none ends it. */
+static inline const unsigned char *
+line_end(const unsigned char *p, const unsigned char *end)
+{
+#if defined(__SSE2__)
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)p);
+        unsigned int mask = (unsigned int)_mm_movemask_epi8(
+            _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\n')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\r'))));
+        if (mask)
+            return p + __builtin_ctz(mask);
+        p += 16;
+    }
+#endif
+    while (p < end && *p != '\n' && *p != '\r')
+        p++;
+    return p;
+}
+
+/* How many line ends (CR or LF) [p, end) holds. */
+static Py_ssize_t
+line_ends(const unsigned char *p, const unsigned char *end)
+{
+    Py_ssize_t count = 0;
+#if defined(__SSE2__)
+    for (; end - p >= 16; p += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)p);
+        count += __builtin_popcount((unsigned int)_mm_movemask_epi8(
+            _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\n')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\r')))));
+    }
+#endif
+    for (; p < end; p++)
+        count += *p == '\n' || *p == '\r';
+    return count;
 }
 
 static PyObject *
@@ -568,47 +618,48 @@ line_frames(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
         return NULL;
     }
     PyObject *result = NULL;
-    Buf b = {NULL, 0, 0};
     if (start < 0 || start > data.len) {
         PyErr_SetString(PyExc_ValueError, "start out of range");
         goto done;
     }
     const unsigned char *base = data.buf, *end = base + data.len, *p = base + start;
+    /* Sized for lines that need no escaping (one frame per line end), grown if some do, and cut
+     * to size at the end. */
+    size_t affixes = (size_t)(prefix.len + suffix.len) + 2, n = 0;
+    size_t cap = (size_t)(end - p) + (size_t)line_ends(p, end) * affixes + 64;
+    PyObject *frames = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)cap);
     Py_ssize_t count = 0;
-    if (buf_reserve(&b, (size_t)(data.len - start) * 8 + 256) < 0)
+    if (frames == NULL)
         goto done;
     while (p < end) {
-        const unsigned char *eol = p;
-        while (eol < end && *eol != '\n' && *eol != '\r')
-            eol++;
+        const unsigned char *eol = line_end(p, end);
         if (eol == end || eol - p > max_line)
             break; /* not a whole line, or one for the caller */
-        size_t most = (size_t)(prefix.len + suffix.len) + 2 + (size_t)(eol - p) * MAX_ESCAPED;
-        if (buf_reserve(&b, most) < 0)
-            goto done;
-        char *o = b.data + b.len;
-        memcpy(o, prefix.buf, (size_t)prefix.len);
-        o += prefix.len;
-        int invalid = 0;
+        size_t most = affixes + (size_t)(eol - p) * 6 + 16; /* 6: `\u00XX`, the longest escape */
+        if (n + most > cap) {
+            cap = cap * 2 > n + most ? cap * 2 : n + most;
+            if (_PyBytes_Resize(&frames, (Py_ssize_t)cap) < 0)
+                goto done;
+        }
+        char *o = PyBytes_AS_STRING(frames) + n, *text = o + prefix.len;
         if (eol == p) {
-            memcpy(o, "\\n", 2); /* an empty line is "\n" */
-            o += 2;
+            memcpy(text, "\\n", 2); /* an empty line is "\n" */
+            text += 2;
         } else {
-            o = escape_to(o, p, eol, 0, &invalid);
+            int invalid = 0;
+            text += escape_text(text, p, eol, 0, &invalid);
             if (invalid)
                 break; /* not UTF-8: for the caller */
         }
-        memcpy(o, suffix.buf, (size_t)suffix.len);
-        b.len = (size_t)(o + suffix.len - b.data);
+        memcpy(o, prefix.buf, (size_t)prefix.len);
+        memcpy(text, suffix.buf, (size_t)suffix.len);
+        n = (size_t)(text + suffix.len - PyBytes_AS_STRING(frames));
         p = eol + ((*eol == '\r' && eol + 1 < end && eol[1] == '\n') ? 2 : 1);
         count++;
     }
-    PyObject *frames = buf_finish(&b);
-    b.data = NULL;
-    if (frames != NULL)
+    if (_PyBytes_Resize(&frames, (Py_ssize_t)n) == 0)
         result = Py_BuildValue("Nnn", frames, (Py_ssize_t)(p - base), count);
 done:
-    PyMem_Free(b.data);
     PyBuffer_Release(&prefix);
     PyBuffer_Release(&data);
     PyBuffer_Release(&suffix);

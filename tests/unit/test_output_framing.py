@@ -22,6 +22,7 @@ _bytes = st.lists(
         st.sampled_from(
             [b"\n", b"\r", b"\r\n", b'"\\', b"\x00\x1f\x7f", "é€😀".encode(), b"\xe2\x82", b"\xff"]
         ),
+        st.just(b"a run of plain ASCII, longer than 16 bytes"),
         st.sampled_from(
             [b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf", b"\xe0\x80\x80", b"\xf0\x9f\x98"]
         ),
