@@ -106,9 +106,11 @@ class NftEnforcer:
         doh_resolvers: Sequence[IPNetwork] = DOH_RESOLVERS,
         protected: Sequence[IPNetwork] = (),
         clock: Callable[[], float] = time.monotonic,
+        session: NftSession | None = None,
     ) -> None:
         """`netns` is the namespace's path (None: the caller's own); `resolver` where DNS is sent;
-        `protected` networks are refused unless the policy allows them by IP/CIDR (see `render_ruleset`)."""
+        `protected` networks are refused unless the policy allows them by IP/CIDR (see `render_ruleset`);
+        `session` an nft session in `netns` already running (the enforcer owns it from now on)."""
         self.netns = netns
         self.resolver = resolver
         self._doh = doh_resolvers
@@ -116,7 +118,7 @@ class NftEnforcer:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._admitted: dict[IPAddress, _Admitted] = {}
-        self._nft = NftSession(netns)
+        self._nft = session or NftSession(netns)
         self.policy: Policy = Policy.allow_all()
 
     async def apply(self, policy: Policy) -> None:
@@ -174,6 +176,10 @@ class NftEnforcer:
                     await self._nft.run(render_removal())
             finally:
                 await self._nft.close()
+
+    async def release(self) -> None:
+        """End the nft session (and its hold on the namespace) without touching the table."""
+        await self._nft.close()
 
 
 def _netns_exists(path: str) -> bool:
