@@ -114,17 +114,18 @@ async def prepare_sandbox(host: HostNetwork, sandbox_id: str, netns: str) -> Pre
     (and its nft session started), both made at once. Nothing is left behind on failure."""
     nft = NftSession(netns)
     placeholder = render_ruleset(Policy.deny_all(), ("127.0.0.1", 53), protected=host.protected)
-    results = await asyncio.gather(
-        host.attach(sandbox_id, netns), nft.run(placeholder), return_exceptions=True
-    )
-    attachment, refused = results
-    if isinstance(attachment, BaseException) or isinstance(refused, BaseException):
+    try:
+        attachment, refused = await asyncio.gather(
+            host.attach(sandbox_id, netns), nft.run(placeholder), return_exceptions=True
+        )
+        if isinstance(attachment, BaseException):
+            raise attachment
+        if isinstance(refused, BaseException):
+            raise refused
+    except BaseException:  # also cancelled (the pool closing): both steps are done by then
         await nft.close()
-        if not isinstance(attachment, BaseException):
-            await host.detach(sandbox_id)
-        failure = attachment if isinstance(attachment, BaseException) else refused
-        assert isinstance(failure, BaseException)
-        raise failure
+        await host.detach(sandbox_id)
+        raise
     return PreparedNetwork(host, attachment, nft)
 
 
