@@ -163,7 +163,7 @@ def in_host(host: str, argv: list[str]) -> str:
 
 def main() -> None:
     args = parse_args(__doc__ or "")
-    starts, rounds, size, probes = (6, 3, 64 << 20, 50) if args.quick else (30, 6, 256 << 20, 200)
+    starts, rounds, size, probes = (6, 4, 128 << 20, 50) if args.quick else (30, 10, 512 << 20, 200)
     report = Report.start("sandbox_network", args.quick)
     missing = netns_missing()
     if missing is not None:
@@ -233,10 +233,13 @@ def measure_traffic(
         with open("/tmp/osbox-bench-probe.py", "w") as probe:
             probe.write(PROBE)
         speeds: dict[str, list[float]] = {"host": [], "open": [], "filtered": []}
-        for _ in range(rounds):
-            speeds["host"].append(float(in_host(host, CURL)))
-            for name, execd in clients.items():
-                speeds[name].append(float(in_sandbox(execd, " ".join(CURL))))
+        for round_no in range(rounds):
+            order = ["host", *clients]
+            for name in reversed(order) if round_no % 2 else order:  # neither side always goes first
+                if name == "host":
+                    speeds[name].append(float(in_host(host, CURL)))
+                else:
+                    speeds[name].append(float(in_sandbox(clients[name], " ".join(CURL))))
         print(f"\nHTTP download of the body, {rounds} rounds (MiB/s, median)")
         for name, values in speeds.items():
             print(f"  {name:8s} {median(values) / 2**20:10.0f}")

@@ -17,9 +17,10 @@ Example::
     await network.close()
 
 A pre-started sandbox of the warm pool gets its link ahead (`prepare_sandbox`): the veth and its
-addresses, the host's elements, and the namespace's nft table refusing everything, its nft session
-running. The create that claims it (`connect_sandbox(..., prepared=...)`) only puts its mode in force:
-the policy (one nft transaction on that session) and the resolver.
+addresses, the host's elements, and the namespace's nft table refusing everything (a filtered sandbox's
+ruleset for a deny-all policy), its nft session running. The create that claims it
+(`connect_sandbox(..., prepared=...)`) only puts its mode in force: its policy (for one that denies by
+default, just its sets filled) and its resolver.
 """
 
 from __future__ import annotations
@@ -113,20 +114,21 @@ async def prepare_sandbox(host: HostNetwork, sandbox_id: str, netns: str) -> Pre
     """The link of a sandbox whose mode is not known yet, its namespace's table refusing everything
     (and its nft session started), both made at once. Nothing is left behind on failure."""
     nft = NftSession(netns)
-    placeholder = render_ruleset(Policy.deny_all(), ("127.0.0.1", 53), protected=host.protected)
     try:
-        attachment, refused = await asyncio.gather(
-            host.attach(sandbox_id, netns), nft.run(placeholder), return_exceptions=True
-        )
-        if isinstance(attachment, BaseException):
-            raise attachment
-        if isinstance(refused, BaseException):
-            raise refused
-    except BaseException:  # also cancelled (the pool closing): both steps are done by then
+        attachment = await host.attach(sandbox_id, netns)
+        # The ruleset of a filtered sandbox denying everything, on its resolver's address: a create
+        # with a policy denying by default then only fills its sets (see `NftEnforcer`).
+        await nft.run(render_ruleset(Policy.deny_all(), _listen(attachment), protected=host.protected))
+    except BaseException:  # also cancelled (the pool closing)
         await nft.close()
         await host.detach(sandbox_id)
         raise
     return PreparedNetwork(host, attachment, nft)
+
+
+def _listen(attachment: Attachment) -> tuple[str, int]:
+    """Where the sandbox's resolver listens (the DNS DNAT target): its gateway, port 53."""
+    return attachment.nameserver, 53
 
 
 async def connect_sandbox(
@@ -164,7 +166,7 @@ async def connect_sandbox(
     else:
         attachment, nft = await host.attach(sandbox_id, netns, interface=interface, address=address), None
     network = SandboxNetwork(mode, host, attachment)
-    listen = (attachment.nameserver, 53)
+    listen = _listen(attachment)
     try:
         if mode == "open":
             network.nft = nft
@@ -184,6 +186,7 @@ async def connect_sandbox(
                 socket_factory=host.socket_factory,
                 protected=host.protected,
                 nft_session=nft,
+                nft_installed="deny" if prepared is not None else None,
             )
             chosen = policy or Policy.allow_all()
             # Both at once, both finished before `close` undoes anything.
