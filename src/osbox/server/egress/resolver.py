@@ -208,7 +208,7 @@ class PolicyResolver:
         # from anyone but the upstream.
         with self._socket(self._upstream_family, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
-            await loop.sock_connect(sock, self._upstream)
+            sock.connect(self._upstream)  # UDP: no handshake, nothing to wait for (a numeric address)
             await loop.sock_sendall(sock, wire)
             async with asyncio.timeout(self._timeout):
                 while True:
