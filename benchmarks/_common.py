@@ -255,15 +255,15 @@ def image_mirror() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def osbox_server() -> Iterator[ServerProcess]:
+def osbox_server(*options: str) -> Iterator[ServerProcess]:
     """`_osbox_server` with the benchmarks' image mirror (see `image_mirror`)."""
-    with image_mirror(), _osbox_server() as server:
+    with image_mirror(), _osbox_server(*options) as server:
         yield server
 
 
 @contextlib.contextmanager
-def _osbox_server() -> Iterator[ServerProcess]:
-    """Run `python -m osbox.cli serve` as a subprocess on a free port; clean everything up after.
+def _osbox_server(*options: str) -> Iterator[ServerProcess]:
+    """Run `python -m osbox.cli serve [options]` as a subprocess on a free port; clean everything up after.
 
     A subprocess rather than the in-process `LocalServer`, so the server's memory is measurable on its
     own and the benchmark client does not share the server's interpreter lock. `osbox serve` keeps its
@@ -276,7 +276,17 @@ def _osbox_server() -> Iterator[ServerProcess]:
     port = free_port()
     log = open(log_path, "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
-        [sys.executable, "-m", "osbox.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        [
+            sys.executable,
+            "-m",
+            "osbox.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            *options,
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

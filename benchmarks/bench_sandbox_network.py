@@ -1,9 +1,11 @@
-"""Sandbox networks end to end: real bwrap sandboxes of an `osbox serve` reaching the fake internet.
+"""Sandbox networks end to end: real bwrap sandboxes of an `osbox serve` reaching a fake internet.
 
-The server (`AsyncLocalServer`, warm pool 2, on a loop thread of its own) and the fake internet are the
-integration tests' (`tests/integration/egress/served.py`): the host side runs in a namespace the
-benchmark makes, the public side serves DNS (198.18.0.2) and HTTP (198.18.0.10). Measured, each against a
-baseline of the same run, interleaved:
+As a user meets it: `osbox serve --network open` is a subprocess (warm pool 2, the default), as in
+`bench_sandbox_start.py`, and the sync clients talk to it over its loopback. Both run inside a network
+namespace the benchmark makes to play the machine ("host"), so the machine's own routes and nftables are
+never touched: its uplink `to-pub` leads, through a default route, to a "public" namespace serving DNS
+(198.18.0.2, the server's `--dns-upstream`) and HTTP (198.18.0.10). Measured, each against a baseline of
+the same run, interleaved:
 - create -> first output (as `bench_sandbox_start.py`: create, endpoint, execd client, first stdout
   of `echo ready`) with a policy (default deny, one name and one CIDR allowed) vs without a network
   (`osbox.network=none`) and in mode `open`;
@@ -12,6 +14,7 @@ baseline of the same run, interleaved:
 - TCP connect latency: a probe script timing connects, in the sandbox vs in the host namespace;
 - DNS lookup latency: the probe timing UDP queries for an allowed name through the policy resolver (from a
   filtered sandbox) vs straight to the upstream (from the host namespace).
+The public side's servers run on a loop thread of this process (the server does not).
 Goals: with a policy, p50 create -> first output <= 50 ms; sandbox (open) throughput >= 0.8x the host's.
 Root only.
 
@@ -20,26 +23,25 @@ Root only.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
+import ctypes
 import json
+import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from _common import REPO, Goal, Report, image_mirror, median, ms, parse_args, percentile, us
+from _common import REPO, Goal, Report, median, ms, osbox_server, parse_args, percentile, us
 from bench_egress import LoopThread
 from bench_hostnet import SERVER, bulk_server
 
 from osbox import ExecdClient, LifecycleClient
 
 sys.path.insert(0, str(REPO))
-from tests.integration.egress.fake_internet import DNS_ADDRESS
-from tests.integration.egress.netns import netns_missing
-from tests.integration.egress.served import API_KEY, Served, fake_public, served_internet
+from tests.integration.egress.fake_internet import DNS_ADDRESS, HOSTS, HOSTS_V6, public_servers
+from tests.integration.egress.netns import netns_missing, netns_path, network_namespaces, run
 
 GOAL_P50_S = 0.050
 GOAL_RATIO = 0.8
@@ -82,51 +84,50 @@ print(json.dumps(times))
 CURL = ["curl", "-sS", "-o", "/dev/null", "-w", "%{speed_download}", f"http://{SERVER[0]}:{SERVER[1]}/"]
 
 
-class Running:
-    """The fake internet and the server, kept up on a loop thread until `stop`."""
+#: The host's uplink: a /30 to the public side, which is the default route (the public hosts are not
+#: on-link, so they are not LANs the server protects).
+UPLINK = ("198.19.255.1", "198.19.255.2")
+_CLONE_NEWNET = 0x40000000
 
-    def __init__(self, runner: LoopThread, size: int) -> None:
-        self._runner = runner
-        self._size = size
-        self._stop: asyncio.Event | None = None
-        self._done: concurrent.futures.Future[None] | None = None
 
-    def start(self) -> Served:
-        ready: asyncio.Future[Served] = self._runner.loop.create_future()
-        self._done = asyncio.run_coroutine_threadsafe(self._serve(ready), self._runner.loop)
-        return self._runner.call(_wait(ready))
-
-    async def _serve(self, ready: asyncio.Future[Served]) -> None:
-        self._stop = asyncio.Event()
-        try:
-            async with self._up() as served:
-                ready.set_result(served)
-                await self._stop.wait()
-        except BaseException as exc:
-            if not ready.done():
-                ready.set_exception(exc)
-            raise
-
-    @contextlib.asynccontextmanager
-    async def _up(self) -> AsyncIterator[Served]:
-        async with fake_public() as names:
-            server, close_body = await bulk_server(names["public"], self._size)
+@contextlib.asynccontextmanager
+async def routed_internet(size: int) -> AsyncIterator[dict[str, str]]:
+    """The `host` and `public` namespaces, routed, with the public DNS and HTTP servers running."""
+    async with network_namespaces(["host", "public"]) as names:
+        host, public = names["host"], names["public"]
+        run(
+            "ip", "-n", host, "link", "add", "to-pub", "type", "veth", "peer", "name", "eth0", "netns", public
+        )
+        run("ip", "-n", host, "addr", "add", f"{UPLINK[0]}/30", "dev", "to-pub")
+        run("ip", "-n", host, "link", "set", "to-pub", "up")
+        run("ip", "-n", host, "route", "add", "default", "via", UPLINK[1])
+        run("ip", "-n", public, "addr", "add", f"{UPLINK[1]}/30", "dev", "eth0")
+        for address in (DNS_ADDRESS[0], *HOSTS.values()):
+            run("ip", "-n", public, "addr", "add", f"{address}/24", "dev", "eth0")
+        for address in HOSTS_V6.values():  # served too (the host has no IPv6 route to them)
+            run("ip", "-n", public, "addr", "add", f"{address}/64", "dev", "eth0", "nodad")
+        run("ip", "-n", public, "link", "set", "eth0", "up")
+        async with public_servers(public):
+            server, close_body = await bulk_server(public, size)
             try:
-                async with served_internet(names, warm_pool_size=2) as served:
-                    yield served
+                yield names
             finally:
                 server.close()
                 await server.wait_closed()
                 close_body()
 
-    def stop(self) -> None:
-        assert self._stop is not None and self._done is not None
-        self._runner.loop.call_soon_threadsafe(self._stop.set)
-        self._done.result(timeout=120)
 
-
-async def _wait(future: asyncio.Future[Served]) -> Served:
-    return await future
+@contextlib.contextmanager
+def inside(netns: str) -> Iterator[None]:
+    """This thread (and the processes it starts) in the network namespace at `netns` until the end."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open("/proc/thread-self/ns/net", "rb") as home, open(netns, "rb") as target:
+        if libc.setns(target.fileno(), _CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+        try:
+            yield
+        finally:
+            libc.setns(home.fileno(), _CLONE_NEWNET)
 
 
 def start_one(lifecycle: LifecycleClient, fields: dict[str, Any]) -> float:
@@ -162,20 +163,23 @@ def in_host(host: str, argv: list[str]) -> str:
 
 def main() -> None:
     args = parse_args(__doc__ or "")
-    starts, rounds, size, probes = (6, 3, 64 << 20, 50) if args.quick else (30, 6, 256 << 20, 200)
+    starts, rounds, size, probes = (6, 4, 128 << 20, 50) if args.quick else (30, 10, 512 << 20, 200)
     report = Report.start("sandbox_network", args.quick)
     missing = netns_missing()
     if missing is not None:
         report.notes.append(f"skipped: {missing}")
         report.emit()
         return
-    stack = contextlib.ExitStack()
-    stack.enter_context(image_mirror())  # sandboxes of python:3.11 run the tests' Debian image
     runner = LoopThread()
-    running = Running(runner, size)
-    served = running.start()
+    stack = contextlib.AsyncExitStack()
     try:
-        with LifecycleClient(f"{served.server.base_url}/v1", API_KEY, timeout=60) as lifecycle:
+        names = runner.call(stack.enter_async_context(routed_internet(size)))
+        options = ["--network", "open", "--dns-upstream", DNS_ADDRESS[0]]
+        with (
+            inside(netns_path(names["host"])),
+            osbox_server(*options) as server,
+            LifecycleClient(server.lifecycle_url, timeout=60) as lifecycle,
+        ):
             for fields in KINDS.values():
                 start_one(lifecycle, fields)  # warm-up, not counted
             start_times: dict[str, list[float]] = {kind: [] for kind in KINDS}
@@ -198,24 +202,23 @@ def main() -> None:
                     " ms",
                 )
             )
-            measure_traffic(lifecycle, served, rounds, probes, figures, report)
+            measure_traffic(lifecycle, names["host"], rounds, probes, figures, report)
             report.figures["sandbox_network"] = figures
     finally:
-        running.stop()
+        runner.call(stack.aclose())
         runner.stop()
-        stack.close()
     report.emit()
 
 
 def measure_traffic(
     lifecycle: LifecycleClient,
-    served: Served,
+    host: str,
     rounds: int,
     probes: int,
     figures: dict[str, Any],
     report: Report,
 ) -> None:
-    """Throughput, connect and DNS latency: sandboxes (open, filtered) vs the host namespace."""
+    """Throughput, connect and DNS latency: sandboxes (open, filtered) vs the `host` namespace."""
     opened = lifecycle.create_sandbox(image="python:3.11", entrypoint=["sleep", "infinity"], timeout=600)
     filtered = lifecycle.create_sandbox(
         image="python:3.11", entrypoint=["sleep", "infinity"], timeout=600, network_policy=POLICY
@@ -230,10 +233,13 @@ def measure_traffic(
         with open("/tmp/osbox-bench-probe.py", "w") as probe:
             probe.write(PROBE)
         speeds: dict[str, list[float]] = {"host": [], "open": [], "filtered": []}
-        for _ in range(rounds):
-            speeds["host"].append(float(in_host(served.host, CURL)))
-            for name, execd in clients.items():
-                speeds[name].append(float(in_sandbox(execd, " ".join(CURL))))
+        for round_no in range(rounds):
+            order = ["host", *clients]
+            for name in reversed(order) if round_no % 2 else order:  # neither side always goes first
+                if name == "host":
+                    speeds[name].append(float(in_host(host, CURL)))
+                else:
+                    speeds[name].append(float(in_sandbox(clients[name], " ".join(CURL))))
         print(f"\nHTTP download of the body, {rounds} rounds (MiB/s, median)")
         for name, values in speeds.items():
             print(f"  {name:8s} {median(values) / 2**20:10.0f}")
@@ -244,9 +250,7 @@ def measure_traffic(
         report.goals.append(Goal("sandbox (open) HTTP throughput vs host", ratio, GOAL_RATIO, ">=", "x"))
 
         connect_args = ["connect", SERVER[0], str(SERVER[1]), str(probes)]
-        host_connects = json.loads(
-            in_host(served.host, ["python3", "/tmp/osbox-bench-probe.py", *connect_args])
-        )
+        host_connects = json.loads(in_host(host, ["python3", "/tmp/osbox-bench-probe.py", *connect_args]))
         print(f"\nTCP connect, {probes} each (p50 / p95)")
         rows = {"host": host_connects}
         for name, execd in clients.items():
@@ -257,7 +261,7 @@ def measure_traffic(
 
         direct = json.loads(
             in_host(
-                served.host,
+                host,
                 ["python3", "/tmp/osbox-bench-probe.py", "dns", DNS_ADDRESS[0], "53", str(probes)],
             )
         )

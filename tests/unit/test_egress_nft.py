@@ -9,6 +9,7 @@ from osbox.server.egress.nft import (
     REFUSAL_LOG_RATE,
     Admission,
     render_admissions,
+    render_policy_update,
     render_removal,
     render_ruleset,
 )
@@ -148,3 +149,26 @@ def test_every_refusal_is_logged_to_nflog_rate_limited_then_rejected_at_once() -
     ]
     chain = output_chain(render_ruleset(Policy.deny_all(), RESOLVER))
     assert not [rule for rule in chain if "reject" in rule]  # no refusal skips the log
+
+
+def test_a_policy_update_refills_every_set_and_touches_no_chain() -> None:
+    policy = policy_from_body(
+        {
+            "defaultAction": "deny",
+            "egress": [{"action": "allow", "target": "198.18.0.0/24"}, {"action": "deny", "target": "::1"}],
+        }
+    )
+    kept = [Admission(ipaddress.ip_address("198.18.0.10"), 60)]
+    lines = render_policy_update(policy, admitted=kept).splitlines()
+    flushed = [line.split()[-1] for line in lines if line.startswith("flush set inet osbox ")]
+    assert sorted(flushed) == sorted(
+        f"{kind}_v{version}" for kind in ("allow", "static_allow", "static_deny") for version in (4, 6)
+    )
+    assert "add element inet osbox allow_v4 { 198.18.0.10 timeout 60s }" in lines
+    assert "add element inet osbox static_allow_v4 { 198.18.0.0/24 }" in lines
+    assert "add element inet osbox static_deny_v6 { ::1 }" in lines
+    assert not [line for line in lines if "chain" in line or "table" in line.split()[:2]]
+    # Each set is emptied before it is filled, in one transaction.
+    assert lines.index("flush set inet osbox static_allow_v4") < lines.index(
+        "add element inet osbox static_allow_v4 { 198.18.0.0/24 }"
+    )

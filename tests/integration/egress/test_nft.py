@@ -146,3 +146,26 @@ async def test_nft_accepts_the_ruleset_of_any_ip_policy() -> None:
         finally:
             await session.close()
         assert failures == []
+
+
+async def test_a_policy_of_the_installed_default_changes_only_the_sets_to_the_same_table() -> None:
+    """An enforcer handed a table for a deny-all policy (a pre-started sandbox's) puts a policy that
+    denies by default in force by filling the sets: the table lists as a full replacement would."""
+    resolver = ("100.64.0.1", 53)
+    async with network_namespaces(["updated", "replaced"]) as names:
+        updated, replaced = netns_path(names["updated"]), netns_path(names["replaced"])
+        session = NftSession(updated)
+        await session.run(render_ruleset(Policy.deny_all(), resolver))
+        enforcer = NftEnforcer(updated, resolver, session=session, installed="deny")
+        try:
+            for policy in (POLICIES["mixed"], Policy.deny_all(), POLICIES["mixed"], Policy.allow_all()):
+                await enforcer.apply(policy)
+                await run_nft(replaced, render_ruleset(policy, resolver))
+                listings = [
+                    (await run_in(name, "nft", "list", "table", "inet", "osbox")).stdout
+                    for name in (names["updated"], names["replaced"])
+                ]
+                assert listings[0] == listings[1]
+                assert ("198.18.0.11" in listings[0]) == (policy is POLICIES["mixed"])
+        finally:
+            await enforcer.remove()

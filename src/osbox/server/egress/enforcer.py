@@ -17,9 +17,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .nft import DOH_RESOLVERS, Admission, render_admissions, render_removal, render_ruleset
+from .nft import (
+    DOH_RESOLVERS,
+    Admission,
+    render_admissions,
+    render_policy_update,
+    render_removal,
+    render_ruleset,
+)
 from .nft_runner import NftError, NftSession, run_nft
-from .policy import IPAddress, IPNetwork, Policy
+from .policy import Action, IPAddress, IPNetwork, Policy
 from .resolver import ResolvedAddress
 
 __all__ = [
@@ -106,9 +113,14 @@ class NftEnforcer:
         doh_resolvers: Sequence[IPNetwork] = DOH_RESOLVERS,
         protected: Sequence[IPNetwork] = (),
         clock: Callable[[], float] = time.monotonic,
+        session: NftSession | None = None,
+        installed: Action | None = None,
     ) -> None:
         """`netns` is the namespace's path (None: the caller's own); `resolver` where DNS is sent;
-        `protected` networks are refused unless the policy allows them by IP/CIDR (see `render_ruleset`)."""
+        `protected` networks are refused unless the policy allows them by IP/CIDR (see `render_ruleset`);
+        `session` an nft session in `netns` already running (the enforcer owns it from now on), and
+        `installed` the `defaultAction` of the ruleset it holds already (rendered with these same
+        arguments), which a policy of that default then only needs its sets changed for."""
         self.netns = netns
         self.resolver = resolver
         self._doh = doh_resolvers
@@ -116,7 +128,8 @@ class NftEnforcer:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._admitted: dict[IPAddress, _Admitted] = {}
-        self._nft = NftSession(netns)
+        self._nft = session or NftSession(netns)
+        self._installed = installed  # the default action of the table in the namespace, if ours is there
         self.policy: Policy = Policy.allow_all()
 
     async def apply(self, policy: Policy) -> None:
@@ -132,10 +145,15 @@ class NftEnforcer:
                     del self._admitted[address]
                     continue
                 kept.append(Admission(address, remaining))
-            script = render_ruleset(
-                policy, self.resolver, admitted=kept, doh_resolvers=self._doh, protected=self._protected
-            )
+            if self._installed == policy.default_action:
+                script = render_policy_update(policy, admitted=kept)  # same chains: only the sets change
+            else:
+                script = render_ruleset(
+                    policy, self.resolver, admitted=kept, doh_resolvers=self._doh, protected=self._protected
+                )
+            self._installed = None  # unknown should the transaction fail midway (it is all or nothing)
             await self._nft.run(script)
+            self._installed = policy.default_action
             self.policy = policy
 
     async def admit(self, name: str, addresses: Sequence[ResolvedAddress]) -> None:
@@ -169,11 +187,16 @@ class NftEnforcer:
         session, whose thread would otherwise keep the namespace alive. `apply` starts over."""
         async with self._lock:
             self._admitted.clear()
+            self._installed = None
             try:
                 if self._nft.active or self.netns is None or _netns_exists(self.netns):
                     await self._nft.run(render_removal())
             finally:
                 await self._nft.close()
+
+    async def release(self) -> None:
+        """End the nft session (and its hold on the namespace) without touching the table."""
+        await self._nft.close()
 
 
 def _netns_exists(path: str) -> bool:

@@ -22,7 +22,8 @@ from .enforcer import Enforcement, NftEnforcer, probe_enforcement
 from .netns import SocketFactory, netns_socket_factory
 from .nflog import NflogListener, RefusedPacket
 from .nft import DOH_RESOLVERS
-from .policy import IPNetwork, Policy
+from .nft_runner import NftSession
+from .policy import Action, IPNetwork, Policy
 from .resolver import PolicyResolver
 
 __all__ = ["Denial", "EgressUnavailable", "SandboxEgress"]
@@ -70,11 +71,15 @@ class SandboxEgress:
         socket_factory: SocketFactory = socket.socket,
         doh_resolvers: Sequence[IPNetwork] = DOH_RESOLVERS,
         protected: Sequence[IPNetwork] = (),
+        nft_session: NftSession | None = None,
+        nft_installed: Action | None = None,
     ) -> None:
         """`listen` is where the resolver answers (the DNS DNAT target); `upstream` where it asks;
         `protected` networks (the host's addresses, other sandboxes) stay out of reach unless the policy
         allows them by IP/CIDR. `on_denied` gets the denials `denial_throttle` lets through (default: a
-        name at most once per 10 s, 120 a minute)."""
+        name at most once per 10 s, 120 a minute). `nft_session`: one already running in `netns` (a
+        pre-started sandbox's), which the engine owns from now on, holding osbox's ruleset for a policy
+        of default `nft_installed` already (see `NftEnforcer`)."""
         self.netns = netns
         self._listen = listen
         self._on_denied = on_denied
@@ -83,7 +88,14 @@ class SandboxEgress:
         self._policy = Policy.allow_all()
         self.enforcement = Enforcement("none", "not started")
         # Public for inspection and tests; change the policy through `replace` only.
-        self.enforcer = NftEnforcer(netns, listen, doh_resolvers=doh_resolvers, protected=protected)
+        self.enforcer = NftEnforcer(
+            netns,
+            listen,
+            doh_resolvers=doh_resolvers,
+            protected=protected,
+            session=nft_session,
+            installed=nft_installed,
+        )
         self.resolver = PolicyResolver(
             lambda: self._policy,
             upstream,
@@ -129,6 +141,8 @@ class SandboxEgress:
         await self.resolver.close()
         if self.enforcement.mode == "dns+nft":
             await self.enforcer.remove()
+        else:
+            await self.enforcer.release()
 
     def _start_refusal_log(self) -> None:
         factory = netns_socket_factory(self.netns) if self.netns is not None else socket.socket

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -47,7 +48,7 @@ import os
 import re
 import shutil
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -62,6 +63,7 @@ from .host_nft import (
 from .netns import SocketFactory, call_in_netns, netns_socket_factory
 from .nft_runner import NftSession
 from .policy import IPNetwork
+from .rtnl import Rtnl
 
 __all__ = [
     "DEFAULT_POOL",
@@ -237,28 +239,38 @@ class HostNetwork:
         netns = self.config.host_netns
         return netns_socket_factory(netns) if netns is not None else socket.socket
 
-    async def attach(self, sandbox_id: str, netns: str) -> Attachment:
+    async def attach(
+        self,
+        sandbox_id: str,
+        netns: str,
+        *,
+        interface: str | None = None,
+        address: IPv4Address | None = None,
+    ) -> Attachment:
         """Give the sandbox whose network namespace is at `netns` (e.g. `/proc/<pid>/ns/net`) its link.
 
+        `interface` and `address` (what a sandbox had before a restart, see `rekey`) are kept where
+        they are free; by default both follow from the sandbox id.
         Raises `ValueError` when it is attached already, `NetworkUnavailable` when the pool is full,
         `RuntimeError` with the tool's message when a step fails; nothing is left behind then.
         """
         async with self._lock:
             if sandbox_id in self.attachments:
                 raise ValueError(f"sandbox {sandbox_id} is attached already")
-            interface = self.interface_name(sandbox_id)
+            if interface is None or not self._ours(interface):
+                interface = self.interface_name(sandbox_id)
             if any(a.interface == interface for a in self.attachments.values()):
                 raise ValueError(
                     f"sandbox {sandbox_id}: its interface name {interface} is taken (hash clash)"
                 )
-            block = self._lease(sandbox_id)
+            block = self._lease(sandbox_id, self._block_of(address))
             gateway, address = _block_addresses(self.config.pool, block)
             attachment = Attachment(sandbox_id, interface, address, gateway, netns)
             try:
                 # The peer is created in the sandbox's namespace directly, as eth0: no name clash on the
                 # host. When this fails (a link of that name exists), nothing of ours is to be undone.
-                await _ip_batch(
-                    self.config.host_netns, [f"link add {interface} type veth peer name eth0 netns {netns}"]
+                await _link_step(
+                    self.config.host_netns, "link add", lambda rtnl: _add_veth(rtnl, interface, netns)
                 )
             except BaseException:
                 del self._blocks[block]
@@ -273,19 +285,38 @@ class HostNetwork:
             self.attachments[sandbox_id] = attachment
             return attachment
 
+    def rekey(self, old_id: str, new_id: str) -> Attachment:
+        """Hand the link attached for `old_id` (a pre-started sandbox of the warm pool) to `new_id`,
+        its owner: same interface, addresses, elements and lease. Raises `KeyError` when `old_id` has
+        no link, `ValueError` when `new_id` has one."""
+        if new_id in self.attachments:
+            raise ValueError(f"sandbox {new_id} is attached already")
+        attachment = self.attachments.pop(old_id)
+        moved = dataclasses.replace(attachment, sandbox_id=new_id)
+        self.attachments[new_id] = moved
+        if old_id in self._exceptions:
+            self._exceptions[new_id] = self._exceptions.pop(old_id)
+        self._blocks = {b: new_id if i == old_id else i for b, i in self._blocks.items()}
+        return moved
+
     async def detach(self, sandbox_id: str) -> None:
         """Remove the sandbox's link (both veth ends), its nft elements and its address lease; no-op for
         a sandbox not attached."""
         async with self._lock:
             await self._detach(sandbox_id)
 
-    async def drop_stale_link(self, sandbox_id: str) -> None:
-        """Remove the host end named for `sandbox_id` if one is left from a previous run (a re-adopted
-        sandbox is attached afresh, at the same addresses); no-op when it is attached here."""
+    async def drop_stale_link(self, sandbox_id: str, interface: str | None = None) -> None:
+        """Remove the host end of `sandbox_id` (`interface`, default: the one named for it) if one is
+        left from a previous run (a re-adopted sandbox is attached afresh, at the same addresses);
+        no-op when it is attached here."""
         async with self._lock:
             if sandbox_id not in self.attachments:
-                command = f"link del {self.interface_name(sandbox_id)}"
-                await _ip_batch(self.config.host_netns, [command], check=False)
+                names = {self.interface_name(sandbox_id)}
+                if interface is not None and self._ours(interface):
+                    names.add(interface)
+                taken = {a.interface for a in self.attachments.values()}
+                for name in sorted(names - taken):
+                    await _delete_link(self.config.host_netns, name)
 
     async def set_exceptions(self, sandbox_id: str, networks: Iterable[IPNetwork]) -> None:
         """Let the sandbox reach these networks although protected (its policy's IP/CIDR allow rules);
@@ -302,20 +333,22 @@ class HostNetwork:
     async def sweep(self, live_ids: Iterable[str]) -> dict[str, Attachment]:
         """Remove the links of sandboxes not in `live_ids` (left by a crash, or attached here and gone
         since), and adopt those of live ones (their elements registered again): the adopted, by id."""
-        live = {self.interface_name(i): i for i in live_ids}
+        live_set = set(live_ids)
+        live = {self.interface_name(i): i for i in live_set}
         async with self._lock:
-            for sandbox_id in [i for i in self.attachments if self.interface_name(i) not in live]:
+            for sandbox_id in [i for i in self.attachments if i not in live_set]:
                 await self._detach(sandbox_id)
+            attached = {a.interface for a in self.attachments.values()}
             adopted: dict[str, Attachment] = {}
             for interface, addresses in (
                 await _prefixed_links(self.config.host_netns, self.config.prefix)
             ).items():
                 owner = live.get(interface)
-                if owner is not None and owner in self.attachments:
-                    continue
+                if interface in attached:
+                    continue  # attached by this run (a re-adopted sandbox, whatever its link's name)
                 found = self._adoptable(interface, addresses)
                 if owner is None or found is None:
-                    await _ip_batch(self.config.host_netns, [f"link del {interface}"], check=False)
+                    await _delete_link(self.config.host_netns, interface)
                     continue
                 block, gateway, address = found
                 attachment = Attachment(owner, interface, address, gateway)
@@ -326,8 +359,21 @@ class HostNetwork:
 
     # -- internals ----------------------------------------------------------------------------------
 
-    def _lease(self, sandbox_id: str) -> int:
+    def _ours(self, interface: str) -> bool:
+        return interface.startswith(f"{self.config.prefix}-") and len(interface) <= _IFNAMSIZ
+
+    def _block_of(self, address: IPv4Address | None) -> int | None:
+        """The pool block whose sandbox address is `address` (None: not one of the pool's)."""
+        if address is None or address not in self.config.pool:
+            return None
+        block = (int(address) - int(self.config.pool.network_address)) >> (32 - _BLOCK)
+        return block if _block_addresses(self.config.pool, block)[1] == address else None
+
+    def _lease(self, sandbox_id: str, wanted: int | None = None) -> int:
         count = 1 << (_BLOCK - self.config.pool.prefixlen)
+        if wanted is not None and wanted not in self._blocks:
+            self._blocks[wanted] = sandbox_id
+            return wanted
         start = int.from_bytes(hashlib.sha256(sandbox_id.encode()).digest()[:8]) % count
         for step in range(count):
             block = (start + step) % count
@@ -363,14 +409,17 @@ class HostNetwork:
 
     async def _configure_host_end(self, attachment: Attachment) -> None:
         name = attachment.interface
-        # No IPv6 on the host end (no link-local address a sandbox could reach); forwarding for it only.
-        await self._sysctl(f"ipv6/conf/{name}/disable_ipv6", "1")
-        await self._sysctl(f"ipv4/conf/{name}/forwarding", "1")
+
+        def configure(rtnl: Rtnl) -> None:
+            # No IPv6 on the host end (no link-local address a sandbox could reach), so before it is up;
+            # forwarding for it only.
+            _write_sysctl(f"ipv6/conf/{name}/disable_ipv6", "1")
+            _write_sysctl(f"ipv4/conf/{name}/forwarding", "1")
+            rtnl.add_address(name, attachment.gateway, _BLOCK)
+            rtnl.set_up(name)
+
         await self._nft.run(render_link(self.config.prefix, name, attachment.address, attachment.gateway))
-        await _ip_batch(
-            self.config.host_netns,
-            [f"addr add {attachment.gateway}/{_BLOCK} dev {name}", f"link set {name} up"],
-        )
+        await _link_step(self.config.host_netns, "host end", configure)
 
     async def _detach(self, sandbox_id: str) -> None:
         attachment = self.attachments.pop(sandbox_id, None)
@@ -384,7 +433,7 @@ class HostNetwork:
 
     async def _remove_link(self, attachment: Attachment, exceptions: Sequence[IPNetwork]) -> None:
         # Deleting the host end deletes its peer (wherever it is) and the host end's addresses and route.
-        await _ip_batch(self.config.host_netns, [f"link del {attachment.interface}"], check=False)
+        await _delete_link(self.config.host_netns, attachment.interface)
         await self._nft.run(
             render_unlink(
                 self.config.prefix, attachment.interface, attachment.address, attachment.gateway, exceptions
@@ -418,15 +467,47 @@ class HostNetwork:
 
 
 async def _configure_sandbox_end(attachment: Attachment, netns: str) -> None:
-    await _ip_batch(
-        netns,
-        [
-            "link set lo up",
-            f"addr add {attachment.address}/{_BLOCK} dev eth0",
-            "link set eth0 up",
-            f"route add default via {attachment.gateway} dev eth0",
-        ],
-    )
+    def configure(rtnl: Rtnl) -> None:
+        rtnl.set_up("lo")
+        rtnl.add_address("eth0", attachment.address, _BLOCK)
+        rtnl.set_up("eth0")
+        rtnl.add_default_route(attachment.gateway, "eth0")
+
+    await _link_step(netns, "sandbox end", configure)
+
+
+def _add_veth(rtnl: Rtnl, interface: str, netns: str) -> None:
+    fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        rtnl.add_veth(interface, "eth0", fd)
+    finally:
+        os.close(fd)
+
+
+async def _link_step(netns: str | None, what: str, work: Callable[[Rtnl], None]) -> None:
+    """`work` on an rtnetlink socket inside the namespace at path `netns` (None: the server's own), in
+    a thread; `RuntimeError` ("ip: …", the kernel's words) when a step fails."""
+
+    def run() -> None:
+        with Rtnl() as rtnl:
+            work(rtnl)
+
+    try:
+        await asyncio.to_thread(call_in_netns, netns, run)
+    except OSError as exc:
+        raise RuntimeError(f"ip: {what}: {exc.strerror or exc}") from None
+
+
+async def _delete_link(netns: str | None, interface: str) -> None:
+    """Delete `interface` in `netns` if it is there (a veth's peer goes with it); failures are logged."""
+
+    def delete(rtnl: Rtnl) -> None:
+        rtnl.delete_link(interface)
+
+    try:
+        await _link_step(netns, f"link del {interface}", delete)
+    except RuntimeError as exc:
+        _log.warning("%s", exc)
 
 
 def _check_config(config: HostNetworkConfig) -> None:
@@ -493,14 +574,6 @@ async def _run(argv: list[str], stdin: str | None = None) -> tuple[int, str, str
 
 def _in(netns: str | None, argv: list[str]) -> list[str]:
     return argv if netns is None else ["nsenter", f"--net={netns}", "--", *argv]
-
-
-async def _ip_batch(netns: str | None, commands: list[str], *, check: bool = True) -> None:
-    """`ip -batch` inside the namespace at path `netns` (None: the server's own); any path works, a
-    named namespace's or `/proc/<pid>/ns/net`."""
-    code, _, err = await _run(_in(netns, ["ip", "-batch", "-"]), "\n".join(commands) + "\n")
-    if code != 0 and check:
-        raise RuntimeError(f"ip: {err.strip() or f'exit status {code}'}")
 
 
 async def _ip_json(netns: str | None, *args: str) -> list[dict[str, Any]]:

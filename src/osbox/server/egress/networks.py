@@ -17,11 +17,13 @@ gets the same network and policy after a restart.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import get_args
 
@@ -30,7 +32,7 @@ from .enforcer import Enforcement
 from .engine import Denial, EgressUnavailable
 from .hostnet import HostNetwork, HostNetworkConfig, NetworkUnavailable
 from .policy import Policy, PolicyError, policy_from_create
-from .sandbox_network import NetworkMode, SandboxNetwork, connect_sandbox
+from .sandbox_network import NetworkMode, PreparedNetwork, SandboxNetwork, connect_sandbox, prepare_sandbox
 
 __all__ = [
     "NETWORK_EXTENSION",
@@ -116,6 +118,8 @@ class SandboxNetworks:
         """Why sandboxes cannot have a network here ("" when they can)."""
         self._networks: dict[str, SandboxNetwork] = {}
         self._state_dirs: dict[str, Path] = {}
+        self._prepared: dict[str, PreparedNetwork] = {}  # links of the warm pool's sandboxes, by pool id
+        self._removals: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Start the host side (unless the switch is `none`); where it cannot start (not root, no
@@ -128,15 +132,40 @@ class SandboxNetworks:
             self.unavailable = str(exc).removeprefix("no network: ")
             _log.warning("sandboxes get no network: %s", exc)
 
+    async def prepare(self, pool_id: str, netns: str) -> bool:
+        """Make the link of a pre-started sandbox of the warm pool (`pool_id`) ahead, so that the create
+        that takes it only puts its mode in force (`connect(..., prepared=pool_id)`). False (and nothing
+        made) where there is no network or it failed: that create then makes its own."""
+        if self.host is None:
+            return False
+        try:
+            self._prepared[pool_id] = await prepare_sandbox(self.host, pool_id, netns)
+        except Exception as exc:
+            _log.warning("a pre-started sandbox's network could not be made ahead: %s", exc)
+            return False
+        return True
+
     async def connect(
-        self, sandbox_id: str, netns: str, state_dir: Path, choice: NetworkChoice
+        self,
+        sandbox_id: str,
+        netns: str,
+        state_dir: Path,
+        choice: NetworkChoice,
+        *,
+        prepared: str | None = None,
+        link: _Link | None = None,
     ) -> NetworkStatus:
         """Set up the network `choice` asks for in the namespace at `netns`; before the entrypoint runs.
+        `prepared`: the pool id whose link (`prepare`) the sandbox takes over (removed in mode `none`);
+        `link`: the interface and address to keep where free (a re-adopted sandbox's).
 
         Raises `NetworkUnavailable` or `EgressUnavailable` (the message says why) when it cannot be
         had here; nothing is left behind then.
         """
+        ahead = self._prepared.pop(prepared, None) if prepared is not None else None
         if choice.mode == "none" or (self.host is None and not choice.requested):
+            if ahead is not None:
+                self._remove_soon(ahead)
             reason = self.unavailable or f"extensions.{NETWORK_EXTENSION} is 'none'"
             return NetworkStatus(f"No network: {reason}.")
         if self.host is None:
@@ -148,9 +177,12 @@ class SandboxNetworks:
             choice.mode,
             policy=choice.policy,
             on_denied=self._denied(sandbox_id),
+            prepared=ahead,
+            interface=link.interface if link is not None else None,
+            address=link.address if link is not None else None,
         )
         try:
-            _save(state_dir, choice)
+            _save(state_dir, choice, network)
         except BaseException:
             await network.close()
             raise
@@ -158,17 +190,32 @@ class SandboxNetworks:
         self._state_dirs[sandbox_id] = state_dir
         return self.status(sandbox_id)
 
+    def _remove_soon(self, prepared: PreparedNetwork) -> None:
+        """Remove a link made ahead for a sandbox that is to have none, after the create: deleting a
+        veth waits for the kernel (10-20 ms). Meanwhile its namespace's table refuses everything but
+        its loopback, as it did in the pool, so the sandbox has no network from the start."""
+
+        async def remove() -> None:
+            try:
+                await prepared.close()
+            except Exception:
+                _log.exception("removing the link of a pre-started sandbox failed")
+
+        task = asyncio.get_running_loop().create_task(remove())
+        self._removals.add(task)
+        task.add_done_callback(self._removals.discard)
+
     async def readopt(self, sandbox_id: str, netns: str, state_dir: Path) -> NetworkStatus:
         """Give a re-adopted sandbox the network (and policy) it had. Never raises: a sandbox whose
         network cannot be set up again runs with none (fail-closed), and its status says why."""
-        choice = _load(state_dir)
+        choice, link = _load(state_dir)
         if choice.mode == "none":
             return NetworkStatus("No network.")
         try:
             if self.host is None:
                 raise NetworkUnavailable(self.unavailable)
-            await self.host.drop_stale_link(sandbox_id)
-            return await self.connect(sandbox_id, netns, state_dir, choice)
+            await self.host.drop_stale_link(sandbox_id, link.interface if link is not None else None)
+            return await self.connect(sandbox_id, netns, state_dir, choice, link=link)
         except Exception as exc:
             _log.warning("sandbox %s runs without its network after the restart: %s", sandbox_id, exc)
             return NetworkStatus(f"No network: setting it up again after the restart failed: {exc}.")
@@ -189,8 +236,9 @@ class SandboxNetworks:
         )
 
     async def disconnect(self, sandbox_id: str) -> None:
-        """Remove the sandbox's network (link, nft table, resolver); no-op for one without."""
-        network = self._networks.pop(sandbox_id, None)
+        """Remove the sandbox's network (link, nft table, resolver), or the link made ahead for a
+        pre-started one (`prepare`); no-op for one without."""
+        network = self._networks.pop(sandbox_id, None) or self._prepared.pop(sandbox_id, None)
         self._state_dirs.pop(sandbox_id, None)
         if network is not None:
             await network.close()
@@ -218,13 +266,15 @@ class SandboxNetworks:
         """Stop every resolver and remove every link and the host's table. Sandboxes keep running;
         a restarted server connects them again (`readopt`)."""
         try:
-            for sandbox_id in list(self._networks):
+            for sandbox_id in [*self._networks, *self._prepared]:
                 try:
-                    await self._networks.pop(sandbox_id).close()
+                    await self.disconnect(sandbox_id)
                 except Exception:
                     _log.exception("closing the network of sandbox %s failed", sandbox_id)
         finally:
             self._state_dirs.clear()
+            if self._removals:
+                await asyncio.gather(*self._removals, return_exceptions=True)
             if self.host is not None:
                 await self.host.close()
                 self.host = None
@@ -262,12 +312,26 @@ class _Filtered:
 
     async def replace(self, policy: Policy) -> None:
         await self._network.replace_policy(policy)
-        _save(self._state_dir, NetworkChoice("filtered", policy))
+        _save(self._state_dir, NetworkChoice("filtered", policy), self._network)
 
 
-def _save(state_dir: Path, choice: NetworkChoice) -> None:
+@dataclass(frozen=True, slots=True)
+class _Link:
+    """A sandbox's host end and address as recorded: what it gets again after a restart."""
+
+    interface: str
+    address: IPv4Address
+
+
+def _save(state_dir: Path, choice: NetworkChoice, network: SandboxNetwork) -> None:
     """Write `network.json` atomically into the state dir (the server's own: no sandbox writes there)."""
-    record = {"mode": choice.mode, "policy": choice.policy.to_model().model_dump(mode="json", by_alias=True)}
+    record: dict[str, object] = {
+        "mode": choice.mode,
+        "policy": choice.policy.to_model().model_dump(mode="json", by_alias=True),
+    }
+    if network.attachment is not None:
+        record["interface"] = network.attachment.interface
+        record["address"] = str(network.attachment.address)
     temp = state_dir / f".{_RECORD}.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as out:
@@ -275,8 +339,8 @@ def _save(state_dir: Path, choice: NetworkChoice) -> None:
     os.replace(temp, state_dir / _RECORD)
 
 
-def _load(state_dir: Path) -> NetworkChoice:
-    """The recorded choice; mode `none` when there is none or it is unreadable (fail-closed)."""
+def _load(state_dir: Path) -> tuple[NetworkChoice, _Link | None]:
+    """The recorded choice and link; mode `none` when there is none or it is unreadable (fail-closed)."""
     try:
         fd = os.open(state_dir / _RECORD, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         with os.fdopen(fd) as record:
@@ -284,9 +348,13 @@ def _load(state_dir: Path) -> NetworkChoice:
         mode = saved["mode"]
         if mode not in _MODES:
             raise ValueError(f"unknown mode {mode!r}")
-        return NetworkChoice(mode, policy_from_create(saved["policy"]), requested=True)
+        choice = NetworkChoice(mode, policy_from_create(saved["policy"]), requested=True)
+        link = None
+        if isinstance(saved.get("interface"), str) and "address" in saved:
+            link = _Link(saved["interface"], IPv4Address(saved["address"]))
+        return choice, link
     except FileNotFoundError:
-        return NetworkChoice()
+        return NetworkChoice(), None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         _log.warning("the network record in %s is unusable (%s): no network", state_dir, exc)
-        return NetworkChoice()
+        return NetworkChoice(), None

@@ -36,6 +36,7 @@ __all__ = [
     "interval_elements",
     "render_admissions",
     "render_dns_redirect",
+    "render_policy_update",
     "render_removal",
     "render_ruleset",
 ]
@@ -147,6 +148,29 @@ def render_ruleset(
     if deny:
         lines.append("    goto refuse")
     lines += ["  }", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def render_policy_update(policy: Policy, *, admitted: Iterable[Admission] = ()) -> str:
+    """The `nft -f` script that puts `policy` in force in a table `render_ruleset` made for a policy of
+    the same `defaultAction` (and the same resolver, protected networks and DoH list): only the sets
+    change, the chains are the same. One transaction, much lighter than redefining the table.
+
+    The static sets get `policy`'s IPs and CIDRs, the DNS-filled sets just `admitted` (as in
+    `render_ruleset`: what a replacement keeps).
+    """
+    seeds = list(admitted)
+    lines = []
+    for version in (4, 6):
+        contents = {
+            f"allow_v{version}": _seed_elements(seeds, version),
+            f"static_allow_v{version}": interval_elements(policy.networks("allow", version)),
+            f"static_deny_v{version}": interval_elements(policy.networks("deny", version)),
+        }
+        for name, elements in contents.items():
+            lines.append(f"flush set inet {TABLE} {name}")
+            if elements:
+                lines.append(f"add element inet {TABLE} {name} {{ {', '.join(elements)} }}")
     return "\n".join(lines) + "\n"
 
 

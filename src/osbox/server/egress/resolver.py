@@ -30,6 +30,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
+from .dnswire import Answer, Question, read_answer, read_question
 from .netns import SocketFactory
 from .policy import IPAddress, Policy
 
@@ -171,32 +172,34 @@ class PolicyResolver:
 
     async def answer(self, wire: bytes, *, tcp: bool) -> bytes | None:
         """The reply to one DNS message (None: nothing to send back, e.g. garbage that has no id)."""
-        try:
-            query = dns.message.from_wire(wire)
-        except dns.exception.DNSException:
-            return _formerr(wire)
-        if query.flags & dns.flags.QR or len(query.question) != 1:
-            return _formerr(wire)
-        question = query.question[0]
-        name = question.name.to_text(omit_final_dot=True)
+        question = read_question(wire)  # the fast path: no full parse (see `dnswire`)
+        if question is None:
+            try:
+                query = dns.message.from_wire(wire)
+            except dns.exception.DNSException:
+                return _formerr(wire)
+            if query.flags & dns.flags.QR or len(query.question) != 1:
+                return _formerr(wire)
+            parsed = query.question[0]
+            question = Question(parsed.name.to_text(omit_final_dot=True), parsed.rdtype)
+        name = question.name
         if self._policy().decide(name) == "deny":
             if self._on_denied is not None:
-                self._on_denied(name, dns.rdatatype.to_text(question.rdtype))
-            return _reply(query, dns.rcode.NXDOMAIN)
+                self._on_denied(name, dns.rdatatype.to_text(dns.rdatatype.RdataType.make(question.rdtype)))
+            return _reply(wire, dns.rcode.NXDOMAIN)
         try:
-            raw = await (self._tcp_exchange(wire) if tcp else self._udp_exchange(wire, query.id))
-            response = dns.message.from_wire(raw)
+            raw = await (self._tcp_exchange(wire) if tcp else self._udp_exchange(wire, _id_of(wire)))
+            answer = read_answer(raw, MAX_TTL) or _read_answer_slowly(raw)
         except (OSError, TimeoutError, dns.exception.DNSException) as exc:
             _log.warning("upstream DNS for %s failed: %s", name, exc)
-            return _reply(query, dns.rcode.SERVFAIL)
-        addresses, lowered = _admissions(response)
-        if addresses:
+            return _reply(wire, dns.rcode.SERVFAIL)
+        if answer.addresses:
             try:
-                await self._on_allowed(name, addresses)
+                await self._on_allowed(name, [ResolvedAddress(a, clamp_ttl(t)) for a, t in answer.addresses])
             except Exception:
                 _log.exception("admitting the addresses of %s failed", name)
-                return _reply(query, dns.rcode.SERVFAIL)
-        return response.to_wire() if lowered else raw
+                return _reply(wire, dns.rcode.SERVFAIL)
+        return answer.wire
 
     async def _udp_exchange(self, wire: bytes, query_id: int) -> bytes:
         # A truncated upstream answer goes back as it is: the client retries over TCP, as it would anyway.
@@ -205,7 +208,7 @@ class PolicyResolver:
         # from anyone but the upstream.
         with self._socket(self._upstream_family, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)
-            await loop.sock_connect(sock, self._upstream)
+            sock.connect(self._upstream)  # UDP: no handshake, nothing to wait for (a numeric address)
             await loop.sock_sendall(sock, wire)
             async with asyncio.timeout(self._timeout):
                 while True:
@@ -276,25 +279,36 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self._resolver._spawn_udp(data, addr)
 
 
-def _admissions(response: dns.message.Message) -> tuple[list[ResolvedAddress], bool]:
-    """The answer's A/AAAA addresses with clamped TTLs; and whether a TTL above MAX_TTL was lowered."""
-    addresses: list[ResolvedAddress] = []
+def _read_answer_slowly(raw: bytes) -> Answer:
+    """`read_answer` through dnspython's full parse, for what the fast reader gave up on (raises
+    `DNSException` for a malformed message)."""
+    response = dns.message.from_wire(raw)
+    addresses: list[tuple[IPAddress, int]] = []
     lowered = False
     for rrset in response.answer:
         if rrset.ttl > MAX_TTL:
             rrset.update_ttl(MAX_TTL)
             lowered = True
         if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
-            for rdata in rrset:
-                addresses.append(ResolvedAddress(ipaddress.ip_address(rdata.address), clamp_ttl(rrset.ttl)))
-    return addresses, lowered
+            addresses += [(ipaddress.ip_address(rdata.address), rrset.ttl) for rdata in rrset]
+    return Answer(addresses, response.to_wire() if lowered else raw)
 
 
-def _reply(query: dns.message.Message, rcode: dns.rcode.Rcode) -> bytes:
+def _reply(wire: bytes, rcode: dns.rcode.Rcode) -> bytes | None:
+    """A reply with `rcode` to the query `wire` (FORMERR when dnspython cannot make one of it)."""
+    try:
+        query = dns.message.from_wire(wire)
+    except dns.exception.DNSException:
+        return _formerr(wire)
     response = dns.message.make_response(query)
     response.set_rcode(rcode)
     response.flags |= dns.flags.RA
     return response.to_wire()
+
+
+def _id_of(wire: bytes) -> int:
+    query_id: int = struct.unpack_from("!H", wire)[0]
+    return query_id
 
 
 def _formerr(wire: bytes) -> bytes | None:

@@ -203,6 +203,11 @@ class BwrapBackend(Backend):
         )
         handle = await self._launch(spec)
         handle.from_pool = True
+        try:
+            await network.prepare(self._networks, handle)  # its link made ahead (where there are networks)
+        except BaseException:  # cancelled: the pool is closing
+            await self._discard_blank(handle)
+            raise
         return handle
 
     async def _discard_blank(self, handle: BwrapSandbox) -> None:

@@ -1,7 +1,9 @@
 """A bubblewrap sandbox's network: attached to the namespace bwrap made (`--unshare-all`: loopback only)
 through its PID 1's `/proc/<pid>/ns/net`, before the entrypoint starts; removed when it is destroyed;
-attached again when a restarted server adopts it. The work is `egress.networks.SandboxNetworks`'; this
-module only ties it to the handle: `handle.nameserver` is what the sandbox's resolv.conf should name.
+attached again when a restarted server adopts it. A pre-started sandbox of the warm pool gets its link
+ahead (`prepare`); the create that takes it only puts its mode and policy in force. The work is
+`egress.networks.SandboxNetworks`'; this module only ties it to the handle: `handle.nameserver` is what
+the sandbox's resolv.conf should name.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from ...egress.networks import NetworkChoice, SandboxNetworks
 from ..base import BackendError
 from .sandbox import BwrapSandbox
 
-__all__ = ["connect", "disconnect", "readopt"]
+__all__ = ["connect", "disconnect", "prepare", "readopt"]
 
 _log = logging.getLogger("osbox.server.backend")
 
@@ -23,17 +25,26 @@ def _netns(handle: BwrapSandbox) -> str:
     return f"/proc/{handle.agent_pid}/ns/net"
 
 
+async def prepare(networks: SandboxNetworks | None, handle: BwrapSandbox) -> None:
+    """Make the link of a pre-started sandbox ahead (where the server has networks; never raises)."""
+    if networks is not None and await networks.prepare(handle.sandbox_id, _netns(handle)):
+        handle.network_ahead = handle.sandbox_id
+
+
 async def connect(
     networks: SandboxNetworks | None, handle: BwrapSandbox, choice: NetworkChoice | None
 ) -> None:
     """Give the sandbox the network `choice` asks for; `BackendError` saying why when it cannot."""
     choice = choice or NetworkChoice()
+    ahead, handle.network_ahead = handle.network_ahead, None
     if networks is None:
         if choice.mode != "none":
             raise BackendError(f"network mode {choice.mode!r}: this backend was started without networking")
         return
     try:
-        status = await networks.connect(handle.sandbox_id, _netns(handle), handle.layout.state_dir, choice)
+        status = await networks.connect(
+            handle.sandbox_id, _netns(handle), handle.layout.state_dir, choice, prepared=ahead
+        )
     except (NetworkUnavailable, EgressUnavailable) as exc:
         raise BackendError(str(exc)) from None
     except (OSError, RuntimeError) as exc:
@@ -52,8 +63,10 @@ async def disconnect(networks: SandboxNetworks | None, handle: BwrapSandbox) -> 
     """Remove the sandbox's network; a failure is logged (the sandbox is gone either way)."""
     if networks is None:
         return
-    try:
-        await networks.disconnect(handle.sandbox_id)
-    except Exception:
-        _log.exception("removing the network of sandbox %s failed", handle.sandbox_id)
+    ahead, handle.network_ahead = handle.network_ahead, None
+    for key in dict.fromkeys(k for k in (handle.sandbox_id, ahead) if k is not None):
+        try:
+            await networks.disconnect(key)
+        except Exception:
+            _log.exception("removing the network of sandbox %s failed", key)
     handle.nameserver = None

@@ -126,6 +126,8 @@ class BwrapSandbox(SandboxHandle):
         self.cgroup_problem = ""
         #: Started ahead of time by the warm pool, before its owner was known.
         self.from_pool = False
+        #: The key of the network made ahead for it in the pool (`network.prepare`), until claimed.
+        self.network_ahead: str | None = None
         #: The image it was started in (a pre-started one serves creates of that image only).
         self.image: ImageRoot | None = spec.image
         self.files = AgentFiles(self.call, self.open_file, self.open_stream)
