@@ -276,7 +276,12 @@ def _osbox_server() -> Iterator[ServerProcess]:
     port = free_port()
     log = open(log_path, "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
-        [sys.executable, "-m", "osbox.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        # No network: the figures compare with runs before networks were the default, and the machine's
+        # own network stays untouched (bench_sandbox_network measures networks, in namespaces of its own).
+        [
+            *(sys.executable, "-m", "osbox.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)),
+            *("--network", "none"),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
