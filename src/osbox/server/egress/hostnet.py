@@ -35,8 +35,8 @@ IPv4 forwarding is turned on for the host ends only and, on a host that is not a
 replies: the table routes nothing else in from those, and `close` sets them back to the host's global
 value (unless another server on the machine still runs: the last one does).
 
-Without root there is no network: `start` raises `NetworkUnavailable` saying so (a rootless user-mode
-stack, pasta or slirp4netns, is not implemented yet).
+Without root there are no veths: `start` raises `NetworkUnavailable` saying so; a server that is not
+root gives its sandboxes a user-mode stack instead (`pasta.py`).
 """
 
 from __future__ import annotations
@@ -500,7 +500,7 @@ def _missing_capability() -> str | None:
     if os.geteuid() != 0:
         return (
             "sandbox networking needs root (CAP_NET_ADMIN for veths and nftables) and the server runs "
-            f"as uid {os.geteuid()}; rootless networking (pasta) is not implemented yet"
+            f"as uid {os.geteuid()} (a server that is not root uses pasta: egress/pasta.py)"
         )
     for tool, package in (("ip", "iproute2"), ("nft", "nftables"), ("nsenter", "util-linux")):
         if shutil.which(tool) is None:

@@ -29,6 +29,7 @@ from .app import PolicyStore
 from .enforcer import Enforcement
 from .engine import Denial, EgressUnavailable
 from .hostnet import HostNetwork, HostNetworkConfig, NetworkUnavailable
+from .pasta import ROOTLESS_POLICY, PastaNetwork
 from .policy import Policy, PolicyError, policy_from_create
 from .sandbox_network import NetworkMode, SandboxNetwork, connect_sandbox
 
@@ -111,7 +112,7 @@ class SandboxNetworks:
         self.mode = mode
         self._host_config = host_config or HostNetworkConfig()
         self._on_denied = on_denied
-        self.host: HostNetwork | None = None
+        self.host: HostNetwork | PastaNetwork | None = None
         self.unavailable = _OFF if mode == "none" else ""
         """Why sandboxes cannot have a network here ("" when they can)."""
         self._networks: dict[str, SandboxNetwork] = {}
@@ -123,7 +124,9 @@ class SandboxNetworks:
         if self.mode == "none":
             return
         try:
-            self.host = await HostNetwork.start(self._host_config)
+            # Root: veths, NAT and nftables on the host; otherwise a user-mode stack per sandbox.
+            start = HostNetwork.start if os.geteuid() == 0 else PastaNetwork.start
+            self.host = await start(self._host_config)
         except NetworkUnavailable as exc:
             self.unavailable = str(exc).removeprefix("no network: ")
             _log.warning("sandboxes get no network: %s", exc)
@@ -141,6 +144,8 @@ class SandboxNetworks:
             return NetworkStatus(f"No network: {reason}.")
         if self.host is None:
             raise NetworkUnavailable(f"network mode {choice.mode!r} is not available: {self.unavailable}")
+        if isinstance(self.host, PastaNetwork) and choice.mode == "filtered" and not choice.requested:
+            return NetworkStatus(f"No network: {ROOTLESS_POLICY}.")  # the switch's default: never unfiltered
         network = await connect_sandbox(
             self.host,
             sandbox_id,
@@ -204,7 +209,9 @@ class SandboxNetworks:
         """What the egress API of this sandbox works on: its policy, or why it has none."""
         network = self._networks.get(sandbox_id)
         if network is None or network.egress is None:
-            if network is not None:
+            if isinstance(self.host, PastaNetwork):
+                reason = ROOTLESS_POLICY
+            elif network is not None:
                 reason = (
                     "network mode 'open': nothing is filtered; create the sandbox with a networkPolicy "
                     f"(or extensions.{NETWORK_EXTENSION}='filtered') to have a policy"

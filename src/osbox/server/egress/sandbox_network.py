@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .enforcer import probe_enforcement
-from .engine import Denial, SandboxEgress
+from .engine import Denial, EgressUnavailable, SandboxEgress
 from .hostnet import Attachment, HostNetwork, NetworkUnavailable
 from .nft import render_dns_redirect, render_removal
 from .nft_runner import NftError, run_nft
+from .pasta import ROOTLESS_POLICY, PastaNetwork
 from .policy import Policy
 from .resolver import PolicyResolver, ResolvedAddress
 
@@ -42,7 +43,7 @@ class SandboxNetwork:
     """What `connect_sandbox` set up for one sandbox; `close` undoes all of it."""
 
     mode: NetworkMode
-    host: HostNetwork | None = None
+    host: HostNetwork | PastaNetwork | None = None
     attachment: Attachment | None = None
     egress: SandboxEgress | None = None
     resolver: PolicyResolver | None = None
@@ -78,7 +79,7 @@ class SandboxNetwork:
 
 
 async def connect_sandbox(
-    host: HostNetwork | None,
+    host: HostNetwork | PastaNetwork | None,
     sandbox_id: str,
     netns: str,
     mode: NetworkMode,
@@ -99,6 +100,10 @@ async def connect_sandbox(
         raise NetworkUnavailable(f"network mode {mode!r}: this server has no sandbox network")
     if host.upstream_dns is None:
         raise NetworkUnavailable("no network: no upstream DNS server (no nameserver in /etc/resolv.conf)")
+    if isinstance(host, PastaNetwork):  # rootless: a pasta and a table isolating it (pasta.py)
+        if mode != "open":
+            raise EgressUnavailable(ROOTLESS_POLICY)
+        return SandboxNetwork(mode, host, await host.attach(sandbox_id, netns))
     attachment = await host.attach(sandbox_id, netns)
     network = SandboxNetwork(mode, host, attachment)
     listen = (attachment.nameserver, 53)
