@@ -15,10 +15,11 @@ $(STAMP): pyproject.toml setup.py src/osbox/_speedups.c
 
 install: $(STAMP) system-deps
 
-DEBIAN_PACKAGES := bubblewrap nftables iproute2 python3-ipykernel curl \
+DEBIAN_PACKAGES := bubblewrap nftables iproute2 python3-ipykernel curl passt \
 	skopeo zstd docker-registry busybox-static apache2-utils mmdebstrap
 
-# Debian packages the local runtime uses: isolation (bubblewrap, nftables, iproute2), skopeo + zstd
+# Debian packages the local runtime uses: isolation (bubblewrap, nftables, iproute2), passt (pasta:
+# sandbox networks of a server that is not root), skopeo + zstd
 # for the image store; mmdebstrap builds the Debian image (python3, ipykernel) that the demo and the
 # tests run (cached outside the clone); docker-registry serves it, and busybox-static and
 # apache2-utils (htpasswd) build the image tests' images; curl is the egress tests' client inside

@@ -276,15 +276,11 @@ def _osbox_server(*options: str) -> Iterator[ServerProcess]:
     port = free_port()
     log = open(log_path, "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
+        # No network unless asked (`options`): the figures compare with runs before networks were the
+        # default, and the machine's own network stays untouched.
         [
-            sys.executable,
-            "-m",
-            "osbox.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
+            *(sys.executable, "-m", "osbox.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)),
+            *("--network", "none"),
             *options,
         ],
         stdout=log,

@@ -100,9 +100,9 @@ def _serve(args: argparse.Namespace) -> int:
         api_key=api_key,
         host=args.host,
         warm_pool_size=pool,
-        network=args.network,
         network_host=_network_host(args),
         kill_on_disconnect=args.kill_on_disconnect,
+        **({"network": args.network} if args.network else {}),
         **_limit_settings(args),
     )
     _log.info("osbox serve on %s:%d, data in %s", args.host, args.port, config.data_dir)
@@ -163,21 +163,22 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="what a sandbox may write outside its volumes (default 10Gi)",
     )
     limits.add_argument("--max-disk", type=_bytes, metavar="BYTES", help="the most a request may ask (100Gi)")
-    network = serve.add_argument_group(
-        "sandbox networks (root only; see the README's 'Networking and egress')"
-    )
+    network = serve.add_argument_group("sandbox networks (see the README's 'Networking and egress')")
     network.add_argument(
         "--network",
         choices=["none", "open", "filtered"],
-        default="none",
-        help="what a sandbox created without a networkPolicy gets: no network (default), outbound access "
-        "through NAT, or that under an egress policy; 'none' leaves the host's network untouched",
+        default=None,
+        help="what a sandbox created without a networkPolicy gets: outbound access (the default, or env "
+        "OSBOX_NETWORK; as root through NAT, otherwise through pasta; where the server cannot, none, "
+        "and the sandbox's status says why), that under an egress policy, or no network; 'none' leaves "
+        "the host's network untouched",
     )
     network.add_argument(
         "--network-pool",
         type=ipaddress.IPv4Network,
         metavar="CIDR",
-        help="IPv4 network the sandboxes' /30 links come from (100.96.0.0/16)",
+        help="IPv4 network the sandboxes' /30 links come from, root only (default: a free one of "
+        "100.96.0.0/16, 100.97.0.0/16, ... claimed for this server, so several servers never collide)",
     )
     network.add_argument(
         "--dns-upstream",
@@ -210,10 +211,10 @@ def _network_host(args: argparse.Namespace) -> HostNetworkConfig | None:
     """The host side's layout from `--network-pool` and `--dns-upstream` (None: the defaults)."""
     if args.network_pool is None and args.dns_upstream is None:
         return None
-    from .server.egress.hostnet import DEFAULT_POOL, HostNetworkConfig
+    from .server.egress.hostnet import HostNetworkConfig
 
     upstream = (str(args.dns_upstream), 53) if args.dns_upstream else None
-    return HostNetworkConfig(pool=args.network_pool or DEFAULT_POOL, upstream_dns=upstream)
+    return HostNetworkConfig(pool=args.network_pool, upstream_dns=upstream)
 
 
 def _cores(text: str) -> float:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast, get_args
 
 if TYPE_CHECKING:
     from .egress.hostnet import HostNetworkConfig
@@ -32,6 +32,16 @@ def parse_mirrors(text: str) -> dict[str, str]:
 
 def _env_mirrors() -> dict[str, str]:
     return parse_mirrors(os.environ.get("OSBOX_REGISTRY_MIRRORS", ""))
+
+
+NetworkSwitch = Literal["none", "open", "filtered"]
+
+
+def _env_network() -> NetworkSwitch:
+    value = os.environ.get("OSBOX_NETWORK", "open").strip().lower()
+    if value not in get_args(NetworkSwitch):
+        raise ValueError(f"OSBOX_NETWORK must be one of none, open, filtered, not {value!r}")
+    return cast(NetworkSwitch, value)
 
 
 def _env_image_store() -> Path | None:
@@ -105,11 +115,13 @@ class ServerConfig:
     #: Registry mirrors ({"docker.io": "127.0.0.1:5000"}): `python:3.12` is pulled from the mirror
     #: and keeps its name. `$OSBOX_REGISTRY_MIRRORS` ("docker.io=host:port,...") sets the default.
     registry_mirrors: Mapping[str, str] = field(default_factory=_env_mirrors)
-    #: Sandbox networks (root only; README "Networking and egress"): the network of a sandbox created
-    #: without a `networkPolicy`. "none": no sandbox has one and the host is left alone; "open": NAT'ed
-    #: outbound access, isolated from the host and other sandboxes; "filtered": that under an egress
-    #: policy (allow-all until one is set). A `networkPolicy` means "filtered" (any switch but "none").
-    network: Literal["none", "open", "filtered"] = "none"
+    #: Sandbox networks (README "Networking and egress"): the network of a sandbox created without a
+    #: `networkPolicy`. "open" (the default): outbound access, isolated from the host and other
+    #: sandboxes, where the server can give it (root with nftables; not root: pasta), else none and
+    #: the sandbox's status and its `GET /policy` say why; "filtered": that under an egress policy
+    #: (allow-all until one is set); "none": no sandbox has one and the host is left alone. A
+    #: `networkPolicy` means "filtered" (any switch but "none"). `$OSBOX_NETWORK` sets the default.
+    network: NetworkSwitch = field(default_factory=_env_network)
     #: The host side's layout (address pool, interface prefix, upstream DNS, ...); None: the defaults.
     network_host: HostNetworkConfig | None = None
 
@@ -117,6 +129,11 @@ class ServerConfig:
     def db_path(self) -> Path:
         """The SQLite file holding sandbox, snapshot and event records."""
         return self.data_dir / "osbox.db"
+
+    @property
+    def network_prefix_path(self) -> Path:
+        """Where the sandbox network prefix this server claimed is kept (claimed first at a restart)."""
+        return self.data_dir / "network-prefix"
 
     @property
     def secret_key_path(self) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import resource
+from dataclasses import replace
 
 from starlette.types import ASGIApp
 
@@ -14,6 +15,7 @@ from .config import ServerConfig
 from .datadir import prepare_data_dir
 from .egress.app import create_egress_app
 from .egress.engine import Denial
+from .egress.hostnet import HostNetworkConfig
 from .egress.networks import SandboxNetworks
 from .egress.vault import CredentialVault
 from .execd import ExecdLimits, ExecdService
@@ -74,7 +76,12 @@ class Runtime:
         tokens = TokenMinter(load_or_create_key(self.config.secret_key_path))
         self.store = Store(self.config.db_path)
         self.networks = SandboxNetworks(
-            self.config.network, self.config.network_host, on_denied=self._record_denial
+            self.config.network,
+            # The prefix claimed is kept in the data dir: a restart claims it again and finds its links.
+            replace(
+                self.config.network_host or HostNetworkConfig(), remember_in=self.config.network_prefix_path
+            ),
+            on_denied=self._record_denial,
         )
         self.backend = self._given_backend or _default_backend(self.config, self.networks)
         self.manager = SandboxManager(self.config, self.store, self.backend, tokens)

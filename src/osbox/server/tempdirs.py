@@ -73,7 +73,11 @@ def _claim(directory: Path) -> int:
 
 async def _discard(directory: Path) -> None:
     """End what the dir's sandboxes left (processes, cgroups, id ranges) through a Runtime on it."""
-    runtime = Runtime(ServerConfig(data_dir=directory, destroy_on_shutdown=True, warm_pool_size=0))
+    runtime = Runtime(
+        # No network: this runtime only ends what is left; the links a crashed server left are swept by
+        # the next server that claims its network slot.
+        ServerConfig(data_dir=directory, destroy_on_shutdown=True, warm_pool_size=0, network="none")
+    )
     try:
         await runtime.start()
     finally:

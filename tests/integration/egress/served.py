@@ -40,7 +40,15 @@ class Served:
 
     server: AsyncLocalServer
     names: dict[str, str]
-    prefix: str
+    given_prefix: str | None
+
+    @property
+    def prefix(self) -> str:
+        """The server's interface prefix: the one given, or the one it claimed (kept in its data dir)."""
+        if self.given_prefix is not None:
+            return self.given_prefix
+        assert self.server.config is not None
+        return self.server.config.network_prefix_path.read_text().strip()
 
     @property
     def host(self) -> str:
@@ -73,7 +81,7 @@ class Served:
         return listed.stdout if listed.returncode == 0 else ""
 
 
-def network_host(host: str, prefix: str, pool: IPv4Network = DEFAULT_POOL) -> HostNetworkConfig:
+def network_host(host: str, prefix: str | None, pool: IPv4Network | None = DEFAULT_POOL) -> HostNetworkConfig:
     """The host side in the test's `host` namespace; the fake internet is on-link there (not a LAN to
     protect), its DNS is the upstream."""
     return HostNetworkConfig(
@@ -99,26 +107,31 @@ async def fake_public() -> AsyncIterator[dict[str, str]]:
 async def served_internet(
     names: dict[str, str] | None = None,
     *,
-    network: str = "open",
+    network: str | None = "open",
     data_dir: Path | None = None,
     prefix: str | None = None,
     keep: bool = False,
     pool: IPv4Network = DEFAULT_POOL,
+    claim: bool = False,
     **config: Any,
 ) -> AsyncIterator[Served]:
     """An `AsyncLocalServer` with sandbox networks in `names` (default: a fresh fake internet); with
-    `keep`, its sandboxes outlive it (to be re-adopted by the next one on `data_dir`)."""
+    `keep`, its sandboxes outlive it (to be re-adopted by the next one on `data_dir`). `network=None`:
+    the server's default. `claim`: no prefix or pool given, the server claims a free slot as
+    `osbox serve` does."""
     if keep:
         config = {"destroy_on_shutdown": False, "sandboxes_die_with_server": False, **config}
     async with contextlib.AsyncExitStack() as stack:
         if names is None:
             names = await stack.enter_async_context(fake_public())
-        prefix = prefix or f"ot{secrets.token_hex(2)}"
+        if not claim:
+            prefix = prefix or f"ot{secrets.token_hex(2)}"
+        if network is not None:
+            config["network"] = network
         server = AsyncLocalServer(
             data_dir,
             api_key=API_KEY,
-            network=network,
-            network_host=network_host(names["host"], prefix, pool),
+            network_host=network_host(names["host"], prefix, None if claim else pool),
             **{"warm_pool_size": 0, "min_timeout_seconds": 1, **config},
         )
         await stack.enter_async_context(server)

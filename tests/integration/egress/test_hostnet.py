@@ -236,13 +236,16 @@ async def test_a_failed_attach_leaves_nothing_and_a_second_attach_is_refused(sid
 
 
 async def test_sweep_after_a_crash_removes_the_dead_and_adopts_the_live(side: HostSide) -> None:
+    await side.network.close()  # the crashed server and its restart are the only ones of this prefix
     async with stand_in_sandbox() as dead, stand_in_sandbox() as live:
         crashed = await HostNetwork.start(side.config)
         await crashed.attach("sbx-dead", netns_path(dead))
         kept = await crashed.attach("sbx-live", netns_path(live))
-        # A crash: the object is dropped without detach or close. (Its nft thread would die with the
-        # process; here it is ended by hand so the test leaves no thread.)
+        # A crash: the object is dropped without detach or close. (Its nft thread and its claim's lock
+        # would die with the process; here they are ended by hand so the test leaves neither.)
         await crashed._nft.close()
+        assert crashed._claim.fd is not None
+        os.close(crashed._claim.fd)
         del crashed
 
         restarted = await HostNetwork.start(side.config)
@@ -280,13 +283,13 @@ async def test_sweep_after_a_crash_removes_the_dead_and_adopts_the_live(side: Ho
 async def test_close_removes_the_table_links_and_restores_forwarding(side: HostSide) -> None:
     forwarding = "/proc/sys/net/ipv4/conf/to-pub/forwarding"
     assert await run_in(side.host, "cat", forwarding) is not None
+    await side.network.close()  # replaced by one that has a link when it closes
     async with stand_in_sandbox() as sandbox:
-        network = await HostNetwork.start(side.config)  # a second one: the fixture's closes last
+        network = await HostNetwork.start(side.config)
         await network.attach("sbx-close", netns_path(sandbox))
         await network.close()
         assert await side.links() == []
         assert await side.table() == ""
-    await side.network.close()
     done = await run_in(side.host, "cat", forwarding)
     assert done.stdout.strip() == "0"
 

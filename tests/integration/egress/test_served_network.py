@@ -376,3 +376,50 @@ async def test_a_restart_sweeps_the_links_a_crashed_server_left() -> None:
         await run_in(names["host"], "ip", "link", "add", stale, "type", "veth", "peer", "name", "stale-peer")
         async with served_internet(names, prefix="otcr") as served:
             assert await served.host_links() == []
+
+
+async def test_a_root_server_gives_a_default_create_an_open_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No `--network` and no `networkPolicy`: a sandbox reaches the internet, as E2B's and
+    OpenSandbox's do (the suite pins OSBOX_NETWORK=none for its other servers)."""
+    reason = netns_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    monkeypatch.delenv("OSBOX_NETWORK")
+    async with served_internet(network=None) as served:
+        assert served.server.config is not None and served.server.config.network == "open"
+        async with await served.sandbox() as sandbox:
+            assert await fetch(sandbox, "allowed.test") == (0, "allowed.test")
+            info = await sandbox.info()
+            assert "Network: open" in (info.status.message or "")
+
+
+async def test_servers_side_by_side_give_their_sandboxes_distinct_working_networks() -> None:
+    """Two servers on one host, neither told a prefix or pool: each claims its own slot (interface
+    prefix, pool, nft table), and both servers' sandboxes reach the internet at once."""
+    reason = netns_missing()
+    if reason is not None:
+        pytest.skip(reason)
+    async with fake_public() as names, served_internet(names, claim=True) as second:
+        async with (
+            served_internet(names, claim=True) as first,
+            await first.sandbox() as one,
+            await second.sandbox() as other,
+        ):
+            assert first.prefix != second.prefix
+            assert await first.host_table() != "" and await second.host_table() != ""
+            pools = [_pool_of((await s.info()).status.message or "") for s in (one, other)]
+            assert pools[0] != pools[1]
+            for sandbox in (one, other):
+                assert await fetch(sandbox, "allowed.test") == (0, "allowed.test")
+            assert len(await first.host_links()) == 1 and len(await second.host_links()) == 1
+            gone = first.prefix
+        listed = await run_in(names["host"], "nft", "list", "table", "inet", f"{gone}_host")
+        assert listed.returncode != 0  # the first one took its table with it
+        async with await second.sandbox() as later:  # and left the second one's working
+            assert await fetch(later, "allowed.test") == (0, "allowed.test")
+
+
+def _pool_of(status_message: str) -> IPv4Network:
+    """The /16 of the address a sandbox's status message names ("Network: open (address A, ...")."""
+    address = status_message.split("(address ")[1].split(",")[0]
+    return IPv4Network(f"{address}/16", strict=False)

@@ -18,8 +18,9 @@ Chains:
   127.0.0.0/8 one, which the kernel drops as a martian anyway);
 * `forward`: from a sandbox, after the source check: another sandbox refused, protected networks refused
   unless excepted, the rest accepted; to a sandbox, only replies (nothing from outside or from another
-  sandbox opens a connection into one); and nothing else is routed in from an uplink whose forwarding
-  osbox turned on (it did so for its sandboxes' replies only);
+  sandbox opens a connection into one); and nothing but replies is routed in from an uplink whose
+  forwarding osbox turned on (it did so for sandboxes' replies: its own, and those of other servers on
+  the machine, whose tables let them through);
 * `postrouting` (nat): the pool masqueraded on the way out.
 
 IPv4 only: IPv6 from a sandbox is dropped (the host end has IPv6 disabled, no link-local address).
@@ -99,6 +100,8 @@ def render_host_table(
         f"    iifname {sandboxes} jump from_sandbox",
         f"    oifname {sandboxes} ct state established,related accept",
         f"    oifname {sandboxes} drop",
+        # Not a plain drop: replies to another server's sandboxes (its own table accepts them) pass too.
+        "    iifname @uplinks ct state established,related accept",
         "    iifname @uplinks drop",
         "  }",
         "  chain from_sandbox {",

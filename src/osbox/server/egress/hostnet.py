@@ -16,10 +16,14 @@ The pool is carved into /30 blocks (network, host end, sandbox, broadcast): a pl
 every tool understands, 16384 sandboxes in the default /16. A sandbox's block is chosen from a hash of its
 id (probing on), so a sandbox attached again after a restart gets the same addresses.
 
-The default pool, 100.96.0.0/16, is in the shared address space (100.64.0.0/10, RFC 6598: carrier NAT,
-never routed on the internet) and is not used on this machine; `start` refuses a pool that overlaps any
-route of the host, so a clash is an error at start, never a silent misroute. Configure another with
-`HostNetworkConfig(pool=…)`.
+Servers on one machine never collide: `start` claims its prefix and pool host-wide (`hostslots.py`: a
+lock-protected registry under /run/osbox/net, a claim held for the server's lifetime, released at
+`close`, stale after a crash and then taken over, the new owner removing the old one's leftovers). Not
+configured, a server takes the first free default slot (`osbx` with 100.96.0.0/16, `osbx1` with
+100.97.0.0/16, ...), the one it had last time first (`remember_in`), so a restart finds its own links.
+The default pools are in the shared address space (100.64.0.0/10, RFC 6598: carrier NAT, never routed on
+the internet); `start` refuses a pool that overlaps any route of the host, so a clash is an error at
+start, never a silent misroute. Configure another with `HostNetworkConfig(pool=…)`.
 
 Isolation lives in the server's own nft table (see `host_nft.py`): a sandbox reaches neither the host (its
 addresses, loopback services, the server's port: only DNS to its own resolver on its host-end address),
@@ -29,10 +33,10 @@ LANs) unless `set_exceptions` lets it (the policy layer does so for IP/CIDR allo
 IPv4 forwarding is turned on for the host ends only and, on a host that is not a router
 (`net.ipv4.conf.all.forwarding` 0), on the uplinks (the default routes' interfaces) for the sandboxes'
 replies: the table routes nothing else in from those, and `close` sets them back to the host's global
-value.
+value (unless another server on the machine still runs: the last one does).
 
-Without root there is no network: `start` raises `NetworkUnavailable` saying so (a rootless user-mode
-stack, pasta or slirp4netns, is not implemented yet).
+Without root there are no veths: `start` raises `NetworkUnavailable` saying so; a server that is not
+root gives its sandboxes a user-mode stack instead (`pasta.py`).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 from typing import Any
 
 from .host_nft import (
@@ -60,6 +65,7 @@ from .host_nft import (
     render_table_removal,
     render_unlink,
 )
+from .hostslots import DEFAULT_POOL, Claim, LayoutTaken, claim_layout
 from .netns import SocketFactory, call_in_netns, netns_socket_factory
 from .nft_runner import NftSession
 from .policy import IPNetwork
@@ -76,7 +82,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_POOL = IPv4Network("100.96.0.0/16")
 PRIVATE_NETWORKS: tuple[IPNetwork, ...] = tuple(
     ipaddress.ip_network(n)
     for n in (
@@ -102,8 +107,11 @@ class NetworkUnavailable(RuntimeError):
 class HostNetworkConfig:
     """How the server's sandbox networks are laid out.
 
-    `prefix` names the host ends (`<prefix>-…`) and the nft table (`inet <prefix>_host`): unique per
-    server on a machine (2-6 lowercase letters/digits). `upstream_dns` is where the sandboxes' resolvers
+    `prefix` names the host ends (`<prefix>-…`) and the nft table (`inet <prefix>_host`), 2-6 lowercase
+    letters/digits, and `pool` is where the sandboxes' addresses come from: None (the default) takes a
+    free slot of the machine; given, they are claimed as they are (`start` fails when another running
+    server holds that prefix or an overlapping pool). `remember_in` is a file of the server's where the
+    claimed prefix is kept, tried first at the next start. `upstream_dns` is where the sandboxes' resolvers
     ask (None: the host's first `nameserver` in /etc/resolv.conf). `uplinks` are the interfaces sandbox
     traffic leaves by (None: those of the default routes): replies come back in through them, so they
     need forwarding; a private network a policy excepts is reached only through a listed interface.
@@ -113,13 +121,14 @@ class HostNetworkConfig:
     their own, so the machine itself is never changed).
     """
 
-    pool: IPv4Network = DEFAULT_POOL
-    prefix: str = "osbx"
+    pool: IPv4Network | None = None
+    prefix: str | None = None
     upstream_dns: tuple[str, int] | None = None
     protected: tuple[IPNetwork, ...] = PRIVATE_NETWORKS
     uplinks: tuple[str, ...] | None = None
     protect_lans: bool = True
     host_netns: str | None = None
+    remember_in: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,9 +158,20 @@ class _Host:
 class HostNetwork:
     """The server's sandbox networks; see the module docstring. Create with `HostNetwork.start`."""
 
-    def __init__(self, config: HostNetworkConfig, protected: tuple[IPNetwork, ...], uplinks: tuple[str, ...]):
-        """Use `HostNetwork.start`, which checks the machine and installs the table."""
+    def __init__(
+        self,
+        config: HostNetworkConfig,
+        protected: tuple[IPNetwork, ...],
+        uplinks: tuple[str, ...],
+        claim: Claim,
+    ):
+        """Use `HostNetwork.start`, which checks the machine, claims a layout and installs the table."""
         self.config = config
+        self.prefix = claim.prefix
+        """The host ends' and the nft table's prefix (the one given, or the slot claimed)."""
+        self.pool = claim.pool
+        """The address pool (the one given, or the slot's)."""
+        self._claim = claim
         self.protected = protected
         """What a sandbox may not reach unless excepted: `config.protected`, the pool, the host's
         addresses and (`protect_lans`) its on-link networks. Also the `protected` networks of a
@@ -184,29 +204,41 @@ class HostNetwork:
         reason = _missing_capability()
         if reason is not None:
             raise NetworkUnavailable(f"no network: {reason}")
+        claim = await asyncio.to_thread(_claim, config)
+        try:
+            network = await cls._start(config, claim)
+        except BaseException:
+            claim.release()
+            raise
+        _remember(config, claim.prefix)
+        return network
+
+    @classmethod
+    async def _start(cls, config: HostNetworkConfig, claim: Claim) -> HostNetwork:
+        prefix, pool = claim.prefix, claim.pool
         host = await _read_host(config.host_netns)
-        ours = f"{config.prefix}-"
-        clashes = [str(d) for d, dev in host.routes if d.overlaps(config.pool) and not dev.startswith(ours)]
+        ours = f"{prefix}-"
+        clashes = [str(d) for d, dev in host.routes if d.overlaps(pool) and not dev.startswith(ours)]
         if clashes:
             raise NetworkUnavailable(
-                f"no network: the sandbox pool {config.pool} overlaps this host's route(s) to "
+                f"no network: the sandbox pool {pool} overlaps this host's route(s) to "
                 f"{', '.join(clashes)}; choose another pool"
             )
-        host_addresses = [ipaddress.ip_network(a) for a in host.addresses if a not in config.pool]
-        lans = [n for n in host.connected if not n.overlaps(config.pool)] if config.protect_lans else []
-        protected = (*config.protected, config.pool, *host_addresses, *lans)
+        host_addresses = [ipaddress.ip_network(a) for a in host.addresses if a not in pool]
+        lans = [n for n in host.connected if not n.overlaps(pool)] if config.protect_lans else []
+        protected = (*config.protected, pool, *host_addresses, *lans)
         uplinks = config.uplinks if config.uplinks is not None else tuple(dict.fromkeys(host.default_devices))
-        network = cls(config, protected, uplinks)
+        network = cls(config, protected, uplinks, claim)
         if await network._sysctl("ipv4/conf/all/forwarding") != "1":
             network.routed_uplinks = uplinks
         try:
             # The table first: it routes nothing else in from an uplink by the time forwarding is on.
-            table = render_host_table(config.prefix, config.pool, protected, uplinks=network.routed_uplinks)
+            table = render_host_table(prefix, pool, protected, uplinks=network.routed_uplinks)
             await network._nft.run(table)
             await network._forward_uplinks()
         except BaseException:
             with contextlib.suppress(Exception):
-                await network._nft.run(render_table_removal(config.prefix))
+                await network._nft.run(render_table_removal(prefix))
             await network._restore_uplinks()
             await network._nft.close()
             raise
@@ -221,17 +253,20 @@ class HostNetwork:
             try:
                 for sandbox_id in list(self.attachments):
                     await self._detach(sandbox_id)
-                await self._nft.run(render_table_removal(self.config.prefix))
+                await self._nft.run(render_table_removal(self.prefix))
             finally:
+                if await asyncio.to_thread(self._claim.others_alive):
+                    self._forwarding_restore.clear()  # another server's sandboxes still need it
                 await self._restore_uplinks()
                 await self._nft.close()
+                self._claim.release()
 
     # -- sandboxes ----------------------------------------------------------------------------------
 
     def interface_name(self, sandbox_id: str) -> str:
         """The host end's name for `sandbox_id`: `<prefix>-<hex of its hash>`, 15 characters."""
-        digits = _IFNAMSIZ - len(self.config.prefix) - 1
-        return f"{self.config.prefix}-{hashlib.sha256(sandbox_id.encode()).hexdigest()[:digits]}"
+        digits = _IFNAMSIZ - len(self.prefix) - 1
+        return f"{self.prefix}-{hashlib.sha256(sandbox_id.encode()).hexdigest()[:digits]}"
 
     @property
     def socket_factory(self) -> SocketFactory:
@@ -264,7 +299,7 @@ class HostNetwork:
                     f"sandbox {sandbox_id}: its interface name {interface} is taken (hash clash)"
                 )
             block = self._lease(sandbox_id, self._block_of(address))
-            gateway, address = _block_addresses(self.config.pool, block)
+            gateway, address = _block_addresses(self.pool, block)
             attachment = Attachment(sandbox_id, interface, address, gateway, netns)
             try:
                 # The peer is created in the sandbox's namespace directly, as eth0: no name clash on the
@@ -325,7 +360,7 @@ class HostNetwork:
             attachment = self.attachments[sandbox_id]
             new = tuple(n for n in networks if n.version == 4)
             old = self._exceptions.get(sandbox_id, ())
-            script = render_exceptions(self.config.prefix, attachment.interface, old, new)
+            script = render_exceptions(self.prefix, attachment.interface, old, new)
             if script:
                 await self._nft.run(script)
             self._exceptions[sandbox_id] = new
@@ -340,9 +375,7 @@ class HostNetwork:
                 await self._detach(sandbox_id)
             attached = {a.interface for a in self.attachments.values()}
             adopted: dict[str, Attachment] = {}
-            for interface, addresses in (
-                await _prefixed_links(self.config.host_netns, self.config.prefix)
-            ).items():
+            for interface, addresses in (await _prefixed_links(self.config.host_netns, self.prefix)).items():
                 owner = live.get(interface)
                 if interface in attached:
                     continue  # attached by this run (a re-adopted sandbox, whatever its link's name)
@@ -353,24 +386,24 @@ class HostNetwork:
                 block, gateway, address = found
                 attachment = Attachment(owner, interface, address, gateway)
                 self._blocks[block] = owner
-                await self._nft.run(render_link(self.config.prefix, interface, address, gateway))
+                await self._nft.run(render_link(self.prefix, interface, address, gateway))
                 self.attachments[owner] = adopted[owner] = attachment
             return adopted
 
     # -- internals ----------------------------------------------------------------------------------
 
     def _ours(self, interface: str) -> bool:
-        return interface.startswith(f"{self.config.prefix}-") and len(interface) <= _IFNAMSIZ
+        return interface.startswith(f"{self.prefix}-") and len(interface) <= _IFNAMSIZ
 
     def _block_of(self, address: IPv4Address | None) -> int | None:
         """The pool block whose sandbox address is `address` (None: not one of the pool's)."""
-        if address is None or address not in self.config.pool:
+        if address is None or address not in self.pool:
             return None
-        block = (int(address) - int(self.config.pool.network_address)) >> (32 - _BLOCK)
-        return block if _block_addresses(self.config.pool, block)[1] == address else None
+        block = (int(address) - int(self.pool.network_address)) >> (32 - _BLOCK)
+        return block if _block_addresses(self.pool, block)[1] == address else None
 
     def _lease(self, sandbox_id: str, wanted: int | None = None) -> int:
-        count = 1 << (_BLOCK - self.config.pool.prefixlen)
+        count = 1 << (_BLOCK - self.pool.prefixlen)
         if wanted is not None and wanted not in self._blocks:
             self._blocks[wanted] = sandbox_id
             return wanted
@@ -380,17 +413,15 @@ class HostNetwork:
             if block not in self._blocks:
                 self._blocks[block] = sandbox_id
                 return block
-        raise NetworkUnavailable(
-            f"no network: the sandbox pool {self.config.pool} is full ({count} sandboxes)"
-        )
+        raise NetworkUnavailable(f"no network: the sandbox pool {self.pool} is full ({count} sandboxes)")
 
     def _adoptable(
         self, interface: str, addresses: list[IPv4Address]
     ) -> tuple[int, IPv4Address, IPv4Address] | None:
         for gateway in addresses:
-            if gateway in self.config.pool:
-                block = (int(gateway) - int(self.config.pool.network_address)) >> (32 - _BLOCK)
-                expected_gateway, address = _block_addresses(self.config.pool, block)
+            if gateway in self.pool:
+                block = (int(gateway) - int(self.pool.network_address)) >> (32 - _BLOCK)
+                expected_gateway, address = _block_addresses(self.pool, block)
                 if gateway == expected_gateway and block not in self._blocks:
                     return block, gateway, address
         _log.warning("removing %s: its address is not a free block of the pool", interface)
@@ -418,7 +449,7 @@ class HostNetwork:
             rtnl.add_address(name, attachment.gateway, _BLOCK)
             rtnl.set_up(name)
 
-        await self._nft.run(render_link(self.config.prefix, name, attachment.address, attachment.gateway))
+        await self._nft.run(render_link(self.prefix, name, attachment.address, attachment.gateway))
         await _link_step(self.config.host_netns, "host end", configure)
 
     async def _detach(self, sandbox_id: str) -> None:
@@ -436,7 +467,7 @@ class HostNetwork:
         await _delete_link(self.config.host_netns, attachment.interface)
         await self._nft.run(
             render_unlink(
-                self.config.prefix, attachment.interface, attachment.address, attachment.gateway, exceptions
+                self.prefix, attachment.interface, attachment.address, attachment.gateway, exceptions
             )
         )
 
@@ -511,17 +542,46 @@ async def _delete_link(netns: str | None, interface: str) -> None:
 
 
 def _check_config(config: HostNetworkConfig) -> None:
-    if not _PREFIX.fullmatch(config.prefix):
+    if config.prefix is not None and not _PREFIX.fullmatch(config.prefix):
         raise ValueError(f"network prefix {config.prefix!r}: 2-6 lowercase letters/digits, a letter first")
-    if not isinstance(config.pool, IPv4Network) or config.pool.prefixlen > _BLOCK:
+    if config.pool is not None and (
+        not isinstance(config.pool, IPv4Network) or config.pool.prefixlen > _BLOCK
+    ):
         raise ValueError(f"sandbox pool {config.pool}: an IPv4 network of /{_BLOCK} or larger")
+
+
+def _claim(config: HostNetworkConfig) -> Claim:
+    """The layout this server is to use, claimed host-wide (see `hostslots`)."""
+    preferred = None
+    if config.remember_in is not None:
+        with contextlib.suppress(OSError):
+            preferred = config.remember_in.read_text().strip() or None
+    try:
+        return claim_layout(
+            config.prefix,
+            config.pool,
+            preferred=preferred,
+            netns=config.host_netns,
+            owner=f"pid {os.getpid()}" + (f", {config.remember_in.parent}" if config.remember_in else ""),
+        )
+    except LayoutTaken as exc:
+        raise NetworkUnavailable(f"no network: {exc}") from None
+
+
+def _remember(config: HostNetworkConfig, prefix: str) -> None:
+    """Keep the claimed prefix where the next start of this server looks first (its leftovers)."""
+    if config.remember_in is not None:
+        try:
+            config.remember_in.write_text(f"{prefix}\n")
+        except OSError as exc:
+            _log.warning("cannot remember the network prefix in %s: %s", config.remember_in, exc)
 
 
 def _missing_capability() -> str | None:
     if os.geteuid() != 0:
         return (
             "sandbox networking needs root (CAP_NET_ADMIN for veths and nftables) and the server runs "
-            f"as uid {os.geteuid()}; rootless networking (pasta) is not implemented yet"
+            f"as uid {os.geteuid()} (a server that is not root uses pasta: egress/pasta.py)"
         )
     for tool, package in (("ip", "iproute2"), ("nft", "nftables"), ("nsenter", "util-linux")):
         if shutil.which(tool) is None:

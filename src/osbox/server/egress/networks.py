@@ -31,6 +31,7 @@ from .app import PolicyStore
 from .enforcer import Enforcement
 from .engine import Denial, EgressUnavailable
 from .hostnet import HostNetwork, HostNetworkConfig, NetworkUnavailable
+from .pasta import ROOTLESS_POLICY, PastaNetwork
 from .policy import Policy, PolicyError, policy_from_create
 from .sandbox_network import NetworkMode, PreparedNetwork, SandboxNetwork, connect_sandbox, prepare_sandbox
 
@@ -113,7 +114,7 @@ class SandboxNetworks:
         self.mode = mode
         self._host_config = host_config or HostNetworkConfig()
         self._on_denied = on_denied
-        self.host: HostNetwork | None = None
+        self.host: HostNetwork | PastaNetwork | None = None
         self.unavailable = _OFF if mode == "none" else ""
         """Why sandboxes cannot have a network here ("" when they can)."""
         self._networks: dict[str, SandboxNetwork] = {}
@@ -127,7 +128,9 @@ class SandboxNetworks:
         if self.mode == "none":
             return
         try:
-            self.host = await HostNetwork.start(self._host_config)
+            # Root: veths, NAT and nftables on the host; otherwise a user-mode stack per sandbox.
+            start = HostNetwork.start if os.geteuid() == 0 else PastaNetwork.start
+            self.host = await start(self._host_config)
         except NetworkUnavailable as exc:
             self.unavailable = str(exc).removeprefix("no network: ")
             _log.warning("sandboxes get no network: %s", exc)
@@ -136,7 +139,7 @@ class SandboxNetworks:
         """Make the link of a pre-started sandbox of the warm pool (`pool_id`) ahead, so that the create
         that takes it only puts its mode in force (`connect(..., prepared=pool_id)`). False (and nothing
         made) where there is no network or it failed: that create then makes its own."""
-        if self.host is None:
+        if not isinstance(self.host, HostNetwork):  # none, or rootless (pasta: nothing to make ahead)
             return False
         try:
             self._prepared[pool_id] = await prepare_sandbox(self.host, pool_id, netns)
@@ -170,6 +173,8 @@ class SandboxNetworks:
             return NetworkStatus(f"No network: {reason}.")
         if self.host is None:
             raise NetworkUnavailable(f"network mode {choice.mode!r} is not available: {self.unavailable}")
+        if isinstance(self.host, PastaNetwork) and choice.mode == "filtered" and not choice.requested:
+            return NetworkStatus(f"No network: {ROOTLESS_POLICY}.")  # the switch's default: never unfiltered
         network = await connect_sandbox(
             self.host,
             sandbox_id,
@@ -252,7 +257,9 @@ class SandboxNetworks:
         """What the egress API of this sandbox works on: its policy, or why it has none."""
         network = self._networks.get(sandbox_id)
         if network is None or network.egress is None:
-            if network is not None:
+            if isinstance(self.host, PastaNetwork):
+                reason = ROOTLESS_POLICY
+            elif network is not None:
                 reason = (
                     "network mode 'open': nothing is filtered; create the sandbox with a networkPolicy "
                     f"(or extensions.{NETWORK_EXTENSION}='filtered') to have a policy"

@@ -33,10 +33,11 @@ from ipaddress import IPv4Address
 from typing import Literal
 
 from .enforcer import probe_enforcement
-from .engine import Denial, SandboxEgress
+from .engine import Denial, EgressUnavailable, SandboxEgress
 from .hostnet import Attachment, HostNetwork, NetworkUnavailable
 from .nft import render_dns_redirect, render_removal, render_ruleset
 from .nft_runner import NftError, NftSession
+from .pasta import ROOTLESS_POLICY, PastaNetwork
 from .policy import Policy
 from .resolver import PolicyResolver, ResolvedAddress
 
@@ -50,7 +51,7 @@ class SandboxNetwork:
     """What `connect_sandbox` set up for one sandbox; `close` undoes all of it."""
 
     mode: NetworkMode
-    host: HostNetwork | None = None
+    host: HostNetwork | PastaNetwork | None = None
     attachment: Attachment | None = None
     egress: SandboxEgress | None = None
     resolver: PolicyResolver | None = None
@@ -132,7 +133,7 @@ def _listen(attachment: Attachment) -> tuple[str, int]:
 
 
 async def connect_sandbox(
-    host: HostNetwork | None,
+    host: HostNetwork | PastaNetwork | None,
     sandbox_id: str,
     netns: str,
     mode: NetworkMode,
@@ -160,6 +161,12 @@ async def connect_sandbox(
         if host is None:
             raise NetworkUnavailable(f"network mode {mode!r}: this server has no sandbox network")
         raise NetworkUnavailable("no network: no upstream DNS server (no nameserver in /etc/resolv.conf)")
+    if isinstance(host, PastaNetwork):  # rootless: a pasta and a table isolating it (pasta.py)
+        if prepared is not None:
+            await prepared.close()
+        if mode != "open":
+            raise EgressUnavailable(ROOTLESS_POLICY)
+        return SandboxNetwork(mode, host, await host.attach(sandbox_id, netns))
     upstream = host.upstream_dns
     if prepared is not None:
         attachment, nft = host.rekey(prepared.attachment.sandbox_id, sandbox_id), prepared.nft
