@@ -9,6 +9,10 @@ Modes (see `sandbox_network`): `none`, `open`, `filtered`. Which one a sandbox g
 * the extension `osbox.network` (`none`, `open` or `filtered`) chooses explicitly (a policy needs
   `filtered`).
 
+`credentialProxy: {enabled: true}` at create also puts the sandbox behind the credential proxy
+(`credential_proxy.py`): its vault's bindings are injected into its requests, and the proxy's CA goes
+into its trust store (image sandboxes only: an image-less one shares the host's /etc).
+
 A mode that needs a network on a server that has none (switched off, or not root) fails the create with
 the reason, as does a policy the machine cannot enforce; it never runs unfiltered. Each networked
 sandbox's mode and policy are kept in `<state dir>/network.json` (server-only), so a re-adopted sandbox
@@ -21,16 +25,18 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
-from .app import PolicyStore
+from .app import BindingsSink, PolicyStore
+from .credential_proxy import CredentialProxy, ProxyUnavailable
 from .enforcer import Enforcement
 from .engine import Denial, EgressUnavailable
 from .hostnet import HostNetwork, HostNetworkConfig, NetworkUnavailable
 from .policy import Policy, PolicyError, policy_from_create
 from .sandbox_network import NetworkMode, SandboxNetwork, connect_sandbox
+from .vault import VaultError
 
 __all__ = [
     "NETWORK_EXTENSION",
@@ -46,6 +52,10 @@ NETWORK_EXTENSION = "osbox.network"
 """The create request's `extensions` key choosing a sandbox's network mode explicitly."""
 _MODES: tuple[NetworkMode, ...] = get_args(NetworkMode)
 _RECORD = "network.json"
+_NO_PROXY = (
+    "credential injection is off for this sandbox: create it with credentialProxy {enabled: true} and a "
+    "network to have its bindings injected"
+)
 _OFF = "networking is off on this server (start osbox serve with --network open or --network filtered)"
 
 
@@ -58,6 +68,8 @@ class NetworkChoice:
     requested: bool = False
     """Asked for by the create (a policy or the extension), not just the server's default: a server
     that cannot give it fails the create; the default degrades to no network, saying why."""
+    credential_proxy: bool = False
+    """`credentialProxy.enabled` at create: the vault's bindings are injected (with a network)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,12 +79,24 @@ class NetworkStatus:
 
     message: str
     nameserver: str | None = None
+    ca_certificate: str | None = None
+    """The credential proxy's CA (PEM) for the sandbox's trust store (None: no proxy for it)."""
 
 
-def network_choice(server_mode: NetworkMode, network_policy: object, extension: str | None) -> NetworkChoice:
-    """The network of a sandbox created with this `networkPolicy` and `osbox.network` extension on a
-    server whose switch is `server_mode`. Raises `PolicyError` (a 400) for a bad policy or mode."""
+def network_choice(
+    server_mode: NetworkMode, network_policy: object, extension: str | None, credential_proxy: object = None
+) -> NetworkChoice:
+    """The network of a sandbox created with this `networkPolicy`, `osbox.network` extension and
+    `credentialProxy` on a server whose switch is `server_mode`. Raises `PolicyError` (a 400) for a
+    bad policy or mode."""
     policy = policy_from_create(network_policy)
+    if credential_proxy is not None and not (
+        isinstance(credential_proxy, dict)
+        and set(credential_proxy) <= {"enabled"}
+        and isinstance(credential_proxy.get("enabled", False), bool)
+    ):
+        raise PolicyError('credentialProxy must be {"enabled": true} or {"enabled": false}')
+    proxied = isinstance(credential_proxy, dict) and credential_proxy.get("enabled") is True
     mode: NetworkMode
     requested = extension is not None or network_policy not in (None, {})
     if extension is not None:
@@ -86,7 +110,7 @@ def network_choice(server_mode: NetworkMode, network_policy: object, extension: 
         mode = server_mode
     if mode != "filtered" and policy != Policy.allow_all():
         raise PolicyError(f"networkPolicy needs network mode 'filtered', not {mode!r}")
-    return NetworkChoice(mode, policy, requested)
+    return NetworkChoice(mode, policy, requested, proxied)
 
 
 class SandboxNetworks:
@@ -105,9 +129,14 @@ class SandboxNetworks:
         host_config: HostNetworkConfig | None = None,
         *,
         on_denied: Callable[[str, Denial], None] | None = None,
+        proxy_dir: Path | None = None,
+        upstream_ca: Path | None = None,
+        rules_for: Callable[[str], list[dict[str, Any]]] | None = None,
     ) -> None:
         """`mode` is the server-wide switch; `host_config` lays out the host side; `on_denied` gets
-        each recorded denial with its sandbox's id."""
+        each recorded denial with its sandbox's id. The credential proxy keeps its CA in `proxy_dir`
+        (None: no proxy), verifies upstreams against `upstream_ca` (None: the system's bundle), and
+        gets a sandbox's compiled bindings from `rules_for` when it connects (e.g. after a restart)."""
         self.mode = mode
         self._host_config = host_config or HostNetworkConfig()
         self._on_denied = on_denied
@@ -116,6 +145,9 @@ class SandboxNetworks:
         """Why sandboxes cannot have a network here ("" when they can)."""
         self._networks: dict[str, SandboxNetwork] = {}
         self._state_dirs: dict[str, Path] = {}
+        self._proxy_dir, self._upstream_ca, self._rules_for = proxy_dir, upstream_ca, rules_for
+        self.proxy: CredentialProxy | None = None
+        self._proxied: dict[str, str | None] = {}  # sandbox id -> why it has no injection (None: it has)
 
     async def start(self) -> None:
         """Start the host side (unless the switch is `none`); where it cannot start (not root, no
@@ -127,15 +159,21 @@ class SandboxNetworks:
         except NetworkUnavailable as exc:
             self.unavailable = str(exc).removeprefix("no network: ")
             _log.warning("sandboxes get no network: %s", exc)
+            return
+        if self._proxy_dir is not None:
+            self.proxy = CredentialProxy(self.host, self._proxy_dir, upstream_ca=self._upstream_ca)
+            await self.proxy.start()
 
     async def connect(
-        self, sandbox_id: str, netns: str, state_dir: Path, choice: NetworkChoice
+        self, sandbox_id: str, netns: str, state_dir: Path, choice: NetworkChoice, *, trust_store: bool = True
     ) -> NetworkStatus:
         """Set up the network `choice` asks for in the namespace at `netns`; before the entrypoint runs.
+        `trust_store`: the server can put the credential proxy's CA into the sandbox's (an image's).
 
         Raises `NetworkUnavailable` or `EgressUnavailable` (the message says why) when it cannot be
         had here; nothing is left behind then.
         """
+        self._proxied[sandbox_id] = _NO_PROXY
         if choice.mode == "none" or (self.host is None and not choice.requested):
             reason = self.unavailable or f"extensions.{NETWORK_EXTENSION} is 'none'"
             return NetworkStatus(f"No network: {reason}.")
@@ -150,13 +188,55 @@ class SandboxNetworks:
             on_denied=self._denied(sandbox_id),
         )
         try:
-            _save(state_dir, choice)
+            # A sandbox whose trust store cannot have the CA is not proxied after a restart either.
+            _save(state_dir, choice if trust_store else replace(choice, credential_proxy=False))
+            ca = await self._intercept(sandbox_id, network, choice, trust_store)
         except BaseException:
             await network.close()
             raise
         self._networks[sandbox_id] = network
         self._state_dirs[sandbox_id] = state_dir
-        return self.status(sandbox_id)
+        return replace(self.status(sandbox_id), ca_certificate=ca)
+
+    async def _intercept(
+        self, sandbox_id: str, network: SandboxNetwork, choice: NetworkChoice, trust_store: bool
+    ) -> str | None:
+        """Put the sandbox behind the credential proxy if it asked; its CA (None: not behind it)."""
+        if not choice.credential_proxy:
+            return None
+        if not trust_store:
+            self._proxied[sandbox_id] = (
+                "credential injection is off for this sandbox: it runs without an image, so its trust "
+                "store is the host's, which osbox does not change"
+            )
+            return None
+        if self.proxy is None or self.proxy.unavailable or network.attachment is None:
+            why = self.proxy.unavailable if self.proxy is not None else "the server runs no credential proxy"
+            self._proxied[sandbox_id] = f"credential injection is not available here: {why}"
+            return None
+        attachment = network.attachment
+        rules = self._rules_for(sandbox_id) if self._rules_for is not None else []
+        await self.proxy.attach(sandbox_id, attachment.interface, attachment.address, rules)
+        self._proxied[sandbox_id] = None
+        return self.proxy.ca_certificate
+
+    def bindings_refused(self, sandbox_id: str) -> str | None:
+        """Why the sandbox's vault can hold no bindings (None: they are injected)."""
+        return self._proxied.get(sandbox_id, _NO_PROXY)
+
+    def bindings_sink(self, sandbox_id: str) -> BindingsSink | None:
+        """Where the sandbox's vault sends its bindings after a change (None: nowhere, no proxy)."""
+        proxy = self.proxy
+        if proxy is None or self.bindings_refused(sandbox_id) is not None:
+            return None
+
+        async def apply(rules: list[dict[str, Any]]) -> None:
+            try:
+                await proxy.set_rules(sandbox_id, rules)
+            except ProxyUnavailable as exc:
+                raise VaultError(412, "PRECONDITION_FAILED", f"the vault changed, but {exc}") from None
+
+        return apply
 
     async def readopt(self, sandbox_id: str, netns: str, state_dir: Path) -> NetworkStatus:
         """Give a re-adopted sandbox the network (and policy) it had. Never raises: a sandbox whose
@@ -192,8 +272,13 @@ class SandboxNetworks:
         """Remove the sandbox's network (link, nft table, resolver); no-op for one without."""
         network = self._networks.pop(sandbox_id, None)
         self._state_dirs.pop(sandbox_id, None)
-        if network is not None:
-            await network.close()
+        self._proxied.pop(sandbox_id, None)
+        try:
+            if self.proxy is not None:
+                await self.proxy.detach(sandbox_id)
+        finally:
+            if network is not None:
+                await network.close()
 
     async def sweep(self, live_ids: Iterable[str]) -> None:
         """Remove host ends a previous run left for sandboxes that are gone (after re-adoption)."""
@@ -218,6 +303,9 @@ class SandboxNetworks:
         """Stop every resolver and remove every link and the host's table. Sandboxes keep running;
         a restarted server connects them again (`readopt`)."""
         try:
+            if self.proxy is not None:
+                await self.proxy.close()
+                self.proxy = None
             for sandbox_id in list(self._networks):
                 try:
                     await self._networks.pop(sandbox_id).close()
@@ -262,12 +350,16 @@ class _Filtered:
 
     async def replace(self, policy: Policy) -> None:
         await self._network.replace_policy(policy)
-        _save(self._state_dir, NetworkChoice("filtered", policy))
+        _save(self._state_dir, replace(_load(self._state_dir), mode="filtered", policy=policy))
 
 
 def _save(state_dir: Path, choice: NetworkChoice) -> None:
     """Write `network.json` atomically into the state dir (the server's own: no sandbox writes there)."""
-    record = {"mode": choice.mode, "policy": choice.policy.to_model().model_dump(mode="json", by_alias=True)}
+    record = {
+        "mode": choice.mode,
+        "policy": choice.policy.to_model().model_dump(mode="json", by_alias=True),
+        "credentialProxy": choice.credential_proxy,
+    }
     temp = state_dir / f".{_RECORD}.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w") as out:
@@ -284,7 +376,10 @@ def _load(state_dir: Path) -> NetworkChoice:
         mode = saved["mode"]
         if mode not in _MODES:
             raise ValueError(f"unknown mode {mode!r}")
-        return NetworkChoice(mode, policy_from_create(saved["policy"]), requested=True)
+        proxied = saved.get("credentialProxy") is True
+        return NetworkChoice(
+            mode, policy_from_create(saved["policy"]), requested=True, credential_proxy=proxied
+        )
     except FileNotFoundError:
         return NetworkChoice()
     except (OSError, ValueError, KeyError, TypeError) as exc:

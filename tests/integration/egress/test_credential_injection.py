@@ -1,0 +1,186 @@
+"""Credential injection through a real `osbox serve`: image sandboxes created with `credentialProxy`
+curl HTTPS hosts of the fake internet (fake_tls.py), and the hosts see what arrived."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from osbox import AsyncEgressClient, AsyncSandbox, PreconditionFailedError
+from osbox.server.egress.credential_proxy import find_mitmdump
+
+from .fake_tls import FakeTLS, tls_servers
+from .netns import netns_missing, run_in
+from .served import Served, fake_public, served_internet
+
+pytestmark = pytest.mark.timeout(180)
+
+SECRET = "tok-" + "7f3c9a1e5b"  # never written whole in a sandbox-visible place by the test itself
+CURL = "curl -sS --max-time 10"
+IMAGE = "python:3.11"
+
+
+@dataclass
+class Injecting:
+    served: Served
+    tls: FakeTLS
+
+
+def _skip_unless_possible() -> None:
+    reason = netns_missing() or (None if find_mitmdump() else "mitmdump is not installed (make install)")
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@contextlib.asynccontextmanager
+async def _injecting(directory: Path) -> AsyncIterator[Injecting]:
+    _skip_unless_possible()
+    async with (
+        fake_public() as names,
+        tls_servers(names["public"], directory) as tls,
+        _served(names, tls) as served,
+    ):
+        yield Injecting(served, tls)
+
+
+def _served(names: dict[str, str], tls: FakeTLS) -> contextlib.AbstractAsyncContextManager[Served]:
+    return served_internet(names, network="open", credential_proxy_upstream_ca=tls.ca_file)
+
+
+@pytest.fixture
+async def injecting(tmp_path: Path) -> AsyncIterator[Injecting]:
+    """A server (mode `open`) whose credential proxy trusts the fake internet's CA, and its HTTPS hosts."""
+    async with _injecting(tmp_path) as built:
+        yield built
+
+
+async def _sandbox(served: Served, *, proxied: bool = True) -> AsyncSandbox:
+    return await served.sandbox(image=IMAGE, entrypoint=["sleep", "600"], credential_proxy=proxied)
+
+
+BEARER: dict[str, Any] = {
+    "name": "allowed",
+    "match": {"hosts": ["allowed.test"]},
+    "auth": {"type": "bearer", "credential": "token"},
+}
+
+
+async def _vault(sandbox: AsyncSandbox, *bindings: dict[str, Any]) -> AsyncEgressClient:
+    egress = await sandbox.egress.client()
+    await egress.create_credential_vault(
+        credentials=[{"name": "token", "source": {"type": "inline", "value": SECRET}}],
+        bindings=list(bindings),
+    )
+    return egress
+
+
+def _proxy_processes(data_dir: Path) -> list[int]:
+    """Processes whose command line names the server's credential proxy dir (its mitmdump)."""
+    marker = str(data_dir / "credential-proxy").encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if marker in cmdline.read():
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+async def test_a_bearer_binding_reaches_the_host_and_never_the_sandbox(injecting: Injecting) -> None:
+    served, tls = injecting.served, injecting.tls
+    async with await _sandbox(served) as sandbox:
+        await _vault(sandbox, BEARER)
+        done = await sandbox.run(f"{CURL} https://allowed.test/v1/things")
+        assert done.exit_code == 0, done.stderr
+        assert "GET /v1/things HTTP/1.1" in done.stdout
+        assert f"Authorization: Bearer {SECRET}" in tls.received["allowed.test"][-1]
+        # The sandbox trusts the proxy's CA through its bundle and the usual variables ...
+        env = (await sandbox.run("env")).stdout
+        assert "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt" in env
+        assert "REQUESTS_CA_BUNDLE=" in env and "NODE_EXTRA_CA_CERTS=" in env
+        # ... and never sees the secret: not in its environment, nor in any file it can read.
+        assert SECRET not in env
+        grep = await sandbox.run(f"grep -rlsF {SECRET} /etc /tmp /root /home /var /run /workspace || true")
+        assert grep.stdout.strip() == ""
+        python = await sandbox.run(
+            "python3 -c \"import urllib.request; print(urllib.request.urlopen('https://allowed.test/').status)\""
+        )
+        assert python.stdout.strip() == "200", python.stderr
+
+
+async def test_a_host_without_a_binding_is_spliced_not_intercepted(injecting: Injecting) -> None:
+    served, tls = injecting.served, injecting.tls
+    async with await _sandbox(served) as sandbox:
+        await _vault(sandbox, BEARER)
+        await sandbox.files.write("/tmp/fake-ca.pem", tls.ca_pem)
+        # Verified against the fake internet's CA alone: the certificate is the host's own, untouched.
+        done = await sandbox.run(f"{CURL} --cacert /tmp/fake-ca.pem https://other.test/")
+        assert done.exit_code == 0, done.stderr
+        assert "Authorization" not in tls.received["other.test"][-1]
+
+
+async def test_a_binding_removed_by_patch_stops_at_the_next_request(injecting: Injecting) -> None:
+    served, tls = injecting.served, injecting.tls
+    async with await _sandbox(served) as sandbox:
+        egress = await _vault(sandbox, BEARER)
+        # Trusted either way: the proxy's CA (in the bundle) while intercepted, the host's CA after.
+        await sandbox.files.write("/tmp/fake-ca.pem", tls.ca_pem)
+        await sandbox.run("cat /etc/ssl/certs/ca-certificates.crt /tmp/fake-ca.pem > /tmp/both.pem")
+        assert (await sandbox.run(f"{CURL} --cacert /tmp/both.pem https://allowed.test/")).exit_code == 0
+        assert "Authorization: Bearer" in tls.received["allowed.test"][-1]
+        state = await egress.patch_credential_vault(bindings={"delete": ["allowed"]})
+        assert state.bindings == []
+        done = await sandbox.run(f"{CURL} --cacert /tmp/both.pem https://allowed.test/")
+        assert done.exit_code == 0, done.stderr
+        assert "Authorization" not in tls.received["allowed.test"][-1]
+
+
+async def test_an_upstream_with_a_wrong_certificate_never_gets_the_secret(injecting: Injecting) -> None:
+    served, tls = injecting.served, injecting.tls
+    impostor = {**BEARER, "name": "impostor", "match": {"hosts": ["denied.test"]}}
+    async with await _sandbox(served) as sandbox:
+        await _vault(sandbox, impostor)
+        done = await sandbox.run(f"{CURL} -o /dev/null -w '%{{http_code}}' https://denied.test/")
+        assert done.stdout.strip() != "200"
+        assert all(SECRET not in head for head in tls.received["denied.test"])
+
+
+async def test_bindings_are_refused_without_the_proxy(injecting: Injecting) -> None:
+    async with await _sandbox(injecting.served, proxied=False) as sandbox:
+        egress = await sandbox.egress.client()
+        with pytest.raises(PreconditionFailedError, match="credentialProxy"):
+            await egress.create_credential_vault(
+                credentials=[{"name": "token", "source": {"type": "inline", "value": SECRET}}],
+                bindings=[BEARER],
+            )
+
+
+async def test_nothing_is_left_after_delete_and_stop(tmp_path: Path) -> None:
+    _skip_unless_possible()
+    async with fake_public() as names, tls_servers(names["public"], tmp_path) as tls:
+        async with _served(names, tls) as served:
+            host, table, data_dir = served.host, f"{served.prefix}_intercept", served.server.data_dir
+            async with await _sandbox(served) as sandbox:
+                await _vault(sandbox, BEARER)
+                listed = await run_in(host, "nft", "list", "set", "inet", table, "intercepted")
+                assert ". 443" in listed.stdout
+                assert _proxy_processes(data_dir) != []
+            listed = await run_in(host, "nft", "list", "set", "inet", table, "intercepted")
+            assert ". 443" not in listed.stdout
+            assert _proxy_processes(data_dir) == []
+            # Again, and the server stops with the sandbox (and so the proxy) running.
+            sandbox = await _sandbox(served)
+            sandbox.keep = True
+            await _vault(sandbox, BEARER)
+            assert _proxy_processes(data_dir) != []
+        await sandbox.close()
+        assert (await run_in(host, "nft", "list", "table", "inet", table)).returncode != 0
+        assert _proxy_processes(data_dir) == []
