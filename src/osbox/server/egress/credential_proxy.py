@@ -246,7 +246,12 @@ class CredentialProxy:
             sandbox.rules = list(rules)
             await self._publish()
             elements = _elements(sandbox.interface, sandbox.address, [p for r in rules for p in r["ports"]])
-            await run_nft(self._netns, _set_script(self._prefix, sandbox.elements, elements))
+            try:
+                await run_nft(self._netns, _set_script(self._prefix, sandbox.elements, elements))
+            except NftError as exc:
+                raise ProxyUnavailable(
+                    f"the redirect to the credential proxy could not be changed: {exc}"
+                ) from None
             sandbox.elements = elements
             if not any(s.rules for s in self._sandboxes.values()):
                 await self._stop()

@@ -196,7 +196,11 @@ class SandboxNetworks:
             raise
         self._networks[sandbox_id] = network
         self._state_dirs[sandbox_id] = state_dir
-        return replace(self.status(sandbox_id), ca_certificate=ca)
+        status = self.status(sandbox_id)
+        if ca is not None:
+            injected = " Its Credential Vault's bindings are injected by the credential proxy."
+            status = replace(status, message=status.message + injected, ca_certificate=ca)
+        return status
 
     async def _intercept(
         self, sandbox_id: str, network: SandboxNetwork, choice: NetworkChoice, trust_store: bool

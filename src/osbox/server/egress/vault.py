@@ -358,7 +358,7 @@ def _binding(item: object, revision: int) -> _Binding:
 
 def _auth(value: object, where: str) -> dict[str, Any]:
     kind = value.get("type") if isinstance(value, dict) else None
-    if kind not in _AUTH_FIELDS:
+    if not isinstance(kind, str) or kind not in _AUTH_FIELDS:
         raise VaultError(
             400, "INVALID_REQUEST", f"{where}: auth.type must be one of {', '.join(_AUTH_FIELDS)}"
         )
