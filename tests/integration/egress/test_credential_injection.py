@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from osbox.server.egress.credential_proxy import find_mitmdump
 
 from .fake_tls import FakeTLS, tls_servers
 from .netns import netns_missing, run_in
-from .served import Served, fake_public, served_internet
+from .served import API_KEY, Served, fake_public, served_internet
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -80,9 +81,10 @@ async def _vault(sandbox: AsyncSandbox, *bindings: dict[str, Any]) -> AsyncEgres
     return egress
 
 
-def _proxy_processes(data_dir: Path) -> list[int]:
-    """Processes whose command line names the server's credential proxy dir (its mitmdump)."""
-    marker = str(data_dir / "credential-proxy").encode()
+def _proxy_processes(prefix: str) -> list[int]:
+    """Processes whose command line names the run dir of the credential proxy of the server whose
+    network prefix is `prefix` (its mitmdump); none may be left without their run dir either."""
+    marker = f"/osbox-proxy-{prefix}-".encode()
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -92,6 +94,11 @@ def _proxy_processes(data_dir: Path) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def _uid(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("Uid:"))
 
 
 async def test_a_bearer_binding_reaches_the_host_and_never_the_sandbox(injecting: Injecting) -> None:
@@ -167,20 +174,59 @@ async def test_nothing_is_left_after_delete_and_stop(tmp_path: Path) -> None:
     _skip_unless_possible()
     async with fake_public() as names, tls_servers(names["public"], tmp_path) as tls:
         async with _served(names, tls) as served:
-            host, table, data_dir = served.host, f"{served.prefix}_intercept", served.server.data_dir
+            host, table = served.host, f"{served.prefix}_intercept"
             async with await _sandbox(served) as sandbox:
                 await _vault(sandbox, BEARER)
                 listed = await run_in(host, "nft", "list", "set", "inet", table, "intercepted")
                 assert ". 443" in listed.stdout
-                assert _proxy_processes(data_dir) != []
+                proxies = _proxy_processes(served.prefix)
+                assert proxies != []
+                assert all(_uid(pid) != 0 for pid in proxies)  # it parses what sandboxes send: never root
             listed = await run_in(host, "nft", "list", "set", "inet", table, "intercepted")
             assert ". 443" not in listed.stdout
-            assert _proxy_processes(data_dir) == []
+            assert _proxy_processes(served.prefix) == []
             # Again, and the server stops with the sandbox (and so the proxy) running.
             sandbox = await _sandbox(served)
             sandbox.keep = True
             await _vault(sandbox, BEARER)
-            assert _proxy_processes(data_dir) != []
+            assert _proxy_processes(served.prefix) != []
         await sandbox.close()
         assert (await run_in(host, "nft", "list", "table", "inet", table)).returncode != 0
-        assert _proxy_processes(data_dir) == []
+        assert _proxy_processes(served.prefix) == []
+        assert [
+            d for d in os.listdir(tempfile.gettempdir()) if d.startswith(f"osbox-proxy-{served.prefix}-")
+        ] == []
+
+
+async def test_a_filtered_sandbox_gets_injection_and_keeps_its_policy(injecting: Injecting) -> None:
+    served, tls = injecting.served, injecting.tls
+    policy = {"defaultAction": "deny", "egress": [{"action": "allow", "target": "allowed.test"}]}
+    other = {**BEARER, "name": "other", "match": {"hosts": ["other.test"]}}
+    async with await served.sandbox(
+        image=IMAGE, entrypoint=["sleep", "600"], credential_proxy=True, network_policy=policy
+    ) as sandbox:
+        await _vault(sandbox, BEARER, other)
+        done = await sandbox.run(f"{CURL} https://allowed.test/")
+        assert done.exit_code == 0, done.stderr
+        assert f"Authorization: Bearer {SECRET}" in tls.received["allowed.test"][-1]
+        assert (await sandbox.run(f"{CURL} https://other.test/")).exit_code == 6  # a binding allows nothing
+        assert tls.received["other.test"] == []
+
+
+async def test_a_readopted_sandbox_keeps_its_bindings(reachable_dir: Path, tmp_path: Path) -> None:
+    _skip_unless_possible()
+    async with fake_public() as names, tls_servers(names["public"], tmp_path) as tls:
+        config: dict[str, Any] = {"data_dir": reachable_dir, "prefix": "otci", "keep": True}
+        async with served_internet(names, credential_proxy_upstream_ca=tls.ca_file, **config) as first:
+            sandbox = await _sandbox(first)
+            sandbox.keep = True
+            await _vault(sandbox, BEARER)
+            await sandbox.close()
+        assert _proxy_processes("otci") == []  # the server took its proxy with it
+        async with served_internet(names, credential_proxy_upstream_ca=tls.ca_file, **config) as second:
+            url = f"{second.server.base_url}/v1"
+            again = await AsyncSandbox.connect(sandbox.id, keep=False, base_url=url, api_key=API_KEY)
+            async with again:
+                done = await again.run(f"{CURL} https://allowed.test/")
+                assert done.exit_code == 0, done.stderr
+                assert f"Authorization: Bearer {SECRET}" in tls.received["allowed.test"][-1]

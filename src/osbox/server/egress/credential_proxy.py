@@ -5,10 +5,12 @@ One per server, for the sandboxes created with `credentialProxy: {enabled: true}
 * a CA of the server's (`<data dir>/credential-proxy/`, 0700: `mitmproxy-ca.pem` holds its key, 0600),
   whose certificate (never its key) goes into those sandboxes' trust stores before their entrypoint;
 * `mitmdump` (mitmproxy, from a virtualenv of its own: see `find_mitmdump`) in transparent mode, in the
-  host's network namespace, with `injection_addon.py`: it terminates TLS only for names a sandbox has a
-  binding for, verifies the upstream's certificate (`upstream_ca`: the system's bundle unless told),
-  and sets the binding's headers. It runs while some sandbox has bindings, and gets the rules, secrets
-  included, over a socketpair: never through a file, an argument or a log;
+  host's network namespace, as `nobody` (it parses what sandboxes send: never as root), with a private
+  copy of the CA in a 0700 temp dir of its own, and with `injection_addon.py`: it terminates TLS only
+  for names a sandbox has a binding for, verifies the upstream's certificate (`upstream_ca`: the
+  system's bundle unless told), and sets the binding's headers. It runs while some sandbox has
+  bindings, and gets the rules, secrets included, over a socketpair: never through a file, an argument
+  or a log;
 * the nft table `inet <prefix>_intercept`: the sandbox's TCP to its bindings' ports is redirected to
   the proxy (`iifname . saddr . dport` elements, the host end's source check making the address
   trustworthy), and the proxy's port takes nothing but such redirected connections.
@@ -25,9 +27,11 @@ import datetime
 import json
 import logging
 import os
+import pwd
 import shutil
 import socket
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -49,6 +53,7 @@ _log = logging.getLogger(__name__)
 _ADDON = Path(__file__).with_name("injection_addon.py")
 _CA_FILE = "mitmproxy-ca.pem"  # the name mitmproxy looks for in its confdir: key and certificate
 _CA_CERT = "ca-cert.pem"
+_UPSTREAM_CA = "upstream-ca.pem"
 _SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 _START_TIMEOUT = 30.0
 _UPDATE_TIMEOUT = 10.0
@@ -209,6 +214,7 @@ class CredentialProxy:
         self._port = 0
         self._process: asyncio.subprocess.Process | None = None
         self._channel: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._run_dir: Path | None = None
         self.unavailable = "" if self._mitmdump else "mitmdump (mitmproxy) is not installed (make install)"
         """Why no sandbox can have its credentials injected here ("" when they can)."""
 
@@ -311,23 +317,24 @@ class CredentialProxy:
 
     async def _spawn(self) -> None:
         assert self._mitmdump is not None
-        self.ca_certificate  # noqa: B018 - made before mitmproxy looks for it (else it makes its own)
+        run_dir = self._run_dir = await asyncio.to_thread(self._make_run_dir)
         ours, theirs = socket.socketpair()
-        argv = [self._mitmdump, "--mode", "transparent", "--listen-port", str(self._port), "-q"]
-        argv += ["--set", f"confdir={self._dir}", "--set", "flow_detail=0", "-s", str(_ADDON)]
+        user = _unprivileged()
+        proxy = [self._mitmdump, "--mode", "transparent", "--listen-port", str(self._port), "-q"]
+        proxy += ["--set", f"confdir={run_dir}", "--set", "flow_detail=0", "-s", str(_ADDON)]
         if self._upstream_ca is not None:
-            argv += ["--set", f"ssl_verify_upstream_trusted_ca={self._upstream_ca}"]
+            proxy += ["--set", f"ssl_verify_upstream_trusted_ca={run_dir / _UPSTREAM_CA}"]
+        # The uid change last (nsenter needs root); the parent-death signal after it (a uid change
+        # clears it): a server that dies takes its proxy along.
+        argv = ["setpriv", f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups", "--no-new-privs"]
+        argv += ["--pdeathsig", "KILL", "--", *proxy]
         if self._netns is not None:
             argv = ["nsenter", f"--net={self._netns}", "--", *argv]
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self._dir)}
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(run_dir)}
         env["OSBOX_INJECTION_FD"] = str(theirs.fileno())
         log = os.open(self._dir / "proxy.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
             self._process = await asyncio.create_subprocess_exec(
-                "setpriv",
-                "--pdeathsig",
-                "KILL",
-                "--",
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL,
@@ -351,12 +358,44 @@ class CredentialProxy:
                 f"the credential proxy (mitmdump) did not start; see {self._dir / 'proxy.log'}"
             )
 
+    def _make_run_dir(self) -> Path:
+        """A 0700 temp dir of the proxy's user, holding copies of the CA (key included) and of the
+        upstream bundle (which may lie where that user cannot read) for mitmproxy."""
+        uid, gid = _unprivileged()
+        self.ca_certificate  # noqa: B018 - made on first use
+        copies = {_CA_FILE: (self._dir / _CA_FILE).read_bytes()}
+        if self._upstream_ca is not None:
+            copies[_UPSTREAM_CA] = self._upstream_ca.read_bytes()
+        run_dir = Path(tempfile.mkdtemp(prefix=f"osbox-proxy-{self._prefix}-"))
+        try:
+            for name, content in copies.items():
+                fd = os.open(run_dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    out.write(content)
+                os.chown(run_dir / name, uid, gid)
+            os.chown(run_dir, uid, gid)
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        return run_dir
+
     async def _stop(self) -> None:
-        process, channel = self._process, self._channel
-        self._process = self._channel = None
+        process, channel, run_dir = self._process, self._channel, self._run_dir
+        self._process = self._channel = self._run_dir = None
         if channel is not None:
             channel[1].close()
         if process is not None:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
+        if run_dir is not None:
+            await asyncio.to_thread(shutil.rmtree, run_dir, True)
+
+
+def _unprivileged() -> tuple[int, int]:
+    """The proxy's user and group: `nobody`'s (65534 where there is no such user)."""
+    try:
+        entry = pwd.getpwnam("nobody")
+    except KeyError:
+        return 65534, 65534
+    return entry.pw_uid, entry.pw_gid
