@@ -2,6 +2,7 @@
 
     public  allowed.test:443, other.test:443   leaves signed by the fake internet's CA (`ca.pem`)
             denied.test:443                    an impostor: a leaf for its name from a CA nobody trusts
+            allowed.test:8080, other.test:8080 plain HTTP (`received["http://<name>"]`)
 
 Each server answers with the request head it received (request line and headers) and records it in
 `received[name]`, so a test sees exactly what reached the upstream, e.g. whether an Authorization header
@@ -27,10 +28,12 @@ from cryptography.x509.oid import NameOID
 from .fake_internet import HOSTS
 from .netns import netns_path, netns_socket_factory
 
-__all__ = ["TLS_HOSTS", "FakeTLS", "tls_servers"]
+__all__ = ["PLAIN_PORT", "TLS_HOSTS", "FakeTLS", "tls_servers"]
 
 TLS_HOSTS = ("allowed.test", "other.test")
 """Hosts served with certificates of the fake internet's CA."""
+PLAIN_PORT = 8080
+"""The plain-HTTP echo servers' port."""
 IMPOSTOR = "denied.test"
 """Served with a certificate for its name from an untrusted CA."""
 
@@ -110,6 +113,9 @@ async def tls_servers(public: str, directory: Path) -> AsyncIterator[FakeTLS]:
         leaves[IMPOSTOR] = _leaf(IMPOSTOR, impostor_key, impostor, directory)
         for host, leaf in leaves.items():
             servers.append(await _echo_server(public, host, leaf, fake.received.setdefault(host, [])))
+        for host in TLS_HOSTS:
+            received = fake.received.setdefault(f"http://{host}", [])
+            servers.append(await _echo_server(public, host, None, received, port=PLAIN_PORT))
         yield fake
     finally:
         for server in servers:
@@ -117,9 +123,13 @@ async def tls_servers(public: str, directory: Path) -> AsyncIterator[FakeTLS]:
             await server.wait_closed()
 
 
-async def _echo_server(public: str, host: str, leaf: Path, received: list[str]) -> asyncio.Server:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(leaf)
+async def _echo_server(
+    public: str, host: str, leaf: Path | None, received: list[str], port: int = 443
+) -> asyncio.Server:
+    context = None
+    if leaf is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(leaf)
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
@@ -133,7 +143,7 @@ async def _echo_server(public: str, host: str, leaf: Path, received: list[str]) 
 
     sock = netns_socket_factory(netns_path(public))(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((HOSTS[host], 443))
+    sock.bind((HOSTS[host], port))
     sock.listen(64)
     sock.setblocking(False)
     return await asyncio.start_server(serve, sock=sock, ssl=context)

@@ -16,7 +16,8 @@ import pytest
 from osbox import AsyncEgressClient, AsyncSandbox, PreconditionFailedError
 from osbox.server.egress.credential_proxy import find_mitmdump
 
-from .fake_tls import FakeTLS, tls_servers
+from .fake_internet import HOSTS
+from .fake_tls import PLAIN_PORT, FakeTLS, tls_servers
 from .netns import netns_missing, run_in
 from .served import API_KEY, Served, fake_public, served_internet
 
@@ -121,6 +122,20 @@ async def test_a_bearer_binding_reaches_the_host_and_never_the_sandbox(injecting
             "python3 -c \"import urllib.request; print(urllib.request.urlopen('https://allowed.test/').status)\""
         )
         assert python.stdout.strip() == "200", python.stderr
+
+
+async def test_an_http_binding_needs_the_name_to_resolve_to_the_destination(injecting: Injecting) -> None:
+    served, tls = injecting.served, injecting.tls
+    plain = {**BEARER, "match": {"hosts": ["allowed.test"], "schemes": ["http"], "ports": [PLAIN_PORT]}}
+    async with await _sandbox(served) as sandbox:
+        await _vault(sandbox, plain)
+        done = await sandbox.run(f"{CURL} http://allowed.test:{PLAIN_PORT}/")
+        assert done.exit_code == 0, done.stderr
+        assert f"Authorization: Bearer {SECRET}" in tls.received["http://allowed.test"][-1]
+        # Another server named as allowed.test in the Host header: allowed.test is not its address.
+        spoofed = f"{CURL} -H 'Host: allowed.test' http://{HOSTS['other.test']}:{PLAIN_PORT}/"
+        assert (await sandbox.run(spoofed)).exit_code == 0
+        assert "Authorization" not in tls.received["http://other.test"][-1]
 
 
 async def test_a_host_without_a_binding_is_spliced_not_intercepted(injecting: Injecting) -> None:

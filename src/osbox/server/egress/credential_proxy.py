@@ -332,6 +332,8 @@ class CredentialProxy:
             argv = ["nsenter", f"--net={self._netns}", "--", *argv]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(run_dir)}
         env["OSBOX_INJECTION_FD"] = str(theirs.fileno())
+        if self._host.upstream_dns is not None:  # what the sandboxes' names resolve through
+            env["OSBOX_INJECTION_DNS"] = "{}:{}".format(*self._host.upstream_dns)
         log = os.open(self._dir / "proxy.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
             self._process = await asyncio.create_subprocess_exec(

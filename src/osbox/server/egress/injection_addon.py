@@ -17,7 +17,8 @@ What the addon does, per connection from a sandbox:
   certificate for that same name; the rules are then matched against the SNI, never the Host header.
 * Plain HTTP (http rules only): matched against the Host header, injected only when that name resolves
   to the address the sandbox connected to (a sandbox cannot send a secret to a server of its own by
-  naming another host).
+  naming another host), asking the DNS server `$OSBOX_INJECTION_DNS` (`ip:port`: the one the
+  sandboxes' resolvers ask) or, without it, the system's resolver.
 * A client address without rules (nothing but redirected sandboxes reach the proxy) is cut off.
 """
 
@@ -27,7 +28,9 @@ import asyncio
 import fnmatch
 import json
 import os
+import secrets
 import socket
+import struct
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -112,7 +115,7 @@ class Injector:
         if flow.request.scheme == "https":
             host = flow.client_conn.sni or ""
         else:
-            host = flow.request.host
+            host = flow.request.pretty_host  # the Host header (transparent mode: .host is the address)
             if not rules or not await _resolves_to(host, port, destination):
                 return
         matched = rules_match(
@@ -140,11 +143,41 @@ class Injector:
 
 
 async def _resolves_to(host: str, port: int, address: str) -> bool:
+    server = os.environ.get("OSBOX_INJECTION_DNS")
     try:
+        if server:
+            ip, _, dns_port = server.rpartition(":")
+            return address in await asyncio.to_thread(ipv4_addresses, host, (ip, int(dns_port)))
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError:
+    except (OSError, ValueError, UnicodeError, struct.error):
         return False
     return any(info[4][0] == address for info in infos)
+
+
+def ipv4_addresses(name: str, server: tuple[str, int], timeout: float = 3.0) -> list[str]:
+    """The A records of `name` from one UDP query to `server` (no recursion of our own, no cache)."""
+    query_id = secrets.randbits(16)
+    labels = name.rstrip(".").encode("idna").split(b".")
+    question = b"".join(bytes([len(label)]) + label for label in labels) + b"\0" + struct.pack("!HH", 1, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(server)
+        sock.send(struct.pack("!HHHHHH", query_id, 0x0100, 1, 0, 0, 0) + question)
+        answer = sock.recv(4096)
+    answer_id, flags, _, count = struct.unpack_from("!HHHH", answer)
+    if answer_id != query_id or flags & 0x000F or answer[12 : 12 + len(question)] != question:
+        return []
+    offset, found = 12 + len(question), []
+    for _ in range(count):
+        while answer[offset] and answer[offset] < 0xC0:  # the owner name: labels, maybe ending in a pointer
+            offset += answer[offset] + 1
+        offset += 2 if answer[offset] >= 0xC0 else 1
+        kind, klass, _, length = struct.unpack_from("!HHIH", answer, offset)
+        offset += 10
+        if kind == 1 and klass == 1 and length == 4:
+            found.append(socket.inet_ntoa(answer[offset : offset + 4]))
+        offset += length
+    return found
 
 
 addons = [Injector()] if os.environ.get("OSBOX_INJECTION_FD") else []
