@@ -224,9 +224,11 @@ class CredentialProxy:
         return load_or_create_ca(self._dir)
 
     async def start(self) -> None:
-        """Choose the proxy's port and install the (empty) interception table."""
+        """Choose the proxy's port and install the (empty) interception table; remove the run dirs a
+        crashed server's proxy left (its mitmdump died with it)."""
         if self.unavailable:
             return
+        await asyncio.to_thread(self._remove_run_dirs)
         self._port = await asyncio.to_thread(self._free_port)
         try:
             await run_nft(self._netns, render_intercept_table(self._prefix, self._port))
@@ -359,6 +361,10 @@ class CredentialProxy:
             raise ProxyUnavailable(
                 f"the credential proxy (mitmdump) did not start; see {self._dir / 'proxy.log'}"
             )
+
+    def _remove_run_dirs(self) -> None:
+        for stale in Path(tempfile.gettempdir()).glob(f"osbox-proxy-{self._prefix}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
 
     def _make_run_dir(self) -> Path:
         """A 0700 temp dir of the proxy's user, holding copies of the CA (key included) and of the
