@@ -11,6 +11,10 @@ $(STAMP): pyproject.toml setup.py src/osbox/_speedups.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	OSBOX_REQUIRE_SPEEDUPS=1 $(PY) -m pip install -q -e '.[dev]'
+	# The credential proxy's mitmdump, in a virtualenv of its own: mitmproxy pins other versions of
+	# libraries osbox uses (cryptography, h11); 11.0 is its last release for Python 3.11.
+	$(PYTHON) -m venv $(VENV)/mitmproxy
+	$(VENV)/mitmproxy/bin/pip install -q 'mitmproxy==11.0.2'
 	touch $(STAMP)
 
 install: $(STAMP) system-deps

@@ -8,6 +8,7 @@
     │   │   ├── PermissionDeniedError      403
     │   │   ├── NotFoundError              404
     │   │   ├── ConflictError              409
+    │   │   ├── PreconditionFailedError    412
     │   │   ├── UnprocessableEntityError   422
     │   │   ├── RateLimitError             429
     │   │   └── InternalServerError        >= 500
@@ -50,6 +51,7 @@ __all__ = [
     "NotFoundError",
     "OsboxError",
     "PermissionDeniedError",
+    "PreconditionFailedError",
     "PtyError",
     "RateLimitError",
     "SandboxError",
@@ -249,6 +251,11 @@ class ConflictError(APIStatusError):
     """409: the resource is in the wrong state for this operation (e.g. pausing a paused sandbox)."""
 
 
+class PreconditionFailedError(APIStatusError):
+    """412: what the operation needs is not set up (e.g. credential bindings for a sandbox created
+    without `credential_proxy=True`); the message says what is missing."""
+
+
 class UnprocessableEntityError(APIStatusError):
     """422: the server understood the request but rejected its content."""
 
@@ -267,6 +274,7 @@ _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     403: PermissionDeniedError,
     404: NotFoundError,
     409: ConflictError,
+    412: PreconditionFailedError,
     422: UnprocessableEntityError,
     429: RateLimitError,
 }

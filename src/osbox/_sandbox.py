@@ -65,9 +65,11 @@ def _create_fields(
     metadata: Mapping[str, str] | None,
     resource_limits: Mapping[str, str] | None,
     network_policy: NetworkPolicy | Mapping[str, Any] | None = None,
+    credential_proxy: bool = False,
 ) -> dict[str, Any]:
     return {
         "network_policy": network_policy,
+        "credential_proxy": {"enabled": True} if credential_proxy else None,
         "image": image,
         "entrypoint": list(entrypoint if entrypoint is not None else DEFAULT_ENTRYPOINT),
         "timeout": None if lifetime is None else int(lifetime),

@@ -101,7 +101,7 @@ def not_a_server_error_but_not_supported(ctx: Any, response: Any, case: Any) -> 
     """`not_a_server_error`, except for the two documented 501 `NOT_SUPPORTED` answers of osbox serve.
 
     - the egress API: the fuzzed server has no sandbox networks, so a policy change answers 501
-      saying so, and Credential Vault bindings (credential injection) answer 501 by design;
+      saying so (Credential Vault bindings without the credential proxy answer 412, not 501);
     - code contexts in a language other than python and bash: the feature exists in the contract,
       not in this runtime, and saying so is the honest answer.
     Any other 5xx, and a 501 anywhere else, fails.

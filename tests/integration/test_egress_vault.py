@@ -1,5 +1,6 @@
 """The Credential Vault of the egress API (port 18080), through osbox's own `EgressClient`: credentials
-stored encrypted and never returned, revisions guarding changes, bindings (injection) refused with 501."""
+stored encrypted and never returned, revisions guarding changes, bindings refused with 412 on a sandbox
+without the credential proxy (injection itself: egress/test_credential_injection.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from osbox import ConflictError, EgressClient, InternalServerError, NotFoundError
+from osbox import ConflictError, EgressClient, NotFoundError, PreconditionFailedError
 from osbox.models.lifecycle import Endpoint
 from osbox.server import LocalServer
 
@@ -54,15 +55,15 @@ def test_credentials_are_kept_encrypted_and_never_returned(
             egress.list_credentials()
 
 
-def test_bindings_answer_not_supported_and_store_nothing(
+def test_bindings_without_the_credential_proxy_are_refused_and_store_nothing(
     api: httpx2.Client, make_sandbox: Callable[..., dict[str, Any]]
 ) -> None:
     auth = {"type": "bearer", "credential": "gh"}
     binding = {"name": "gh-api", "match": {"hosts": ["api.github.com"]}, "auth": auth}
     credential = {"name": "gh", "source": {"type": "inline", "value": SECRET}}
     with _egress(api, make_sandbox()["id"]) as egress:
-        with pytest.raises(InternalServerError, match="MITM") as refused:
+        with pytest.raises(PreconditionFailedError, match="credentialProxy") as refused:
             egress.create_credential_vault(credentials=[credential], bindings=[binding])
-        assert refused.value.status_code == 501
+        assert refused.value.status_code == 412
         with pytest.raises(NotFoundError):
             egress.get_credential_vault()

@@ -66,9 +66,9 @@ def test_vault_mutations_are_checked_and_atomic(tmp_path: Path) -> None:
         )
     assert unknown.value.status == 404
     assert vault.state() == {"revision": 1, "credentials": [], "bindings": []}  # nothing half applied
-    with pytest.raises(VaultError) as injection:
+    with pytest.raises(VaultError) as bad_auth:
         vault.mutate({"bindings": {"add": [{"name": "b", "match": {"hosts": ["x.org"]}, "auth": {}}]}})
-    assert injection.value.status == 501
+    assert bad_auth.value.status == 400
     with pytest.raises(VaultError) as stale:
         vault.mutate({"expectedRevision": 7})
     assert stale.value.status == 409

@@ -92,6 +92,7 @@ class Sandbox:
         metadata: Mapping[str, str] | None = None,
         resource_limits: Mapping[str, str] | None = None,
         network_policy: NetworkPolicy | Mapping[str, Any] | None = None,
+        credential_proxy: bool = False,
         keep: bool = False,
         use_server_proxy: bool = False,
         lifecycle: LifecycleClient | None = None,
@@ -108,10 +109,14 @@ class Sandbox:
         (every OpenSandbox server accepts that): the given keys over the defaults `{"cpu": "1", "memory":
         "2Gi"}`. `network_policy` (`{"defaultAction": "deny", "egress": [{"action": "allow", "target":
         "pypi.org"}]}`) filters its outbound traffic from the start; change it later through `egress`.
+        `credential_proxy=True` puts it behind the credential proxy: its Credential Vault's bindings
+        are injected into its matching requests (`sandbox.egress.client()` has the vault).
         `options` (timeout, max_retries, headers, http_client) go to the clients.
         """
         sandbox = cls._open("", lifecycle, base_url, api_key, keep, ready_timeout, use_server_proxy, options)
-        fields = _create_fields(image, entrypoint, lifetime, env, metadata, resource_limits, network_policy)
+        fields = _create_fields(
+            image, entrypoint, lifetime, env, metadata, resource_limits, network_policy, credential_proxy
+        )
         sandbox._start(fields)
         return sandbox
 

@@ -124,6 +124,9 @@ class ServerConfig:
     network: NetworkSwitch = field(default_factory=_env_network)
     #: The host side's layout (address pool, interface prefix, upstream DNS, ...); None: the defaults.
     network_host: HostNetworkConfig | None = None
+    #: The CA bundle the credential proxy verifies upstream servers against (README "Credential
+    #: injection"); None: the system's (/etc/ssl/certs/ca-certificates.crt).
+    credential_proxy_upstream_ca: Path | None = None
 
     @property
     def db_path(self) -> Path:

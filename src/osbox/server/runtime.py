@@ -82,6 +82,9 @@ class Runtime:
                 self.config.network_host or HostNetworkConfig(), remember_in=self.config.network_prefix_path
             ),
             on_denied=self._record_denial,
+            proxy_dir=self.config.data_dir / "credential-proxy",
+            upstream_ca=self.config.credential_proxy_upstream_ca,
+            rules_for=lambda sandbox_id: self._vault(sandbox_id).rules(),
         )
         self.backend = self._given_backend or _default_backend(self.config, self.networks)
         self.manager = SandboxManager(self.config, self.store, self.backend, tokens)
@@ -125,10 +128,21 @@ class Runtime:
         """The egress API of a Running sandbox (404/409 ApiError otherwise), over its policy."""
         self.sandbox_handle(sandbox_id)
         auth_token = self.manager.tokens(sandbox_id)[1]
-        vault = CredentialVault(
-            self.config.sandboxes_dir / sandbox_id, self.manager.vault_key(sandbox_id), sandbox_id
+        return create_egress_app(
+            self.networks.policy_store(sandbox_id),
+            auth_token=auth_token,
+            vault=self._vault(sandbox_id),
+            on_bindings=self.networks.bindings_sink(sandbox_id),
         )
-        return create_egress_app(self.networks.policy_store(sandbox_id), auth_token=auth_token, vault=vault)
+
+    def _vault(self, sandbox_id: str) -> CredentialVault:
+        """The sandbox's Credential Vault; bindings refused (412) where they would not be injected."""
+        return CredentialVault(
+            self.config.sandboxes_dir / sandbox_id,
+            self.manager.vault_key(sandbox_id),
+            sandbox_id,
+            bindings_refused=self.networks.bindings_refused(sandbox_id),
+        )
 
     def _record_denial(self, sandbox_id: str, denial: Denial) -> None:
         """A denied name or connection, as an event of the sandbox (its diagnostics show it)."""

@@ -336,11 +336,56 @@ def _write_etc(files: object) -> None:
                 os.close(fd)
 
 
+#: Where images keep their CA bundle (Debian/Ubuntu/Alpine, Fedora/RHEL, SUSE, others' cert.pem).
+_CA_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+)
+#: The variables that make common clients use that bundle (OpenSSL, Python requests, curl, Node).
+_CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
+
+
+def _trust_ca(pem: object) -> None:
+    """Add the credential proxy's CA to the image's bundles (regular files only: a symlink is another
+    bundle's name, or planted) and point the usual variables at the first, for every later child."""
+    if not isinstance(pem, str) or "-----BEGIN CERTIFICATE-----" not in pem:
+        raise ValueError("trusted_ca must be a PEM certificate")
+    written = []
+    with identity.file_capabilities():
+        for path in _CA_BUNDLES:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError:
+                continue  # missing, or a symlink (ELOOP)
+            try:
+                bundle = b""
+                while chunk := os.read(fd, 1 << 16):
+                    bundle += chunk
+                if pem.encode() not in bundle:  # a restarted server or a snapshot: there already
+                    os.write(fd, (b"" if bundle.endswith(b"\n") or not bundle else b"\n") + pem.encode())
+                written.append(path)
+            finally:
+                os.close(fd)
+        if not written:  # an image without a bundle: the CA alone, where most clients look
+            os.makedirs("/etc/ssl/certs", mode=0o755, exist_ok=True)
+            fd = os.open(_CA_BUNDLES[0], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            try:
+                os.write(fd, pem.encode())
+            finally:
+                os.close(fd)
+            written.append(_CA_BUNDLES[0])
+    os.environ.update(dict.fromkeys(_CA_VARIABLES, written[0]))
+
+
 def _op_start(request: dict[str, Any]) -> tuple[object, list[int]]:
     if _entrypoint["pid"] is not None:
         raise ValueError("the entrypoint was already started")
     if request.get("etc") and _image:
         _write_etc(request["etc"])
+    if request.get("trusted_ca") and _image:
+        _trust_ca(request["trusted_ca"])
     base_env = request.get("base_env")
     if base_env is not None:
         # A sandbox started ahead of time (warm pool) learns its owner's environment here; every

@@ -4,13 +4,15 @@ Served by `osbox serve` as port 18080 of each sandbox (through its proxy). It wo
 (e.g. `SandboxEgress`): the app parses and merges, the store enforces. Errors are `{code, message}`: 400
 for bad input (including more rules than the cap), 401 without the right `OPENSANDBOX-EGRESS-AUTH` token
 (compared in constant time), 405, and 501 when the machine cannot enforce the policy asked for. The
-Credential Vault routes are `vault.CredentialVault`'s (credentials only: bindings, i.e. injection, 501).
+Credential Vault routes are `vault.CredentialVault`'s; after each change the vault's compiled bindings
+go to `on_bindings` (the credential proxy), so a change is in force when its answer is sent.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
@@ -25,13 +27,16 @@ from .engine import EgressUnavailable
 from .policy import Policy, PolicyError, parse_delete_body, parse_patch_body, policy_from_body
 from .vault import CredentialVault, VaultError
 
-__all__ = ["AUTH_HEADER", "BODY_LIMIT", "PolicyStore", "create_egress_app"]
+__all__ = ["AUTH_HEADER", "BODY_LIMIT", "BindingsSink", "PolicyStore", "create_egress_app"]
 
 _log = logging.getLogger(__name__)
 
 AUTH_HEADER = "OPENSANDBOX-EGRESS-AUTH"
 BODY_LIMIT = 1 << 20
 """Largest `/policy` body read (1 MiB, as the reference); 4096 rules fit well within it."""
+
+BindingsSink = Callable[[list[dict[str, Any]]], Awaitable[None]]
+"""Where a vault's compiled bindings go after each change (`CredentialVault.rules()`)."""
 
 
 class PolicyStore(Protocol):
@@ -48,10 +53,15 @@ class PolicyStore(Protocol):
 
 
 def create_egress_app(
-    store: PolicyStore, *, auth_token: str | None, vault: CredentialVault | None = None
+    store: PolicyStore,
+    *,
+    auth_token: str | None,
+    vault: CredentialVault | None = None,
+    on_bindings: BindingsSink | None = None,
 ) -> Starlette:
-    """The egress app over `store` (and `vault`: the `/credential-vault` routes; None: 501 there);
-    `auth_token` None leaves the routes open (as the reference does when it has no token)."""
+    """The egress app over `store` (and `vault`: the `/credential-vault` routes; None: 501 there;
+    `on_bindings` gets its bindings after each change); `auth_token` None leaves the routes open (as
+    the reference does when it has no token)."""
     expected = auth_token.encode() if auth_token is not None else None
 
     def authorized(request: Request) -> bool:
@@ -100,7 +110,10 @@ def create_egress_app(
         if vault is None:
             return _error(501, "NOT_SUPPORTED", "this sandbox has no credential vault")
         try:
-            return await _vault_answer(vault, request)
+            answer = await _vault_answer(vault, request)
+            if request.method != "GET" and on_bindings is not None:
+                await on_bindings(vault.rules())
+            return answer
         except BadBody as exc:
             return _error(400, "INVALID_REQUEST", str(exc))
         except VaultError as exc:
@@ -136,10 +149,10 @@ async def _vault_answer(vault: CredentialVault, request: Request) -> Response:
             return JSONResponse({"revision": state["revision"], "credentials": state["credentials"]})
         return JSONResponse(vault.credential(name))
     if kind == "bindings":
-        revision = vault.revision()
         if name is None:
-            return JSONResponse({"revision": revision, "bindings": []})
-        raise VaultError(404, "NOT_FOUND", f"no binding {name!r} (bindings are not supported)")
+            state = vault.state()
+            return JSONResponse({"revision": state["revision"], "bindings": state["bindings"]})
+        return JSONResponse(vault.binding(name))
     raise VaultError(404, "NOT_FOUND", f"no such route: /credential-vault/{kind}")
 
 

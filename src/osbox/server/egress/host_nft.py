@@ -13,9 +13,10 @@ are set elements, added at attach and deleted at detach:
 Chains:
 
 * `input` (to the host itself, from a sandbox): established/related accepted, DNS to the sandbox's own
-  resolver accepted, everything else refused: the host's addresses, its loopback services and the server's
-  port are out of reach whatever the destination address (a host-end address, another interface's, or a
-  127.0.0.0/8 one, which the kernel drops as a martian anyway);
+  resolver accepted, connections redirected to the credential proxy accepted, everything else refused:
+  the host's addresses, its loopback services and the server's port are out of reach whatever the
+  destination address (a host-end address, another interface's, or a 127.0.0.0/8 one, which the
+  kernel drops as a martian anyway);
 * `forward`: from a sandbox, after the source check: another sandbox refused, protected networks refused
   unless excepted, the rest accepted; to a sandbox, only replies (nothing from outside or from another
   sandbox opens a connection into one); and nothing but replies is routed in from an uplink whose
@@ -93,6 +94,8 @@ def render_host_table(
         "    meta nfproto ipv6 drop",
         "    ct state established,related accept",
         "    iifname . ip saddr . ip daddr @links meta l4proto { tcp, udp } th dport 53 accept",
+        # What a host-side redirect sent to a local port: the credential proxy's (credential_proxy.py).
+        "    ct status dnat meta l4proto tcp accept",
         "    goto refuse",
         "  }",
         "  chain forward {",

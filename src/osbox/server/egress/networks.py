@@ -9,6 +9,10 @@ Modes (see `sandbox_network`): `none`, `open`, `filtered`. Which one a sandbox g
 * the extension `osbox.network` (`none`, `open` or `filtered`) chooses explicitly (a policy needs
   `filtered`).
 
+`credentialProxy: {enabled: true}` at create also puts the sandbox behind the credential proxy
+(`credential_proxy.py`): its vault's bindings are injected into its requests, and the proxy's CA goes
+into its trust store (image sandboxes only: an image-less one shares the host's /etc).
+
 A mode that needs a network on a server that has none (switched off, or not root) fails the create with
 the reason, as does a policy the machine cannot enforce; it never runs unfiltered. Each networked
 sandbox's mode and policy are kept in `<state dir>/network.json` (server-only), so a re-adopted sandbox
@@ -22,18 +26,20 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
-from .app import PolicyStore
+from .app import BindingsSink, PolicyStore
+from .credential_proxy import CredentialProxy, ProxyUnavailable
 from .enforcer import Enforcement
 from .engine import Denial, EgressUnavailable
 from .hostnet import HostNetwork, HostNetworkConfig, NetworkUnavailable
 from .pasta import ROOTLESS_POLICY, PastaNetwork
 from .policy import Policy, PolicyError, policy_from_create
 from .sandbox_network import NetworkMode, PreparedNetwork, SandboxNetwork, connect_sandbox, prepare_sandbox
+from .vault import VaultError
 
 __all__ = [
     "NETWORK_EXTENSION",
@@ -49,6 +55,10 @@ NETWORK_EXTENSION = "osbox.network"
 """The create request's `extensions` key choosing a sandbox's network mode explicitly."""
 _MODES: tuple[NetworkMode, ...] = get_args(NetworkMode)
 _RECORD = "network.json"
+_NO_PROXY = (
+    "credential injection is off for this sandbox: create it with credentialProxy {enabled: true} and a "
+    "network to have its bindings injected"
+)
 _OFF = "networking is off on this server (start osbox serve with --network open or --network filtered)"
 
 
@@ -61,6 +71,8 @@ class NetworkChoice:
     requested: bool = False
     """Asked for by the create (a policy or the extension), not just the server's default: a server
     that cannot give it fails the create; the default degrades to no network, saying why."""
+    credential_proxy: bool = False
+    """`credentialProxy.enabled` at create: the vault's bindings are injected (with a network)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +82,24 @@ class NetworkStatus:
 
     message: str
     nameserver: str | None = None
+    ca_certificate: str | None = None
+    """The credential proxy's CA (PEM) for the sandbox's trust store (None: no proxy for it)."""
 
 
-def network_choice(server_mode: NetworkMode, network_policy: object, extension: str | None) -> NetworkChoice:
-    """The network of a sandbox created with this `networkPolicy` and `osbox.network` extension on a
-    server whose switch is `server_mode`. Raises `PolicyError` (a 400) for a bad policy or mode."""
+def network_choice(
+    server_mode: NetworkMode, network_policy: object, extension: str | None, credential_proxy: object = None
+) -> NetworkChoice:
+    """The network of a sandbox created with this `networkPolicy`, `osbox.network` extension and
+    `credentialProxy` on a server whose switch is `server_mode`. Raises `PolicyError` (a 400) for a
+    bad policy or mode."""
     policy = policy_from_create(network_policy)
+    if credential_proxy is not None and not (
+        isinstance(credential_proxy, dict)
+        and set(credential_proxy) <= {"enabled"}
+        and isinstance(credential_proxy.get("enabled", False), bool)
+    ):
+        raise PolicyError('credentialProxy must be {"enabled": true} or {"enabled": false}')
+    proxied = isinstance(credential_proxy, dict) and credential_proxy.get("enabled") is True
     mode: NetworkMode
     requested = extension is not None or network_policy not in (None, {})
     if extension is not None:
@@ -89,7 +113,7 @@ def network_choice(server_mode: NetworkMode, network_policy: object, extension: 
         mode = server_mode
     if mode != "filtered" and policy != Policy.allow_all():
         raise PolicyError(f"networkPolicy needs network mode 'filtered', not {mode!r}")
-    return NetworkChoice(mode, policy, requested)
+    return NetworkChoice(mode, policy, requested, proxied)
 
 
 class SandboxNetworks:
@@ -108,9 +132,14 @@ class SandboxNetworks:
         host_config: HostNetworkConfig | None = None,
         *,
         on_denied: Callable[[str, Denial], None] | None = None,
+        proxy_dir: Path | None = None,
+        upstream_ca: Path | None = None,
+        rules_for: Callable[[str], list[dict[str, Any]]] | None = None,
     ) -> None:
         """`mode` is the server-wide switch; `host_config` lays out the host side; `on_denied` gets
-        each recorded denial with its sandbox's id."""
+        each recorded denial with its sandbox's id. The credential proxy keeps its CA in `proxy_dir`
+        (None: no proxy), verifies upstreams against `upstream_ca` (None: the system's bundle), and
+        gets a sandbox's compiled bindings from `rules_for` when it connects (e.g. after a restart)."""
         self.mode = mode
         self._host_config = host_config or HostNetworkConfig()
         self._on_denied = on_denied
@@ -121,6 +150,9 @@ class SandboxNetworks:
         self._state_dirs: dict[str, Path] = {}
         self._prepared: dict[str, PreparedNetwork] = {}  # links of the warm pool's sandboxes, by pool id
         self._removals: set[asyncio.Task[None]] = set()
+        self._proxy_dir, self._upstream_ca, self._rules_for = proxy_dir, upstream_ca, rules_for
+        self.proxy: CredentialProxy | None = None
+        self._proxied: dict[str, str | None] = {}  # sandbox id -> why it has no injection (None: it has)
 
     async def start(self) -> None:
         """Start the host side (unless the switch is `none`); where it cannot start (not root, no
@@ -134,6 +166,11 @@ class SandboxNetworks:
         except NetworkUnavailable as exc:
             self.unavailable = str(exc).removeprefix("no network: ")
             _log.warning("sandboxes get no network: %s", exc)
+            return
+        # Rootless (pasta) sandboxes have no proxy: it redirects on the host side, which needs root.
+        if self._proxy_dir is not None and isinstance(self.host, HostNetwork):
+            self.proxy = CredentialProxy(self.host, self._proxy_dir, upstream_ca=self._upstream_ca)
+            await self.proxy.start()
 
     async def prepare(self, pool_id: str, netns: str) -> bool:
         """Make the link of a pre-started sandbox of the warm pool (`pool_id`) ahead, so that the create
@@ -157,15 +194,18 @@ class SandboxNetworks:
         *,
         prepared: str | None = None,
         link: _Link | None = None,
+        trust_store: bool = True,
     ) -> NetworkStatus:
         """Set up the network `choice` asks for in the namespace at `netns`; before the entrypoint runs.
         `prepared`: the pool id whose link (`prepare`) the sandbox takes over (removed in mode `none`);
-        `link`: the interface and address to keep where free (a re-adopted sandbox's).
+        `link`: the interface and address to keep where free (a re-adopted sandbox's);
+        `trust_store`: the server can put the credential proxy's CA into the sandbox's (an image's).
 
         Raises `NetworkUnavailable` or `EgressUnavailable` (the message says why) when it cannot be
         had here; nothing is left behind then.
         """
         ahead = self._prepared.pop(prepared, None) if prepared is not None else None
+        self._proxied[sandbox_id] = _NO_PROXY
         if choice.mode == "none" or (self.host is None and not choice.requested):
             if ahead is not None:
                 self._remove_soon(ahead)
@@ -187,13 +227,59 @@ class SandboxNetworks:
             address=link.address if link is not None else None,
         )
         try:
-            _save(state_dir, choice, network)
+            # A sandbox whose trust store cannot have the CA is not proxied after a restart either.
+            _save(state_dir, choice if trust_store else replace(choice, credential_proxy=False), network)
+            ca = await self._intercept(sandbox_id, network, choice, trust_store)
         except BaseException:
             await network.close()
             raise
         self._networks[sandbox_id] = network
         self._state_dirs[sandbox_id] = state_dir
-        return self.status(sandbox_id)
+        status = self.status(sandbox_id)
+        if ca is not None:
+            injected = " Its Credential Vault's bindings are injected by the credential proxy."
+            status = replace(status, message=status.message + injected, ca_certificate=ca)
+        return status
+
+    async def _intercept(
+        self, sandbox_id: str, network: SandboxNetwork, choice: NetworkChoice, trust_store: bool
+    ) -> str | None:
+        """Put the sandbox behind the credential proxy if it asked; its CA (None: not behind it)."""
+        if not choice.credential_proxy:
+            return None
+        if not trust_store:
+            self._proxied[sandbox_id] = (
+                "credential injection is off for this sandbox: it runs without an image, so its trust "
+                "store is the host's, which osbox does not change"
+            )
+            return None
+        if self.proxy is None or self.proxy.unavailable or network.attachment is None:
+            why = self.proxy.unavailable if self.proxy is not None else "the server runs no credential proxy"
+            self._proxied[sandbox_id] = f"credential injection is not available here: {why}"
+            return None
+        attachment = network.attachment
+        rules = self._rules_for(sandbox_id) if self._rules_for is not None else []
+        await self.proxy.attach(sandbox_id, attachment.interface, attachment.address, rules)
+        self._proxied[sandbox_id] = None
+        return self.proxy.ca_certificate
+
+    def bindings_refused(self, sandbox_id: str) -> str | None:
+        """Why the sandbox's vault can hold no bindings (None: they are injected)."""
+        return self._proxied.get(sandbox_id, _NO_PROXY)
+
+    def bindings_sink(self, sandbox_id: str) -> BindingsSink | None:
+        """Where the sandbox's vault sends its bindings after a change (None: nowhere, no proxy)."""
+        proxy = self.proxy
+        if proxy is None or self.bindings_refused(sandbox_id) is not None:
+            return None
+
+        async def apply(rules: list[dict[str, Any]]) -> None:
+            try:
+                await proxy.set_rules(sandbox_id, rules)
+            except ProxyUnavailable as exc:
+                raise VaultError(412, "PRECONDITION_FAILED", f"the vault changed, but {exc}") from None
+
+        return apply
 
     def _remove_soon(self, prepared: PreparedNetwork) -> None:
         """Remove a link made ahead for a sandbox that is to have none, after the create: deleting a
@@ -245,8 +331,13 @@ class SandboxNetworks:
         pre-started one (`prepare`); no-op for one without."""
         network = self._networks.pop(sandbox_id, None) or self._prepared.pop(sandbox_id, None)
         self._state_dirs.pop(sandbox_id, None)
-        if network is not None:
-            await network.close()
+        self._proxied.pop(sandbox_id, None)
+        try:
+            if self.proxy is not None:
+                await self.proxy.detach(sandbox_id)
+        finally:
+            if network is not None:
+                await network.close()
 
     async def sweep(self, live_ids: Iterable[str]) -> None:
         """Remove host ends a previous run left for sandboxes that are gone (after re-adoption)."""
@@ -273,6 +364,9 @@ class SandboxNetworks:
         """Stop every resolver and remove every link and the host's table. Sandboxes keep running;
         a restarted server connects them again (`readopt`)."""
         try:
+            if self.proxy is not None:
+                await self.proxy.close()
+                self.proxy = None
             for sandbox_id in [*self._networks, *self._prepared]:
                 try:
                     await self.disconnect(sandbox_id)
@@ -319,7 +413,8 @@ class _Filtered:
 
     async def replace(self, policy: Policy) -> None:
         await self._network.replace_policy(policy)
-        _save(self._state_dir, NetworkChoice("filtered", policy), self._network)
+        choice = replace(_load(self._state_dir)[0], mode="filtered", policy=policy)
+        _save(self._state_dir, choice, self._network)
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +430,7 @@ def _save(state_dir: Path, choice: NetworkChoice, network: SandboxNetwork) -> No
     record: dict[str, object] = {
         "mode": choice.mode,
         "policy": choice.policy.to_model().model_dump(mode="json", by_alias=True),
+        "credentialProxy": choice.credential_proxy,
     }
     if network.attachment is not None:
         record["interface"] = network.attachment.interface
@@ -355,7 +451,10 @@ def _load(state_dir: Path) -> tuple[NetworkChoice, _Link | None]:
         mode = saved["mode"]
         if mode not in _MODES:
             raise ValueError(f"unknown mode {mode!r}")
-        choice = NetworkChoice(mode, policy_from_create(saved["policy"]), requested=True)
+        proxied = saved.get("credentialProxy") is True
+        choice = NetworkChoice(
+            mode, policy_from_create(saved["policy"]), requested=True, credential_proxy=proxied
+        )
         link = None
         if isinstance(saved.get("interface"), str) and "address" in saved:
             link = _Link(saved["interface"], IPv4Address(saved["address"]))

@@ -585,6 +585,7 @@ class SandboxManager:
                 self.config.network,
                 record.extras.get("networkPolicy"),
                 record.extensions.get(NETWORK_EXTENSION),
+                record.extras.get("credentialProxy"),
             )
         except PolicyError as exc:
             _log.warning("sandbox %s gets no network: %s", record.id, exc)

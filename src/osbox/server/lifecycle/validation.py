@@ -423,7 +423,12 @@ def parse_create_request(
             raise bad_request(f"{key} has the wrong type")
     extensions = _parse_extensions(request.get("extensions"))
     try:  # checked here for a 400; the backend sets the network up
-        network_choice(network_mode, extras.get("networkPolicy"), extensions.get(NETWORK_EXTENSION))
+        network_choice(
+            network_mode,
+            extras.get("networkPolicy"),
+            extensions.get(NETWORK_EXTENSION),
+            extras.get("credentialProxy"),
+        )
     except PolicyError as exc:
         raise bad_request(str(exc)) from None
     return CreateParams(

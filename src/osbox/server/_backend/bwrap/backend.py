@@ -324,9 +324,11 @@ class BwrapBackend(Backend):
         if base_env is not None:
             message["base_env"] = base_env
         try:
-            await network.connect(self._networks, handle, spec.network)
+            await network.connect(self._networks, handle, spec.network, trust_store=spec.image is not None)
             if spec.image is not None and handle.nameserver:
                 message["etc"] = {"/etc/resolv.conf": lay.resolv_conf(handle.nameserver)}
+            if handle.trusted_ca is not None:
+                message["trusted_ca"] = handle.trusted_ca
             await request(handle.layout.socket, message)
         except BaseException as exc:
             await self.destroy(handle)

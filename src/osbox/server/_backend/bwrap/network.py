@@ -32,9 +32,14 @@ async def prepare(networks: SandboxNetworks | None, handle: BwrapSandbox) -> Non
 
 
 async def connect(
-    networks: SandboxNetworks | None, handle: BwrapSandbox, choice: NetworkChoice | None
+    networks: SandboxNetworks | None,
+    handle: BwrapSandbox,
+    choice: NetworkChoice | None,
+    *,
+    trust_store: bool = False,
 ) -> None:
-    """Give the sandbox the network `choice` asks for; `BackendError` saying why when it cannot."""
+    """Give the sandbox the network `choice` asks for; `BackendError` saying why when it cannot.
+    `trust_store`: the agent can put the credential proxy's CA (`handle.trusted_ca`) into it."""
     choice = choice or NetworkChoice()
     ahead, handle.network_ahead = handle.network_ahead, None
     if networks is None:
@@ -43,13 +48,19 @@ async def connect(
         return
     try:
         status = await networks.connect(
-            handle.sandbox_id, _netns(handle), handle.layout.state_dir, choice, prepared=ahead
+            handle.sandbox_id,
+            _netns(handle),
+            handle.layout.state_dir,
+            choice,
+            prepared=ahead,
+            trust_store=trust_store,
         )
     except (NetworkUnavailable, EgressUnavailable) as exc:
         raise BackendError(str(exc)) from None
     except (OSError, RuntimeError) as exc:
         raise BackendError(f"its network could not be set up: {exc}") from None
     handle.network_message, handle.nameserver = status.message, status.nameserver
+    handle.trusted_ca = status.ca_certificate
 
 
 async def readopt(networks: SandboxNetworks | None, handle: BwrapSandbox) -> None:

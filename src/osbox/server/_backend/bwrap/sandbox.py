@@ -84,6 +84,9 @@ class BwrapProcess(SandboxProcess):
 class BwrapSandbox(SandboxHandle):
     """A live bubblewrap sandbox."""
 
+    #: The credential proxy's CA (PEM) that its trust store gets before the entrypoint (None: none).
+    trusted_ca: str | None = None
+
     def __init__(
         self,
         spec: SandboxSpec,
