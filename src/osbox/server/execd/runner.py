@@ -55,6 +55,8 @@ __all__ = ["Execution", "RunSpec", "rfc3339"]
 #: After the process exits, how long to keep reading output that orphans may still hold open.
 DRAIN_SECONDS = 1.0
 INTERRUPT_GRACE_SECONDS = 3.0
+#: When `interrupt` sends its SIGTERM a second time, if the run still lives (see there).
+INTERRUPT_REPEAT_SECONDS = 0.2
 
 
 def rfc3339(moment: dt.datetime) -> str:
@@ -274,15 +276,24 @@ class Execution:
             self.log.close()
 
     async def interrupt(self, grace_s: float = INTERRUPT_GRACE_SECONDS) -> None:
-        """SIGTERM the process group, SIGKILL it after `grace_s`; returns once it has exited."""
+        """SIGTERM the process group, SIGKILL it after `grace_s`; returns once it has exited.
+
+        The SIGTERM goes a second time after `INTERRUPT_REPEAT_SECONDS`: a bash with an EXIT trap
+        (a session run's) catches SIGTERM, and a child it is forking at that moment catches it with
+        bash's handler, then execs and forgets it, while bash waits for that child. The second one
+        reaches the child as it now is.
+        """
         if self.process is None or not self.running:
             return
-        self.process.signal_group(signal.SIGTERM)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.exited.wait(), grace_s)
-        if self.running:
-            self.process.signal_group(signal.SIGKILL)
-            await self.exited.wait()
+        repeat_s = min(INTERRUPT_REPEAT_SECONDS, grace_s)
+        for wait_s in (repeat_s, grace_s - repeat_s):
+            self.process.signal_group(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.exited.wait(), wait_s)
+            if not self.running:
+                return
+        self.process.signal_group(signal.SIGKILL)
+        await self.exited.wait()
 
     async def kill(self) -> None:
         """SIGKILL the process group and wait until the follower task has finished."""
