@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import platform
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -83,3 +84,11 @@ def test_an_endless_line_comes_in_pieces_of_at_most_a_mebibyte() -> None:
     texts = _texts(framer.feed(line) + framer.flush())
     assert "".join(texts) == line.decode() and len(texts) == 2
     assert all(len(text.encode()) <= output.MAX_LINE_BYTES for text in texts)
+
+
+def test_the_server_keeps_its_heap_for_output_buffers_on_glibc() -> None:
+    if platform.libc_ver()[0] != "glibc":
+        assert output.keep_heap() is False
+        return
+    assert output.keep_heap() is True
+    assert output.keep_heap() is True  # once per process: asking again changes nothing
