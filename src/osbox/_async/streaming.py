@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx2
 
+from .._base_client import _raw_is_body
 from .._exceptions import StreamError
 from .._streaming import AsyncHandler, StreamFolder, _astopped, _Collector, _EventReader
 
@@ -66,8 +67,11 @@ class AsyncStream(Generic[E, R]):
         """Feed the body into `sink`, yielding after each chunk; releases the response at the end."""
         response = await self._open()
         reader = _EventReader(self._spec, response.request)
+        # The transport's chunks as they come when the body is not encoded: httpx2's decoding
+        # layer would only pass them through, at a Python step per 64 KiB read.
+        chunks = response.aiter_raw() if _raw_is_body(response) else response.aiter_bytes()
         try:
-            async for chunk in response.aiter_bytes():
+            async for chunk in chunks:
                 reader.feed(chunk, sink)
                 yield
             reader.finish(sink)
