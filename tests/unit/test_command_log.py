@@ -84,3 +84,61 @@ def test_tiny_caps_still_keep_the_newest_byte(tmp_path: Path, max_bytes: int) ->
         log.write(bytes([byte]))
     data, _ = _whole(log)
     assert data.endswith(b"z") and len(data) <= max(2, max_bytes)
+
+
+# -- ring=True: one file written in place (a foreground command's copy of its output) -------------
+
+
+@pytest.mark.parametrize("piece", [1, 3, 5, 7, 20, 23, 64, 500])
+def test_a_ring_keeps_the_newest_max_bytes_in_one_file_whatever_the_writes(
+    tmp_path: Path, piece: int
+) -> None:
+    log = CommandLog(tmp_path / "c.log", max_bytes=20, ring=True)
+    output = b"".join(b"%04d\n" % i for i in range(100))  # 500 bytes
+    for start in range(0, len(output), piece):
+        log.write(output[start : start + piece])
+    assert log.end == 500 and log.first_kept == 480
+    assert [path.name for path in tmp_path.iterdir()] == ["c.log"]
+    assert log.path.stat().st_size == 20
+    assert _whole(log) == (output[-20:], 480)
+    # Cursors stay absolute, also for reads that wrap around the file's end.
+    for cursor in range(480, 500):
+        assert _whole(log, cursor) == (output[cursor:], 0)
+        chunk = _read(log, cursor, 100)
+        assert chunk == LogChunk(output[cursor:], 500, 0)
+    assert _read(log, 10_000, 100) == LogChunk(b"", 500, 0)
+
+
+def test_a_ring_below_its_size_is_the_output_as_written(tmp_path: Path) -> None:
+    log = CommandLog(tmp_path / "c.log", max_bytes=100, ring=True)
+    log.write(b"hello ")
+    log.write(memoryview(b"world\n"))
+    assert log.path.read_bytes() == b"hello world\n"
+    assert _whole(log) == (b"hello world\n", 0)
+    assert _whole(log, 6) == (b"world\n", 0)
+
+
+def test_a_ring_read_drops_what_was_overwritten_while_it_read(tmp_path: Path) -> None:
+    """The ring's bytes are overwritten in place: a read answers only what was still kept after it."""
+
+    async def scenario() -> LogChunk:
+        log = CommandLog(tmp_path / "c.log", max_bytes=20, ring=True)  # cursors 0..19 kept
+        log.write(b"0123456789")
+        log.write(b"abcdefghij")
+        reading = asyncio.ensure_future(log.read(0, 100))
+        await asyncio.sleep(0)  # the read has started; now 15 bytes overwrite the oldest 15
+        log.write(b"KLMNOPQRSTUVWXY")
+        return await reading
+
+    # Whether the thread read before or after the overwrite, only the bytes still kept come back.
+    assert asyncio.run(scenario()) == LogChunk(b"fghij", 20, 15)
+
+
+def test_a_ring_closed_and_removed(tmp_path: Path) -> None:
+    log = CommandLog(tmp_path / "c.log", max_bytes=4, ring=True)
+    log.write(b"abcdef")
+    log.close()
+    log.write(b"ignored")
+    assert log.end == 6 and _whole(log) == (b"cdef", 2)
+    log.remove()
+    assert list(tmp_path.iterdir()) == []

@@ -134,7 +134,7 @@ class Execution:
         err_r: int | None = None
         try:
             if spec.log_path is not None:
-                self.log = CommandLog(spec.log_path, spec.log_max_bytes)
+                self.log = CommandLog(spec.log_path, spec.log_max_bytes, ring=spec.streamed)
             elif not spec.streamed:
                 raise ValueError("a background run needs a log file")
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
