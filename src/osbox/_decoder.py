@@ -137,11 +137,15 @@ class EventDecoder:
             if len(self._buffer) + sum(map(len, self._held)) > MAX_LINE_BYTES:
                 raise StreamDecodeError(f"stream line longer than {MAX_LINE_BYTES} bytes")
             return []
+        # Cut the chunk before joining what was held to it: slicing the joined block would copy a
+        # whole frame (a megabyte) a second time.
+        head, tail = (chunk[:end], chunk[end:]) if end < len(chunk) else (chunk, b"")
         if self._buffer or self._held:
-            end += len(self._buffer) + sum(map(len, self._held))
-            chunk = b"".join([self._buffer, *self._held, chunk])
+            block = b"".join([self._buffer, *self._held, head])
             self._held = []
-        block, self._buffer = chunk[:end], chunk[end:]
+        else:
+            block = head
+        self._buffer = tail
         if len(self._buffer) > MAX_LINE_BYTES:
             raise StreamDecodeError(f"stream line longer than {MAX_LINE_BYTES} bytes")
         out: list[Item] = []
