@@ -272,6 +272,11 @@ parse_frame(const char *p, const char *end, int sse, PyObject **kind, const char
 }
 
 
+/* The scratch buffer is kept from one call to the next: a frame of a megabyte needs one of that
+ * size, and a fresh one each time was mapped, faulted in page by page and unmapped again. */
+#define KEPT_SCRATCH_MAX ((size_t)2 << 20)
+static Buf kept_scratch = {NULL, 0, 0};
+
 static PyObject *
 output_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
@@ -287,7 +292,8 @@ output_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     pos = PyLong_AsSsize_t(args[1]);
     sse = PyObject_IsTrue(args[2]);
     PyObject *kinds = NULL, *texts = NULL, *stamps = NULL, *result = NULL;
-    Buf scratch = {NULL, 0, 0}; /* where escaped texts are resolved */
+    Buf scratch = kept_scratch; /* where escaped texts are resolved (taken: a nested call gets none) */
+    kept_scratch = (Buf){NULL, 0, 0};
     if ((pos == -1 && PyErr_Occurred()) || sse < 0)
         goto done;
     if (pos < 0 || pos > view.len) {
@@ -342,7 +348,10 @@ output_run(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     result = Py_BuildValue("nOOOO", (Py_ssize_t)(p - base), kinds, texts, stamps,
                            escaped ? Py_True : Py_False);
 done:
-    PyMem_Free(scratch.data);
+    if (scratch.cap <= KEPT_SCRATCH_MAX && kept_scratch.data == NULL)
+        kept_scratch = scratch; /* for the next call */
+    else
+        PyMem_Free(scratch.data);
     Py_XDECREF(kinds);
     Py_XDECREF(texts);
     Py_XDECREF(stamps);
