@@ -4,9 +4,12 @@ reference's lines (line framing)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import os
 import platform
+import threading
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -92,3 +95,29 @@ def test_the_server_keeps_its_heap_for_output_buffers_on_glibc() -> None:
         return
     assert output.keep_heap() is True
     assert output.keep_heap() is True  # once per process: asking again changes nothing
+
+
+def test_pump_reads_a_pipe_whole_also_past_the_point_where_it_coalesces_reads() -> None:
+    """Beyond `COALESCE_AFTER_BYTES`, small reads are followed by a pause: nothing is lost or reordered,
+    and the pump ends at end of file (a writer on a thread, in pieces as `yes` writes them)."""
+    data = bytes(range(256)) * (3 * output.COALESCE_AFTER_BYTES // 256 + 7)
+
+    def write(fd: int) -> None:
+        with os.fdopen(fd, "wb", buffering=0) as pipe:
+            for start in range(0, len(data), 4096):
+                pipe.write(data[start : start + 4096])
+
+    async def scenario() -> bytes:
+        read_end, write_end = os.pipe()
+        writer = threading.Thread(target=write, args=(write_end,))
+        writer.start()
+        received = bytearray()
+
+        async def take(chunk: memoryview) -> None:
+            received.extend(chunk)
+
+        await output.pump(read_end, take)
+        writer.join()
+        return bytes(received)
+
+    assert asyncio.run(scenario()) == data
