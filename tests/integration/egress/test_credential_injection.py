@@ -3,10 +3,12 @@ curl HTTPS hosts of the fake internet (fake_tls.py), and the hosts see what arri
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import signal
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -284,7 +286,7 @@ async def test_a_crashed_proxy_is_restarted_and_fails_closed_while_down(tmp_path
         await _sandbox(served) as first,
         await _sandbox(served) as second,
     ):
-        egress = await _vault(first, BEARER)
+        await _vault(first, BEARER)
         await _vault(second, {**BEARER, "match": {"hosts": ["other.test"]}})
         [pid] = _proxy_processes(served.prefix)
         os.kill(pid, signal.SIGKILL)
@@ -311,9 +313,7 @@ async def test_a_crashed_proxy_is_restarted_and_fails_closed_while_down(tmp_path
         assert len(tls.received["allowed.test"]) == count
 
         # A change of the vault starts it again at once, with every rule.
-        await egress.patch_credential_vault(
-            credentials={"add": [{"name": "spare", "source": {"type": "inline", "value": "spare-value"}}]}
-        )
+        await first.egress.set_credential("spare", "spare-value")
         assert _proxy_processes(served.prefix) != []
         assert await _injected(first, tls)
 
@@ -348,3 +348,46 @@ async def test_the_proxy_log_is_capped_and_never_holds_a_secret(
             assert SECRET not in path.read_text(errors="replace")
     assert any(r.name.startswith("osbox.server") for r in caplog.records)
     assert SECRET not in caplog.text
+
+
+async def test_the_cli_binds_a_credential_that_the_proxy_injects(injecting: Injecting) -> None:
+    served, tls = injecting.served, injecting.tls
+
+    async def osbox(*argv: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).with_name("osbox")),
+            "egress",
+            *argv,
+            "--url",
+            f"{served.server.base_url}/v1",
+            "--api-key",
+            API_KEY,
+            env={**os.environ, "TOKEN": SECRET},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        return out.decode()
+
+    async with await _sandbox(served) as sandbox:
+        await osbox("credential-set", sandbox.id, "token", "--from-env", "TOKEN")
+        shown = await osbox(
+            "binding-set", sandbox.id, "api", "--host", "allowed.test", "--path", "/v1/*",
+            "--key-header", "X-Api-Key=token",
+        )  # fmt: skip
+        assert shown.splitlines()[1:] == [
+            "credential token inline ******** (revision 1)",
+            "binding api allowed.test /v1/* apiKey X-Api-Key (revision 2)",
+        ]
+        assert SECRET not in shown
+        assert (await sandbox.run(f"{CURL} https://allowed.test/v1/things")).exit_code == 0
+        assert f"X-Api-Key: {SECRET}" in tls.received["allowed.test"][-1]
+        assert (await sandbox.run(f"{CURL} https://allowed.test/elsewhere")).exit_code == 0
+        assert "X-Api-Key" not in tls.received["allowed.test"][-1]
+        await osbox("binding-rm", sandbox.id, "api")
+        await sandbox.files.write("/tmp/fake-ca.pem", tls.ca_pem)
+        assert (
+            await sandbox.run(f"{CURL} --cacert /tmp/fake-ca.pem https://allowed.test/v1/x")
+        ).exit_code == 0
+        assert "X-Api-Key" not in tls.received["allowed.test"][-1]
