@@ -398,8 +398,9 @@ class CredentialProxy:
         verbosity = "debug" if _log.isEnabledFor(logging.DEBUG) else "warn"
         proxy = [self._mitmdump, "--mode", "transparent", "--listen-port", str(self._port)]
         proxy += ["--set", f"confdir={run_dir}", "--set", f"termlog_verbosity={verbosity}"]
-        # Never the flows: their headers would hold the secrets.
-        proxy += ["--set", "flow_detail=0", "-s", str(_ADDON)]
+        # Never the flows: their headers would hold the secrets. Bodies over 1 MiB stream through
+        # rather than being held whole in the proxy's memory (the addon works on headers alone).
+        proxy += ["--set", "flow_detail=0", "--set", "stream_large_bodies=1m", "-s", str(_ADDON)]
         if self._upstream_ca is not None:
             proxy += ["--set", f"ssl_verify_upstream_trusted_ca={run_dir / _UPSTREAM_CA}"]
         # The uid change last (nsenter needs root); the parent-death signal after it (a uid change
