@@ -4,6 +4,7 @@ proxy's capped log."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -116,3 +117,21 @@ def test_the_proxy_log_is_rotated_at_its_cap_and_masks_secrets(tmp_path: Path) -
     assert "line 99" in text and "tok-123456" not in text and "k-abcdef" not in text
     assert "refused [secret] / key [secret] / bare [secret]" in text
     assert (current.stat().st_mode & 0o777, rotated.stat().st_mode & 0o777) == (0o600, 0o600)
+
+
+async def test_an_overlong_line_is_left_out_whole(tmp_path: Path) -> None:
+    log = _CappedLog(tmp_path / "proxy.log", 1 << 20)
+    log.secrets = _secrets({"a": [{"headers": [["X-Key", "k-abcdef"]]}]})
+    for pieces in ([b""], [b"k-abc", b"def" + b"y" * 80000]):  # whole, or arriving in pieces
+        output = asyncio.StreamReader()  # the default limit: 64 KiB
+        copying = asyncio.create_task(log.copy(output))
+        output.feed_data(b"x" * 65530 + b"k-abcdef" + b"y" * 50000)
+        for piece in pieces:
+            await asyncio.sleep(0)  # the copy reads what is there so far
+            output.feed_data(piece)
+        output.feed_data(b"\nnext line k-abcdef\nlast k-abcdef")
+        output.feed_eof()
+        await copying
+    log.close()
+    expected = "[a line over 64 KiB, left out]\nnext line [secret]\nlast [secret]"
+    assert (tmp_path / "proxy.log").read_text() == expected * 2

@@ -374,7 +374,8 @@ class CredentialProxy:
                 self._restart = None
             await self._spawn()
         assert self._channel is not None
-        self._output.secrets = _secrets(table)
+        # Masked from then on, and those of earlier rules still (a late message may quote one).
+        self._output.secrets = _secrets(table, self._output.secrets)
         reader, writer = self._channel
         try:
             writer.write(json.dumps(table).encode() + b"\n")
@@ -564,15 +565,24 @@ class _CappedLog:
         """The values to mask, longest first (so a value holding another is masked whole)."""
 
     async def copy(self, output: asyncio.StreamReader) -> None:
-        """Copy `output` until its end."""
+        """Copy `output` until its end. A line over the reader's limit (64 KiB) is left out whole, a
+        marker in its place: cut in pieces, a secret in it could straddle two and escape the mask."""
+        overlong = False
         while True:
             try:
-                line = await output.readline()
-            except ValueError:  # a line over the reader's limit: its first part, then the rest
-                line = await output.read(1 << 16)
-            if not line:
+                line, more = await output.readuntil(b"\n"), True
+            except asyncio.IncompleteReadError as end:  # the output's end: its last line, if any
+                line, more = end.partial, False
+            except asyncio.LimitOverrunError as over:
+                await output.readexactly(over.consumed)  # what the reader holds of it; more follows
+                overlong = True
+                continue
+            if overlong and line:
+                overlong, line = False, b"[a line over 64 KiB, left out]\n"
+            if line:
+                self.write(line)
+            if not more:
                 return
-            self.write(line)
 
     def write(self, line: bytes) -> None:
         """Append one line (masked); a write error is logged, never raised (the proxy keeps running)."""
@@ -604,10 +614,10 @@ class _CappedLog:
         self._size = os.fstat(self._fd).st_size
 
 
-def _secrets(table: Mapping[str, Sequence[Rule]]) -> list[str]:
-    """What the log masks: every header value the rules set, and its part after an auth scheme
-    (`Bearer <token>`: the token alone too), longest first."""
-    found: set[str] = set()
+def _secrets(table: Mapping[str, Sequence[Rule]], known: Sequence[str] = ()) -> list[str]:
+    """What the log masks: `known`, every header value the rules set, and its part after an auth
+    scheme (`Bearer <token>`: the token alone too), longest first."""
+    found: set[str] = set(known)
     for rules in table.values():
         for rule in rules:
             for _, value in rule["headers"]:
