@@ -255,7 +255,9 @@ def _add_vault(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     binding.add_argument("--bearer", metavar="CREDENTIAL", help="Authorization: Bearer <credential>")
     binding.add_argument("--basic", metavar="CREDENTIAL", help="Authorization: Basic <credential>")
     binding.add_argument("--key-header", metavar="HEADER=CREDENTIAL", help="apiKey: <header>: <credential>")
-    binding.add_argument("--header", action="append", metavar="HEADER=CREDENTIAL", help="(repeatable)")
+    binding.add_argument(
+        "--header", action="append", metavar="HEADER=CREDENTIAL", help="customHeaders, repeatable"
+    )
     for kind in ("credential", "binding"):
         remove = guarded(command(f"{kind}-rm", f"delete {kind}s"))
         remove.add_argument("names", nargs="+", metavar="name")

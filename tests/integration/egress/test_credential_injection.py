@@ -385,6 +385,15 @@ async def test_the_cli_binds_a_credential_that_the_proxy_injects(injecting: Inje
         assert f"X-Api-Key: {SECRET}" in tls.received["allowed.test"][-1]
         assert (await sandbox.run(f"{CURL} https://allowed.test/elsewhere")).exit_code == 0
         assert "X-Api-Key" not in tls.received["allowed.test"][-1]
+        # Replaced by name: custom headers now, every path.
+        replaced = await osbox(
+            "binding-set", sandbox.id, "api", "--host", "allowed.test",
+            "--header", "X-One=token", "--header", "X-Two=token",
+        )  # fmt: skip
+        assert "binding api allowed.test customHeaders (revision 3)" in replaced
+        assert (await sandbox.run(f"{CURL} https://allowed.test/elsewhere")).exit_code == 0
+        head = tls.received["allowed.test"][-1]
+        assert f"X-One: {SECRET}" in head and f"X-Two: {SECRET}" in head and "X-Api-Key" not in head
         await osbox("binding-rm", sandbox.id, "api")
         await sandbox.files.write("/tmp/fake-ca.pem", tls.ca_pem)
         assert (
