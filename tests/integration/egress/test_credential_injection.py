@@ -400,3 +400,15 @@ async def test_the_cli_binds_a_credential_that_the_proxy_injects(injecting: Inje
             await sandbox.run(f"{CURL} --cacert /tmp/fake-ca.pem https://allowed.test/v1/x")
         ).exit_code == 0
         assert "X-Api-Key" not in tls.received["allowed.test"][-1]
+
+
+async def test_a_streamed_upload_gets_its_header_too(injecting: Injecting) -> None:
+    served, tls = injecting.served, injecting.tls
+    async with await _sandbox(served) as sandbox:
+        await _vault(sandbox, BEARER)
+        # Over 1 MiB: the proxy streams the body, so the header goes with the request's head.
+        await sandbox.run("head -c 3000000 /dev/zero > /tmp/big")
+        await sandbox.run(f"{CURL} --data-binary @/tmp/big https://allowed.test/upload")
+        heads = [head for head in tls.received["allowed.test"] if head.startswith("POST /upload")]
+        assert heads and f"Authorization: Bearer {SECRET}" in heads[-1]
+        assert "Content-Length: 3000000" in heads[-1]
