@@ -281,12 +281,17 @@ class CredentialProxy:
     async def attach(
         self, sandbox_id: str, interface: str, address: IPv4Address, rules: Sequence[Rule]
     ) -> None:
-        """Take on a sandbox (its host end and address) with its current `rules` (e.g. after a restart)."""
+        """Take on a sandbox (its host end and address) with its current `rules` (e.g. after a restart).
+        On `ProxyUnavailable` it is not taken on: its create fails, so nothing of it stays here."""
         if self.unavailable:
             raise ProxyUnavailable(self.unavailable)
         async with self._lock:
             self._sandboxes[sandbox_id] = _Sandbox(interface, address)
-        await self.set_rules(sandbox_id, rules)
+        try:
+            await self.set_rules(sandbox_id, rules)
+        except BaseException:
+            await self.detach(sandbox_id)
+            raise
 
     async def set_rules(self, sandbox_id: str, rules: Sequence[Rule]) -> None:
         """Put the sandbox's compiled bindings in force: for its next connection and request.
