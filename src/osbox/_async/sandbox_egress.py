@@ -6,7 +6,13 @@
         await sandbox.egress.remove(["pypi.org"])
 
 It sits on the sandbox's egress API (port 18080), reached through the endpoint the lifecycle API gives
-(its `OPENSANDBOX-EGRESS-AUTH` header included); the Credential Vault is on `await sandbox.egress.client()`.
+(its `OPENSANDBOX-EGRESS-AUTH` header included). Its Credential Vault, for a sandbox created with
+`credential_proxy=True` (the proxy sets the bindings' headers on matching HTTPS requests):
+
+    await sandbox.egress.set_credential("gh", os.environ["GITHUB_TOKEN"])
+    await sandbox.egress.set_binding({"name": "gh-api", "match": {"hosts": ["api.github.com"]},
+                                      "auth": {"type": "bearer", "credential": "gh"}})
+    vault = await sandbox.egress.vault()        # revision, credentials and bindings: never a value
 """
 
 from __future__ import annotations
@@ -16,7 +22,13 @@ from typing import Any
 
 from .._base_client import ClientOptions
 from .._wire import EGRESS_PORT
-from ..models.egress import NetworkPolicy, NetworkRule, PolicyStatusResponse
+from ..models.egress import (
+    CredentialBinding,
+    CredentialVaultState,
+    NetworkPolicy,
+    NetworkRule,
+    PolicyStatusResponse,
+)
 from .egress import AsyncEgressClient
 from .lifecycle import AsyncLifecycleClient
 
@@ -71,6 +83,54 @@ class AsyncSandboxEgress:
         """
         client = await self.client()
         return await client.delete_policy_rules(targets)
+
+    # -- credential vault ----------------------------------------------------------------------------
+
+    async def vault(self) -> CredentialVaultState:
+        """The Credential Vault: its revision, credentials and bindings, never a credential's value
+        (`NotFoundError` while the sandbox has none)."""
+        client = await self.client()
+        return await client.get_credential_vault()
+
+    async def set_credential(
+        self, name: str, value: str, *, expected_revision: int | None = None
+    ) -> CredentialVaultState:
+        """Store `value` as the credential `name` (added or replaced; the vault created if need be).
+
+        sandbox.egress.set_credential("gh", os.environ["GITHUB_TOKEN"])
+        """
+        client = await self.client()
+        return await client.set_credential(name, value, expected_revision=expected_revision)
+
+    async def set_binding(
+        self, binding: CredentialBinding | Mapping[str, Any], *, expected_revision: int | None = None
+    ) -> CredentialVaultState:
+        """Add the binding or replace the one of its name; in force for the sandbox's next request.
+
+        sandbox.egress.set_binding({"name": "gh-api", "match": {"hosts": ["api.github.com"]},
+                                    "auth": {"type": "bearer", "credential": "gh"}})
+        """
+        client = await self.client()
+        return await client.set_binding(binding, expected_revision=expected_revision)
+
+    async def remove_credentials(
+        self, names: Sequence[str], *, expected_revision: int | None = None
+    ) -> CredentialVaultState:
+        """Delete these credentials (a binding that names one must go first: `ConflictError`)."""
+        client = await self.client()
+        return await client.remove_credentials(names, expected_revision=expected_revision)
+
+    async def remove_bindings(
+        self, names: Sequence[str], *, expected_revision: int | None = None
+    ) -> CredentialVaultState:
+        """Delete these bindings: their headers are no longer set from the next request on."""
+        client = await self.client()
+        return await client.remove_bindings(names, expected_revision=expected_revision)
+
+    async def delete_vault(self) -> None:
+        """Delete the vault, its credentials and bindings."""
+        client = await self.client()
+        await client.delete_credential_vault()
 
     async def aclose(self) -> None:
         """Close the egress client, if one was opened."""

@@ -11,9 +11,10 @@ resolves, whose headers carry the `OPENSANDBOX-EGRESS-AUTH` token:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Unpack
+from typing import Any, ClassVar, Literal, Unpack
 
 from .._base_client import ClientOptions
+from .._exceptions import ConflictError, NotFoundError
 from .._operation import APIRequest, given, model, no_content, path
 from ..models.egress import (
     Credential,
@@ -38,6 +39,7 @@ from .client import SyncAPIClient
 __all__ = ["EgressClient"]
 
 _VAULT = "/credential-vault"
+_Kind = Literal["credentials", "bindings"]
 
 
 class EgressClient(SyncAPIClient):
@@ -181,3 +183,73 @@ class EgressClient(SyncAPIClient):
                 "GET", path(_VAULT + "/bindings/{name}", name=name), parse=model(CredentialBindingMetadata)
             )
         )
+
+    # -- credential vault, by name -------------------------------------------------------------------
+
+    def set_credential(
+        self, name: str, value: str, *, expected_revision: int | None = None
+    ) -> CredentialVaultState:
+        """Store `value` as the credential `name`: added, or replacing the one of that name; the vault
+        is created when the sandbox has none. The value is write-only: no answer ever holds it.
+
+            egress.set_credential("gh", os.environ["GITHUB_TOKEN"])
+
+        Without `expected_revision` the change is guarded by the revision read first, so a concurrent
+        change makes it fail with `ConflictError` rather than be lost.
+        """
+        credential = Credential.model_validate({"name": name, "source": {"type": "inline", "value": value}})
+        return self._put("credentials", credential, expected_revision)
+
+    def set_binding(
+        self, binding: CredentialBinding | Mapping[str, Any], *, expected_revision: int | None = None
+    ) -> CredentialVaultState:
+        """Add the binding, or replace the one of its name (the vault is created when there is none).
+
+        egress.set_binding({"name": "gh-api", "match": {"hosts": ["api.github.com"]},
+                            "auth": {"type": "bearer", "credential": "gh"}})
+        """
+        return self._put("bindings", CredentialBinding.model_validate(binding), expected_revision)
+
+    def remove_credentials(
+        self, names: Sequence[str], *, expected_revision: int | None = None
+    ) -> CredentialVaultState:
+        """Delete these credentials (404 `NotFoundError` for one the vault does not hold; 409
+        `ConflictError` while a binding still names one)."""
+        return self.patch_credential_vault(
+            expected_revision=expected_revision, credentials={"delete": _names(names)}
+        )
+
+    def remove_bindings(
+        self, names: Sequence[str], *, expected_revision: int | None = None
+    ) -> CredentialVaultState:
+        """Delete these bindings: their headers are no longer set from the next request on."""
+        return self.patch_credential_vault(
+            expected_revision=expected_revision, bindings={"delete": _names(names)}
+        )
+
+    def _put(
+        self,
+        kind: Literal["credentials", "bindings"],
+        item: Credential | CredentialBinding,
+        revision: int | None,
+    ) -> CredentialVaultState:
+        """`item` into the vault's `kind`: POST when there is no vault, else PATCH add or replace."""
+        try:
+            state = self.get_credential_vault()
+        except NotFoundError:
+            if revision is not None:
+                raise
+            try:
+                created = {"credentials": [], "bindings": [], kind: [item]}
+                return self.create_credential_vault(CredentialVaultCreateRequest.model_validate(created))
+            except ConflictError:  # created meanwhile: change it as below
+                state = self.get_credential_vault()
+        held = {entry.name for entry in getattr(state, kind)}
+        change = {"replace" if item.name in held else "add": [item]}
+        expected = state.revision if revision is None else revision
+        request = {"expected_revision": expected, kind: change}
+        return self.patch_credential_vault(CredentialVaultMutationRequest.model_validate(request))
+
+
+def _names(names: Sequence[str]) -> list[str]:
+    return [names] if isinstance(names, str) else list(names)

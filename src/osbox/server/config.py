@@ -127,6 +127,12 @@ class ServerConfig:
     #: The CA bundle the credential proxy verifies upstream servers against (README "Credential
     #: injection"); None: the system's (/etc/ssl/certs/ca-certificates.crt).
     credential_proxy_upstream_ca: Path | None = None
+    #: The credential proxy's log (`<data dir>/credential-proxy/proxy.log`) is rotated to `proxy.log.1`
+    #: past this many bytes.
+    credential_proxy_log_max_bytes: int = 8 << 20
+    #: Seconds before restarting a crashed credential proxy, after the 1st, 2nd, ... crash in a row
+    #: (the last repeats); each crash is a diagnostics event of the sandboxes with bindings.
+    credential_proxy_restart_delays: tuple[float, ...] = (0.0, 1.0, 5.0, 30.0)
 
     @property
     def db_path(self) -> Path:

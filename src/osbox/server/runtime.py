@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import resource
+from collections.abc import Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 
 from starlette.types import ASGIApp
 
@@ -14,6 +16,7 @@ from ._store import Store
 from .config import ServerConfig
 from .datadir import prepare_data_dir
 from .egress.app import create_egress_app
+from .egress.credential_proxy import ProxySettings
 from .egress.engine import Denial
 from .egress.hostnet import HostNetworkConfig
 from .egress.networks import SandboxNetworks
@@ -85,6 +88,11 @@ class Runtime:
             proxy_dir=self.config.data_dir / "credential-proxy",
             upstream_ca=self.config.credential_proxy_upstream_ca,
             rules_for=lambda sandbox_id: self._vault(sandbox_id).rules(),
+            proxy_settings=ProxySettings(
+                log_max_bytes=self.config.credential_proxy_log_max_bytes,
+                restart_delays=self.config.credential_proxy_restart_delays,
+                on_event=self._record_proxy_event,
+            ),
         )
         self.backend = self._given_backend or _default_backend(self.config, self.networks)
         self.manager = SandboxManager(self.config, self.store, self.backend, tokens)
@@ -160,6 +168,15 @@ class Runtime:
             )
         except Exception:  # a denial must never break the resolver that reports it
             logging.getLogger("osbox.server").exception("recording an egress denial failed")
+
+    def _record_proxy_event(self, sandbox_ids: Sequence[str], reason: str, message: str) -> None:
+        """A crash or recovery of the credential proxy, as an event of each sandbox it serves."""
+        at = format_time(datetime.now(UTC))
+        for sandbox_id in sandbox_ids:
+            try:
+                self.store.add_event(sandbox_id, at=at, state="Running", reason=reason, message=message)
+            except Exception:
+                logging.getLogger("osbox.server").exception("recording a credential proxy event failed")
 
     async def close(self) -> None:
         """Stop forwarders and copies, destroy or keep sandboxes per config, release everything."""

@@ -3,8 +3,12 @@ curl HTTPS hosts of the fake internet (fake_tls.py), and the hosts see what arri
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
+import signal
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,6 +19,7 @@ import pytest
 
 from osbox import AsyncEgressClient, AsyncSandbox, PreconditionFailedError
 from osbox.server.egress.credential_proxy import find_mitmdump
+from tests.polling import wait_until_async
 
 from .fake_internet import HOSTS
 from .fake_tls import PLAIN_PORT, FakeTLS, tls_servers
@@ -51,8 +56,10 @@ async def _injecting(directory: Path) -> AsyncIterator[Injecting]:
         yield Injecting(served, tls)
 
 
-def _served(names: dict[str, str], tls: FakeTLS) -> contextlib.AbstractAsyncContextManager[Served]:
-    return served_internet(names, network="open", credential_proxy_upstream_ca=tls.ca_file)
+def _served(
+    names: dict[str, str], tls: FakeTLS, **config: Any
+) -> contextlib.AbstractAsyncContextManager[Served]:
+    return served_internet(names, network="open", credential_proxy_upstream_ca=tls.ca_file, **config)
 
 
 @pytest.fixture
@@ -245,3 +252,163 @@ async def test_a_readopted_sandbox_keeps_its_bindings(reachable_dir: Path, tmp_p
                 done = await again.run(f"{CURL} https://allowed.test/")
                 assert done.exit_code == 0, done.stderr
                 assert f"Authorization: Bearer {SECRET}" in tls.received["allowed.test"][-1]
+
+
+async def _events(served: Served, sandbox: AsyncSandbox) -> str:
+    async with served.lifecycle() as lifecycle:
+        return (await lifecycle.get_diagnostic_events(sandbox.id)).content or ""
+
+
+async def _event(served: Served, sandbox: AsyncSandbox, text: str) -> str:
+    """The sandbox's diagnostics events once they hold `text`."""
+
+    async def recorded() -> str | None:
+        events = await _events(served, sandbox)
+        return events if text in events else None
+
+    return await wait_until_async(recorded, timeout=40, what=f"an event saying {text!r}")
+
+
+async def _injected(sandbox: AsyncSandbox, tls: FakeTLS) -> bool:
+    done = await sandbox.run(f"{CURL} https://allowed.test/")
+    assert done.exit_code == 0, done.stderr
+    return f"Authorization: Bearer {SECRET}" in tls.received["allowed.test"][-1]
+
+
+async def test_a_crashed_proxy_is_restarted_and_fails_closed_while_down(tmp_path: Path) -> None:
+    _skip_unless_possible()
+    # The first crash in a row is restarted at once, the second waits an hour: the test sees it down.
+    delays = (0.0, 3600.0)
+    async with (
+        fake_public() as names,
+        tls_servers(names["public"], tmp_path) as tls,
+        _served(names, tls, credential_proxy_restart_delays=delays) as served,
+        await _sandbox(served) as first,
+        await _sandbox(served) as second,
+    ):
+        await _vault(first, BEARER)
+        await _vault(second, {**BEARER, "match": {"hosts": ["other.test"]}})
+        [pid] = _proxy_processes(served.prefix)
+        os.kill(pid, signal.SIGKILL)
+        await _event(served, first, "injection works again")
+        [pid] = _proxy_processes(served.prefix)
+        # Every sandbox's rules were sent again: both are injected on their next connection.
+        assert await _injected(first, tls)
+        assert (await second.run(f"{CURL} https://other.test/")).exit_code == 0
+        assert f"Authorization: Bearer {SECRET}" in tls.received["other.test"][-1]
+        for sandbox in (first, second):
+            events = await _events(served, sandbox)
+            assert "credential_proxy_down" in events and "credential_proxy_restarted" in events
+
+        # Again at once: the back-off holds it down, and the sandboxes' events say so.
+        os.kill(pid, signal.SIGKILL)
+        assert "failure 2 in a row" in await _event(served, first, "restarted in 3600 s")
+        assert _proxy_processes(served.prefix) == []
+        # Meanwhile a bound connection is refused: neither sent without its header nor unverified.
+        count = len(tls.received["allowed.test"])
+        down = await first.run(f"{CURL} https://allowed.test/")
+        assert down.exit_code == 7, (down.exit_code, down.stderr)  # connection refused
+        insecure = await first.run(f"{CURL} --insecure https://allowed.test/")
+        assert insecure.exit_code == 7
+        assert len(tls.received["allowed.test"]) == count
+
+        # A change of the vault starts it again at once, with every rule.
+        await first.egress.set_credential("spare", "spare-value")
+        assert _proxy_processes(served.prefix) != []
+        assert await _injected(first, tls)
+
+
+async def test_the_proxy_log_is_capped_and_never_holds_a_secret(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _skip_unless_possible()
+    caplog.set_level(logging.DEBUG)  # the server's log and the proxy's (it follows) at their most verbose
+    limit = 4096
+    async with (
+        fake_public() as names,
+        tls_servers(names["public"], tmp_path) as tls,
+        _served(names, tls, credential_proxy_log_max_bytes=limit) as served,
+    ):
+        log = served.server.data_dir / "credential-proxy" / "proxy.log"
+        async with await _sandbox(served) as sandbox:
+            await _vault(sandbox, BEARER, {**BEARER, "name": "plain", "match": {"hosts": ["other.test"]}})
+            for _ in range(3):
+                assert await _injected(sandbox, tls)
+            # Connections the proxy refuses upstream (an impostor's certificate) log warnings.
+            impostor = {**BEARER, "name": "impostor", "match": {"hosts": ["denied.test"]}}
+            egress = await sandbox.egress.client()
+            await egress.patch_credential_vault(bindings={"add": [impostor]})
+            for _ in range(12):
+                await sandbox.run(f"{CURL} https://denied.test/")
+        rotated = log.with_name("proxy.log.1")
+        assert log.stat().st_size > 0 and rotated.exists()  # at debug it said enough to be rotated
+        for path in (log, rotated):
+            assert path.stat().st_size <= limit
+            assert path.stat().st_mode & 0o777 == 0o600
+            assert SECRET not in path.read_text(errors="replace")
+    assert any(r.name.startswith("osbox.server") for r in caplog.records)
+    assert SECRET not in caplog.text
+
+
+async def test_the_cli_binds_a_credential_that_the_proxy_injects(injecting: Injecting) -> None:
+    served, tls = injecting.served, injecting.tls
+
+    async def osbox(*argv: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).with_name("osbox")),
+            "egress",
+            *argv,
+            "--url",
+            f"{served.server.base_url}/v1",
+            "--api-key",
+            API_KEY,
+            env={**os.environ, "TOKEN": SECRET},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        return out.decode()
+
+    async with await _sandbox(served) as sandbox:
+        await osbox("credential-set", sandbox.id, "token", "--from-env", "TOKEN")
+        shown = await osbox(
+            "binding-set", sandbox.id, "api", "--host", "allowed.test", "--path", "/v1/*",
+            "--key-header", "X-Api-Key=token",
+        )  # fmt: skip
+        assert shown.splitlines()[1:] == [
+            "credential token inline ******** (revision 1)",
+            "binding api allowed.test /v1/* apiKey X-Api-Key (revision 2)",
+        ]
+        assert SECRET not in shown
+        assert (await sandbox.run(f"{CURL} https://allowed.test/v1/things")).exit_code == 0
+        assert f"X-Api-Key: {SECRET}" in tls.received["allowed.test"][-1]
+        assert (await sandbox.run(f"{CURL} https://allowed.test/elsewhere")).exit_code == 0
+        assert "X-Api-Key" not in tls.received["allowed.test"][-1]
+        # Replaced by name: custom headers now, every path.
+        replaced = await osbox(
+            "binding-set", sandbox.id, "api", "--host", "allowed.test",
+            "--header", "X-One=token", "--header", "X-Two=token",
+        )  # fmt: skip
+        assert "binding api allowed.test customHeaders (revision 3)" in replaced
+        assert (await sandbox.run(f"{CURL} https://allowed.test/elsewhere")).exit_code == 0
+        head = tls.received["allowed.test"][-1]
+        assert f"X-One: {SECRET}" in head and f"X-Two: {SECRET}" in head and "X-Api-Key" not in head
+        await osbox("binding-rm", sandbox.id, "api")
+        await sandbox.files.write("/tmp/fake-ca.pem", tls.ca_pem)
+        assert (
+            await sandbox.run(f"{CURL} --cacert /tmp/fake-ca.pem https://allowed.test/v1/x")
+        ).exit_code == 0
+        assert "X-Api-Key" not in tls.received["allowed.test"][-1]
+
+
+async def test_a_streamed_upload_gets_its_header_too(injecting: Injecting) -> None:
+    served, tls = injecting.served, injecting.tls
+    async with await _sandbox(served) as sandbox:
+        await _vault(sandbox, BEARER)
+        # Over 1 MiB: the proxy streams the body, so the header goes with the request's head.
+        await sandbox.run("head -c 3000000 /dev/zero > /tmp/big")
+        await sandbox.run(f"{CURL} --data-binary @/tmp/big https://allowed.test/upload")
+        heads = [head for head in tls.received["allowed.test"] if head.startswith("POST /upload")]
+        assert heads and f"Authorization: Bearer {SECRET}" in heads[-1]
+        assert "Content-Length: 3000000" in heads[-1]

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -119,15 +120,22 @@ def create_egress_app(
         except VaultError as exc:
             return _error(exc.status, exc.code, str(exc))
 
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # Starlette's own 404 and 405 (an unknown path or method): `{code, message}` like the rest.
+        assert isinstance(exc, HTTPException)
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "INVALID_REQUEST")
+        return _error(exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}")
+
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
     return Starlette(
+        exception_handlers={HTTPException: http_error},
         routes=[
             Route("/policy", policy_route, methods=methods),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/credential-vault", vault_route, methods=["GET", "POST", "PATCH", "DELETE"]),
             Route("/credential-vault/{kind:str}", vault_route, methods=["GET"]),
             Route("/credential-vault/{kind:str}/{name:str}", vault_route, methods=["GET"]),
-        ]
+        ],
     )
 
 

@@ -15,6 +15,15 @@ One per server, for the sandboxes created with `credentialProxy: {enabled: true}
   the proxy (`iifname . saddr . dport` elements, the host end's source check making the address
   trustworthy), and the proxy's port takes nothing but such redirected connections.
 
+A proxy that dies on its own is noticed at once (a task waits on the process: the child watcher, no
+polling), logged, and started again on the same port with every sandbox's rules; the redirect stays
+in place meanwhile, so an intercepted connection is refused (fail closed: never sent on without its
+credential or unverified). Crashes in a row back off (`ProxySettings.restart_delays`) and are reported
+to `ProxySettings.on_event` for the sandboxes concerned (their diagnostics events); a vault change
+retries at once. Its output goes to `proxy.log` (rotated to `proxy.log.1` past
+`ProxySettings.log_max_bytes`), every secret of the current rules masked: mitmdump never prints
+headers (`flow_detail=0`), and the masking keeps a value out of the file even if some message quoted it.
+
 The secrets stay out of the sandbox: it sees a certificate for the name it asked for, and its request
 leaves the host with the header added.
 """
@@ -32,7 +41,7 @@ import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -46,7 +55,13 @@ from cryptography.x509.oid import NameOID
 from .hostnet import HostNetwork
 from .nft_runner import NftError, run_nft
 
-__all__ = ["CredentialProxy", "ProxyUnavailable", "find_mitmdump", "render_intercept_table"]
+__all__ = [
+    "CredentialProxy",
+    "ProxySettings",
+    "ProxyUnavailable",
+    "find_mitmdump",
+    "render_intercept_table",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -57,8 +72,27 @@ _UPSTREAM_CA = "upstream-ca.pem"
 _SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 _START_TIMEOUT = 30.0
 _UPDATE_TIMEOUT = 10.0
+_LOG = "proxy.log"
+_MASK = "[secret]"
 
 Rule = Mapping[str, Any]
+
+ProxyEventSink = Callable[[Sequence[str], str, str], None]
+"""Told of the proxy's crashes and recoveries: (the sandbox ids concerned, a reason code, a message)."""
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """How the credential proxy runs (`ServerConfig.credential_proxy_*`)."""
+
+    log_max_bytes: int = 8 << 20
+    """`proxy.log` is rotated to `proxy.log.1` when a line would take it past this: at most twice it."""
+    restart_delays: tuple[float, ...] = (0.0, 1.0, 5.0, 30.0)
+    """The wait before restarting after the 1st, 2nd, ... crash in a row (the last one repeats)."""
+    stable_seconds: float = 60.0
+    """A proxy that ran this long before dying starts the count of crashes in a row again."""
+    on_event: ProxyEventSink | None = None
+    """Told of each crash and recovery, with the sandboxes that have bindings (diagnostics events)."""
 
 
 class ProxyUnavailable(RuntimeError):
@@ -201,8 +235,10 @@ class CredentialProxy:
         *,
         upstream_ca: Path | None = None,
         mitmdump: str | None = None,
+        settings: ProxySettings | None = None,
     ) -> None:
-        """`upstream_ca`: the bundle upstream certificates are verified against (None: the system's)."""
+        """`upstream_ca`: the bundle upstream certificates are verified against (None: the system's);
+        `settings`: log cap, restart back-off and where crashes are reported."""
         self._host = host
         self._dir = directory
         self._upstream_ca = upstream_ca or (_SYSTEM_BUNDLE if _SYSTEM_BUNDLE.is_file() else None)
@@ -215,6 +251,13 @@ class CredentialProxy:
         self._process: asyncio.subprocess.Process | None = None
         self._channel: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._run_dir: Path | None = None
+        self._settings = settings or ProxySettings()
+        self._watcher: asyncio.Task[None] | None = None  # waits for the process to end
+        self._pump: asyncio.Task[None] | None = None  # copies its output into the capped log
+        self._restart: asyncio.Task[None] | None = None  # the restart after a crash, when one is due
+        self._started_at = 0.0
+        self._crashes = 0  # in a row: each within `stable_seconds` of its start
+        self._output = _CappedLog(directory / _LOG, self._settings.log_max_bytes)
         self.unavailable = "" if self._mitmdump else "mitmdump (mitmproxy) is not installed (make install)"
         """Why no sandbox can have its credentials injected here ("" when they can)."""
 
@@ -238,30 +281,41 @@ class CredentialProxy:
     async def attach(
         self, sandbox_id: str, interface: str, address: IPv4Address, rules: Sequence[Rule]
     ) -> None:
-        """Take on a sandbox (its host end and address) with its current `rules` (e.g. after a restart)."""
+        """Take on a sandbox (its host end and address) with its current `rules` (e.g. after a restart).
+        On `ProxyUnavailable` it is not taken on: its create fails, so nothing of it stays here."""
         if self.unavailable:
             raise ProxyUnavailable(self.unavailable)
         async with self._lock:
             self._sandboxes[sandbox_id] = _Sandbox(interface, address)
-        await self.set_rules(sandbox_id, rules)
+        try:
+            await self.set_rules(sandbox_id, rules)
+        except BaseException:
+            await self.detach(sandbox_id)
+            raise
 
     async def set_rules(self, sandbox_id: str, rules: Sequence[Rule]) -> None:
-        """Put the sandbox's compiled bindings in force: for its next connection and request."""
+        """Put the sandbox's compiled bindings in force: for its next connection and request.
+        `ProxyUnavailable` when the proxy did not take them (it is then restarted with them)."""
         async with self._lock:
             sandbox = self._sandboxes.get(sandbox_id)
             if sandbox is None:
                 raise ProxyUnavailable("credential injection is not on for this sandbox")
             sandbox.rules = list(rules)
-            await self._publish()
-            elements = _elements(sandbox.interface, sandbox.address, [p for r in rules for p in r["ports"]])
             try:
-                await run_nft(self._netns, _set_script(self._prefix, sandbox.elements, elements))
-            except NftError as exc:
-                raise ProxyUnavailable(
-                    f"the redirect to the credential proxy could not be changed: {exc}"
-                ) from None
-            sandbox.elements = elements
-            if not any(s.rules for s in self._sandboxes.values()):
+                await self._publish()
+            finally:
+                # Also when the proxy failed: it restarts with these rules, and the ports must match.
+                elements = _elements(
+                    sandbox.interface, sandbox.address, [p for r in rules for p in r["ports"]]
+                )
+                try:
+                    await run_nft(self._netns, _set_script(self._prefix, sandbox.elements, elements))
+                except NftError as exc:
+                    raise ProxyUnavailable(
+                        f"the redirect to the credential proxy could not be changed: {exc}"
+                    ) from None
+                sandbox.elements = elements
+            if not self._bound():
                 await self._stop()
 
     async def detach(self, sandbox_id: str) -> None:
@@ -274,10 +328,11 @@ class CredentialProxy:
                 with contextlib.suppress(NftError):  # the table may be gone with a closing server
                     await run_nft(self._netns, _set_script(self._prefix, sandbox.elements, []))
             finally:
-                if any(s.rules for s in self._sandboxes.values()):
-                    await self._publish()
-                else:
+                if not self._bound():
                     await self._stop()
+                elif self._channel is not None:
+                    with contextlib.suppress(ProxyUnavailable):  # a failed proxy restarts without it
+                        await self._publish()
 
     async def close(self) -> None:
         """Stop the proxy and remove the table."""
@@ -288,8 +343,23 @@ class CredentialProxy:
                 table = table_name(self._prefix)
                 with contextlib.suppress(NftError):
                     await run_nft(self._netns, f"table inet {table}\ndelete table inet {table}\n")
+            self._output.close()
+
+    @property
+    def log_path(self) -> Path:
+        """The proxy's log (`proxy.log`; the rotated one is `proxy.log.1`)."""
+        return self._output.path
+
+    @property
+    def pid(self) -> int | None:
+        """The running mitmdump's process id (None: not running)."""
+        return self._process.pid if self._process is not None else None
 
     # -- the mitmdump process -----------------------------------------------------------------------
+
+    def _bound(self) -> list[str]:
+        """The sandboxes with rules, whose connections the proxy takes."""
+        return [sandbox_id for sandbox_id, s in self._sandboxes.items() if s.rules]
 
     def _free_port(self) -> int:
         with self._host.socket_factory(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -298,13 +368,19 @@ class CredentialProxy:
             return port
 
     async def _publish(self) -> None:
-        """Hand the whole table to the proxy (started when needed) and wait until it is in force."""
+        """Hand the whole table to the proxy (started when needed) and wait until it is in force.
+        `ProxyUnavailable` when it did not take it: it is then treated as crashed (restarted later)."""
         table = {str(s.address): s.rules for s in self._sandboxes.values() if s.rules}
         if not table:
             return
         if self._channel is None:
+            if self._restart is not None:  # a change retries at once rather than at the back-off's end
+                self._restart.cancel()
+                self._restart = None
             await self._spawn()
         assert self._channel is not None
+        # Masked from then on, and those of earlier rules still (a late message may quote one).
+        self._output.secrets = _secrets(table, self._output.secrets)
         reader, writer = self._channel
         try:
             writer.write(json.dumps(table).encode() + b"\n")
@@ -314,16 +390,23 @@ class CredentialProxy:
         except (OSError, TimeoutError):
             answer = b""
         if answer != b"ok\n":
-            await self._stop()
-            raise ProxyUnavailable("the credential proxy did not take the new bindings; it was stopped")
+            await self._crashed("did not take the new bindings")
+            raise ProxyUnavailable(
+                "the credential proxy did not take the new bindings; it is restarted with them "
+                f"({self._restart_delay():g} s), meanwhile the bound connections are refused"
+            )
 
     async def _spawn(self) -> None:
         assert self._mitmdump is not None
         run_dir = self._run_dir = await asyncio.to_thread(self._make_run_dir)
         ours, theirs = socket.socketpair()
         user = _unprivileged()
-        proxy = [self._mitmdump, "--mode", "transparent", "--listen-port", str(self._port), "-q"]
-        proxy += ["--set", f"confdir={run_dir}", "--set", "flow_detail=0", "-s", str(_ADDON)]
+        verbosity = "debug" if _log.isEnabledFor(logging.DEBUG) else "warn"
+        proxy = [self._mitmdump, "--mode", "transparent", "--listen-port", str(self._port)]
+        proxy += ["--set", f"confdir={run_dir}", "--set", f"termlog_verbosity={verbosity}"]
+        # Never the flows: their headers would hold the secrets. Bodies over 1 MiB stream through
+        # rather than being held whole in the proxy's memory (the addon works on headers alone).
+        proxy += ["--set", "flow_detail=0", "--set", "stream_large_bodies=1m", "-s", str(_ADDON)]
         if self._upstream_ca is not None:
             proxy += ["--set", f"ssl_verify_upstream_trusted_ca={run_dir / _UPSTREAM_CA}"]
         # The uid change last (nsenter needs root); the parent-death signal after it (a uid change
@@ -333,23 +416,26 @@ class CredentialProxy:
         if self._netns is not None:
             argv = ["nsenter", f"--net={self._netns}", "--", *argv]
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(run_dir)}
+        env["PYTHONUNBUFFERED"] = "1"  # its log lines as they come, not when a buffer fills
         env["OSBOX_INJECTION_FD"] = str(theirs.fileno())
         if self._host.upstream_dns is not None:  # what the sandboxes' names resolve through
             env["OSBOX_INJECTION_DNS"] = "{}:{}".format(*self._host.upstream_dns)
-        log = os.open(self._dir / "proxy.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
-            self._process = await asyncio.create_subprocess_exec(
+            process = self._process = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=log,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
                 env=env,
                 pass_fds=[theirs.fileno()],
                 start_new_session=True,
             )
         finally:
-            os.close(log)
             theirs.close()
+        self._started_at = asyncio.get_running_loop().time()
+        assert process.stdout is not None
+        self._pump = asyncio.create_task(self._output.copy(process.stdout))
+        self._watcher = asyncio.create_task(self._watch(process))
         self._channel = await asyncio.open_connection(sock=ours)
         try:
             async with asyncio.timeout(_START_TIMEOUT):
@@ -357,10 +443,70 @@ class CredentialProxy:
         except TimeoutError:
             ready = b""
         if ready != b"ready\n":
-            await self._stop()
-            raise ProxyUnavailable(
-                f"the credential proxy (mitmdump) did not start; see {self._dir / 'proxy.log'}"
-            )
+            await self._crashed("did not start")
+            raise ProxyUnavailable(f"the credential proxy (mitmdump) did not start; see {self.log_path}")
+
+    async def _watch(self, process: asyncio.subprocess.Process) -> None:
+        """Wait for the process to end; an end the server did not ask for is a crash."""
+        code = await process.wait()
+        if self._process is not process:
+            return  # stopped by the server
+        async with self._lock:
+            if self._process is process:
+                await self._crashed(f"exited with status {code}")
+
+    async def _crashed(self, what: str) -> None:
+        """The proxy failed (`what` happened): discard it and schedule its restart, backing off when
+        it keeps failing; the bound sandboxes are told. Called with the lock held."""
+        pid = self.pid
+        await self._stop()
+        now = asyncio.get_running_loop().time()
+        stable = now - self._started_at >= self._settings.stable_seconds
+        self._crashes = 1 if stable else self._crashes + 1
+        delay = self._restart_delay()
+        bound = self._bound()
+        if not bound:
+            return
+        message = (
+            f"The credential proxy (mitmdump, pid {pid}) {what}; it is restarted in {delay:g} s "
+            f"(failure {self._crashes} in a row; see {self.log_path}). Meanwhile the connections it "
+            "takes are refused, never sent on without their credentials."
+        )
+        _log.warning("%s", message)
+        self._report(bound, "credential_proxy_down", message)
+        self._restart = asyncio.create_task(self._restart_after(delay))
+
+    def _restart_delay(self) -> float:
+        delays = self._settings.restart_delays
+        return delays[min(max(self._crashes, 1), len(delays)) - 1] if delays else 0.0
+
+    async def _restart_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)  # the back-off itself, not a poll
+        async with self._lock:
+            if self._restart is not asyncio.current_task():
+                return  # a change restarted it meanwhile
+            self._restart = None
+            if self._channel is not None or not self._bound():
+                return
+            try:
+                await self._publish()
+            except ProxyUnavailable:
+                return  # `_crashed` scheduled the next attempt and said so
+            except Exception:
+                _log.exception("restarting the credential proxy failed")
+                await self._crashed("could not be restarted")
+                return
+            message = f"The credential proxy was restarted (pid {self.pid}); injection works again."
+            _log.warning("%s", message)
+            self._report(self._bound(), "credential_proxy_restarted", message)
+
+    def _report(self, sandbox_ids: Sequence[str], reason: str, message: str) -> None:
+        if self._settings.on_event is None:
+            return
+        try:
+            self._settings.on_event(sandbox_ids, reason, message)
+        except Exception:  # a report must never stop the restart it reports
+            _log.exception("reporting a credential proxy event failed")
 
     def _remove_run_dirs(self) -> None:
         for stale in Path(tempfile.gettempdir()).glob(f"osbox-proxy-{self._prefix}-*"):
@@ -390,14 +536,101 @@ class CredentialProxy:
     async def _stop(self) -> None:
         process, channel, run_dir = self._process, self._channel, self._run_dir
         self._process = self._channel = self._run_dir = None
+        if self._restart is not None and self._restart is not asyncio.current_task():
+            self._restart.cancel()
+        self._restart = None
         if channel is not None:
             channel[1].close()
         if process is not None:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
+        watcher, pump = self._watcher, self._pump
+        self._pump = self._watcher = None
+        if watcher is not None and watcher is not asyncio.current_task():
+            watcher.cancel()  # it may wait for the lock its caller holds
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        if pump is not None:
+            await pump  # it ends with the output, which ends with the process
         if run_dir is not None:
             await asyncio.to_thread(shutil.rmtree, run_dir, True)
+
+
+class _CappedLog:
+    """The proxy's output, line by line, into `path` (0600): rotated to `path.1` when a line would take
+    it past `max_bytes`, each of `secrets` masked."""
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        self.path = path
+        self._max = max(max_bytes, 1024)
+        self._fd: int | None = None
+        self._size = 0
+        self.secrets: list[str] = []
+        """The values to mask, longest first (so a value holding another is masked whole)."""
+
+    async def copy(self, output: asyncio.StreamReader) -> None:
+        """Copy `output` until its end. A line over the reader's limit (64 KiB) is left out whole, a
+        marker in its place: cut in pieces, a secret in it could straddle two and escape the mask."""
+        overlong = False
+        while True:
+            try:
+                line, more = await output.readuntil(b"\n"), True
+            except asyncio.IncompleteReadError as end:  # the output's end: its last line, if any
+                line, more = end.partial, False
+            except asyncio.LimitOverrunError as over:
+                await output.readexactly(over.consumed)  # what the reader holds of it; more follows
+                overlong = True
+                continue
+            if overlong and line:
+                overlong, line = False, b"[a line over 64 KiB, left out]\n"
+            if line:
+                self.write(line)
+            if not more:
+                return
+
+    def write(self, line: bytes) -> None:
+        """Append one line (masked); a write error is logged, never raised (the proxy keeps running)."""
+        text = line.decode(errors="replace")
+        for secret in self.secrets:
+            text = text.replace(secret, _MASK)
+        data = text.encode()
+        try:
+            if self._fd is None:
+                self._open()
+            if self._size and self._size + len(data) > self._max:
+                self.close()
+                os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+                self._open()
+            assert self._fd is not None
+            self._size += os.write(self._fd, data[: self._max])
+        except OSError as exc:
+            _log.warning("the credential proxy's log could not be written: %s", exc)
+
+    def close(self) -> None:
+        """Close the file (the next write opens it again)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _open(self) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+        self._fd = os.open(self.path, flags, 0o600)
+        self._size = os.fstat(self._fd).st_size
+
+
+def _secrets(table: Mapping[str, Sequence[Rule]], known: Sequence[str] = ()) -> list[str]:
+    """What the log masks: `known`, every header value the rules set, and its part after an auth
+    scheme (`Bearer <token>`: the token alone too), longest first."""
+    found: set[str] = set(known)
+    for rules in table.values():
+        for rule in rules:
+            for _, value in rule["headers"]:
+                found.add(value)
+                scheme, _, rest = value.partition(" ")
+                if rest and scheme in ("Bearer", "Basic"):
+                    found.add(rest)
+    return sorted((v for v in found if v), key=len, reverse=True)
 
 
 def _unprivileged() -> tuple[int, int]:

@@ -108,7 +108,9 @@ class Injector:
         if not sni or not rules_match(rules, host=sni, scheme="https", port=port):
             data.ignore_connection = True
 
-    async def request(self, flow: Any) -> None:
+    async def requestheaders(self, flow: Any) -> None:
+        # At the headers, not the whole request: a streamed body (`stream_large_bodies`) has its
+        # headers sent upstream before the `request` hook would run.
         client_address = flow.client_conn.peername[0]
         rules = self._table.get(client_address, ())
         destination, port = flow.server_conn.address

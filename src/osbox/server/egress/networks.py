@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 from .app import BindingsSink, PolicyStore
-from .credential_proxy import CredentialProxy, ProxyUnavailable
+from .credential_proxy import CredentialProxy, ProxySettings, ProxyUnavailable
 from .enforcer import Enforcement
 from .engine import Denial, EgressUnavailable
 from .hostnet import HostNetwork, HostNetworkConfig, NetworkUnavailable
@@ -135,11 +135,13 @@ class SandboxNetworks:
         proxy_dir: Path | None = None,
         upstream_ca: Path | None = None,
         rules_for: Callable[[str], list[dict[str, Any]]] | None = None,
+        proxy_settings: ProxySettings | None = None,
     ) -> None:
         """`mode` is the server-wide switch; `host_config` lays out the host side; `on_denied` gets
         each recorded denial with its sandbox's id. The credential proxy keeps its CA in `proxy_dir`
         (None: no proxy), verifies upstreams against `upstream_ca` (None: the system's bundle), and
-        gets a sandbox's compiled bindings from `rules_for` when it connects (e.g. after a restart)."""
+        gets a sandbox's compiled bindings from `rules_for` when it connects (e.g. after a restart);
+        `proxy_settings`: its log cap, restart back-off and event sink."""
         self.mode = mode
         self._host_config = host_config or HostNetworkConfig()
         self._on_denied = on_denied
@@ -151,6 +153,7 @@ class SandboxNetworks:
         self._prepared: dict[str, PreparedNetwork] = {}  # links of the warm pool's sandboxes, by pool id
         self._removals: set[asyncio.Task[None]] = set()
         self._proxy_dir, self._upstream_ca, self._rules_for = proxy_dir, upstream_ca, rules_for
+        self._proxy_settings = proxy_settings
         self.proxy: CredentialProxy | None = None
         self._proxied: dict[str, str | None] = {}  # sandbox id -> why it has no injection (None: it has)
 
@@ -169,7 +172,9 @@ class SandboxNetworks:
             return
         # Rootless (pasta) sandboxes have no proxy: it redirects on the host side, which needs root.
         if self._proxy_dir is not None and isinstance(self.host, HostNetwork):
-            self.proxy = CredentialProxy(self.host, self._proxy_dir, upstream_ca=self._upstream_ca)
+            self.proxy = CredentialProxy(
+                self.host, self._proxy_dir, upstream_ca=self._upstream_ca, settings=self._proxy_settings
+            )
             await self.proxy.start()
 
     async def prepare(self, pool_id: str, netns: str) -> bool:

@@ -105,6 +105,9 @@ class CredentialVault:
     def create(self, body: object) -> dict[str, Any]:
         """`POST /credential-vault`: 409 when one exists."""
         request = _object(body, {"credentials", "bindings"}, "request")
+        missing = [key for key in ("credentials", "bindings") if key not in request]
+        if missing:  # both required by the spec, even when empty
+            raise VaultError(400, "INVALID_REQUEST", f"request: {' and '.join(missing)} required (may be [])")
         if self._load() is not None:
             raise VaultError(409, "CONFLICT", "the credential vault exists already; PATCH or DELETE it")
         contents = _Contents(1, {}, {})
@@ -130,7 +133,9 @@ class CredentialVault:
         request = _object(body, {"expectedRevision", "credentials", "bindings"}, "request")
         current = self._existing()
         expected = request.get("expectedRevision")
-        if expected is not None and (type(expected) is not int or expected != current.revision):
+        if expected is not None and type(expected) is not int:
+            raise VaultError(400, "INVALID_REQUEST", "expectedRevision must be an integer")
+        if expected is not None and expected != current.revision:
             raise VaultError(
                 409, "CONFLICT", f"the vault is at revision {current.revision}, not {expected!r}"
             )
