@@ -35,6 +35,7 @@ BENCHMARKS = [
     "egress",
     "hostnet",
     "sandbox_network",
+    "credential_proxy",
     "output",
 ]
 

@@ -9,6 +9,7 @@
     osbox shell ID [--cwd DIR] [-- COMMAND...]        an interactive terminal (`_cli_shell.py`)
     osbox create --allow pypi.org ...                 its outbound traffic denied but to these targets
     osbox egress get|allow|deny|rm ID ...             its egress policy (`_cli_egress.py`)
+    osbox egress vault|credential-set|binding-set ID  its credential vault, values never in argv
 
 `--url` and `--api-key` default to `OPEN_SANDBOX_DOMAIN` and `OPEN_SANDBOX_API_KEY`, as for the SDK.
 Errors print one line and exit 1. On a terminal, tables and progress bars use rich when it is installed
