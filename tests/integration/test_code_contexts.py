@@ -194,6 +194,7 @@ def test_a_cell_past_its_timeout_is_interrupted_and_says_timeout(execd: ExecdCli
     ).run()
     assert slow.complete and slow.stdout == "before\n" and slow.exit_code == 1
     assert slow.error is not None and slow.error.ename == "Timeout" and "timeout" in slow.error.evalue
+    assert slow.timed_out and slow.signal is None
     # The kernel was interrupted, not restarted: the context and its state live on.
     assert [r.text for r in execd.execute_code("counter + 1", context_id=context.id).run().results] == ["2"]
     execd.delete_context(context.id)
@@ -212,6 +213,7 @@ def test_a_kernel_that_ignores_the_interrupt_is_restarted(sandbox: Sandbox, exec
     assert len(errors) == 1 and errors[0].error is not None and errors[0].error.ename == "Timeout"
     assert "restarted" in errors[0].error.evalue and (errors[0].extra or {}).get("restarted") is True
     assert events[-1].type == "execution_complete"  # the cell is over: the context takes the next one
+    assert (errors[0].extra or {}).get("timed_out") is True
     # A fresh kernel in the same context: its state is gone, it runs cells, the old one is dead.
     gone = execd.execute_code("counter", context_id=context.id, language="python").run()
     assert gone.error is not None and gone.error.ename == "NameError"
@@ -235,6 +237,7 @@ def test_a_bash_context_keeps_exports_and_cwd_and_reports_exit_and_timeout(execd
     assert second.error is not None and second.error.ename == "CommandExecError" and second.complete
     slow = execd.execute_code("echo start; sleep 120", context_id=context.id, timeout=0.5).run()
     assert slow.stdout == "start\n" and slow.error is not None and slow.error.ename == "Timeout"
+    assert slow.timed_out and not second.timed_out
     assert execd.execute_code("echo $GREETING", language="bash").run().stdout == "\n"  # the default context
     execd.delete_context(context.id)
     with pytest.raises(NotFoundError):

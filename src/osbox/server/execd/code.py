@@ -58,7 +58,7 @@ from starlette.responses import JSONResponse, Response
 
 from osbox.server._logtail import tail
 
-from .bash_context import BashContext, ContextBase, cell_error, timeout_error, timeout_text
+from .bash_context import BashContext, ContextBase, cell_error, timeout_error
 from .commands import DEFAULT_CWD, new_id, resolve_cwd, spawn_or_fail
 from .disconnect import kill_wanted
 from .errors import (
@@ -505,8 +505,7 @@ async def _restarted(timeout_s: float, restart: Callable[[], Awaitable[None]]) -
         f"the kernel ignored the interrupt for {grace}, so it was restarted: the context's state "
         "(variables, imports) is gone"
     )
-    error = {"ename": "Timeout", "evalue": timeout_text(timeout_s, action), "traceback": []}
-    return frame("error", error=error, restarted=True)
+    return timeout_error(timeout_s, action, restarted=True)
 
 
 async def _publish_iopub(cell: _Cell, message: dict[str, Any], channel: EventChannel) -> None:
