@@ -33,6 +33,12 @@ def execd(sandbox: Sandbox) -> ExecdClient:
     return sandbox.execd
 
 
+def kernel_files(sandbox: Sandbox, context_id: str) -> list[str]:
+    """What is in the sandbox's kernel directory for a context: connection files and sockets."""
+    listed = sandbox.run("ls -A /tmp/.osbox/kernels").stdout.split()
+    return sorted(name for name in listed if name.startswith(context_id))
+
+
 def kernels_running(sandbox: Sandbox) -> int:
     # The brackets keep the shell running pgrep from matching itself.
     return int(sandbox.run("pgrep -fc '[i]pykernel_launcher' || true").stdout.strip() or 0)
@@ -204,6 +210,8 @@ def test_a_kernel_that_ignores_the_interrupt_is_restarted(sandbox: Sandbox, exec
     context = execd.create_context(language="python")
     assert context.id
     before = kernels_running(sandbox)
+    first_files = kernel_files(sandbox, context.id)
+    assert f"{context.id}.json" in first_files and len(first_files) == 6  # the file, 5 sockets
     stubborn = (
         "counter = 1\nimport signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(120)"
     )
@@ -220,8 +228,13 @@ def test_a_kernel_that_ignores_the_interrupt_is_restarted(sandbox: Sandbox, exec
     assert execd.execute_code("6 * 7", context_id=context.id, language="python").run().results[0].text == "42"
     assert execd.get_context(context.id).id == context.id
     assert kernels_running(sandbox) == before
+    # The dead kernel's connection file and sockets are gone; the new kernel's are there.
+    second_files = kernel_files(sandbox, context.id)
+    assert f"{context.id}-1.json" in second_files and len(second_files) == 6
+    assert not set(first_files) & set(second_files)
     execd.delete_context(context.id)
     assert kernels_running(sandbox) == before - 1
+    assert kernel_files(sandbox, context.id) == []  # nothing of the context is left
 
 
 def test_a_bash_context_keeps_exports_and_cwd_and_reports_exit_and_timeout(execd: ExecdClient) -> None:

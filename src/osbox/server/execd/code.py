@@ -149,9 +149,9 @@ class CodeContext(ContextBase):
         the new one fails to start, the context is left dead (`alive` False) and this raises."""
         self._stop_kernel_client()
         await self.kernel.kill()
-        self.files.close()
+        self.files.remove()
         self.restarts += 1
-        name = f"{self.id}-{self.restarts}"  # new files: the dead kernel's are left where they are
+        name = f"{self.id}-{self.restarts}"  # new names: nothing of the dead kernel's is reused
         self.log_path = self.log_path.with_name(f"kernel-{name}.log")
         self.kernel, self.client, self.files = await launch_kernel(
             request, self.language, name, self.cwd, self.log_path
@@ -162,12 +162,12 @@ class CodeContext(ContextBase):
             self.client.stop_channels()
 
     async def close(self) -> None:
-        """Stop the cell, the client and the kernel; release the directory."""
+        """Stop the cell, the client and the kernel; remove the kernel's files, release the directory."""
         if self.cell is not None:
             self.cell.cancel()
         self._stop_kernel_client()
         await self.kernel.kill()
-        self.files.close()
+        self.files.remove()
 
 
 #: A code context of either kind: a Jupyter kernel (python) or a bash session (bash).
@@ -334,7 +334,7 @@ async def launch_kernel(
             client.stop_channels()
         await kernel.kill()
         if files is not None:
-            files.close()
+            files.remove()
         if isinstance(exc, ExecdError):
             raise
         if isinstance(exc, Exception):
