@@ -8,8 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from osbox import APIStatusError, ExecdClient, NotFoundError, Sandbox, StreamError
+from osbox import APIStatusError, AsyncExecdClient, ExecdClient, NotFoundError, Sandbox, StreamError
 from osbox.server import LocalServer
+from tests.polling import wait_until
 
 from .server_fixtures import API_KEY, requires_runtime
 
@@ -255,3 +256,103 @@ def test_a_bash_context_keeps_exports_and_cwd_and_reports_exit_and_timeout(execd
     execd.delete_context(context.id)
     with pytest.raises(NotFoundError):
         execd.get_context(context.id)
+
+
+# --- python cells: stdin for input(), and a client that leaves ------------------------------------------
+
+
+def test_input_in_a_python_cell_reads_the_cells_stdin(execd: ExecdClient) -> None:
+    context = execd.create_context(language="python")
+    assert context.id
+    code = "name = input('name? ')\nrest = input()\nprint(name.upper(), rest)"
+    fed = execd.execute_code(code, context_id=context.id, language="python", stdin="ada\nlove lace\n").run()
+    assert (fed.stdout, fed.error) == ("name? ADA love lace\n", None)  # the prompt shows, as on a terminal
+    ended = execd.execute_code("input()", context_id=context.id, language="python", stdin=b"").run()
+    assert ended.error is not None and ended.error.ename == "EOFError"  # the end of the stdin
+
+    # Fed while it runs, through the cell's id, as a command's stdin is.
+    with execd.execute_code(
+        "total = int(input('n> ')) * 2\nprint('got', total)",
+        context_id=context.id,
+        language="python",
+        stdin=True,
+    ) as stream:
+        events = iter(stream)
+        assert next(e for e in events if e.type == "stdout").text == "n> "
+        cell_id = stream.command_id  # type: ignore[attr-defined]
+        assert cell_id is not None and cell_id.startswith(context.id)
+        execd.send_command_stdin(cell_id, b"21\n")
+        assert [e.text for e in events if e.type == "stdout"] == ["got 42\n"]
+    with pytest.raises(APIStatusError) as closed:  # the cell is over: so is its stdin
+        execd.send_command_stdin(cell_id, b"late\n")
+    assert closed.value.status_code == 409
+
+    # Without a stdin, input() fails at once and says how to give it one.
+    bare = execd.execute_code("input('never answered')", context_id=context.id, language="python").run()
+    assert bare.error is not None and bare.error.ename == "StdinNotImplementedError"
+    assert "stdin" in bare.error.evalue and bare.complete
+    assert execd.execute_code("total", context_id=context.id, language="python").run().results[0].text == "42"
+    execd.delete_context(context.id)
+
+
+def _drop_after_start(execd: ExecdClient, context_id: str, code: str, keep: bool | None = None) -> None:
+    """Start `code` (which prints `up` first), then leave its stream."""
+    with execd.execute_code(
+        code, context_id=context_id, language="python", kill_on_disconnect=keep
+    ) as stream:
+        next(e for e in stream if e.type == "stdout" and e.text == "up\n")
+
+
+def _next_cell_runs(execd: ExecdClient, context_id: str, code: str) -> str | None:
+    try:
+        result = execd.execute_code(code, context_id=context_id, language="python").run()
+    except StreamError as busy:
+        assert "busy" in str(busy)
+        return None
+    return result.results[0].text if result.results else ""
+
+
+def test_a_python_cell_whose_client_leaves_is_interrupted_unless_kept(
+    sandbox: Sandbox, execd: ExecdClient
+) -> None:
+    context_id = execd.create_context(language="python").id
+    assert context_id is not None
+    _drop_after_start(execd, context_id, "state = 7\nimport time\nprint('up', flush=True)\ntime.sleep(300)")
+    # Interrupted: the context takes the next cell, its state intact (the kernel was not restarted).
+    assert wait_until(lambda: _next_cell_runs(execd, context_id, "state * 6"), what="the next cell") == "42"
+
+    kept = "import time\nprint('up', flush=True)\ntime.sleep(1.5)\nstate = 8"
+    _drop_after_start(execd, context_id, kept, keep=False)
+    assert wait_until(lambda: _next_cell_runs(execd, context_id, "state"), what="the kept cell's end") == "8"
+
+    # A kernel that ignores the interrupt is restarted, as after a timeout.
+    stubborn = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nprint('up', flush=True)\n"
+    _drop_after_start(execd, context_id, stubborn + "time.sleep(300)")
+    restarted = wait_until(
+        lambda: _next_cell_runs(execd, context_id, "'state' in dir()"), what="a fresh kernel"
+    )
+    assert restarted == "False"
+    execd.delete_context(context_id)
+
+
+async def test_the_async_twin_feeds_input_and_reports_timeouts(sandbox: Sandbox) -> None:
+    server_url = sandbox.execd.base_url
+    async with AsyncExecdClient(server_url, headers=dict(sandbox.execd._headers)) as execd:
+        context = await execd.create_context("python")
+        assert context.id
+        fed = await execd.execute_code(
+            "print(input() * 2)", context_id=context.id, language="python", stdin=b"ab\n"
+        ).run()
+        assert fed.stdout == "abab\n"
+        slow = await execd.execute_code(
+            "import time\ntime.sleep(60)", context_id=context.id, language="python", timeout=0.3
+        ).run()
+        assert slow.timed_out and slow.error is not None and slow.error.ename == "Timeout"
+        bash = await execd.create_context("bash")
+        slow_bash = await execd.execute_code(
+            "sleep 60", context_id=bash.id, language="bash", timeout=0.3
+        ).run()
+        assert slow_bash.timed_out
+        await execd.delete_context(context.id)
+        assert bash.id is not None
+        await execd.delete_context(bash.id)
