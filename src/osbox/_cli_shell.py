@@ -13,7 +13,10 @@ goes on), and the session's end ends it with the session's exit status. Without 
 watches the sandbox's one running session (`GET /pty`); with several, the error lists them.
 
 One thread reads the WebSocket and writes the output; the main thread waits (`select`) on stdin and a
-wake-up pipe that the output thread (at the end) and the SIGWINCH handler write to.
+wake-up pipe that the output thread (at the end) and the SIGWINCH handler write to. A viewer that
+leaves does not wait for its terminal to take the output still queued (a terminal nobody reads,
+e.g. a stopped emulator or a test, would otherwise hold it forever: the write blocks, and so does
+restoring the settings with TCSADRAIN).
 """
 
 from __future__ import annotations
@@ -115,13 +118,16 @@ def _interact(conn: PtyConnection, *, readonly: bool = False) -> int:
                     conn.send_input(b"\x04")
     finally:
         if saved is not None:
-            termios.tcsetattr(in_fd, termios.TCSADRAIN, saved)
+            # Leaving now: TCSADRAIN would wait for the terminal to take the output still queued,
+            # forever if nothing reads it (the output thread is then stuck in its write too).
+            termios.tcsetattr(in_fd, termios.TCSANOW if left else termios.TCSADRAIN, saved)
         signal.signal(signal.SIGWINCH, previous)
         with contextlib.suppress(Exception):
             conn.close()
-        output.join(timeout=5)
-        os.close(wake_r)
-        os.close(wake_w)
+        output.join(timeout=0.5 if left else 5)
+        if not output.is_alive():  # else it still holds the wake-up pipe: the process ends it
+            os.close(wake_r)
+            os.close(wake_w)
     if left:
         return 0
     if output.error is not None:

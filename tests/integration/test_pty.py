@@ -593,3 +593,27 @@ def test_osbox_shell_readonly_leaves_on_ctrl_bracket_and_finds_sessions(
     finally:
         first.kill()
         second.kill()
+
+
+def test_osbox_shell_readonly_leaves_at_once_while_its_terminal_is_not_read(
+    server: LocalServer, sandbox: Sandbox
+) -> None:
+    """A viewer stuck writing to a terminal nobody reads (here: the test's) still leaves on Ctrl-]:
+    restoring the terminal with TCSADRAIN used to wait for that output forever, a hang."""
+    term = sandbox.pty.create(command="seq 1 150000; echo all-$((5*5)); exec sleep 600")  # ~900 KB kept
+    try:
+        term.read_until("all-25", timeout=120)
+        watching = ("shell", sandbox.id, "--readonly", "--session", term.session_id)
+        with _osbox_on_a_terminal(server, *watching) as (process, user, _):
+            user.read_until(b"read-only")
+
+            def unread() -> int:
+                (count,) = struct.unpack("i", fcntl.ioctl(user.fd, termios.FIONREAD, b"\0" * 4))
+                return int(count)
+
+            # The terminal's buffer is full: the replay (far larger) blocks the viewer's writes.
+            wait_until(lambda: unread() >= 4095, what="the viewer to fill its terminal")
+            user.type(b"\x1d")
+            assert process.wait(timeout=60) == 0
+    finally:
+        term.kill()
