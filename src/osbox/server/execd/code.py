@@ -189,6 +189,8 @@ class CodeContext(ContextBase):
         """Stop the cell, the client and the kernel; remove the kernel's files, release the directory."""
         if self.cell is not None:
             self.cell.cancel()
+        if self.run is not None:
+            self.run.finish()  # its task may be cancelled before it ever ran (and closed the pipe)
         self._stop_kernel_client()
         await self.kernel.kill()
         self.files.remove()
@@ -224,7 +226,7 @@ class PythonCell:
             self._context.interrupt()
 
     def finish(self) -> None:
-        """The cell is over: its stdin is closed (writers get `STDIN_CLOSED`)."""
+        """The cell is over: its stdin is closed (writers get `STDIN_CLOSED`). Idempotent."""
         self.done = True
         if self.lines is not None:
             self.lines.close()
