@@ -7,6 +7,7 @@
     osbox download ID REMOTE LOCAL                    a file out, with a progress bar and a summary line
     osbox rm ID...                                    delete sandboxes
     osbox shell ID [--cwd DIR] [-- COMMAND...]        an interactive terminal (`_cli_shell.py`)
+    osbox shell ID --readonly [--session S]           watch a terminal another client drives
     osbox create --allow pypi.org ...                 its outbound traffic denied but to these targets
     osbox egress get|allow|deny|rm ID ...             its egress policy (`_cli_egress.py`)
     osbox egress vault|credential-set|binding-set ID  its credential vault, values never in argv
@@ -193,10 +194,12 @@ def _create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _split_exec_words(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Set `args.sandbox_id` and `args.command` from the words after `osbox exec`, parsing the options
-    among them (`osbox exec ID --cwd /tmp pwd`): everything from the command's first word on is the
-    command's, options included; `--` ends the options explicitly."""
+def _split_exec_words(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, *, command_required: bool = True
+) -> None:
+    """Set `args.sandbox_id` and `args.command` from the words after `osbox exec` (or `shell`, whose
+    command is optional), parsing the options among them (`osbox exec ID --cwd /tmp pwd`): everything
+    from the command's first word on is the command's, options included; `--` ends the options."""
     words = list(args.words)
     options: list[str] = []
     sandbox_id: str | None = None
@@ -218,8 +221,10 @@ def _split_exec_words(parser: argparse.ArgumentParser, args: argparse.Namespace)
     if sandbox_id is None and words:
         sandbox_id = words.pop(0)  # `osbox exec -- ID COMMAND...`
     parser.parse_args(options, namespace=args)  # unknown options and missing values fail as usual
-    if sandbox_id is None or not words:
-        parser.error("give a sandbox id, then the command to run")
+    if sandbox_id is None or (command_required and not words):
+        parser.error(
+            "give a sandbox id, then the command to run" if command_required else "give a sandbox id"
+        )
     args.sandbox_id, args.command = sandbox_id, words
 
 

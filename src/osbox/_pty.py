@@ -82,7 +82,9 @@ class PtyExit:
 class PtySessionStatus(SnakeCaseWireModel):
     """`GET /pty/{id}`: whether its process runs, and how much it has written (`output_offset`).
 
-    `mode` ("pty" or "pipe") and `exit_code` are osbox's additions (None from the reference execd)."""
+    `mode` ("pty" or "pipe"), `exit_code`, `command` (None: an interactive shell), `connected` (a
+    client holds it) and `viewers` (read-only ones) are osbox's additions (None, False and 0 from the
+    reference execd)."""
 
     session_id: str
     running: bool = False
@@ -91,6 +93,9 @@ class PtySessionStatus(SnakeCaseWireModel):
     launch_failed: bool = False
     mode: str | None = None
     exit_code: int | None = None
+    command: str | None = None
+    connected: bool = False
+    viewers: int = 0
 
 
 class CreatePtyResponse(SnakeCaseWireModel):

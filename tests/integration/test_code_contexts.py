@@ -8,8 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from osbox import APIStatusError, ExecdClient, NotFoundError, Sandbox, StreamError
+from osbox import APIStatusError, AsyncExecdClient, ExecdClient, NotFoundError, Sandbox, StreamError
 from osbox.server import LocalServer
+from tests.polling import wait_until
 
 from .server_fixtures import API_KEY, requires_runtime
 
@@ -31,6 +32,12 @@ def sandbox() -> Iterator[Sandbox]:
 @pytest.fixture
 def execd(sandbox: Sandbox) -> ExecdClient:
     return sandbox.execd
+
+
+def kernel_files(sandbox: Sandbox, context_id: str) -> list[str]:
+    """What is in the sandbox's kernel directory for a context: connection files and sockets."""
+    listed = sandbox.run("ls -A /tmp/.osbox/kernels").stdout.split()
+    return sorted(name for name in listed if name.startswith(context_id))
 
 
 def kernels_running(sandbox: Sandbox) -> int:
@@ -194,6 +201,7 @@ def test_a_cell_past_its_timeout_is_interrupted_and_says_timeout(execd: ExecdCli
     ).run()
     assert slow.complete and slow.stdout == "before\n" and slow.exit_code == 1
     assert slow.error is not None and slow.error.ename == "Timeout" and "timeout" in slow.error.evalue
+    assert slow.timed_out and slow.signal is None
     # The kernel was interrupted, not restarted: the context and its state live on.
     assert [r.text for r in execd.execute_code("counter + 1", context_id=context.id).run().results] == ["2"]
     execd.delete_context(context.id)
@@ -203,6 +211,8 @@ def test_a_kernel_that_ignores_the_interrupt_is_restarted(sandbox: Sandbox, exec
     context = execd.create_context(language="python")
     assert context.id
     before = kernels_running(sandbox)
+    first_files = kernel_files(sandbox, context.id)
+    assert f"{context.id}.json" in first_files and len(first_files) == 6  # the file, 5 sockets
     stubborn = (
         "counter = 1\nimport signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(120)"
     )
@@ -212,14 +222,20 @@ def test_a_kernel_that_ignores_the_interrupt_is_restarted(sandbox: Sandbox, exec
     assert len(errors) == 1 and errors[0].error is not None and errors[0].error.ename == "Timeout"
     assert "restarted" in errors[0].error.evalue and (errors[0].extra or {}).get("restarted") is True
     assert events[-1].type == "execution_complete"  # the cell is over: the context takes the next one
+    assert (errors[0].extra or {}).get("timed_out") is True
     # A fresh kernel in the same context: its state is gone, it runs cells, the old one is dead.
     gone = execd.execute_code("counter", context_id=context.id, language="python").run()
     assert gone.error is not None and gone.error.ename == "NameError"
     assert execd.execute_code("6 * 7", context_id=context.id, language="python").run().results[0].text == "42"
     assert execd.get_context(context.id).id == context.id
     assert kernels_running(sandbox) == before
+    # The dead kernel's connection file and sockets are gone; the new kernel's are there.
+    second_files = kernel_files(sandbox, context.id)
+    assert f"{context.id}-1.json" in second_files and len(second_files) == 6
+    assert not set(first_files) & set(second_files)
     execd.delete_context(context.id)
     assert kernels_running(sandbox) == before - 1
+    assert kernel_files(sandbox, context.id) == []  # nothing of the context is left
 
 
 def test_a_bash_context_keeps_exports_and_cwd_and_reports_exit_and_timeout(execd: ExecdClient) -> None:
@@ -235,7 +251,108 @@ def test_a_bash_context_keeps_exports_and_cwd_and_reports_exit_and_timeout(execd
     assert second.error is not None and second.error.ename == "CommandExecError" and second.complete
     slow = execd.execute_code("echo start; sleep 120", context_id=context.id, timeout=0.5).run()
     assert slow.stdout == "start\n" and slow.error is not None and slow.error.ename == "Timeout"
+    assert slow.timed_out and not second.timed_out
     assert execd.execute_code("echo $GREETING", language="bash").run().stdout == "\n"  # the default context
     execd.delete_context(context.id)
     with pytest.raises(NotFoundError):
         execd.get_context(context.id)
+
+
+# --- python cells: stdin for input(), and a client that leaves ------------------------------------------
+
+
+def test_input_in_a_python_cell_reads_the_cells_stdin(execd: ExecdClient) -> None:
+    context = execd.create_context(language="python")
+    assert context.id
+    code = "name = input('name? ')\nrest = input()\nprint(name.upper(), rest)"
+    fed = execd.execute_code(code, context_id=context.id, language="python", stdin="ada\nlove lace\n").run()
+    assert (fed.stdout, fed.error) == ("name? ADA love lace\n", None)  # the prompt shows, as on a terminal
+    ended = execd.execute_code("input()", context_id=context.id, language="python", stdin=b"").run()
+    assert ended.error is not None and ended.error.ename == "EOFError"  # the end of the stdin
+
+    # Fed while it runs, through the cell's id, as a command's stdin is.
+    with execd.execute_code(
+        "total = int(input('n> ')) * 2\nprint('got', total)",
+        context_id=context.id,
+        language="python",
+        stdin=True,
+    ) as stream:
+        events = iter(stream)
+        assert next(e for e in events if e.type == "stdout").text == "n> "
+        cell_id = stream.command_id  # type: ignore[attr-defined]
+        assert cell_id is not None and cell_id.startswith(context.id)
+        execd.send_command_stdin(cell_id, b"21\n")
+        assert [e.text for e in events if e.type == "stdout"] == ["got 42\n"]
+    with pytest.raises(APIStatusError) as closed:  # the cell is over: so is its stdin
+        execd.send_command_stdin(cell_id, b"late\n")
+    assert closed.value.status_code == 409
+
+    # Without a stdin, input() fails at once and says how to give it one.
+    bare = execd.execute_code("input('never answered')", context_id=context.id, language="python").run()
+    assert bare.error is not None and bare.error.ename == "StdinNotImplementedError"
+    assert "stdin" in bare.error.evalue and bare.complete
+    assert execd.execute_code("total", context_id=context.id, language="python").run().results[0].text == "42"
+    execd.delete_context(context.id)
+
+
+def _drop_after_start(execd: ExecdClient, context_id: str, code: str, keep: bool | None = None) -> None:
+    """Start `code` (which prints `up` first), then leave its stream."""
+    with execd.execute_code(
+        code, context_id=context_id, language="python", kill_on_disconnect=keep
+    ) as stream:
+        next(e for e in stream if e.type == "stdout" and e.text == "up\n")
+
+
+def _next_cell_runs(execd: ExecdClient, context_id: str, code: str) -> str | None:
+    try:
+        result = execd.execute_code(code, context_id=context_id, language="python").run()
+    except StreamError as busy:
+        assert "busy" in str(busy)
+        return None
+    return result.results[0].text if result.results else ""
+
+
+def test_a_python_cell_whose_client_leaves_is_interrupted_unless_kept(
+    sandbox: Sandbox, execd: ExecdClient
+) -> None:
+    context_id = execd.create_context(language="python").id
+    assert context_id is not None
+    _drop_after_start(execd, context_id, "state = 7\nimport time\nprint('up', flush=True)\ntime.sleep(300)")
+    # Interrupted: the context takes the next cell, its state intact (the kernel was not restarted).
+    assert wait_until(lambda: _next_cell_runs(execd, context_id, "state * 6"), what="the next cell") == "42"
+
+    kept = "import time\nprint('up', flush=True)\ntime.sleep(1.5)\nstate = 8"
+    _drop_after_start(execd, context_id, kept, keep=False)
+    assert wait_until(lambda: _next_cell_runs(execd, context_id, "state"), what="the kept cell's end") == "8"
+
+    # A kernel that ignores the interrupt is restarted, as after a timeout.
+    stubborn = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nprint('up', flush=True)\n"
+    _drop_after_start(execd, context_id, stubborn + "time.sleep(300)")
+    restarted = wait_until(
+        lambda: _next_cell_runs(execd, context_id, "'state' in dir()"), what="a fresh kernel"
+    )
+    assert restarted == "False"
+    execd.delete_context(context_id)
+
+
+async def test_the_async_twin_feeds_input_and_reports_timeouts(sandbox: Sandbox) -> None:
+    server_url = sandbox.execd.base_url
+    async with AsyncExecdClient(server_url, headers=dict(sandbox.execd._headers)) as execd:
+        context = await execd.create_context("python")
+        assert context.id
+        fed = await execd.execute_code(
+            "print(input() * 2)", context_id=context.id, language="python", stdin=b"ab\n"
+        ).run()
+        assert fed.stdout == "abab\n"
+        slow = await execd.execute_code(
+            "import time\ntime.sleep(60)", context_id=context.id, language="python", timeout=0.3
+        ).run()
+        assert slow.timed_out and slow.error is not None and slow.error.ename == "Timeout"
+        bash = await execd.create_context("bash")
+        slow_bash = await execd.execute_code(
+            "sleep 60", context_id=bash.id, language="bash", timeout=0.3
+        ).run()
+        assert slow_bash.timed_out
+        await execd.delete_context(context.id)
+        assert bash.id is not None
+        await execd.delete_context(bash.id)

@@ -143,22 +143,28 @@ async def test_a_session_run_reads_a_stdin_pipe_fed_by_its_run_id(execd: Execd) 
     assert [e["text"] for e in parse_events(later.text) if e["type"] == "stdout"] == ["ada"]  # /dev/null
 
 
-async def test_a_bash_cell_reads_stdin_and_a_python_cell_refuses_it(execd: Execd) -> None:
+async def test_bash_and_python_cells_read_stdin(execd: Execd) -> None:
     context = (await execd.client.post("/code/context", json={"language": "bash"})).json()
-    cell = {"code": "tr a-z A-Z", "context": {"id": context["id"], "language": "bash"}}
-    async with (
-        execd.live_client() as client,
-        client.stream("POST", "/code", json=cell, headers=PIPE) as response,
-    ):
-        run_id = response.headers[COMMAND_ID_HEADER]
-        await client.post(f"/command/{run_id}/stdin?eof=true", content=b"shout\n")
-        events = parse_events((await response.aread()).decode())
-    assert [e["text"] for e in events if e["type"] == "stdout"] == ["SHOUT\n"]
     python = (await execd.client.post("/code/context", json={"language": "python"})).json()
-    refused = await execd.client.post(
-        "/code", json={"code": "input()", "context": {"id": python["id"], "language": "python"}}, headers=PIPE
-    )
-    assert refused.status_code == 400 and "stdin" in refused.json()["message"]
+    cells = [
+        ({"code": "tr a-z A-Z", "context": {"id": context["id"], "language": "bash"}}, ["SHOUT\n"]),
+        (  # input() is answered with the pipe's next line; its prompt comes as stdout
+            {"code": "print(input('> ').upper())", "context": {"id": python["id"], "language": "python"}},
+            ["> ", "SHOUT\n"],
+        ),
+    ]
+    for cell, expected in cells:
+        async with (
+            execd.live_client() as client,
+            client.stream("POST", "/code", json=cell, headers=PIPE) as response,
+        ):
+            assert response.headers[STDIN_HEADER] == "pipe"
+            run_id = response.headers[COMMAND_ID_HEADER]
+            assert run_id.startswith(cell["context"]["id"])  # type: ignore[index]
+            await client.post(f"/command/{run_id}/stdin?eof=true", content=b"shout\n")
+            events = parse_events((await response.aread()).decode())
+        assert [e["text"] for e in events if e["type"] == "stdout"] == expected
+        assert events[-1]["type"] == "execution_complete"
 
 
 async def test_dropped_session_runs_and_bash_cells_leave_no_process(execd: Execd) -> None:

@@ -8,6 +8,7 @@ Every wait reads output until what is expected appears, with a deadline; nothing
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -19,7 +20,9 @@ import subprocess
 import sys
 import termios
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -35,6 +38,7 @@ from osbox import (
     PtyError,
     PtyExit,
     PtyOutput,
+    PtySessionStatus,
     Sandbox,
 )
 from osbox.server import LocalServer
@@ -364,6 +368,13 @@ async def test_the_async_twin_size_and_viewer(server: LocalServer) -> None:
         viewer = await sandbox.pty.connect(term.session_id, readonly=True)
         assert await term.read_until("\n") == b"19 77\r\n"
         await viewer.read_until("19 77")
+        (listed,) = await sandbox.pty.list()  # the one session, with its holder and its viewer
+        assert (listed.session_id, listed.running, listed.connected, listed.viewers) == (
+            term.session_id,
+            True,
+            True,
+            1,
+        )
         with pytest.raises(PtyError):
             await viewer.send_input("no\n")
         await term.send_input("yes\n")
@@ -378,9 +389,11 @@ async def test_the_async_twin_size_and_viewer(server: LocalServer) -> None:
 class _Terminal:
     """The user's side of a pseudo-terminal that runs `osbox shell`."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, saved: list[Any] | None = None) -> None:
         self.fd = fd
         self.seen = b""
+        #: The terminal's settings before osbox started on it.
+        self.saved = saved
 
     def read_until(self, wanted: bytes, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -401,22 +414,46 @@ class _Terminal:
         os.write(self.fd, keys)
 
 
-def test_osbox_shell_in_a_pseudo_terminal(server: LocalServer, sandbox: Sandbox) -> None:
-    env = {
+@contextlib.contextmanager
+def _osbox_on_a_terminal(
+    server: LocalServer, *args: str, size: tuple[int, int] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], _Terminal, int]]:
+    """`osbox ARGS...` run on a new pseudo-terminal (of `size`, cols x rows): its process, the user's
+    side and the terminal's follower end; all ended and closed on the way out."""
+    controller, follower = os.openpty()
+    if size is not None:
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
+    argv = [str(Path(sys.executable).parent / "osbox"), *args]
+    user = _Terminal(controller, saved=termios.tcgetattr(follower))
+    process = subprocess.Popen(
+        argv,
+        env=_client_env(server),
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        start_new_session=True,
+    )
+    try:
+        yield process, user, follower
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(follower)
+        os.close(controller)
+
+
+def _client_env(server: LocalServer) -> dict[str, str]:
+    return {
         **os.environ,
         "OPEN_SANDBOX_DOMAIN": server.base_url.removeprefix("http://"),
         "OPEN_SANDBOX_API_KEY": API_KEY,
         "TERM": "xterm",
     }
-    controller, follower = os.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
-    saved = termios.tcgetattr(follower)
-    argv = [str(Path(sys.executable).parent / "osbox"), "shell", sandbox.id]
-    process = subprocess.Popen(
-        argv, env=env, stdin=follower, stdout=follower, stderr=follower, start_new_session=True
-    )
-    try:
-        user = _Terminal(controller)
+
+
+def test_osbox_shell_in_a_pseudo_terminal(server: LocalServer, sandbox: Sandbox) -> None:
+    with _osbox_on_a_terminal(server, "shell", sandbox.id, size=(111, 33)) as (process, user, follower):
         user.read_until(PROMPT.encode())
         user.type(b"stty size\r")
         user.read_until(b"33 111")
@@ -430,13 +467,7 @@ def test_osbox_shell_in_a_pseudo_terminal(server: LocalServer, sandbox: Sandbox)
         user.read_until(b"code=0")
         user.type(b"exit 7\r")
         assert process.wait(timeout=60) == 7
-        assert termios.tcgetattr(follower) == saved  # the terminal is as osbox found it
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        os.close(follower)
-        os.close(controller)
+        assert termios.tcgetattr(follower) == user.saved  # the terminal is as osbox found it
 
 
 def test_a_connected_client_loses_no_output(sandbox: Sandbox) -> None:
@@ -487,3 +518,102 @@ def test_osbox_shell_with_piped_input_and_a_bad_id(server: LocalServer, sandbox:
     assert done.returncode == 0 and done.stdout.count(b"one") == 2, done  # the echo, then cat's copy
     done = subprocess.run([osbox, "shell", "no-such-sandbox"], env=env, capture_output=True, timeout=120)
     assert done.returncode == 1 and done.stderr.decode().count("\n") == 1, done
+
+
+# --- `osbox shell --readonly`: watching a session another client drives -------------------------------
+
+
+def _session(sandbox: Sandbox, session_id: str) -> PtySessionStatus:
+    return next(s for s in sandbox.pty.list() if s.session_id == session_id)
+
+
+def test_osbox_shell_readonly_watches_what_another_client_types(
+    server: LocalServer, sandbox: Sandbox
+) -> None:
+    held: list[bytes] = []
+    term = sandbox.pty.create(on_data=held.append)
+    term.read_until(PROMPT)
+    term.send_input("echo before-$((2*4))\n")
+    term.read_until("before-8")
+    try:
+        with _osbox_on_a_terminal(server, "shell", sandbox.id, "--readonly") as (process, user, follower):
+            user.read_until(b"read-only")  # says so, on stderr; it watches the one running session
+            user.read_until(b"before-8")  # what the session kept comes first
+            user.type(b"echo typed-by-the-viewer\r")  # not sent
+            term.send_input("echo live-$((3*3))\n")
+            user.read_until(b"live-9")  # then its output as it comes
+            term.send_input("exit 5\n")
+            assert process.wait(timeout=60) == 5  # the session's end ends it, with its status
+            assert term.wait(timeout=60) == 5
+            assert b"typed-by-the-viewer" not in b"".join(held) + user.seen
+            assert termios.tcgetattr(follower) == user.saved  # the terminal is as osbox found it
+    finally:
+        term.kill()
+
+
+def test_osbox_shell_readonly_leaves_on_ctrl_bracket_and_finds_sessions(
+    server: LocalServer, sandbox: Sandbox
+) -> None:
+    osbox = str(Path(sys.executable).parent / "osbox")
+    env = _client_env(server)
+    viewer = [osbox, "shell", sandbox.id, "--readonly"]
+    done = subprocess.run(viewer, env=env, capture_output=True, timeout=120)
+    assert done.returncode == 1 and b"no terminal session is running" in done.stderr, done
+
+    first = sandbox.pty.create(command="echo one-$((1+1)); exec sleep 600")
+    second = sandbox.pty.create(command="echo two-$((1+2)); exec sleep 600")
+    try:
+        first.read_until("one-2")
+        second.read_until("two-3")
+        assert _session(sandbox, first.session_id).running and _session(sandbox, first.session_id).connected
+        assert _session(sandbox, second.session_id).command == "echo two-$((1+2)); exec sleep 600"
+        done = subprocess.run(viewer, env=env, capture_output=True, timeout=120)
+        assert done.returncode == 1, done  # which one? the error names both
+        assert first.session_id.encode() in done.stderr and second.session_id.encode() in done.stderr
+
+        watching = ("shell", sandbox.id, "--readonly", "--session", second.session_id)
+        with _osbox_on_a_terminal(server, *watching) as (process, user, _):
+            user.read_until(b"two-3")
+            wait_until(lambda: _session(sandbox, second.session_id).viewers == 1, what="the viewer counted")
+            user.type(b"\x1d")  # Ctrl-]: the viewer leaves, the session goes on
+            assert process.wait(timeout=60) == 0
+        assert _session(sandbox, second.session_id).running
+        # Piped (no terminal), it watches until the session ends; its input is ignored.
+        piped = subprocess.Popen(
+            [*viewer, "--session", first.session_id], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert piped.stdin is not None and piped.stdout is not None
+        piped.stdin.write(b"echo ignored\n")
+        piped.stdin.close()
+        wait_until(lambda: _session(sandbox, first.session_id).viewers == 1, what="the piped viewer")
+        first.signal("SIGTERM")
+        assert piped.wait(timeout=60) == 128 + signal.SIGTERM
+        watched = piped.stdout.read()
+        assert b"one-2" in watched and b"ignored" not in watched  # typed input would echo
+    finally:
+        first.kill()
+        second.kill()
+
+
+def test_osbox_shell_readonly_leaves_at_once_while_its_terminal_is_not_read(
+    server: LocalServer, sandbox: Sandbox
+) -> None:
+    """A viewer stuck writing to a terminal nobody reads (here: the test's) still leaves on Ctrl-]:
+    restoring the terminal with TCSADRAIN used to wait for that output forever, a hang."""
+    term = sandbox.pty.create(command="seq 1 150000; echo all-$((5*5)); exec sleep 600")  # ~900 KB kept
+    try:
+        term.read_until("all-25", timeout=120)
+        watching = ("shell", sandbox.id, "--readonly", "--session", term.session_id)
+        with _osbox_on_a_terminal(server, *watching) as (process, user, _):
+            user.read_until(b"read-only")
+
+            def unread() -> int:
+                (count,) = struct.unpack("i", fcntl.ioctl(user.fd, termios.FIONREAD, b"\0" * 4))
+                return int(count)
+
+            # The terminal's buffer is full: the replay (far larger) blocks the viewer's writes.
+            wait_until(lambda: unread() >= 4095, what="the viewer to fill its terminal")
+            user.type(b"\x1d")
+            assert process.wait(timeout=60) == 0
+    finally:
+        term.kill()

@@ -1,9 +1,14 @@
 """Session runs and bash cells read a stdin like commands do, and a dropped stream kills or keeps a run
 as asked, against a real `osbox serve`, on both twins (osbox's execd extensions): `run_in_session(stdin=)`,
-`execute_code(stdin=)` in a bash context, `kill_on_disconnect=` per call over the server's default, and
-the typed error (the session left alone) from a server without the stdin extension."""
+`execute_code(stdin=)` in a bash context, `kill_on_disconnect=` per call over the server's default (on
+the execd client and on `Sandbox.run`/`spawn`), and the typed error (the session left alone) from a
+server without the stdin extension."""
 
 from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
 
 import httpx2
 import pytest
@@ -107,3 +112,76 @@ async def test_the_async_twin(server: LocalServer) -> None:
 
         await wait_until_async(kept, what="the kept run to stay")
         await execd.delete_session(session)  # kills it
+
+
+def _sleeping(sandbox: Sandbox, seconds: int) -> int:
+    """How many `sleep <seconds>` processes run in the sandbox (by name: no shell that mentions it)."""
+    listed = sandbox.run("pgrep -ax sleep || true").stdout.splitlines()
+    return sum(line.split(maxsplit=1)[1:] == [f"sleep {seconds}"] for line in listed)
+
+
+def _run_in_a_client_then_kill_it(server: LocalServer, sandbox: Sandbox, seconds: int, choice: bool) -> None:
+    """`Sandbox.run("exec sleep <seconds>", kill_on_disconnect=choice)` in a client process that is
+    SIGKILLed once the command runs."""
+    command = f"exec sleep {seconds}"
+    script = (
+        "import sys; from osbox import Sandbox\n"
+        "with Sandbox.connect(sys.argv[1], base_url=sys.argv[2], api_key=sys.argv[3]) as sandbox:\n"
+        f"    sandbox.run(sys.argv[4], kill_on_disconnect={choice})\n"
+    )
+    argv = [sys.executable, "-c", script, sandbox.id, server.base_url + "/v1", API_KEY, command]
+    client = subprocess.Popen(argv)
+    try:
+        wait_until(lambda: _sleeping(sandbox, seconds) == 1, what=f"sleep {seconds} to start")
+    finally:
+        client.kill()
+        client.wait()
+
+
+def test_sandbox_run_and_spawn_kill_on_disconnect(server: LocalServer, sandbox: Sandbox) -> None:
+    _run_in_a_client_then_kill_it(server, sandbox, 5151, False)
+    _run_in_a_client_then_kill_it(server, sandbox, 5252, True)
+    wait_until(lambda: _sleeping(sandbox, 5252) == 0, what="the dropped command to be killed")
+    assert _sleeping(sandbox, 5151) == 1  # kept
+
+    with Sandbox.connect(sandbox.id, base_url=server.base_url + "/v1", api_key=API_KEY) as attached:
+        tied = attached.spawn("exec sleep 5353", kill_on_disconnect=True)
+        free = attached.spawn("exec sleep 5454")
+        assert tied.status().running and free.status().running
+    # The sandbox was kept (connect): the tied command went with the client, the other runs on.
+    assert _sleeping(sandbox, 5353) == 0 and _sleeping(sandbox, 5454) == 1
+    sandbox.run("pkill -f 'sleep 5[14]5[14]'")
+
+
+async def test_the_async_sandbox_run_and_spawn_kill_on_disconnect(
+    server: LocalServer, sandbox: Sandbox
+) -> None:
+    async with await AsyncSandbox.connect(
+        sandbox.id, base_url=server.base_url + "/v1", api_key=API_KEY
+    ) as attached:
+
+        async def running(marker: str) -> int:
+            listed = (await attached.run("pgrep -ax sleep || true")).stdout.splitlines()
+            return sum(line.split(maxsplit=1)[1:] == [marker] for line in listed)
+
+        dropped = asyncio.create_task(attached.run("echo up; exec sleep 5555", kill_on_disconnect=False))
+        await wait_until_async(lambda: running("sleep 5555"), what="the command to start")
+        dropped.cancel()  # the stream goes with the task
+        with pytest.raises(asyncio.CancelledError):
+            await dropped
+        killed = asyncio.create_task(attached.run("echo up; exec sleep 5656", kill_on_disconnect=True))
+        await wait_until_async(lambda: running("sleep 5656"), what="the command to start")
+        killed.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await killed
+
+        async def gone() -> bool:
+            return await running("sleep 5656") == 0
+
+        await wait_until_async(gone, what="the dropped command to be killed")
+        assert await running("sleep 5555") == 1
+
+        tied = await attached.spawn("exec sleep 5757", kill_on_disconnect=True)
+        assert (await tied.status()).running
+    assert _sleeping(sandbox, 5757) == 0
+    sandbox.run("pkill -f 'sleep 5555'")

@@ -311,9 +311,9 @@ def test_every_operation_has_a_case() -> None:
     assert operations == set(CASES) | OUTSIDE_THE_SPEC
 
 
-#: The reference execd's PTY routes, which execd-api.yaml leaves out (a WebSocket among them): tested
-#: against a real server, both twins, in tests/integration/test_pty.py.
-OUTSIDE_THE_SPEC = {"create_pty", "get_pty", "delete_pty", "connect_pty"}
+#: The reference execd's PTY routes, which execd-api.yaml leaves out (a WebSocket among them), and
+#: osbox's `GET /pty` (list_pty): tested against a real server, both twins, in tests/integration/test_pty.py.
+OUTSIDE_THE_SPEC = {"create_pty", "get_pty", "list_pty", "delete_pty", "connect_pty"}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

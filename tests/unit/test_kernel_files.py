@@ -125,3 +125,21 @@ def test_a_regular_file_where_a_socket_belongs_is_refused(kernel_dir: Path) -> N
 def test_odd_connection_files_are_refused(kernel_dir: Path, info: dict[str, object]) -> None:
     (kernel_dir / "k.json").write_text(json.dumps(info))
     assert "refused" in _refusal(kernel_dir)
+
+
+def test_remove_unlinks_the_kernels_files_and_no_symlinks_target(kernel_dir: Path, tmp_path: Path) -> None:
+    (kernel_dir / "other.json").write_text("{}")  # another kernel's: left alone
+    files = _files(kernel_dir)
+    assert files.ready("k")
+    files.remove()
+    assert sorted(p.name for p in kernel_dir.iterdir()) == ["other.json"]
+    assert files.dir_fd == -1 and not files.sockets  # closed too
+
+    # A name the sandbox replaced with a symlink: the link goes, what it points to stays.
+    outside = tmp_path / "host-file"
+    outside.write_text("keep me")
+    (kernel_dir / "k.json").symlink_to(outside)
+    files = _files(kernel_dir)
+    files.name = "k"  # asked about, never ready
+    files.remove()
+    assert not (kernel_dir / "k.json").is_symlink() and outside.read_text() == "keep me"

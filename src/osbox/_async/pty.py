@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from .._exceptions import PtyError
-from .._operation import APIRequest, given, model, no_content, path
+from .._operation import APIRequest, adapter, given, model, no_content, path
 from .._pty import (
     CreatePtyResponse,
     PtyExit,
@@ -176,6 +176,14 @@ class AsyncPtyOperations(AsyncAPIClient):
         body = given(cwd=cwd, command=command, cols=cols, rows=rows)
         created = await self._call(APIRequest("POST", "/pty", json=body, parse=model(CreatePtyResponse)))
         return created.session_id
+
+    async def list_pty(self) -> list[PtySessionStatus]:
+        """The sandbox's PTY sessions, oldest first (`GET /pty`, osbox's: other servers answer 404 or
+        405), e.g. to find the one to watch with `connect_pty(id, readonly=True)`.
+
+            running = [s.session_id for s in execd.list_pty() if s.running]
+        """
+        return await self._call(APIRequest("GET", "/pty", parse=adapter(list[PtySessionStatus])))
 
     async def get_pty(self, session_id: str) -> PtySessionStatus:
         """A session's state (`GET /pty/{id}`); `NotFoundError` if there is none."""

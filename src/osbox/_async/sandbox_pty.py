@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Self
 
 from .._exceptions import NotFoundError
-from .._pty import PtyExit, PtyOutput, check_size
+from .._pty import PtyExit, PtyOutput, PtySessionStatus, check_size
 from .execd import AsyncExecdClient
 from .pty import AsyncPtyConnection
 
@@ -211,6 +211,14 @@ class AsyncSandboxPty:
             session_id, since=since, takeover=takeover, readonly=readonly
         )
         return AsyncPtyHandle(self._execd, connection, on_data)
+
+    async def list(self) -> list[PtySessionStatus]:
+        """The sandbox's terminal sessions (osbox's `GET /pty`): `session_id`, `running`, `command`,
+        `connected`, ... — to find one to `connect` to, e.g. read-only.
+
+            watched = sandbox.pty.connect(sandbox.pty.list()[0].session_id, readonly=True)
+        """
+        return await self._execd().list_pty()
 
     async def kill(self, session_id: str) -> None:
         """Kill a session's processes and delete it."""

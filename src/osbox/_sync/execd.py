@@ -364,12 +364,16 @@ class ExecdClient(FileOperations, PtyOperations):
         `Execution.results` is a `CodeResult`: `.text` and `.data` (keyed by MIME type: `text/plain`,
         `image/png`, `text/html`, ...) read the bundles of the reference and of the spec alike.
         `timeout` (seconds, an osbox extension other servers ignore): past it, `osbox serve` interrupts
-        the cell, which ends with a `Timeout` error. `stdin` and `kill_on_disconnect` (osbox extensions,
-        as for `run_command`) apply to `bash` contexts' cells; a python cell reads no stdin.
+        the cell, which ends with a `Timeout` error (and `Execution.timed_out`). `stdin` and
+        `kill_on_disconnect` are osbox extensions, as for `run_command`: a bash cell reads `stdin` as a
+        command does; in a python cell each `input()` reads its next line (its end: `EOFError`;
+        without `stdin`, `input()` raises `StdinNotImplementedError`), and a python cell whose stream
+        is dropped is interrupted (the kernel and its state stay).
 
             ctx = execd.create_context("python")
             out = execd.execute_code("1 + 1", context_id=ctx.id, language="python").run()
             out.results[0].text  # "2"
+            execd.execute_code("print(input())", language="python", stdin="hi\\n").run().stdout  # "hi\\n"
         """
         context = None
         if context_id is not None or language is not None:

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
 from .._exceptions import PtyError
-from .._operation import APIRequest, given, model, no_content, path
+from .._operation import APIRequest, adapter, given, model, no_content, path
 from .._pty import (
     CreatePtyResponse,
     PtyExit,
@@ -177,6 +177,14 @@ class PtyOperations(SyncAPIClient):
         body = given(cwd=cwd, command=command, cols=cols, rows=rows)
         created = self._call(APIRequest("POST", "/pty", json=body, parse=model(CreatePtyResponse)))
         return created.session_id
+
+    def list_pty(self) -> list[PtySessionStatus]:
+        """The sandbox's PTY sessions, oldest first (`GET /pty`, osbox's: other servers answer 404 or
+        405), e.g. to find the one to watch with `connect_pty(id, readonly=True)`.
+
+            running = [s.session_id for s in execd.list_pty() if s.running]
+        """
+        return self._call(APIRequest("GET", "/pty", parse=adapter(list[PtySessionStatus])))
 
     def get_pty(self, session_id: str) -> PtySessionStatus:
         """A session's state (`GET /pty/{id}`); `NotFoundError` if there is none."""

@@ -73,6 +73,8 @@ class Sandbox:
         self._use_server_proxy = use_server_proxy
         self._options = options
         self._killed = False
+        #: Background commands spawned with `kill_on_disconnect=True`: killed by `close`.
+        self._killed_on_close: list[CommandHandle] = []
         #: Read, write, list and test files: `sandbox.files.write(path, "text")`, `.read(path)`, ...
         self.files = SandboxFiles(lambda: self.execd)
         #: Interactive terminals: `sandbox.pty.create(cols, rows, on_data=...)`, `.connect(session_id)`.
@@ -242,6 +244,7 @@ class Sandbox:
         gid: int | None = None,
         background: bool = False,
         stdin: StdinSource | None = None,
+        kill_on_disconnect: bool | None = None,
     ) -> Execution:
         """Run a shell command to its end and return its `Execution` (stdout, stderr, exit code, ...).
 
@@ -250,12 +253,24 @@ class Sandbox:
         arguments are those of `execd.run_command` (`timeout` in seconds). For a command that runs on
         in the background, `spawn` returns a handle to wait for, kill or read. `stdin`: what the command
         reads (bytes, str, a binary file, an iterator of bytes), fed as it runs, then end-of-file.
+        `kill_on_disconnect` (osbox's): whether the command dies if this client goes away before it
+        ends (an exception, a crash, a lost network): None is the server's default (`osbox serve`
+        kills it), False leaves it running there.
 
             sandbox.run("pip install -r requirements.txt", check=True, timeout=300)
             sandbox.run("wc -l", stdin=open("data.csv", "rb")).stdout
+            sandbox.run("./migrate.sh", kill_on_disconnect=False)   # finishes even if we don't
         """
         execution = self.execd.run_command(
-            command, cwd=cwd, timeout=timeout, envs=envs, uid=uid, gid=gid, background=background, stdin=stdin
+            command,
+            cwd=cwd,
+            timeout=timeout,
+            envs=envs,
+            uid=uid,
+            gid=gid,
+            background=background,
+            stdin=stdin,
+            kill_on_disconnect=kill_on_disconnect,
         ).run()
         return _checked(command, execution) if check else execution
 
@@ -269,12 +284,16 @@ class Sandbox:
         uid: int | None = None,
         gid: int | None = None,
         stdin: StdinSource | bool | None = None,
+        kill_on_disconnect: bool | None = None,
     ) -> CommandHandle:
         """Start a shell command in the background and return its handle once it runs:
         `logs()`, `status()`, `wait()`, `kill()`, `send_stdin()`, `close_stdin()`. `timeout` (seconds)
         kills it when it expires. `stdin=True` keeps its stdin open for `send_stdin`; bytes, str, a
         binary file or an iterator of bytes are written to it (then end-of-file) before `spawn` returns;
-        without `stdin` it reads an empty one.
+        without `stdin` it reads an empty one. A background command has no stream to drop, so it
+        outlives its client by default; `kill_on_disconnect=True` kills it when this `Sandbox` object
+        closes (`with` block exit or `close()`), also when the sandbox is kept (`keep=True`, `connect`).
+        That is done by this client: one that is killed outright cannot, and leaves it running.
 
             server = sandbox.spawn("python3 -m http.server 8000")
             server.kill()
@@ -285,7 +304,10 @@ class Sandbox:
         ).run()
         if started.id is None:
             raise SandboxError(f"the server did not say which id it gave the command {command!r}")
-        return CommandHandle(lambda: self.execd, started.id, command)
+        handle = CommandHandle(lambda: self.execd, started.id, command)
+        if kill_on_disconnect:
+            self._killed_on_close.append(handle)
+        return handle
 
     def pause(self) -> None:
         """Freeze the sandbox (its processes stop; its memory stays)."""
@@ -309,12 +331,21 @@ class Sandbox:
         self._killed = True
 
     def close(self) -> None:
-        """Delete the sandbox (unless `keep`), then close the clients this object opened."""
+        """Delete the sandbox (unless `keep`), then close the clients this object opened. Background
+        commands spawned with `kill_on_disconnect=True` are killed first when the sandbox is kept."""
         try:
-            if not self.keep:
+            if self.keep:
+                self._kill_spawned()
+            else:
                 self.kill()
         finally:
             self._close_clients()
+
+    def _kill_spawned(self) -> None:
+        handles, self._killed_on_close = self._killed_on_close, []
+        for handle in handles:
+            with contextlib.suppress(APIError, SandboxError):  # it has gone already, or the sandbox has
+                handle.kill()
 
     def _close_clients(self) -> None:
         self.egress.close()

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Self
 
 from .._exceptions import NotFoundError
-from .._pty import PtyExit, PtyOutput, check_size
+from .._pty import PtyExit, PtyOutput, PtySessionStatus, check_size
 from .execd import ExecdClient
 from .pty import PtyConnection
 
@@ -210,6 +210,14 @@ class SandboxPty:
         takeover = takeover and not readonly
         connection = self._execd().connect_pty(session_id, since=since, takeover=takeover, readonly=readonly)
         return PtyHandle(self._execd, connection, on_data)
+
+    def list(self) -> list[PtySessionStatus]:
+        """The sandbox's terminal sessions (osbox's `GET /pty`): `session_id`, `running`, `command`,
+        `connected`, ... — to find one to `connect` to, e.g. read-only.
+
+            watched = sandbox.pty.connect(sandbox.pty.list()[0].session_id, readonly=True)
+        """
+        return self._execd().list_pty()
 
     def kill(self, session_id: str) -> None:
         """Kill a session's processes and delete it."""

@@ -23,6 +23,7 @@ async streams share it). Output rules:
 * A command a signal killed: osbox's server says which (``signal: "SIGKILL"`` beside ``error``, and
   ``timed_out: true`` when its timeout did it) with exit code 128 + N. The reference says ``evalue: "-1"``
   with a traceback ``signal: killed``; that is read back as the same: ``SIGKILL``, exit code 137.
+  A code cell past its timeout ends with ``error{ename: "Timeout"}`` and osbox's ``timed_out: true``.
 * A :class:`StreamErrorBody` becomes ``Execution.error`` with ``ename`` = its code and ``evalue`` = its
   message; the exit code is left as it was.
 """
@@ -267,7 +268,8 @@ class Execution(SnakeCaseWireModel):
     ``exit_code`` is ``None`` while no terminal event was seen; ``complete`` says whether one
     (``execution_complete`` or ``error``) was. A command a signal killed has exit code 128 + N (as a
     shell reports it), ``signal`` its name (``"SIGKILL"``), and ``timed_out`` says whether its
-    ``timeout`` was what killed it.
+    ``timeout`` was what killed it; for a code cell (python or bash context), whether it ran past its
+    ``timeout`` (its ``error`` is then a ``Timeout``).
 
     ``stdout``/``stderr`` are exactly what the command wrote when the server speaks osbox's exact
     framing (``osbox serve`` does); bytes that are not UTF-8 are kept as lone surrogates
@@ -311,12 +313,13 @@ _SIGNALS_BY_WORD: Final = {word: name for name, word in GO_SIGNAL_WORDS.items()}
 
 
 def _signal_of(event: StreamEvent, error: ExecutionError) -> tuple[str | None, bool]:
-    """Which signal ended a command, and whether its timeout sent it: osbox's fields, else what the
-    reference's traceback (``signal: killed``) says."""
+    """Which signal ended a command, and whether its timeout ended it (a signal, or a code cell's
+    timeout: no signal): osbox's fields, else what the reference's traceback (``signal: killed``) says."""
     extra = event.extra or {}
     named = extra.get("signal")
-    if isinstance(named, str) and named:
-        return named, extra.get("timed_out") is True
+    timed_out = extra.get("timed_out") is True
+    if (isinstance(named, str) and named) or timed_out:
+        return (named if isinstance(named, str) and named else None), timed_out
     said = error.traceback[0] if error.ename == COMMAND_EXEC_ERROR and error.traceback else ""
     word = said.removeprefix("signal: ") if said.startswith("signal: ") else None
     return (_SIGNALS_BY_WORD.get(word) if word is not None else None), False

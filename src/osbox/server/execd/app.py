@@ -89,6 +89,7 @@ def build_app(
         ("/code/contexts/{id}", code.get, ["GET"]),
         ("/code/contexts/{id}", code.delete, ["DELETE"]),
         ("/pty", pty.create, ["POST"]),
+        ("/pty", pty.list, ["GET"]),
         ("/pty/{id}", pty.status, ["GET"]),
         ("/pty/{id}", pty.delete, ["DELETE"]),
     ]

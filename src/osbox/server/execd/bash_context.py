@@ -52,9 +52,11 @@ def timeout_text(timeout_s: float, action: str) -> str:
     return f"the cell ran longer than its timeout of {timeout_s * 1000:.0f} ms; {action}"
 
 
-def timeout_error(timeout_s: float, action: str) -> bytes:
-    """The `error` event of a cell that ran past its timeout; `action` says what was done to it."""
-    return cell_error("Timeout", timeout_text(timeout_s, action))
+def timeout_error(timeout_s: float, action: str, **extra: object) -> bytes:
+    """The `error` event of a cell that ran past its timeout; `action` says what was done to it.
+    `timed_out: true` beside `error` says so to osbox's clients, as for a command its timeout killed."""
+    error = {"ename": "Timeout", "evalue": timeout_text(timeout_s, action), "traceback": []}
+    return frame("error", error=error, timed_out=True, **extra)
 
 
 class ContextBase:

@@ -19,8 +19,15 @@ bundle keeps every MIME type under the spec's keys (`text/plain`, `text/html`, `
 and `text/plain` also under the reference's `text`, so clients of either read it. Unlike the
 reference, `display_data` (plots, HTML) is kept too, as a `result`. One cell at a time per context:
 a concurrent one gets `init` and then a bare "busy" error. `DELETE /code?id=` interrupts the
-running cell (SIGINT: it ends with a `KeyboardInterrupt` error). A cell runs in its own task, so a
-client that leaves does not stop it.
+running cell (SIGINT: it ends with a `KeyboardInterrupt` error). A cell runs in its own task; a
+client that leaves its stream has it interrupted the same way (`disconnect`: the server's
+`--kill-on-disconnect` default or the request's `OSBOX-ON-DISCONNECT: kill`; with `keep` it runs on).
+
+stdin (`OSBOX-STDIN: pipe`, as for commands: see `stdin`): the response names the cell
+(`OSBOX-COMMAND-ID: <context id>-<hex>`), and each `input()`/`getpass()` in the cell reads the next
+line written to `POST /command/{cell id}/stdin` (its prompt is sent as stdout; the pipe's end raises
+`EOFError`). Without the header, `input()` fails at once (`StdinNotImplementedError`, with a hint).
+Python's `sys.stdin` is the kernel's own, not this pipe.
 
 No cell is lost: each is sent with `stop_on_error=False` (ipykernel otherwise aborts, silently on
 IOPub, the requests that reach it just after a cell that raised) and a cell ends only on both its
@@ -47,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import time
 from dataclasses import dataclass, field
@@ -58,9 +66,9 @@ from starlette.responses import JSONResponse, Response
 
 from osbox.server._logtail import tail
 
-from .bash_context import BashContext, ContextBase, cell_error, timeout_error, timeout_text
+from .bash_context import BashContext, ContextBase, cell_error, timeout_error
 from .commands import DEFAULT_CWD, new_id, resolve_cwd, spawn_or_fail
-from .disconnect import kill_wanted
+from .disconnect import kill_wanted, stop_on_disconnect
 from .errors import (
     MISSING_QUERY,
     NOT_SUPPORTED,
@@ -82,7 +90,7 @@ from .inputs import (
 from .kernel_files import KernelFiles, confined_client
 from .runner import Execution, RunSpec
 from .state import SandboxApi
-from .stdin import pipe_requested
+from .stdin import PipeLines, StdinPipe, announce_pipe, pipe_for
 from .streaming import EventChannel, event_response, frame
 
 if TYPE_CHECKING:
@@ -100,6 +108,10 @@ LANGUAGES = ("python", "bash")
 KERNEL_START_TIMEOUT_S = 60.0
 #: After a cell's timeout, how long the kernel has to act on the interrupt before it is restarted.
 KERNEL_INTERRUPT_GRACE_S = 3.0
+_NO_STDIN_HINT = (
+    "(osbox: this cell was sent without a stdin; send it with 'OSBOX-STDIN: pipe', e.g. "
+    "execute_code(..., stdin=...) in osbox's SDK, and feed input() through POST /command/{cell id}/stdin)"
+)
 _KERNEL_SCRIPT = (
     'mkdir -p "$1" && exec env -u JPY_PARENT_PID python3 -m ipykernel_launcher '
     '-f "$1/$2.json" --IPKernelApp.transport=ipc --ip="$1/$2"'
@@ -118,6 +130,8 @@ class CodeContext(ContextBase):
     log_path: Path  # the kernel's output, on the host
     cwd: str = DEFAULT_CWD
     cell: asyncio.Task[None] | None = None
+    #: The running (or last) cell, as `/command/{id}/stdin|signal` and `DELETE /command` find it.
+    run: PythonCell | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     restarts: int = 0
 
@@ -133,25 +147,35 @@ class CodeContext(ContextBase):
             process.signal_group(signal.SIGINT)
 
     async def start_cell(self, request: Request, code: str, timeout_s: float | None) -> EventChannel:
-        """Send `code` to the kernel as the next cell; its events come on the returned channel."""
+        """Send `code` to the kernel as the next cell; its events come on the returned channel. With
+        `OSBOX-STDIN: pipe` the cell's `input()` reads lines from a pipe (see `PythonCell`)."""
         channel = EventChannel()
+        self.run = run = PythonCell(self, pipe_for(request.headers))
 
         async def restart() -> None:
             await self.restart(request)
 
         self.cell = asyncio.create_task(
-            _run_cell(self, code, channel, timeout_s, restart), name=f"osbox-cell-{self.id}"
+            _run_cell(self, run, code, channel, timeout_s, restart), name=f"osbox-cell-{self.id}"
         )
         return channel
+
+    def answer(self, response: Response, *, kill: bool) -> Response:
+        """The running cell's stream as sent: its stdin pipe announced, interrupted if the client leaves."""
+        run = self.run
+        assert run is not None
+        if run.stdin is not None:
+            announce_pipe(response, run.id)
+        return stop_on_disconnect(response, lambda: run.running, run.dropped.set, kill=kill)
 
     async def restart(self, request: Request) -> None:
         """Kill the kernel and start a fresh one in its place: same context id, empty state. If
         the new one fails to start, the context is left dead (`alive` False) and this raises."""
         self._stop_kernel_client()
         await self.kernel.kill()
-        self.files.close()
+        self.files.remove()
         self.restarts += 1
-        name = f"{self.id}-{self.restarts}"  # new files: the dead kernel's are left where they are
+        name = f"{self.id}-{self.restarts}"  # new names: nothing of the dead kernel's is reused
         self.log_path = self.log_path.with_name(f"kernel-{name}.log")
         self.kernel, self.client, self.files = await launch_kernel(
             request, self.language, name, self.cwd, self.log_path
@@ -162,12 +186,52 @@ class CodeContext(ContextBase):
             self.client.stop_channels()
 
     async def close(self) -> None:
-        """Stop the cell, the client and the kernel; release the directory."""
+        """Stop the cell, the client and the kernel; remove the kernel's files, release the directory."""
         if self.cell is not None:
             self.cell.cancel()
+        if self.run is not None:
+            self.run.finish()  # its task may be cancelled before it ever ran (and closed the pipe)
         self._stop_kernel_client()
         await self.kernel.kill()
-        self.files.close()
+        self.files.remove()
+
+
+class PythonCell:
+    """One python cell as `/command/{id}/...` sees a run: its `id` (`<context id>-<hex>`), its
+    `stdin` pipe when the request asked for one (`OSBOX-STDIN: pipe`: each `input()` in the cell
+    takes the next line written to it; at its end, `EOFError`), and the kernel's `process` for
+    signals. `dropped` is set when its client leaves (`kill_on_disconnect`): the cell is interrupted."""
+
+    def __init__(self, context: CodeContext, stdin: StdinPipe | None) -> None:
+        self.id = f"{context.id}-{secrets.token_hex(4)}"
+        self.stdin = stdin
+        self.lines = PipeLines(stdin) if stdin is not None else None
+        self.dropped = asyncio.Event()
+        self.done = False
+        self._context = context
+
+    @property
+    def process(self) -> Any:
+        """The kernel's process (a signal for the cell goes to it)."""
+        return self._context.kernel.process
+
+    @property
+    def running(self) -> bool:
+        """True until the cell is over."""
+        return not self.done
+
+    async def interrupt(self) -> None:
+        """`DELETE /command?id=<cell id>`: SIGINT to the kernel (the cell ends with KeyboardInterrupt)."""
+        if self.running:
+            self._context.interrupt()
+
+    def finish(self) -> None:
+        """The cell is over: its stdin is closed (writers get `STDIN_CLOSED`). Idempotent."""
+        self.done = True
+        if self.lines is not None:
+            self.lines.close()
+        if self.stdin is not None:
+            self.stdin.close()
 
 
 #: A code context of either kind: a Jupyter kernel (python) or a bash session (bash).
@@ -245,8 +309,6 @@ class CodeApi(SandboxApi):
         else:
             return await self._run_shell(request, code)  # the reference runs it as a shell command
 
-        if isinstance(context, CodeContext) and pipe_requested(request.headers):
-            raise bad_request(f"{context.language} cells read no stdin ('OSBOX-STDIN: pipe'): bash cells do")
         kill = kill_wanted(request.headers, self._state(request).limits.kill_on_disconnect)
         init = frame("init", text=context.id)
         async with context.lock:
@@ -334,7 +396,7 @@ async def launch_kernel(
             client.stop_channels()
         await kernel.kill()
         if files is not None:
-            files.close()
+            files.remove()
         if isinstance(exc, ExecdError):
             raise
         if isinstance(exc, Exception):
@@ -430,10 +492,12 @@ class _Cell:
     reply: dict[str, Any] | None = None  # shell: its execute_reply's content
     error_sent: bool = False
     timed_out: bool = False
+    interrupted: bool = False  # by the server: its timeout, or its client left
 
 
 async def _run_cell(
     context: CodeContext,
+    run: PythonCell,
     code: str,
     channel: EventChannel,
     timeout_s: float | None,
@@ -449,34 +513,50 @@ async def _run_cell(
     ever reported as a success that did not run. After `timeout_s` the kernel is interrupted
     (SIGINT) and the cell ends with a `Timeout` error instead of the `KeyboardInterrupt`; a kernel
     still busy `KERNEL_INTERRUPT_GRACE_S` later is restarted (`restart`), and the error says so.
+    A client that leaves (`run.dropped`) has the cell interrupted the same way, restart included.
+
+    `input()` in the cell: with a stdin pipe (`run.lines`) the kernel's `input_request` is answered
+    with the pipe's next line (its prompt goes to stdout, as a terminal shows it; the pipe's end is
+    an `EOFError`); without one, ipykernel raises `StdinNotImplementedError` at once.
     """
     started = time.monotonic()
     finished = False
-    receiver = _Receiver(context)
+    receiver = _Receiver(context, stdin=run.lines is not None)
+    receiver.watch("dropped", run.dropped.wait())
     try:
-        cell = _Cell(context.client.execute(code, allow_stdin=False, stop_on_error=False))
+        cell = _Cell(context.client.execute(code, allow_stdin=run.lines is not None, stop_on_error=False))
         deadline = None if timeout_s is None else started + timeout_s
         while not (cell.idle and cell.reply is not None):
             if deadline is not None and time.monotonic() >= deadline:
-                if cell.timed_out:  # the interrupt did not end it: the kernel ignores SIGINT
-                    assert timeout_s is not None
+                if cell.interrupted:  # the interrupt did not end it: the kernel ignores SIGINT
                     await receiver.aclose()
-                    await channel.publish(await _restarted(timeout_s, restart))
+                    await channel.publish(await _restarted(timeout_s if cell.timed_out else None, restart))
                     cell.error_sent = True
                     break
                 cell.timed_out = True
-                context.interrupt()
-                deadline += KERNEL_INTERRUPT_GRACE_S
+                deadline = _interrupt(context, cell)
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             source, message = await receiver.next(wait)
             if source == "exited":
                 if not cell.error_sent:
                     await channel.publish(cell_error("KernelDied", "the kernel exited during the cell"))
                 break
+            if source == "dropped":
+                if not cell.interrupted:
+                    deadline = _interrupt(context, cell)
+                continue
+            if source == "line":
+                context.client.input(_input_value(message))
+                continue
             if message is None or message["parent_header"].get("msg_id") != cell.msg_id:
                 continue  # a timer, or what is left of an earlier cell
             if source == "shell":
                 cell.reply = message["content"]
+            elif source == "stdin":
+                if message["msg_type"] == "input_request" and run.lines is not None:
+                    if prompt := message["content"].get("prompt"):
+                        await channel.publish(frame("stdout", text=prompt))
+                    receiver.watch("line", run.lines.readline())
             else:
                 await _publish_iopub(cell, message, channel)
         if cell.timed_out and not cell.error_sent and timeout_s is not None:
@@ -488,25 +568,45 @@ async def _run_cell(
         await channel.close()
         finished = True
     finally:
+        run.finish()
         await receiver.aclose()
         if not finished:
             channel.abort()
 
 
-async def _restarted(timeout_s: float, restart: Callable[[], Awaitable[None]]) -> bytes:
+def _interrupt(context: CodeContext, cell: _Cell) -> float:
+    """Interrupt the cell's kernel; returns until when it has to act on it before it is restarted."""
+    cell.interrupted = True
+    context.interrupt()
+    return time.monotonic() + KERNEL_INTERRUPT_GRACE_S
+
+
+def _input_value(line: bytes | None) -> str:
+    """A pipe's line as `input()` returns it (no newline); its end as ipykernel's EOF (`EOFError`)."""
+    if line is None:
+        return "\x04"
+    return line.removesuffix(b"\n").decode(errors="replace")
+
+
+async def _restarted(timeout_s: float | None, restart: Callable[[], Awaitable[None]]) -> bytes:
     """Restart the kernel of a cell that ignored its interrupt; the cell's error event, saying so."""
     grace = f"{KERNEL_INTERRUPT_GRACE_S:g} s"
     try:
         await restart()
     except Exception as exc:  # the context is dead now: the next cell says so
-        message = f"the kernel ignored the interrupt for {grace} and could not be restarted: {exc}"
-        return timeout_error(timeout_s, message)
+        failed = f"the kernel ignored the interrupt for {grace} and could not be restarted: {exc}"
+        if timeout_s is None:
+            return cell_error("Interrupted", failed)
+        return timeout_error(timeout_s, failed)
     action = (
         f"the kernel ignored the interrupt for {grace}, so it was restarted: the context's state "
         "(variables, imports) is gone"
     )
-    error = {"ename": "Timeout", "evalue": timeout_text(timeout_s, action), "traceback": []}
-    return frame("error", error=error, restarted=True)
+    if timeout_s is None:  # its client left
+        return frame(
+            "error", error={"ename": "Interrupted", "evalue": action, "traceback": []}, restarted=True
+        )
+    return timeout_error(timeout_s, action, restarted=True)
 
 
 async def _publish_iopub(cell: _Cell, message: dict[str, Any], channel: EventChannel) -> None:
@@ -527,7 +627,10 @@ async def _publish_iopub(cell: _Cell, message: dict[str, Any], channel: EventCha
         if cell.timed_out:
             return  # the KeyboardInterrupt of our own interrupt: the Timeout error said it
         traceback = list(content.get("traceback", []))
-        await channel.publish(cell_error(content.get("ename", ""), content.get("evalue", ""), traceback))
+        ename, evalue = content.get("ename", ""), content.get("evalue", "")
+        if ename == "StdinNotImplementedError":  # input() in a cell sent without a stdin pipe
+            evalue = f"{evalue} {_NO_STDIN_HINT}"
+        await channel.publish(cell_error(ename, evalue, traceback))
         cell.error_sent = True
     elif kind == "status" and content.get("execution_state") == "idle":
         cell.idle = True
@@ -547,23 +650,38 @@ async def _check_reply(cell: _Cell, channel: EventChannel) -> None:
 
 
 class _Receiver:
-    """The kernel's IOPub and shell messages, in the order each channel sends them.
+    """The kernel's IOPub and shell (and with `stdin`, stdin) messages, in the order each channel
+    sends them, and whatever else the cell `watch`es (a line of input, its client leaving).
 
     One receive per channel stays pending across calls, so a message that arrives on one channel
     while another call is answered from the other channel is never dropped by a cancellation.
     """
 
-    def __init__(self, context: CodeContext) -> None:
+    def __init__(self, context: CodeContext, *, stdin: bool = False) -> None:
         self._context = context
+        self._channels = ["iopub", "shell", *(["stdin"] if stdin else [])]
         self._pending: dict[str, asyncio.Future[Any]] = {}
 
-    async def next(self, timeout_s: float | None) -> tuple[str, dict[str, Any] | None]:
-        """(`"iopub"` | `"shell"`, message); (`"exited"`, None) once the kernel has exited;
-        (`"timer"`, None) after `timeout_s` without either."""
+    def watch(self, source: str, awaitable: Awaitable[Any]) -> None:
+        """Have `next` answer `(source, result)` once `awaitable` is done (one at a time per source)."""
+        if source in self._pending:
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()  # the pending one answers for both
+            return
+        self._pending[source] = asyncio.ensure_future(awaitable)
+
+    async def next(self, timeout_s: float | None) -> tuple[str, Any]:
+        """(`"iopub"` | `"shell"` | `"stdin"`, message) or (a watched source, its result);
+        (`"exited"`, None) once the kernel has exited; (`"timer"`, None) after `timeout_s` without any."""
         client = self._context.client
-        for source, receive in (("iopub", client.get_iopub_msg), ("shell", client.get_shell_msg)):
+        receivers = {
+            "iopub": client.get_iopub_msg,
+            "shell": client.get_shell_msg,
+            "stdin": client.get_stdin_msg,
+        }
+        for source in self._channels:
             if source not in self._pending:
-                self._pending[source] = asyncio.ensure_future(receive())
+                self._pending[source] = asyncio.ensure_future(receivers[source]())
         exited = asyncio.ensure_future(self._context.kernel.exited.wait())
         try:
             waits = {*self._pending.values(), exited}
@@ -573,8 +691,7 @@ class _Receiver:
         for source, waiting in list(self._pending.items()):  # a message that arrived wins over the exit
             if waiting.done():
                 del self._pending[source]
-                message: dict[str, Any] = waiting.result()
-                return source, message
+                return source, waiting.result()
         return ("exited", None) if exited.done() and not exited.cancelled() else ("timer", None)
 
     async def aclose(self) -> None:

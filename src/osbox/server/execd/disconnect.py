@@ -5,7 +5,8 @@ The reference execd keeps a foreground command running after its client has gone
 osbox kills the run's process group (SIGKILL) when the response ends before the run has: the
 client disconnected (noticed at once, or at the next write, a keepalive ping at most 3 s later).
 This holds for foreground commands, session runs and bash-context cells alike (not for background
-commands, nor python cells, whose kernel outlives any one client).
+commands). A python cell is interrupted instead (SIGINT to its kernel, which outlives any one client
+and stays usable; a kernel that ignores it is restarted, see `code`).
 
 Configurable: the server's default is `ServerConfig.kill_on_disconnect` (`osbox serve
 --keep-on-disconnect` keeps the reference's behaviour); one request chooses for itself with osbox's
@@ -24,21 +25,24 @@ from osbox._wire import ON_DISCONNECT_HEADER, ON_DISCONNECT_KEEP, ON_DISCONNECT_
 from .errors import bad_request
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from starlette.datastructures import Headers
     from starlette.types import Receive, Scope, Send
 
     from .runner import Execution
 
-__all__ = ["kill_wanted", "on_disconnect"]
+__all__ = ["kill_wanted", "on_disconnect", "stop_on_disconnect"]
 
 
-class _KillOnDisconnect(Response):
-    """Serves `inner`; if it ends while the run still runs, the client is gone: kill it."""
+class _StopOnDisconnect(Response):
+    """Serves `inner`; if it ends while `running()` still says so, the client is gone: `stop()`."""
 
-    def __init__(self, inner: Response, execution: Execution) -> None:
+    def __init__(self, inner: Response, running: Callable[[], bool], stop: Callable[[], None]) -> None:
         # No Response.__init__: the inner response carries the status, headers and body.
         self._inner = inner
-        self._execution = execution
+        self._running = running
+        self._stop = stop
         self.status_code = inner.status_code
         self.background = None
 
@@ -46,9 +50,8 @@ class _KillOnDisconnect(Response):
         try:
             await self._inner(scope, receive, send)
         finally:
-            process = self._execution.process
-            if process is not None and self._execution.running:
-                process.signal_group(signal.SIGKILL)
+            if self._running():
+                self._stop()
 
 
 def kill_wanted(headers: Headers, default: bool) -> bool:
@@ -64,5 +67,18 @@ def kill_wanted(headers: Headers, default: bool) -> bool:
 
 def on_disconnect(response: Response, execution: Execution, *, kill: bool) -> Response:
     """A run's stream as answered: says whether a dropped stream kills it, and does so if it does."""
+
+    def sigkill() -> None:
+        if execution.process is not None:
+            execution.process.signal_group(signal.SIGKILL)
+
+    return stop_on_disconnect(response, lambda: execution.running, sigkill, kill=kill)
+
+
+def stop_on_disconnect(
+    response: Response, running: Callable[[], bool], stop: Callable[[], None], *, kill: bool
+) -> Response:
+    """A stream as answered: says whether a dropped stream stops what it follows (`kill`), and if it
+    does, calls `stop()` when the response ends while `running()`."""
     response.headers[ON_DISCONNECT_HEADER] = ON_DISCONNECT_KILL if kill else ON_DISCONNECT_KEEP
-    return _KillOnDisconnect(response, execution) if kill else response
+    return _StopOnDisconnect(response, running, stop) if kill else response

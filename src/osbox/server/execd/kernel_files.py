@@ -12,10 +12,15 @@ The connection file is opened non-blocking (a FIFO cannot hang the server) and r
 
 (SO_PEERCRED would name the peer, but zmq never hands out its connections' fds; the socket
 inode's owner is the next best: only a process running as that uid can have bound it.)
+
+A kernel killed by the server (its context deleted, or restarted after ignoring an interrupt) cleans
+nothing up: `remove` unlinks its connection file and sockets, by name beneath the same directory fd
+(`unlinkat` removes a planted symlink itself, never what it points to).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -44,6 +49,8 @@ class KernelFiles:
     def __init__(self, dir_fd: int, owners: range) -> None:
         self.dir_fd = dir_fd
         self.owners = owners
+        #: The kernel's name (`<name>.json`, `<name>-<port>`), once `ready` was asked about it.
+        self.name: str | None = None
         self.info: dict[str, Any] | None = None
         #: channel → an O_PATH fd of its socket, opened confined.
         self.sockets: dict[str, int] = {}
@@ -56,6 +63,7 @@ class KernelFiles:
     def ready(self, context_id: str) -> bool:
         """Open whatever the kernel has made by now; True once the connection file and every
         socket are open. Raises a 500 `ExecdError` for anything planted instead of them."""
+        self.name = context_id
         if self.info is None:
             self.info = self._read_info(f"{context_id}.json")
             if self.info is None:
@@ -68,6 +76,20 @@ class KernelFiles:
                     return False  # the heartbeat binds in its own thread, maybe after the file
                 self.sockets[channel] = fd
         return True
+
+    def remove(self) -> None:
+        """Unlink the kernel's connection file and sockets (those it has made), then `close`. For a
+        kernel that is dead: a live one would go on serving sockets nobody can reach any more."""
+        try:
+            if self.dir_fd >= 0 and self.name is not None:
+                names = [f"{self.name}.json"]
+                if self.info is not None:
+                    names += [f"{self.name}-{self.info[f'{channel}_port']}" for channel in CHANNELS]
+                for name in names:
+                    with contextlib.suppress(OSError):  # not made, or gone already
+                        os.unlink(name, dir_fd=self.dir_fd)
+        finally:
+            self.close()
 
     def close(self) -> None:
         """Close every fd (idempotent)."""

@@ -1,4 +1,5 @@
-"""PTY sessions: `POST /pty`, `GET`/`DELETE /pty/{id}`, and the WebSocket `/pty/{id}/ws`.
+"""PTY sessions: `POST /pty`, `GET`/`DELETE /pty/{id}`, and the WebSocket `/pty/{id}/ws`; `GET /pty`
+(osbox's) lists them, so a viewer can find the session to watch.
 
 The reference execd's protocol (wire-behaviour §1.11; frames in `osbox._pty`). A session is
 created empty; the first WebSocket starts its shell (`bash`, else `sh`; `bash -c command` when the
@@ -142,13 +143,17 @@ class PtySession:
         return self.process is not None and self.exit_code is None
 
     def status(self) -> dict[str, Any]:
-        """`GET /pty/{id}`: the reference's fields, plus `mode` and `exit_code` once known."""
+        """`GET /pty/{id}`: the reference's fields, plus osbox's `command`, `connected` (a client holds
+        it), `viewers`, and `mode` and `exit_code` once known."""
         body: dict[str, Any] = {
             "session_id": self.id,
             "running": self.running,
             "output_offset": self.log.total,
             "launch_attempted": self.mode is not None or self.launch_failed,
             "launch_failed": self.launch_failed,
+            "command": self.command,
+            "connected": self.holder is not None,
+            "viewers": self.viewers,
         }
         if self.mode is not None:
             body["mode"] = self.mode
@@ -398,6 +403,10 @@ class PtyApi:
             session = PtySession(new_id(), resolved, command, size)
             sessions[session.id] = session
         return JSONResponse({"session_id": session.id}, status_code=201)
+
+    async def list(self, request: Request) -> Response:
+        """`GET /pty` (osbox's): every session of the sandbox, oldest first, as `GET /pty/{id}` shows it."""
+        return JSONResponse([session.status() for session in self._of(sandbox_of(request)).values()])
 
     async def status(self, request: Request) -> Response:
         """`GET /pty/{id}` → `{session_id, running, output_offset, ...}`."""

@@ -17,7 +17,9 @@ The OpenSandbox execd gives every command `/dev/null` as stdin and has no way to
   to the command's process group at once (Ctrl-C in `osbox exec`); 409 once the command has exited.
 
 `StdinPipe` is the server's end of the pipe: a non-blocking write end, written with the event loop
-waiting for room, so a command that does not read blocks only its own stdin requests.
+waiting for room, so a command that does not read blocks only its own stdin requests. A python cell
+has no process of its own to read the pipe: the server reads it for the kernel (`PipeLines`), a line
+for each `input()`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "STDIN_CLOSED",
     "CommandInputApi",
+    "PipeLines",
     "StdinClosed",
     "StdinPipe",
     "announce_pipe",
@@ -124,6 +127,52 @@ class StdinPipe:
             if not self._room.done():
                 self._room.set_exception(StdinClosed())
         os.close(fd)
+
+
+class PipeLines:
+    """The read end of a `StdinPipe`, read by the server itself, a line at a time (for a python cell's
+    `input()`, which the kernel asks its client for). Takes the pipe's child end; `close` releases it."""
+
+    def __init__(self, pipe: StdinPipe) -> None:
+        self._fd = os.dup(pipe.child_fd)  # ours now, as a child's copy would be
+        pipe.release_child_end()
+        os.set_blocking(self._fd, False)
+        self._buffer = bytearray()
+        self._eof = False
+
+    async def readline(self) -> bytes | None:
+        """The next line with its newline (the last one may have none); None at the end."""
+        loop = asyncio.get_running_loop()
+        while b"\n" not in self._buffer and not self._eof:
+            try:
+                chunk = os.read(self._fd, 65536)
+            except BlockingIOError:
+                readable: asyncio.Future[None] = loop.create_future()
+                loop.add_reader(self._fd, _settle, readable)
+                try:
+                    await readable
+                finally:
+                    loop.remove_reader(self._fd)
+                continue
+            self._eof = not chunk
+            self._buffer += chunk
+        if not self._buffer:
+            return None
+        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
+        line = bytes(self._buffer[:end])
+        del self._buffer[:end]
+        return line
+
+    def close(self) -> None:
+        """Close the read end (idempotent): a writer then gets `STDIN_CLOSED`."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def pipe_requested(headers: Headers) -> bool:
