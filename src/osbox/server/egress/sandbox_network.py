@@ -143,11 +143,13 @@ async def connect_sandbox(
     prepared: PreparedNetwork | None = None,
     interface: str | None = None,
     address: IPv4Address | None = None,
+    loopback: bool = True,
 ) -> SandboxNetwork:
     """Set up the network of the sandbox whose namespace is at `netns`, in `mode` (see the module
     docstring); `policy` (default: allow all) and `on_denied` for `filtered`. `prepared`: the link made
     ahead for it (`prepare_sandbox`), which it takes over (and removes in mode `none`); otherwise a new
-    one, keeping `interface` and `address` where they are free (a re-adopted sandbox's).
+    one, keeping `interface` and `address` where they are free (a re-adopted sandbox's), and bringing
+    the namespace's loopback up unless `loopback` is False (see `HostNetwork.attach`).
 
     Raises `NetworkUnavailable` when the mode needs a network and there is none (`host` None: the
     server could not start one, e.g. not root) or no upstream DNS is known, `EgressUnavailable` when the
@@ -171,7 +173,10 @@ async def connect_sandbox(
     if prepared is not None:
         attachment, nft = host.rekey(prepared.attachment.sandbox_id, sandbox_id), prepared.nft
     else:
-        attachment, nft = await host.attach(sandbox_id, netns, interface=interface, address=address), None
+        attachment = await host.attach(
+            sandbox_id, netns, interface=interface, address=address, loopback=loopback
+        )
+        nft = None
     network = SandboxNetwork(mode, host, attachment)
     listen = _listen(attachment)
     try:
