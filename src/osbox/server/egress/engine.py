@@ -9,6 +9,7 @@ and `replace` refuse it with `EgressUnavailable` and the reason, rather than run
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -116,14 +117,21 @@ class SandboxEgress:
         `OSError` when the resolver cannot listen; either way nothing is left behind.
         """
         self.enforcement = await probe_enforcement(self.netns)
+        # The resolver answers by `policy` from its first query on (none can come before the entrypoint
+        # runs; should one, its admission waits for the rules in `NftEnforcer.admit`), so the rules, the
+        # resolver and the refusal log are set up at once.
+        self._policy = policy
+        steps = [self.replace(policy), self.resolver.start(*self._listen)]
+        if self.enforcement.mode == "dns+nft":
+            steps.append(self._start_refusal_log())
         try:
-            await self.replace(policy)
-            await self.resolver.start(*self._listen)
+            results = await asyncio.gather(*steps, return_exceptions=True)  # all done before any undoing
+            failure = next((r for r in results if isinstance(r, BaseException)), None)
+            if failure is not None:
+                raise failure
         except BaseException:
             await self.close()  # nothing half-started stays behind (an nft table, a bound port)
             raise
-        if self.enforcement.mode == "dns+nft":
-            self._start_refusal_log()
 
     async def replace(self, policy: Policy) -> None:
         """Put `policy` in force at once (new connections and the next DNS query see it)."""
@@ -144,11 +152,11 @@ class SandboxEgress:
         else:
             await self.enforcer.release()
 
-    def _start_refusal_log(self) -> None:
+    async def _start_refusal_log(self) -> None:
         factory = netns_socket_factory(self.netns) if self.netns is not None else socket.socket
         listener = NflogListener(factory, self._record_refusal)
         try:
-            listener.start()
+            await listener.start()
         except OSError as exc:
             # Refusals still happen; only their events are missing, and the log says why.
             _log.warning("refused connections will not be recorded: NFLOG unavailable: %s", exc)
