@@ -273,7 +273,7 @@ class BwrapBackend(Backend):
             # Pre-start sandboxes of the image asked for last: a second create of it takes one.
             self._pool_image = spec.image
             self._pool.flush()
-        pooled = self._pool.take() if poolable else None
+        pooled = await self._pool.take_or_wait() if poolable else None
         launched: BwrapSandbox | None = None
         early = network.EarlyNetwork(self._networks, spec)  # a start of its own sets it up beside
         try:
