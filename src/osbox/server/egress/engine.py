@@ -9,11 +9,10 @@ and `replace` refuse it with `EgressUnavailable` and the reason, rather than run
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -26,6 +25,7 @@ from .nft import DOH_RESOLVERS
 from .nft_runner import NftSession
 from .policy import Action, IPNetwork, Policy
 from .resolver import PolicyResolver
+from .steps import all_of
 
 __all__ = ["Denial", "EgressUnavailable", "SandboxEgress"]
 
@@ -121,14 +121,11 @@ class SandboxEgress:
         # runs; should one, its admission waits for the rules in `NftEnforcer.admit`), so the rules, the
         # resolver and the refusal log are set up at once.
         self._policy = policy
-        steps = [self.replace(policy), self.resolver.start(*self._listen)]
+        steps: list[Awaitable[object]] = [self.replace(policy), self.resolver.start(*self._listen)]
         if self.enforcement.mode == "dns+nft":
             steps.append(self._start_refusal_log())
         try:
-            results = await asyncio.gather(*steps, return_exceptions=True)  # all done before any undoing
-            failure = next((r for r in results if isinstance(r, BaseException)), None)
-            if failure is not None:
-                raise failure
+            await all_of(steps)
         except BaseException:
             await self.close()  # nothing half-started stays behind (an nft table, a bound port)
             raise

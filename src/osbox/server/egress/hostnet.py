@@ -70,6 +70,7 @@ from .netns import SocketFactory, call_in_netns, netns_socket_factory
 from .nft_runner import NftSession
 from .policy import IPNetwork
 from .rtnl import Rtnl
+from .steps import all_of
 
 __all__ = [
     "DEFAULT_POOL",
@@ -432,14 +433,9 @@ class HostNetwork:
 
     async def _configure_link(self, attachment: Attachment, netns: str, loopback: bool) -> None:
         """Both ends at once (each side's steps in order): a create waits for the slower, not the sum."""
-        results = await asyncio.gather(
-            self._configure_host_end(attachment),
-            _configure_sandbox_end(attachment, netns, loopback),
-            return_exceptions=True,  # both finished before `attach` undoes anything
+        await all_of(
+            [self._configure_host_end(attachment), _configure_sandbox_end(attachment, netns, loopback)]
         )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
 
     async def _configure_host_end(self, attachment: Attachment) -> None:
         name = attachment.interface

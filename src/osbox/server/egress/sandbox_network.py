@@ -25,9 +25,8 @@ default, just its sets filled) and its resolver.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Literal
@@ -40,6 +39,7 @@ from .nft_runner import NftError, NftSession
 from .pasta import ROOTLESS_POLICY, PastaNetwork
 from .policy import Policy
 from .resolver import PolicyResolver, ResolvedAddress
+from .steps import all_of
 
 __all__ = ["NetworkMode", "PreparedNetwork", "SandboxNetwork", "connect_sandbox", "prepare_sandbox"]
 
@@ -185,10 +185,11 @@ async def connect_sandbox(
             network.resolver = PolicyResolver(
                 Policy.allow_all, upstream, on_allowed=_admit_nothing, socket_factory=host.socket_factory
             )
-            await network.resolver.start(*listen)
+            steps: list[Awaitable[object]] = [network.resolver.start(*listen)]
             if (await probe_enforcement(netns)).mode == "dns+nft":
                 network.nft = network.nft or NftSession(netns)
-                await network.nft.run(render_dns_redirect(listen))
+                steps.append(network.nft.run(render_dns_redirect(listen)))
+            await all_of(steps)
         else:
             network.egress = SandboxEgress(
                 netns,
@@ -201,14 +202,9 @@ async def connect_sandbox(
                 nft_installed="deny" if prepared is not None else None,
             )
             chosen = policy or Policy.allow_all()
-            # Both at once, both finished before `close` undoes anything.
-            for result in await asyncio.gather(
-                network.egress.start(chosen),
-                host.set_exceptions(sandbox_id, chosen.networks("allow", 4)),
-                return_exceptions=True,
-            ):
-                if isinstance(result, BaseException):
-                    raise result
+            await all_of(
+                [network.egress.start(chosen), host.set_exceptions(sandbox_id, chosen.networks("allow", 4))]
+            )
     except BaseException:
         await network.close()
         raise
