@@ -9,8 +9,8 @@ the same run, interleaved:
 - create -> first output (as `bench_sandbox_start.py`: create, endpoint, execd client, first stdout
   of `echo ready`) with a policy (default deny, one name and one CIDR allowed) vs without a network
   (`osbox.network=none`) and in mode `open`;
-- HTTP throughput: `curl` in a sandbox (open, and filtered with the server allowed by CIDR) downloading a
-  body vs the same `curl` in the host namespace;
+- HTTP throughput: `curl` in a sandbox (open with the default 1 CPU and with 2 CPUs, and filtered with
+  the server allowed by CIDR) downloading a body vs the same `curl` in the host namespace;
 - TCP connect latency: a probe script timing connects, in the sandbox vs in the host namespace;
 - DNS lookup latency: the probe timing UDP queries for an allowed name through the policy resolver (from a
   filtered sandbox) vs straight to the upstream (from the host namespace).
@@ -81,6 +81,7 @@ else:
             times.append(time.perf_counter() - start)
 print(json.dumps(times))
 """
+HOST_PROBE = f"/tmp/osbox-bench-probe-{os.getpid()}.py"
 CURL = ["curl", "-sS", "-o", "/dev/null", "-w", "%{speed_download}", f"http://{SERVER[0]}:{SERVER[1]}/"]
 
 
@@ -219,20 +220,25 @@ def measure_traffic(
     report: Report,
 ) -> None:
     """Throughput, connect and DNS latency: sandboxes (open, filtered) vs the `host` namespace."""
-    opened = lifecycle.create_sandbox(image="python:3.11", entrypoint=["sleep", "infinity"], timeout=600)
-    filtered = lifecycle.create_sandbox(
-        image="python:3.11", entrypoint=["sleep", "infinity"], timeout=600, network_policy=POLICY
-    )
+    made = {
+        # The server's default limits (1 CPU), and the same open sandbox with 2 CPUs: what the cap costs.
+        "open": lifecycle.create_sandbox(image="python:3.11", entrypoint=["sleep", "infinity"], timeout=600),
+        "open_2cpu": lifecycle.create_sandbox(
+            image="python:3.11", entrypoint=["sleep", "infinity"], timeout=600, resource_limits={"cpu": "2"}
+        ),
+        "filtered": lifecycle.create_sandbox(
+            image="python:3.11", entrypoint=["sleep", "infinity"], timeout=600, network_policy=POLICY
+        ),
+    }
     clients = {
-        "open": ExecdClient.from_endpoint(lifecycle.get_endpoint(opened.id, 44772)),
-        "filtered": ExecdClient.from_endpoint(lifecycle.get_endpoint(filtered.id, 44772)),
+        name: ExecdClient.from_endpoint(lifecycle.get_endpoint(s.id, 44772)) for name, s in made.items()
     }
     try:
         for execd in clients.values():
             execd.upload_file("/tmp/probe.py", PROBE)
-        with open("/tmp/osbox-bench-probe.py", "w") as probe:
+        with open(HOST_PROBE, "w") as probe:
             probe.write(PROBE)
-        speeds: dict[str, list[float]] = {"host": [], "open": [], "filtered": []}
+        speeds: dict[str, list[float]] = {"host": [], **{name: [] for name in clients}}
         for round_no in range(rounds):
             order = ["host", *clients]
             for name in reversed(order) if round_no % 2 else order:  # neither side always goes first
@@ -246,14 +252,18 @@ def measure_traffic(
             figures[f"http_{name}_mib_s"] = round(median(values) / 2**20, 1)
         ratio = median(speeds["open"]) / median(speeds["host"])
         figures["http_open_vs_host"] = round(ratio, 3)
-        figures["http_filtered_vs_host"] = round(median(speeds["filtered"]) / median(speeds["host"]), 3)
+        for name in clients:
+            if name != "open":
+                figures[f"http_{name}_vs_host"] = round(median(speeds[name]) / median(speeds["host"]), 3)
         report.goals.append(Goal("sandbox (open) HTTP throughput vs host", ratio, GOAL_RATIO, ">=", "x"))
 
         connect_args = ["connect", SERVER[0], str(SERVER[1]), str(probes)]
-        host_connects = json.loads(in_host(host, ["python3", "/tmp/osbox-bench-probe.py", *connect_args]))
+        host_connects = json.loads(in_host(host, ["python3", HOST_PROBE, *connect_args]))
         print(f"\nTCP connect, {probes} each (p50 / p95)")
         rows = {"host": host_connects}
         for name, execd in clients.items():
+            if name == "open_2cpu":
+                continue  # latency: the CPU cap does not matter
             rows[name] = json.loads(in_sandbox(execd, "python3 /tmp/probe.py " + " ".join(connect_args)))
         for name, values in rows.items():
             print(f"  {name:8s} {us(median(values)):>10s} {us(percentile(values, 95)):>10s}")
@@ -262,7 +272,7 @@ def measure_traffic(
         direct = json.loads(
             in_host(
                 host,
-                ["python3", "/tmp/osbox-bench-probe.py", "dns", DNS_ADDRESS[0], "53", str(probes)],
+                ["python3", HOST_PROBE, "dns", DNS_ADDRESS[0], "53", str(probes)],
             )
         )
         resolver = json.loads(
@@ -274,9 +284,11 @@ def measure_traffic(
             figures[f"dns_{name}_p50_us"] = round(median(values) * 1e6, 1)
         figures["dns_resolver_vs_direct"] = round(median(resolver) / median(direct), 2)
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(HOST_PROBE)
         for execd in clients.values():
             execd.close()
-        for sandbox in (opened, filtered):
+        for sandbox in made.values():
             lifecycle.delete_sandbox(sandbox.id)
 
 

@@ -278,6 +278,10 @@ async def test_sweep_after_a_crash_removes_the_dead_and_adopts_the_live(side: Ho
             assert str(kept.address) not in await side.table()
         finally:
             await restarted.close()
+        # The crashed claim taken over and then released: nothing of this namespace is left in the
+        # host-wide registry.
+        registered = restarted._claim.directory
+        assert registered is not None and not registered.exists()
 
 
 async def test_close_removes_the_table_links_and_restores_forwarding(side: HostSide) -> None:

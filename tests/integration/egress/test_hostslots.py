@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
 import sys
 from ipaddress import IPv4Network
@@ -70,5 +72,30 @@ def test_the_claim_of_a_killed_server_is_taken_over_and_its_preferred_slot_found
     restarted = claim_layout(None, None, preferred="osbx", registry=tmp_path)
     assert restarted.prefix == "osbx"
     restarted.release()
+    assert sorted(p.name for d in tmp_path.iterdir() for p in d.iterdir()) == [".lock", "osbx1.claim"]
     unrelated.release()
-    assert sorted(p.name for p in (tmp_path).iterdir() for p in p.iterdir()) == [".lock"]
+    assert list(tmp_path.iterdir()) == []  # the namespace's directory went with its last claim
+
+
+def test_a_claim_sweeps_the_directories_of_namespaces_whose_servers_are_gone(tmp_path: Path) -> None:
+    # Two other namespaces' directories: one whose server crashed (its claim stale), one whose server
+    # runs (its claim locked, here by another open file of this process).
+    stale, live = tmp_path / "4-dead", tmp_path / "4-alive"
+    for directory in (stale, live):
+        directory.mkdir()
+        (directory / ".lock").touch()
+        (directory / "osbx.claim").write_text('{"pool": "100.96.0.0/16", "owner": "gone"}')
+    held = os.open(live / "osbx.claim", os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        mine = claim_layout(None, None, registry=tmp_path)
+        assert mine.directory is not None
+        assert sorted(d.name for d in tmp_path.iterdir()) == sorted(["4-alive", mine.directory.name])
+        assert sorted(p.name for p in live.iterdir()) == [".lock", "osbx.claim"]
+        mine.release()
+        assert [d.name for d in tmp_path.iterdir()] == ["4-alive"]
+    finally:
+        os.close(held)
+    # Its server gone too, the next claim's sweep takes it; the releases leave nothing.
+    claim_layout(None, None, registry=tmp_path).release()
+    assert list(tmp_path.iterdir()) == []

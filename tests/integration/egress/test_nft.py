@@ -122,6 +122,31 @@ random_policies = st.builds(
 )
 
 
+async def test_a_script_given_up_on_before_it_ran_is_skipped_and_the_session_goes_on() -> None:
+    async with network_namespaces(["nft"]) as names:
+        session = NftSession(netns_path(names["nft"]))
+        try:
+            # A long first script keeps the session busy while the second waits behind it.
+            many = ", ".join(f"10.{i >> 8 & 255}.{i & 255}.1" for i in range(20000))
+            busy = asyncio.create_task(
+                session.run(
+                    f"table inet t {{\n set s {{\n type ipv4_addr\n elements = {{ {many} }}\n }}\n}}\n"
+                )
+            )
+            await asyncio.sleep(0)  # the first is queued
+            given_up = asyncio.create_task(session.run("add table inet skipped\n"))
+            await asyncio.sleep(0)
+            given_up.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await given_up
+            await busy
+            await session.run("add table inet after\n")  # the thread still serves
+            listed = (await run_in(names["nft"], "nft", "list", "tables")).stdout
+            assert "table inet after" in listed and "table inet skipped" not in listed
+        finally:
+            await session.close()
+
+
 async def test_nft_accepts_the_ruleset_of_any_ip_policy() -> None:
     """Random IP/CIDR policies (overlaps, /0, host bits, v4-mapped v6) all render to rulesets nft takes."""
     async with network_namespaces(["nft"]) as names:

@@ -73,12 +73,21 @@ async def host_addresses(served: Served) -> dict[str, str]:
     return found
 
 
+async def addressed_links(served: Served, count: int) -> dict[str, str]:
+    """`host_addresses` once `count` links have their address (a link is made before it has one)."""
+
+    async def counted() -> dict[str, str] | None:
+        found = await host_addresses(served)
+        return found if len(found) == count else None
+
+    return await wait_until_async(counted, timeout=30, what=f"{count} addressed sandbox links on the host")
+
+
 async def test_a_pooled_sandbox_gets_its_policy_and_an_address_of_its_own(pooled: Served) -> None:
     ahead = set(await pool_links(pooled, POOL))
     async with await pooled.sandbox(network_policy=DENY_BUT_ALLOWED) as sandbox:
         # It took one of the links made ahead, under its policy from its first command on.
-        await pool_links(pooled, POOL + 1)  # the pool refilled beside it
-        gateways = await host_addresses(pooled)
+        gateways = await addressed_links(pooled, POOL + 1)  # the pool refilled beside it
         mine = await address_of(sandbox)
         (link,) = [name for name, gateway in gateways.items() if str(ip_address(gateway) + 1) == mine]
         assert link in ahead

@@ -4,6 +4,8 @@ served.py), their policy set at create and changed through the egress API (port 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import sys
 from collections.abc import AsyncIterator
 from ipaddress import IPv4Network
@@ -22,6 +24,8 @@ from osbox import AsyncEgressClient, AsyncLifecycleClient, AsyncSandbox
 from osbox._wire import EGRESS_PORT
 from osbox.models.lifecycle import CreateSandboxRequest, ImageSpec
 from osbox.server import AsyncLocalServer
+from osbox.server._backend.base import BackendError
+from osbox.server._backend.bwrap.backend import BwrapBackend
 from osbox.server.egress.app import AUTH_HEADER
 from tests.polling import wait_until_async
 
@@ -203,6 +207,50 @@ async def test_nothing_is_left_after_delete_and_expiry(served: Served) -> None:
         return await served.host_links() == []
 
     await wait_until_async(gone, timeout=30, what="the expired sandbox's link removed")
+
+
+async def test_a_cold_create_has_its_policy_before_its_entrypoint_runs(served: Served) -> None:
+    # No warm pool here: the network is set up while the sandbox starts, and must be in force (the
+    # policy included) by the time the entrypoint's first command runs.
+    first = (
+        f"{CURL} -o /dev/null http://allowed.test/; echo allowed=$? >> /tmp/first; "
+        f"{CURL} -o /dev/null http://{HOSTS['other.test']}/; echo other=$? >> /tmp/first; "
+        "echo done >> /tmp/first; exec sleep 600"
+    )
+    async with await served.sandbox(
+        entrypoint=["sh", "-c", first], network_policy=DENY_BUT_ALLOWED
+    ) as sandbox:
+
+        async def written() -> str | None:
+            shown = await sandbox.run("cat /tmp/first")
+            return shown.stdout if "done" in shown.stdout else None
+
+        seen = await wait_until_async(written, timeout=30, what="the entrypoint's first connections")
+        assert seen.split() == ["allowed=0", "other=7", "done"]  # allowed reached, the literal IP refused
+
+
+async def test_a_cold_create_that_fails_while_its_network_is_set_up_leaves_nothing(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = BwrapBackend._wait_ready
+
+    async def fail_once_started(self: BwrapBackend, *args: Any) -> tuple[int, int]:
+        pidfd, _pid = await original(self, *args)  # the agent started, its network beside it
+        os.close(pidfd)
+        raise BackendError("the agent was refused (injected)")
+
+    monkeypatch.setattr(BwrapBackend, "_wait_ready", fail_once_started)
+    async with served.lifecycle() as lifecycle:
+        created = await lifecycle.create_sandbox(
+            image="python:3.11", entrypoint=["sleep", "60"], network_policy=DENY_BUT_ALLOWED
+        )
+        info = await lifecycle.get_sandbox(created.id)
+        assert info.status.state == "Failed"
+        assert "injected" in (info.status.message or "")
+        assert await served.host_links() == []
+        table = await served.host_table()
+        assert re.search(rf"{served.prefix}-[0-9a-f]", table) is None, table  # nor its elements
+        await lifecycle.delete_sandbox(created.id)
 
 
 async def test_a_readopted_sandbox_keeps_its_network_and_policy(reachable_dir: Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -25,6 +25,7 @@ from .nft import DOH_RESOLVERS
 from .nft_runner import NftSession
 from .policy import Action, IPNetwork, Policy
 from .resolver import PolicyResolver
+from .steps import all_of
 
 __all__ = ["Denial", "EgressUnavailable", "SandboxEgress"]
 
@@ -116,14 +117,18 @@ class SandboxEgress:
         `OSError` when the resolver cannot listen; either way nothing is left behind.
         """
         self.enforcement = await probe_enforcement(self.netns)
+        # The resolver answers by `policy` from its first query on (none can come before the entrypoint
+        # runs; should one, its admission waits for the rules in `NftEnforcer.admit`), so the rules, the
+        # resolver and the refusal log are set up at once.
+        self._policy = policy
+        steps: list[Awaitable[object]] = [self.replace(policy), self.resolver.start(*self._listen)]
+        if self.enforcement.mode == "dns+nft":
+            steps.append(self._start_refusal_log())
         try:
-            await self.replace(policy)
-            await self.resolver.start(*self._listen)
+            await all_of(steps)
         except BaseException:
             await self.close()  # nothing half-started stays behind (an nft table, a bound port)
             raise
-        if self.enforcement.mode == "dns+nft":
-            self._start_refusal_log()
 
     async def replace(self, policy: Policy) -> None:
         """Put `policy` in force at once (new connections and the next DNS query see it)."""
@@ -144,11 +149,11 @@ class SandboxEgress:
         else:
             await self.enforcer.release()
 
-    def _start_refusal_log(self) -> None:
+    async def _start_refusal_log(self) -> None:
         factory = netns_socket_factory(self.netns) if self.netns is not None else socket.socket
         listener = NflogListener(factory, self._record_refusal)
         try:
-            listener.start()
+            await listener.start()
         except OSError as exc:
             # Refusals still happen; only their events are missing, and the log says why.
             _log.warning("refused connections will not be recorded: NFLOG unavailable: %s", exc)

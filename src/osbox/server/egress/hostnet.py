@@ -70,6 +70,7 @@ from .netns import SocketFactory, call_in_netns, netns_socket_factory
 from .nft_runner import NftSession
 from .policy import IPNetwork
 from .rtnl import Rtnl
+from .steps import all_of
 
 __all__ = [
     "DEFAULT_POOL",
@@ -281,11 +282,14 @@ class HostNetwork:
         *,
         interface: str | None = None,
         address: IPv4Address | None = None,
+        loopback: bool = True,
     ) -> Attachment:
         """Give the sandbox whose network namespace is at `netns` (e.g. `/proc/<pid>/ns/net`) its link.
 
         `interface` and `address` (what a sandbox had before a restart, see `rekey`) are kept where
-        they are free; by default both follow from the sandbox id.
+        they are free; by default both follow from the sandbox id. `loopback`: bring the namespace's
+        `lo` up too (False: its maker does, as bwrap does while the link is made beside its start; an
+        `lo` already up would make bwrap's own "add 127.0.0.1" fail).
         Raises `ValueError` when it is attached already, `NetworkUnavailable` when the pool is full,
         `RuntimeError` with the tool's message when a step fails; nothing is left behind then.
         """
@@ -311,7 +315,7 @@ class HostNetwork:
                 del self._blocks[block]
                 raise
             try:
-                await self._configure_link(attachment, netns)
+                await self._configure_link(attachment, netns, loopback)
             except BaseException:
                 with contextlib.suppress(Exception):
                     await self._remove_link(attachment, ())
@@ -427,16 +431,11 @@ class HostNetwork:
         _log.warning("removing %s: its address is not a free block of the pool", interface)
         return None
 
-    async def _configure_link(self, attachment: Attachment, netns: str) -> None:
+    async def _configure_link(self, attachment: Attachment, netns: str, loopback: bool) -> None:
         """Both ends at once (each side's steps in order): a create waits for the slower, not the sum."""
-        results = await asyncio.gather(
-            self._configure_host_end(attachment),
-            _configure_sandbox_end(attachment, netns),
-            return_exceptions=True,  # both finished before `attach` undoes anything
+        await all_of(
+            [self._configure_host_end(attachment), _configure_sandbox_end(attachment, netns, loopback)]
         )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
 
     async def _configure_host_end(self, attachment: Attachment) -> None:
         name = attachment.interface
@@ -497,9 +496,10 @@ class HostNetwork:
             del self._forwarding_restore[uplink]
 
 
-async def _configure_sandbox_end(attachment: Attachment, netns: str) -> None:
+async def _configure_sandbox_end(attachment: Attachment, netns: str, loopback: bool) -> None:
     def configure(rtnl: Rtnl) -> None:
-        rtnl.set_up("lo")
+        if loopback:
+            rtnl.set_up("lo")
         rtnl.add_address("eth0", attachment.address, _BLOCK)
         rtnl.set_up("eth0")
         rtnl.add_default_route(attachment.gateway, "eth0")

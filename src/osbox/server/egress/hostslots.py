@@ -8,7 +8,9 @@ and **locked** (`flock`) by the owning server for as long as it runs. A claim wh
 stale (its server stopped or crashed: the kernel drops the lock with the process) and may be taken over;
 the new owner's `HostNetwork.start` removes what the old one left under that prefix. Claiming (check
 every live claim, lock a free one) happens under the registry's own lock, so two servers starting at
-once never pick the same layout.
+once never pick the same layout. A namespace's directory goes with its last claim (released, or stale:
+each claim also sweeps the directories of other namespaces whose servers are all gone, e.g. a test's
+namespace deleted after its server crashed).
 
 Layouts not given explicitly are chosen from `candidates`: slot 0 is `osbx` with 100.96.0.0/16, slot k
 is `osbx<k>` with 100.(96+k).0.0/16, up to 32 slots (all within the shared address space 100.64.0.0/10).
@@ -60,18 +62,28 @@ class Claim:
         was given for sandboxes, e.g. forwarding on the uplinks)."""
         if self.directory is None:
             return False
-        with _locked(self.directory / ".lock"):
-            return any(prefix != self.prefix for prefix, _, _ in _live_claims(self.directory))
+        with _locked(self.directory, create=False) as held:
+            return held and any(prefix != self.prefix for prefix, _, _ in _live_claims(self.directory))
 
     def release(self) -> None:
-        """Give the layout back (its file goes; a crash leaves it stale for the next server instead)."""
+        """Give the layout back (its file goes, and the namespace's directory with the last claim; a
+        crash leaves it stale for the next server instead)."""
         if self.fd is None:
             return
         path = os.readlink(f"/proc/self/fd/{self.fd}")
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        os.close(self.fd)
-        self.fd = None
+        try:
+            if self.directory is None:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                return
+            with _locked(self.directory, create=False) as held:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                if held:
+                    _remove_if_unclaimed(self.directory)
+        finally:
+            os.close(self.fd)
+            self.fd = None
 
 
 def candidates() -> Iterator[tuple[str, IPv4Network]]:
@@ -95,10 +107,10 @@ def claim_layout(
     prefix claimed before) first. Raises `LayoutTaken` saying who holds what, `OSError` when the
     registry cannot be written."""
     directory = registry / _namespace_key(netns)
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     options = list(dict.fromkeys((prefix or p, pool or q) for p, q in candidates()))
     options.sort(key=lambda option: option[0] != preferred)
-    with _locked(directory / ".lock"):
+    _sweep_unclaimed(registry, keep=directory)
+    with _locked(directory, create=True):
         live = _live_claims(directory)
         refusals = []
         for option_prefix, option_pool in options:
@@ -120,13 +132,70 @@ def _namespace_key(netns: str | None) -> str:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+def _locked(directory: Path, *, create: bool) -> Iterator[bool]:
+    """Hold the namespace directory's lock (`.lock`); yields whether it is held. `create`: make the
+    directory if it is not there; otherwise yield False when it is gone (nothing of it to change).
+
+    The lock file is the directory's: whoever removes the directory (`_remove_if_unclaimed`) does so
+    holding it, so a lock taken on a file that was removed meanwhile is no lock at all: taken again on
+    the current one (or a new directory) until the file locked is the one in place.
+    """
+    lock = directory / ".lock"
+    while True:
+        if create:
+            directory.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+            with contextlib.suppress(FileExistsError):
+                directory.mkdir(mode=0o700)
+        try:
+            fd = os.open(
+                lock, os.O_RDWR | (os.O_CREAT if create else 0) | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+            )
+        except FileNotFoundError:
+            if create:
+                continue  # removed between the mkdir and the open: make it again
+            yield False
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held for a few file operations by whoever has it
+            try:
+                current = os.stat(lock, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # the directory went while this waited for its lock
+            mine = os.fstat(fd)
+            if (current.st_dev, current.st_ino) != (mine.st_dev, mine.st_ino):
+                continue
+            yield True
+            return
+        finally:
+            os.close(fd)
+
+
+def _remove_if_unclaimed(directory: Path) -> bool:
+    """Remove the namespace directory (holding its lock) when no live claim is left in it; whether it
+    went. Stale claims go with it (`_live_claims`)."""
+    if _live_claims(directory):
+        return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # held for a few file operations by whoever has it
-        yield
-    finally:
-        os.close(fd)
+        for entry in directory.iterdir():
+            if entry.name != ".lock":
+                return False  # something not ours: leave it
+        (directory / ".lock").unlink()
+        directory.rmdir()
+    except OSError:
+        return False
+    return True
+
+
+def _sweep_unclaimed(registry: Path, *, keep: Path) -> None:
+    """Remove the directories of other namespaces whose claims are all stale (their servers gone)."""
+    try:
+        others = [d for d in registry.iterdir() if d != keep and d.is_dir() and not d.is_symlink()]
+    except FileNotFoundError:
+        return
+    for directory in others:
+        with _locked(directory, create=False) as held:
+            if held:
+                _remove_if_unclaimed(directory)
 
 
 def _live_claims(directory: Path) -> list[tuple[str, IPv4Network, str]]:

@@ -177,6 +177,12 @@ class SandboxNetworks:
             )
             await self.proxy.start()
 
+    @property
+    def links_ahead(self) -> bool:
+        """Whether a sandbox's link can be made before its agent is up (`prepare`, or `connect` beside
+        a cold start): a root host network (pasta attaches to a running namespace only)."""
+        return isinstance(self.host, HostNetwork)
+
     async def prepare(self, pool_id: str, netns: str) -> bool:
         """Make the link of a pre-started sandbox of the warm pool (`pool_id`) ahead, so that the create
         that takes it only puts its mode in force (`connect(..., prepared=pool_id)`). False (and nothing
@@ -200,11 +206,13 @@ class SandboxNetworks:
         prepared: str | None = None,
         link: _Link | None = None,
         trust_store: bool = True,
+        loopback: bool = True,
     ) -> NetworkStatus:
         """Set up the network `choice` asks for in the namespace at `netns`; before the entrypoint runs.
         `prepared`: the pool id whose link (`prepare`) the sandbox takes over (removed in mode `none`);
         `link`: the interface and address to keep where free (a re-adopted sandbox's);
-        `trust_store`: the server can put the credential proxy's CA into the sandbox's (an image's).
+        `trust_store`: the server can put the credential proxy's CA into the sandbox's (an image's);
+        `loopback` False: the namespace's maker brings its loopback up (bwrap, still starting).
 
         Raises `NetworkUnavailable` or `EgressUnavailable` (the message says why) when it cannot be
         had here; nothing is left behind then.
@@ -230,6 +238,7 @@ class SandboxNetworks:
             prepared=ahead,
             interface=link.interface if link is not None else None,
             address=link.address if link is not None else None,
+            loopback=loopback,
         )
         try:
             # A sandbox whose trust store cannot have the CA is not proxied after a restart either.

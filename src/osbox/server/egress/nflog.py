@@ -115,8 +115,14 @@ class NflogListener:
         self._group = group
         self._sock: socket.socket | None = None
 
-    def start(self) -> None:
-        """Open and bind the netlink socket and start reading (on the running loop)."""
+    async def start(self) -> None:
+        """Open and bind the netlink socket (in a thread: entering another namespace blocks for a
+        moment) and start reading on the running loop."""
+        sock = await asyncio.to_thread(self._open)
+        self._sock = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+
+    def _open(self) -> socket.socket:
         sock = self._factory(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_NETFILTER)
         try:
             sock.bind((0, 0))
@@ -125,8 +131,7 @@ class NflogListener:
         except OSError:
             sock.close()
             raise
-        self._sock = sock
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+        return sock
 
     def close(self) -> None:
         """Stop reading and close the socket."""

@@ -130,6 +130,10 @@ def _serve(lib: ctypes.CDLL, netns: str | None, jobs: queue.SimpleQueue[_Job | N
         lib.nft_ctx_buffer_error(ctx)
     try:
         while (job := jobs.get()) is not None:
+            # A job whose caller gave up (cancelled) before it ran is skipped; once running, it cannot be
+            # cancelled any more, so setting its outcome never fails (which would end this thread).
+            if not job.done.set_running_or_notify_cancel():
+                continue
             if failure is not None or ctx is None:
                 job.done.set_exception(NftError(failure or "libnftables did not start"))
                 continue

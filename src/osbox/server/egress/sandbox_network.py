@@ -25,9 +25,8 @@ default, just its sets filled) and its resolver.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Literal
@@ -40,6 +39,7 @@ from .nft_runner import NftError, NftSession
 from .pasta import ROOTLESS_POLICY, PastaNetwork
 from .policy import Policy
 from .resolver import PolicyResolver, ResolvedAddress
+from .steps import all_of
 
 __all__ = ["NetworkMode", "PreparedNetwork", "SandboxNetwork", "connect_sandbox", "prepare_sandbox"]
 
@@ -143,11 +143,13 @@ async def connect_sandbox(
     prepared: PreparedNetwork | None = None,
     interface: str | None = None,
     address: IPv4Address | None = None,
+    loopback: bool = True,
 ) -> SandboxNetwork:
     """Set up the network of the sandbox whose namespace is at `netns`, in `mode` (see the module
     docstring); `policy` (default: allow all) and `on_denied` for `filtered`. `prepared`: the link made
     ahead for it (`prepare_sandbox`), which it takes over (and removes in mode `none`); otherwise a new
-    one, keeping `interface` and `address` where they are free (a re-adopted sandbox's).
+    one, keeping `interface` and `address` where they are free (a re-adopted sandbox's), and bringing
+    the namespace's loopback up unless `loopback` is False (see `HostNetwork.attach`).
 
     Raises `NetworkUnavailable` when the mode needs a network and there is none (`host` None: the
     server could not start one, e.g. not root) or no upstream DNS is known, `EgressUnavailable` when the
@@ -171,7 +173,10 @@ async def connect_sandbox(
     if prepared is not None:
         attachment, nft = host.rekey(prepared.attachment.sandbox_id, sandbox_id), prepared.nft
     else:
-        attachment, nft = await host.attach(sandbox_id, netns, interface=interface, address=address), None
+        attachment = await host.attach(
+            sandbox_id, netns, interface=interface, address=address, loopback=loopback
+        )
+        nft = None
     network = SandboxNetwork(mode, host, attachment)
     listen = _listen(attachment)
     try:
@@ -180,10 +185,11 @@ async def connect_sandbox(
             network.resolver = PolicyResolver(
                 Policy.allow_all, upstream, on_allowed=_admit_nothing, socket_factory=host.socket_factory
             )
-            await network.resolver.start(*listen)
+            steps: list[Awaitable[object]] = [network.resolver.start(*listen)]
             if (await probe_enforcement(netns)).mode == "dns+nft":
                 network.nft = network.nft or NftSession(netns)
-                await network.nft.run(render_dns_redirect(listen))
+                steps.append(network.nft.run(render_dns_redirect(listen)))
+            await all_of(steps)
         else:
             network.egress = SandboxEgress(
                 netns,
@@ -196,14 +202,9 @@ async def connect_sandbox(
                 nft_installed="deny" if prepared is not None else None,
             )
             chosen = policy or Policy.allow_all()
-            # Both at once, both finished before `close` undoes anything.
-            for result in await asyncio.gather(
-                network.egress.start(chosen),
-                host.set_exceptions(sandbox_id, chosen.networks("allow", 4)),
-                return_exceptions=True,
-            ):
-                if isinstance(result, BaseException):
-                    raise result
+            await all_of(
+                [network.egress.start(chosen), host.set_exceptions(sandbox_id, chosen.networks("allow", 4))]
+            )
     except BaseException:
         await network.close()
         raise

@@ -273,15 +273,17 @@ class BwrapBackend(Backend):
             # Pre-start sandboxes of the image asked for last: a second create of it takes one.
             self._pool_image = spec.image
             self._pool.flush()
-        pooled = self._pool.take() if poolable else None
+        pooled = await self._pool.take_or_wait() if poolable else None
         launched: BwrapSandbox | None = None
+        early = network.EarlyNetwork(self._networks, spec)  # a start of its own sets it up beside
         try:
             handle = await self._assign(pooled, spec) if pooled is not None else None
             if handle is None:
-                handle = launched = await self._launch(spec)
-                await self._start_entrypoint(launched, spec, base_env=None)
+                handle = launched = await self._launch(spec, early=early)
+                await self._start_entrypoint(launched, spec, base_env=None, early=early)
             return handle
         except BaseException:
+            await early.abandon()
             for sandbox in (pooled, launched):
                 if sandbox is not None:
                     await self._discard_failed(sandbox)
@@ -315,16 +317,23 @@ class BwrapBackend(Backend):
             return False
 
     async def _start_entrypoint(
-        self, handle: BwrapSandbox, spec: SandboxSpec, *, base_env: dict[str, str] | None
+        self,
+        handle: BwrapSandbox,
+        spec: SandboxSpec,
+        *,
+        base_env: dict[str, str] | None,
+        early: network.EarlyNetwork | None = None,
     ) -> None:
-        """Start the sandbox's entrypoint (with `base_env` added to its environment); destroys the
-        sandbox on failure."""
+        """Start the sandbox's entrypoint (with `base_env` added to its environment) once its network
+        is in force (`early`: the one set up beside its start); destroys the sandbox on failure."""
         cwd = lay.WORKSPACE if spec.image is None else spec.image.working_dir or "/"
         message: dict[str, Any] = {"op": "start", "argv": list(spec.entrypoint), "cwd": cwd}
         if base_env is not None:
             message["base_env"] = base_env
         try:
-            await network.connect(self._networks, handle, spec.network, trust_store=spec.image is not None)
+            await network.connect(
+                self._networks, handle, spec.network, trust_store=spec.image is not None, early=early
+            )
             if spec.image is not None and handle.nameserver:
                 message["etc"] = {"/etc/resolv.conf": lay.resolv_conf(handle.nameserver)}
             if handle.trusted_ca is not None:
@@ -336,10 +345,11 @@ class BwrapBackend(Backend):
                 raise _start_failure(spec, handle.layout, exc) from None
             raise
 
-    async def _launch(self, spec: SandboxSpec) -> BwrapSandbox:
+    async def _launch(self, spec: SandboxSpec, *, early: network.EarlyNetwork | None = None) -> BwrapSandbox:
         """Start bwrap and the agent, inside the sandbox's cgroup; returns once the agent answers.
 
-        The entrypoint is not started (see `_start_entrypoint`).
+        The entrypoint is not started (see `_start_entrypoint`). `early` starts setting the sandbox's
+        network up as soon as its namespace exists (and is abandoned should the start fail).
         """
         layout = lay.StateLayout(spec.state_dir)
         if spec.image is not None and (self._registry is None or self._single_id_reason):
@@ -371,6 +381,8 @@ class BwrapBackend(Backend):
             child_pid = await read_child_pid(info_read, _READY_TIMEOUT_S)
             if child_pid > 0:  # a pidfd, so that a failed start can kill it without pid-reuse risk
                 child_pidfd = os.pidfd_open(child_pid)
+                if early is not None:
+                    early.start(child_pid)  # its namespace exists: the network is made while it starts
             if mapped and ids is not None and child_pid > 0 and spec.image is not None:
                 await asyncio.to_thread(self._map_and_mount, child_pid, ids, block_write, spec)
             elif mapped and ids is not None and child_pid > 0:
@@ -383,12 +395,14 @@ class BwrapBackend(Backend):
                 with contextlib.suppress(OSError):
                     signal.pidfd_send_signal(child_pidfd, signal.SIGKILL)  # takes its PID namespace along
             close_fds([fd for fd in (info_read, block_write, child_pidfd, bwrap_pidfd) if fd >= 0])
+            if early is not None:
+                await early.abandon()
             await self._abort_launch(bwrap, cgroup, layout, ids, child_pid)
             if isinstance(exc, IdMapsRefused):
                 self._single_id_reason = f"the kernel refused to map a range of ids: {exc}"
                 self._describe()
                 _log.warning("sandboxes get one id only from now on: %s", self._single_id_reason)
-                return await self._launch(spec)
+                return await self._launch(spec, early=early)
             if isinstance(exc, (BackendError, OSError, ValueError, TimeoutError)):
                 raise _start_failure(spec, layout, exc) from None
             raise
